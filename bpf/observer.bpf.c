@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+//
+// observer.bpf.c: the uprobe/uretprobe pair that ucxfault's observer attaches
+// to every hooked ucp_* function. Compiled by bpf2go (observer/observer.go)
+// with -target amd64,arm64, which defines __TARGET_ARCH_x86 or
+// __TARGET_ARCH_arm64 for bpf_tracing.h.
+//
+// One entry program and one return program serve all hooks: the hook id (the
+// row of hooks.Table) arrives as the attach cookie. Entries are pushed on a
+// small per-thread stack; a return pops its entry and emits ONE event per
+// completed application call through a ring buffer. Calls made from inside
+// libucp/libucs/libuct (libucp calls its own exported functions through its
+// PLT) are counted and dropped, so that the observer counts the same
+// application calls as the injector.
+//
+// No vmlinux.h: the context of a uprobe is the architecture's user register
+// frame (struct pt_regs), whose layout is ABI, so it is declared here.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+
+#if defined(__TARGET_ARCH_x86)
+// Same layout as the kernel's struct pt_regs and user space's <asm/ptrace.h>,
+// with the user-space field names bpf_tracing.h expects without vmlinux.h.
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
+	unsigned long rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+};
+#define UCXF_PARM6(x) ((x)->r9)
+#elif defined(__TARGET_ARCH_arm64)
+// bpf_tracing.h casts the context to struct user_pt_regs, the head of the
+// kernel's struct pt_regs on arm64.
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+struct pt_regs;
+#define UCXF_PARM6(x) (((const struct user_pt_regs *)(x))->regs[5])
+#else
+#error "observer.bpf.c supports -target amd64 and arm64 only"
+#endif
+
+// Constants of <linux/bpf.h>, which is not included: it pulls in <asm/types.h>
+// from a multiarch directory that differs between hosts.
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+};
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+// Sizes; the Go side reads them from the generated types.
+#define MAX_HOOKS 64   // hooks.MaxHooks
+#define STACK_DEPTH 16 // per thread; a power of two
+#define MAX_RANGES 32  // executable mappings of libucp/libucs/libuct
+#define MAX_THREADS 16384
+
+// How a hook returns its status (hooks.Return).
+enum ret_kind {
+	RET_STATUS_PTR = 0,
+	RET_STATUS = 1,
+};
+
+// hook_cfg says, per hook id, which 1-based argument positions hold what
+// matters (0 = none). Filled from Go from hooks.Table.
+struct hook_cfg {
+	__u8 size_arg;
+	__u8 ep_arg;
+	__u8 raddr_arg;
+	__u8 req_arg;
+	__u8 ret_kind;
+	__u8 enabled;
+	__u8 pad[2];
+};
+
+// lib_ranges is the set of executable mappings whose callers are internal.
+struct lib_range {
+	__u64 start;
+	__u64 end;
+};
+struct lib_ranges {
+	__u32 count;
+	__u32 pad;
+	struct lib_range r[MAX_RANGES];
+};
+
+enum frame_flags {
+	FRAME_INTERNAL = 1, // caller inside libucp/libucs/libuct
+	FRAME_PREARM = 2,   // entered before all probes were attached
+};
+
+// frame is one call in progress.
+struct frame {
+	__u64 entry_ns;
+	__u64 ret_sp; // the stack pointer the return will see
+	__u64 caller;
+	__u64 size;
+	__u64 ep;
+	__u64 raddr;
+	__u64 req;
+	__u16 hook;
+	__u8 flags;
+	__u8 pad[5];
+};
+
+// stack is a thread's calls in progress: a circular stack whose oldest
+// frame is overwritten when it is full.
+struct stack {
+	__u32 top;   // frames ever pushed minus popped (index of the next push)
+	__u32 count; // frames held, at most STACK_DEPTH
+	struct frame f[STACK_DEPTH];
+};
+
+// event is one completed application call.
+struct event {
+	__u64 entry_ns;
+	__u64 duration_ns;
+	__u64 ret; // the raw return register
+	__u64 caller;
+	__u64 size;
+	__u64 ep;
+	__u64 raddr;
+	__u64 req;
+	__u32 tid;
+	__u16 hook;
+	__u16 depth; // application calls still in progress below this one
+};
+
+// Counter indexes of the per-CPU counters map.
+enum counter {
+	CNT_CALLS = 0,         // events submitted
+	CNT_DROPPED = 1,       // bpf_ringbuf_reserve failed
+	CNT_UNMATCHED_RET = 2, // a return without its entry
+	CNT_OVERWRITTEN = 3,   // a frame overwritten by a full stack
+	CNT_STALE = 4,         // a frame whose return was never seen
+	CNT_NO_STACK = 5,      // the stack map was full: entry not recorded
+	CNT_INTERNAL = 6,      // internal calls dropped
+	CNT_MAX = 7,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_HOOKS);
+	__type(key, __u32);
+	__type(value, struct hook_cfg);
+} hook_cfgs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lib_ranges);
+} internal_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_THREADS);
+	__type(key, __u32); // tid
+	__type(value, struct stack);
+} stacks SEC(".maps");
+
+// A zeroed stack to insert new threads from (too big for the BPF stack).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack);
+} empty_stack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+// target_tgid is the observed process, set before loading.
+const volatile __u32 target_tgid = 0;
+
+// armed_ns is set once every probe is attached; calls entered before it are
+// dropped silently. stop_ns is set before detaching: no new entries are
+// recorded and unmatched returns are no longer counted.
+volatile __u64 armed_ns = 0;
+volatile __u64 stop_ns = 0;
+
+// Force BTF for types Go reads (bpf2go -type) that no map refers to.
+const struct event *unused_event __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+// args holds the first six integer arguments of a call.
+struct args {
+	__u64 a[6];
+};
+
+// read_args loads every argument register at its fixed offset: the verifier
+// rejects a context access at a computed offset, which is what the compiler
+// makes of a switch on the argument position.
+static __always_inline void read_args(struct pt_regs *ctx, struct args *x)
+{
+	__u64 v;
+	v = PT_REGS_PARM1(ctx);
+	barrier_var(v);
+	x->a[0] = v;
+	v = PT_REGS_PARM2(ctx);
+	barrier_var(v);
+	x->a[1] = v;
+	v = PT_REGS_PARM3(ctx);
+	barrier_var(v);
+	x->a[2] = v;
+	v = PT_REGS_PARM4(ctx);
+	barrier_var(v);
+	x->a[3] = v;
+	v = PT_REGS_PARM5(ctx);
+	barrier_var(v);
+	x->a[4] = v;
+	v = UCXF_PARM6(ctx);
+	barrier_var(v);
+	x->a[5] = v;
+}
+
+// arg returns the argument at 1-based position n, 0 for none.
+static __always_inline __u64 arg(const struct args *x, __u8 n)
+{
+	if (n == 0 || n > 6)
+		return 0;
+	return x->a[(n - 1) & 7];
+}
+
+static __always_inline int is_internal(__u64 caller)
+{
+	__u32 zero = 0;
+	struct lib_ranges *lr = bpf_map_lookup_elem(&internal_ranges, &zero);
+	if (!lr)
+		return 0;
+	__u32 n = lr->count;
+	for (__u32 i = 0; i < MAX_RANGES; i++) {
+		if (i >= n)
+			break;
+		if (caller >= lr->r[i].start && caller < lr->r[i].end)
+			return 1;
+	}
+	return 0;
+}
+
+SEC("uprobe")
+int ucxf_entry(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((__u32)(pid_tgid >> 32) != target_tgid)
+		return 0;
+	if (stop_ns)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	struct hook_cfg *cfg = bpf_map_lookup_elem(&hook_cfgs, &id);
+	if (!cfg || !cfg->enabled)
+		return 0;
+
+	__u32 tid = (__u32)pid_tgid;
+	struct stack *st = bpf_map_lookup_elem(&stacks, &tid);
+	if (!st) {
+		__u32 zero = 0;
+		struct stack *empty = bpf_map_lookup_elem(&empty_stack, &zero);
+		if (!empty)
+			return 0;
+		bpf_map_update_elem(&stacks, &tid, empty, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&stacks, &tid);
+		if (!st) {
+			count(CNT_NO_STACK);
+			return 0;
+		}
+	}
+
+	// The caller's return address and the stack pointer the return will
+	// see. x86-64: at the first instruction the return address is at *sp,
+	// and `ret` pops it (sp + 8 at return). arm64: it is in the link
+	// register and sp is the same at entry and at return.
+	__u64 sp = PT_REGS_SP(ctx);
+	__u64 caller = 0;
+	__u64 ret_sp;
+#if defined(__TARGET_ARCH_x86)
+	bpf_probe_read_user(&caller, sizeof(caller), (void *)sp);
+	ret_sp = sp + 8;
+#else
+	caller = PT_REGS_RET(ctx);
+	ret_sp = sp;
+#endif
+
+	__u8 flags = 0;
+	if (is_internal(caller))
+		flags |= FRAME_INTERNAL;
+	if (!armed_ns)
+		flags |= FRAME_PREARM;
+
+	__u32 top = st->top;
+	struct frame *f = &st->f[top & (STACK_DEPTH - 1)];
+	if (st->count >= STACK_DEPTH) {
+		// The slot of the next push holds the oldest frame: its return
+		// will never be matched.
+		if (!(f->flags & (FRAME_INTERNAL | FRAME_PREARM)))
+			count(CNT_OVERWRITTEN);
+	} else {
+		st->count++;
+	}
+	f->entry_ns = now;
+	f->ret_sp = ret_sp;
+	f->caller = caller;
+	f->hook = (__u16)id;
+	f->flags = flags;
+	struct args x;
+	read_args(ctx, &x);
+	f->size = arg(&x, cfg->size_arg);
+	f->ep = arg(&x, cfg->ep_arg);
+	f->raddr = arg(&x, cfg->raddr_arg);
+	f->req = arg(&x, cfg->req_arg);
+	st->top = top + 1;
+	return 0;
+}
+
+SEC("uretprobe")
+int ucxf_return(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((__u32)(pid_tgid >> 32) != target_tgid)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 sp = PT_REGS_SP(ctx);
+	__u32 tid = (__u32)pid_tgid;
+
+	struct stack *st = bpf_map_lookup_elem(&stacks, &tid);
+	if (!st) {
+		if (!stop_ns)
+			count(CNT_UNMATCHED_RET);
+		return 0;
+	}
+
+	// Frames deeper than this return (a smaller return sp) belong to
+	// calls whose return was never seen (a longjmp, or a probe attached
+	// in between): discard them. The frame of this return has exactly
+	// this sp and this hook.
+	struct frame fr;
+	int found = 0;
+	for (int i = 0; i < STACK_DEPTH; i++) {
+		if (st->count == 0)
+			break;
+		struct frame *f = &st->f[(st->top - 1) & (STACK_DEPTH - 1)];
+		if (f->ret_sp < sp) {
+			if (!(f->flags & (FRAME_INTERNAL | FRAME_PREARM)))
+				count(CNT_STALE);
+			st->top--;
+			st->count--;
+			continue;
+		}
+		if (f->ret_sp == sp && f->hook == id) {
+			fr = *f;
+			found = 1;
+			st->top--;
+			st->count--;
+		}
+		break;
+	}
+	if (!found) {
+		if (!stop_ns)
+			count(CNT_UNMATCHED_RET);
+		return 0;
+	}
+	if (fr.flags & FRAME_PREARM)
+		return 0;
+	if (fr.flags & FRAME_INTERNAL) {
+		count(CNT_INTERNAL);
+		return 0;
+	}
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_DROPPED);
+		return 0;
+	}
+	e->entry_ns = fr.entry_ns;
+	e->duration_ns = now - fr.entry_ns;
+	e->ret = PT_REGS_RC(ctx);
+	e->caller = fr.caller;
+	e->size = fr.size;
+	e->ep = fr.ep;
+	e->raddr = fr.raddr;
+	e->req = fr.req;
+	e->tid = tid;
+	e->hook = fr.hook;
+	e->depth = (__u16)st->count;
+	bpf_ringbuf_submit(e, 0);
+	count(CNT_CALLS);
+	return 0;
+}

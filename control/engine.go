@@ -1,0 +1,375 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/recording"
+	"github.com/ucxfault/ucxfault/ucs"
+)
+
+// HookCounters are one hook's counters as the injector's C side keeps them.
+type HookCounters struct {
+	Calls, Faults, SinceFault uint64
+	// Codes counts faults by code, indexed by -code.
+	Codes [101]uint64
+}
+
+// Counters are the summed counters of all threads.
+type Counters struct {
+	Hooks   []HookCounters
+	Threads uint64
+}
+
+// Backend is what the engine drives: the injector's C state in a real
+// process. Implementations must be safe for use by one goroutine at a time
+// (the engine serialises calls).
+type Backend interface {
+	// Apply publishes s whole; the hot path sees the old or the new settings.
+	Apply(s Settings) error
+	// Counters sums the per-thread counters.
+	Counters() Counters
+	// Info fills the fields of Status that describe the process.
+	Info() Status
+	// Records returns the logged calls (the newest count when count > 0).
+	Records(count int) (*recording.Process, error)
+	// RecordClear drops the logged calls.
+	RecordClear()
+}
+
+// Engine applies requests to a Backend. It keeps the settings and the
+// counters' baseline (reset subtracts rather than writes to counters that
+// other threads own).
+type Engine struct {
+	mu   sync.Mutex
+	b    Backend
+	s    Settings
+	base Counters
+}
+
+// NewEngine returns an engine whose current settings are s (already applied).
+func NewEngine(b Backend, s Settings) *Engine {
+	return &Engine{b: b, s: s.Clone()}
+}
+
+// Settings returns a copy of the current settings.
+func (e *Engine) Settings() Settings {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.s.Clone()
+}
+
+// HandleLine parses and applies one request line and returns the response
+// line. A request that cannot be parsed gets an error response.
+func (e *Engine) HandleLine(line []byte) (resp []byte, ok bool) {
+	req, err := ParseRequest(line)
+	if err != nil {
+		r := Response{Error: err.Error()}
+		return r.Encode(), false
+	}
+	r := e.Handle(req)
+	return r.Encode(), r.OK
+}
+
+// Handle applies one request. A request changes all it asks for, or
+// nothing: the new settings are built and validated aside, then published.
+func (e *Engine) Handle(req *Request) Response {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	msg, err := e.handle(req)
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	r := Response{OK: true, Message: msg}
+	switch req.Cmd {
+	case CmdRecordDump:
+		p, err := e.b.Records(req.Count)
+		if err != nil {
+			return Response{Error: fmt.Sprintf("dumping records: %v", err)}
+		}
+		r.Recording = p
+	default:
+		st := e.status(req.Detailed || req.Cmd == CmdStatus)
+		r.Status = &st
+	}
+	return r
+}
+
+func (e *Engine) handle(req *Request) (string, error) {
+	next := e.s.Clone()
+	var msg string
+	switch req.Cmd {
+	case CmdStatus, CmdRecordDump:
+		return "", nil
+	case CmdToggle:
+		next.Enabled = !next.Enabled
+		msg = onOff("injection", next.Enabled)
+	case CmdEnable:
+		next.Enabled = true
+		msg = "injection on"
+	case CmdDisable:
+		next.Enabled = false
+		msg = "injection off"
+	case CmdProbability:
+		if req.Probability == nil {
+			return "", fmt.Errorf("%w: probability needs field \"probability\"", ErrInvalid)
+		}
+		if err := CheckProbability(*req.Probability); err != nil {
+			return "", err
+		}
+		next.Probability, next.Strategy = *req.Probability, StrategyRandom
+		msg = fmt.Sprintf("strategy random, probability %.2f %%", next.Probability)
+	case CmdPattern:
+		if req.Pattern == nil {
+			return "", fmt.Errorf("%w: pattern needs field \"pattern\"", ErrInvalid)
+		}
+		p, err := CheckPattern(*req.Pattern)
+		if err != nil {
+			return "", err
+		}
+		next.Pattern, next.Strategy = p, StrategyPattern
+		msg = "strategy pattern " + p
+	case CmdCodes:
+		codes, err := CheckCodes(req.Codes)
+		if err != nil {
+			return "", err
+		}
+		next.Codes = codes
+		msg = "error codes " + ucs.FormatList(codes)
+	case CmdSeed:
+		if req.Seed == nil {
+			return "", fmt.Errorf("%w: seed needs field \"seed\"", ErrInvalid)
+		}
+		next.Seed = *req.Seed
+		msg = "seed " + strconv.FormatUint(next.Seed, 10)
+	case CmdStrategy:
+		if req.Strategy == nil {
+			return "", fmt.Errorf("%w: strategy needs field \"strategy\"", ErrInvalid)
+		}
+		s, err := ParseStrategy(*req.Strategy)
+		if err != nil {
+			return "", err
+		}
+		if s == StrategyPattern && next.Pattern == "" {
+			return "", fmt.Errorf("%w: no pattern set; send a pattern command instead", ErrInvalid)
+		}
+		if s == StrategyReplay && next.Replay == nil {
+			return "", fmt.Errorf("%w: no replay loaded; send a replay command instead", ErrInvalid)
+		}
+		next.Strategy = s
+		msg = "strategy " + s
+	case CmdReset:
+		seed := next.Seed
+		next = DefaultSettings()
+		next.Seed = seed
+		e.base = e.b.Counters()
+		e.b.RecordClear()
+		msg = "reset: injection off, default settings, counters and records cleared"
+	case CmdHooks:
+		if req.On == nil || len(req.Hooks) == 0 {
+			return "", fmt.Errorf("%w: hooks needs fields \"hooks\" (names or all) and \"on\"", ErrInvalid)
+		}
+		for _, name := range req.Hooks {
+			ids, err := hooks.ParseList(name)
+			if err != nil {
+				return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+			}
+			for _, id := range ids {
+				next.HookEnabled[id] = *req.On
+			}
+		}
+		msg = onOff("hooks", *req.On)
+	case CmdRecord:
+		if req.On == nil {
+			next.Recording = !next.Recording
+		} else {
+			next.Recording = *req.On
+		}
+		msg = onOff("recording", next.Recording)
+	case CmdRecordClear:
+		e.b.RecordClear()
+		return "records cleared", nil
+	case CmdReplay:
+		r, err := ReplayFromWire(req.Schedule)
+		if err != nil {
+			return "", err
+		}
+		next.Replay, next.Strategy, next.Enabled = r, StrategyReplay, true
+		msg = fmt.Sprintf("replaying %d outcomes from %s", r.Len(), r.Source)
+	case CmdReplaySelf:
+		p, err := e.b.Records(0)
+		if err != nil {
+			return "", fmt.Errorf("reading own records: %w", err)
+		}
+		if len(p.Calls) == 0 {
+			return "", fmt.Errorf("%w: nothing recorded to replay (turn recording on first)", ErrInvalid)
+		}
+		key := "function"
+		if req.Schedule != nil && req.Schedule.Key != "" {
+			key = req.Schedule.Key
+		}
+		w := ScheduleFromCalls(p.Calls, key, req.Schedule != nil && req.Schedule.Cycle, "own recording")
+		r, err := ReplayFromWire(w)
+		if err != nil {
+			return "", err
+		}
+		e.b.RecordClear()
+		next.Replay, next.Strategy, next.Enabled, next.Recording = r, StrategyReplay, true, false
+		msg = fmt.Sprintf("replaying %d recorded outcomes", r.Len())
+	case CmdReplayStop:
+		next.Replay = nil
+		if next.Strategy == StrategyReplay {
+			next.Strategy = StrategyNone
+		}
+		msg = "replay stopped"
+	default:
+		return "", fmt.Errorf("%w: unknown command %q", ErrInvalid, req.Cmd)
+	}
+	if err := e.b.Apply(next); err != nil {
+		return "", fmt.Errorf("applying settings: %w", err)
+	}
+	e.s = next
+	return msg, nil
+}
+
+func onOff(what string, on bool) string {
+	if on {
+		return what + " on"
+	}
+	return what + " off"
+}
+
+func (e *Engine) status(detailed bool) Status {
+	st := e.b.Info()
+	st.Enabled = e.s.Enabled
+	st.Strategy = e.s.Strategy
+	st.Probability = e.s.Probability
+	st.Pattern = e.s.Pattern
+	st.Seed = e.s.Seed
+	st.Recording = e.s.Recording
+	for _, c := range e.s.Codes {
+		st.Codes = append(st.Codes, int(c))
+	}
+	if e.s.Replay != nil {
+		st.Replay, st.ReplayLen = e.s.Replay.Source, e.s.Replay.Len()
+	}
+	cur := e.b.Counters()
+	st.Threads = cur.Threads
+	st.FaultCodes = map[string]uint64{}
+	for i, hc := range cur.Hooks {
+		if i >= len(hooks.Table) {
+			break
+		}
+		var base HookCounters
+		if i < len(e.base.Hooks) {
+			base = e.base.Hooks[i]
+		}
+		hs := HookStatus{Name: hooks.Table[i].Name, Enabled: e.s.HookEnabled[i],
+			Calls: hc.Calls - base.Calls, Faults: hc.Faults - base.Faults, CallsSinceFault: hc.SinceFault}
+		if hs.Faults == 0 {
+			hs.CallsSinceFault = hs.Calls
+		}
+		for k := 1; k < len(hc.Codes); k++ {
+			n := hc.Codes[k] - base.Codes[k]
+			if n == 0 {
+				continue
+			}
+			key := strconv.Itoa(-k)
+			st.FaultCodes[key] += n
+			if detailed {
+				if hs.FaultCodes == nil {
+					hs.FaultCodes = map[string]uint64{}
+				}
+				hs.FaultCodes[key] = n
+			}
+		}
+		st.Calls += hs.Calls
+		st.Faults += hs.Faults
+		st.Hooks = append(st.Hooks, hs)
+	}
+	return st
+}
+
+// ReplayFromWire validates a wire schedule and converts it.
+func ReplayFromWire(w *WireReplay) (*Replay, error) {
+	if w == nil {
+		return nil, fmt.Errorf("%w: replay needs field \"schedule\"", ErrInvalid)
+	}
+	r := &Replay{Cycle: w.Cycle, Source: w.Source, PerHook: make([][]Outcome, len(hooks.Table))}
+	if r.Source == "" {
+		r.Source = "a schedule"
+	}
+	check := func(fn string, o Outcome) (hooks.ID, error) {
+		id, h, err := hooks.Lookup(fn)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if o.Code != 0 && (!o.Code.Injectable() || !h.Faultable) {
+			return 0, fmt.Errorf("%w: outcome %d for %s cannot be injected", ErrInvalid, o.Code, fn)
+		}
+		if o.Deferred && !h.ReturnsRequest {
+			return 0, fmt.Errorf("%w: %s returns no request, so it cannot fail on completion", ErrInvalid, fn)
+		}
+		return id, nil
+	}
+	switch w.Key {
+	case "function", "":
+		n := 0
+		for fn, outs := range w.Calls {
+			for _, o := range outs {
+				id, err := check(fn, o)
+				if err != nil {
+					return nil, err
+				}
+				r.PerHook[id] = append(r.PerHook[id], o)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%w: replay schedule holds no calls", ErrInvalid)
+		}
+	case "global":
+		r.Global = true
+		for _, g := range w.Global {
+			if _, err := check(g.Fn, g.Outcome); err != nil {
+				return nil, err
+			}
+			r.All = append(r.All, g.Outcome)
+		}
+		if len(r.All) == 0 {
+			return nil, fmt.Errorf("%w: replay schedule holds no calls", ErrInvalid)
+		}
+	default:
+		return nil, fmt.Errorf("%w: replay key %q (accepted: function, global)", ErrInvalid, w.Key)
+	}
+	return r, nil
+}
+
+// ErrNoCalls is returned by ScheduleFromRecording for an empty recording.
+var ErrNoCalls = errors.New("recording holds no calls")
+
+// ScheduleFromCalls turns recorded calls into a replay schedule. Calls of
+// ucp_request_check_status are left out: a failure learned through them is
+// replayed as the completion status of the operation it belonged to.
+func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source string) *WireReplay {
+	w := &WireReplay{Key: key, Cycle: cycle, Source: source, Calls: map[string][]Outcome{}}
+	for _, c := range calls {
+		if _, h, err := hooks.Lookup(c.Fn); err != nil || h.Polls {
+			continue
+		}
+		o := Outcome{}
+		if c.Status < 0 {
+			o.Code = ucs.Status(c.Status)
+			o.Deferred = c.How == recording.HowCompletion
+		}
+		if key == "global" {
+			w.Global = append(w.Global, GlobalOutcome{Fn: c.Fn, Outcome: o})
+		} else {
+			w.Calls[c.Fn] = append(w.Calls[c.Fn], o)
+		}
+	}
+	return w
+}

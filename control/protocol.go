@@ -1,0 +1,188 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+// ProtocolVersion is the version every request and response carries.
+const ProtocolVersion = 1
+
+// MaxLine bounds one request line. Replay schedules travel in one line, so
+// the bound is generous; anything longer is refused and the connection closed.
+const MaxLine = 32 << 20
+
+// Commands of the protocol (the "cmd" field).
+const (
+	CmdStatus      = "status"
+	CmdToggle      = "toggle"
+	CmdEnable      = "enable"
+	CmdDisable     = "disable"
+	CmdProbability = "probability"
+	CmdCodes       = "error_codes"
+	CmdPattern     = "pattern"
+	CmdSeed        = "seed"
+	CmdStrategy    = "strategy"
+	CmdReset       = "reset"
+	CmdHooks       = "hooks"
+	CmdRecord      = "record"
+	CmdRecordClear = "record_clear"
+	CmdRecordDump  = "record_dump"
+	CmdReplay      = "replay"
+	CmdReplaySelf  = "replay_self"
+	CmdReplayStop  = "replay_stop"
+)
+
+var commands = []string{CmdStatus, CmdToggle, CmdEnable, CmdDisable, CmdProbability, CmdCodes,
+	CmdPattern, CmdSeed, CmdStrategy, CmdReset, CmdHooks, CmdRecord, CmdRecordClear, CmdRecordDump,
+	CmdReplay, CmdReplaySelf, CmdReplayStop}
+
+// Request is one line sent to an injected process.
+type Request struct {
+	V           int      `json:"v"`
+	Cmd         string   `json:"cmd"`
+	Probability *float64 `json:"probability,omitempty"`
+	Pattern     *string  `json:"pattern,omitempty"`
+	Codes       []int    `json:"codes,omitempty"`
+	Seed        *uint64  `json:"seed,omitempty"`
+	Strategy    *string  `json:"strategy,omitempty"`
+	// Hooks and On: hooks to switch, and whether on (hooks); On alone
+	// switches recording (record).
+	Hooks []string `json:"hooks,omitempty"`
+	On    *bool    `json:"on,omitempty"`
+	// Count limits record_dump to the newest Count calls (0 = all).
+	Count int `json:"count,omitempty"`
+	// Schedule is the replay to load (replay).
+	Schedule *WireReplay `json:"schedule,omitempty"`
+	// Detailed asks status for per-hook counters.
+	Detailed bool `json:"detailed,omitempty"`
+}
+
+// WireReplay is a replay schedule as sent over the socket.
+type WireReplay struct {
+	Key    string               `json:"key"` // "function" or "global"
+	Cycle  bool                 `json:"cycle,omitempty"`
+	Source string               `json:"source,omitempty"`
+	Calls  map[string][]Outcome `json:"calls,omitempty"` // by function, for key function
+	Global []GlobalOutcome      `json:"global,omitempty"`
+}
+
+// GlobalOutcome is one entry of a global replay schedule.
+type GlobalOutcome struct {
+	Fn string `json:"fn"`
+	Outcome
+}
+
+// Response is the one line answered to each request.
+type Response struct {
+	V         int                `json:"v"`
+	OK        bool               `json:"ok"`
+	Error     string             `json:"error,omitempty"`
+	Message   string             `json:"message,omitempty"`
+	Status    *Status            `json:"status,omitempty"`
+	Recording *recording.Process `json:"recording,omitempty"`
+}
+
+// Status describes one injected process.
+type Status struct {
+	PID int `json:"pid"`
+	// StartTime is the process start time in clock ticks since boot
+	// (/proc/PID/stat field 22): with the pid it names one process, even
+	// after the pid is reused.
+	StartTime   uint64            `json:"start_time"`
+	Host        string            `json:"host"`
+	Rank        int               `json:"rank"`
+	Command     []string          `json:"command"`
+	Backend     string            `json:"backend"`
+	Enabled     bool              `json:"enabled"`
+	Strategy    string            `json:"strategy"`
+	Probability float64           `json:"probability"`
+	Pattern     string            `json:"pattern,omitempty"`
+	Codes       []int             `json:"codes"`
+	Seed        uint64            `json:"seed"`
+	Recording   bool              `json:"recording"`
+	Records     uint64            `json:"records"`
+	RecordsLost uint64            `json:"records_lost"`
+	Replay      string            `json:"replay,omitempty"`
+	ReplayLen   int               `json:"replay_len,omitempty"`
+	Threads     uint64            `json:"threads"`
+	Calls       uint64            `json:"calls"`
+	Faults      uint64            `json:"faults"`
+	FaultCodes  map[string]uint64 `json:"fault_codes"`
+	Hooks       []HookStatus      `json:"hooks"`
+	Warnings    []string          `json:"warnings,omitempty"`
+}
+
+// HookStatus holds one hook's switch and counters.
+type HookStatus struct {
+	Name            string            `json:"name"`
+	Enabled         bool              `json:"enabled"`
+	Calls           uint64            `json:"calls"`
+	Faults          uint64            `json:"faults"`
+	CallsSinceFault uint64            `json:"calls_since_fault"`
+	FaultCodes      map[string]uint64 `json:"fault_codes,omitempty"`
+}
+
+// ParseRequest decodes and checks one request line. Unknown fields, wrong
+// types, a missing or other version and unknown commands are refused.
+func ParseRequest(line []byte) (*Request, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return nil, fmt.Errorf("%w: empty request", ErrInvalid)
+	}
+	if len(line) > MaxLine {
+		return nil, fmt.Errorf("%w: request of %d bytes, at most %d accepted", ErrInvalid, len(line), MaxLine)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var r Request
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: malformed request: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: one JSON object per line", ErrInvalid)
+	}
+	if r.V != ProtocolVersion {
+		return nil, fmt.Errorf("%w: protocol version %d (this injector speaks %d; field \"v\")", ErrInvalid, r.V, ProtocolVersion)
+	}
+	for _, c := range commands {
+		if r.Cmd == c {
+			return &r, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: unknown command %q (accepted: %s)", ErrInvalid, r.Cmd, strings.Join(commands, ", "))
+}
+
+// Encode renders r as one line, newline included.
+func (r *Response) Encode() []byte {
+	r.V = ProtocolVersion
+	b, err := json.Marshal(r)
+	if err != nil {
+		b, _ = json.Marshal(Response{V: ProtocolVersion, Error: "encoding response: " + err.Error()})
+	}
+	return append(b, '\n')
+}
+
+// Encode renders a request as one line, newline included.
+func (r *Request) Encode() ([]byte, error) {
+	r.V = ProtocolVersion
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding request: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+func sortedCodeKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

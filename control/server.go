@@ -1,0 +1,189 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxConnections bounds the connections one injected process serves at once.
+const MaxConnections = 16
+
+// connIdleTimeout closes a connection that sends nothing for this long, so
+// a stuck client cannot hold one of the MaxConnections slots forever.
+const connIdleTimeout = 30 * time.Second
+
+// ServerOptions tune Serve. A nil *ServerOptions means the defaults.
+type ServerOptions struct {
+	// Log receives one line per notable event (a refused peer is logged once).
+	Log func(format string, args ...any)
+	// AllowUID is the user allowed besides root; default: our effective uid.
+	AllowUID *int
+}
+
+// Serve answers requests on l until l is closed. Each connection carries
+// newline-delimited requests; a malformed or oversized request gets an error
+// response and the connection is closed. Peers of another user (other than
+// root) are refused by their SO_PEERCRED credentials.
+func Serve(l net.Listener, e *Engine, opts *ServerOptions) error {
+	if opts == nil {
+		opts = &ServerOptions{}
+	}
+	logf := opts.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	allow := os.Geteuid()
+	if opts.AllowUID != nil {
+		allow = *opts.AllowUID
+	}
+	var (
+		slots       = make(chan struct{}, MaxConnections)
+		refusedOnce sync.Once
+		wg          sync.WaitGroup
+	)
+	defer wg.Wait()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accepting control connection: %w", err)
+		}
+		if uid, ok := peerUID(conn); ok && uid != 0 && uid != allow {
+			refusedOnce.Do(func() {
+				logf("refused a control connection from uid %d (only uid %d and root may control this process)", uid, allow)
+			})
+			conn.Close()
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			r := Response{Error: fmt.Sprintf("busy: %d control connections already open", MaxConnections)}
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			conn.Write(r.Encode())
+			conn.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			serveConn(conn, e)
+		}()
+	}
+}
+
+func peerUID(conn net.Conn) (int, bool) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return 0, false
+	}
+	return int(cred.Uid), true
+}
+
+// errLineTooLong is returned by readLine for a line longer than MaxLine.
+var errLineTooLong = errors.New("request line too long")
+
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > MaxLine {
+			return nil, errLineTooLong
+		}
+		line = append(line, chunk...)
+		if err == nil {
+			return line, nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) && len(bytes.TrimSpace(line)) > 0 {
+			return line, nil
+		}
+		return nil, err
+	}
+}
+
+func serveConn(conn net.Conn, e *Engine) {
+	defer conn.Close()
+	// Whatever a request does, it must not take the host down: a panic
+	// here is answered as an error and the connection closed.
+	defer func() {
+		if p := recover(); p != nil {
+			r := Response{Error: fmt.Sprintf("internal error: %v", p)}
+			conn.Write(r.Encode())
+		}
+	}()
+	br := bufio.NewReaderSize(conn, 64<<10)
+	for {
+		conn.SetReadDeadline(time.Now().Add(connIdleTimeout))
+		line, err := readLine(br)
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				r := Response{Error: fmt.Sprintf("%v: request longer than %d bytes", ErrInvalid, MaxLine)}
+				conn.Write(r.Encode())
+			}
+			return
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		resp, ok := e.HandleLine(line)
+		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(resp); err != nil || !ok {
+			return
+		}
+	}
+}
+
+// Listen creates the control socket at path with mode 0600, replacing a
+// stale socket left by a dead process of the same pid.
+func Listen(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket: %w", err)
+	}
+	// No umask change: umask is process-wide and this runs inside the host.
+	// The socket is 0600 a moment after it exists, and peers are checked by
+	// their credentials on every connection anyway.
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("setting control socket mode: %w", err)
+	}
+	// The injector removes the socket at exit from C (atexit); Go must not
+	// unlink it again on Close, possibly after a new owner took the path.
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	return l, nil
+}

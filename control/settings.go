@@ -1,0 +1,280 @@
+// Package control is ucxfault's control plane: the settings of an injector,
+// the newline-delimited JSON protocol spoken over each process's Unix socket
+// (documented in docs/protocol.md), the engine that applies requests inside
+// the injected process, and the client the CLI uses to reach processes.
+package control
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/ucs"
+)
+
+// Strategies of fault injection.
+const (
+	StrategyNone    = "none"
+	StrategyRandom  = "random"
+	StrategyPattern = "pattern"
+	StrategyReplay  = "replay"
+)
+
+// MaxPattern bounds the length of an X/O pattern.
+const MaxPattern = 4096
+
+// ErrInvalid is wrapped by every validation error, so that callers can tell
+// bad input (exit status 2) from a failure to reach a process.
+var ErrInvalid = errors.New("invalid value")
+
+// Settings is everything that decides which calls fail. The injector
+// publishes a Settings to its C side as one unit.
+type Settings struct {
+	Enabled     bool         `json:"enabled"`
+	Strategy    string       `json:"strategy"`
+	Probability float64      `json:"probability"`
+	Pattern     string       `json:"pattern,omitempty"`
+	Codes       []ucs.Status `json:"codes"`
+	Seed        uint64       `json:"seed"`
+	// HookEnabled is indexed by hooks.ID.
+	HookEnabled []bool  `json:"-"`
+	Recording   bool    `json:"recording"`
+	Replay      *Replay `json:"-"`
+}
+
+// Replay is a loaded replay schedule.
+type Replay struct {
+	// Global uses one cursor over all hooked calls (the original tool's
+	// replay) instead of one per function.
+	Global bool
+	// Cycle starts over at the end of the schedule instead of passing.
+	Cycle bool
+	// PerHook holds the outcomes of each function, indexed by hooks.ID.
+	PerHook [][]Outcome
+	// All holds the outcomes in call order, for Global.
+	All []Outcome
+	// Source describes where the schedule came from, for status.
+	Source string
+}
+
+// Outcome is one replayed call: pass (Code 0) or fail with Code, at once or,
+// when Deferred, when the operation completes.
+type Outcome struct {
+	Code     ucs.Status `json:"code"`
+	Deferred bool       `json:"deferred,omitempty"`
+}
+
+// Len is the number of outcomes the schedule holds.
+func (r *Replay) Len() int {
+	if r == nil {
+		return 0
+	}
+	if r.Global {
+		return len(r.All)
+	}
+	n := 0
+	for _, o := range r.PerHook {
+		n += len(o)
+	}
+	return n
+}
+
+// DefaultSettings are the settings of a process started without any
+// UCX_FAULT_* variable: off, random at 0 %, the default codes, all hooks.
+func DefaultSettings() Settings {
+	s := Settings{Strategy: StrategyRandom, Codes: append([]ucs.Status(nil), ucs.DefaultFaultCodes...)}
+	s.HookEnabled = make([]bool, len(hooks.Table))
+	for i := range s.HookEnabled {
+		s.HookEnabled[i] = true
+	}
+	return s
+}
+
+// Clone returns a deep copy of s (the replay schedule is shared: it is
+// never modified once loaded).
+func (s Settings) Clone() Settings {
+	c := s
+	c.Codes = append([]ucs.Status(nil), s.Codes...)
+	c.HookEnabled = append([]bool(nil), s.HookEnabled...)
+	return c
+}
+
+// ParseProbability reads a fault probability in percent, 0 to 100, with a
+// resolution of 0.01 %.
+func ParseProbability(text string) (float64, error) {
+	p, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(text), "%"), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: probability %q is not a number (accepted: 0 to 100, in percent, e.g. 2.5)", ErrInvalid, text)
+	}
+	return p, CheckProbability(p)
+}
+
+// CheckProbability validates a probability in percent.
+func CheckProbability(p float64) error {
+	if math.IsNaN(p) || p < 0 || p > 100 {
+		return fmt.Errorf("%w: probability %v is out of range (accepted: 0 to 100, in percent)", ErrInvalid, p)
+	}
+	units := p * 100
+	if math.Abs(units-math.Round(units)) > 1e-6 {
+		return fmt.Errorf("%w: probability %v is finer than the 0.01 %% resolution", ErrInvalid, p)
+	}
+	return nil
+}
+
+// ProbabilityUnits converts a percentage to units of 0.01 %.
+func ProbabilityUnits(p float64) uint32 { return uint32(math.Round(p * 100)) }
+
+// CheckPattern validates an X/O pattern (X = fault, O = pass; case is
+// ignored) and returns it in upper case.
+func CheckPattern(p string) (string, error) {
+	u := strings.ToUpper(strings.TrimSpace(p))
+	if u == "" {
+		return "", fmt.Errorf("%w: empty pattern (accepted: X and O, e.g. XOOOOXOO)", ErrInvalid)
+	}
+	if len(u) > MaxPattern {
+		return "", fmt.Errorf("%w: pattern of %d characters, at most %d accepted", ErrInvalid, len(u), MaxPattern)
+	}
+	for i, r := range u {
+		if r != 'X' && r != 'O' {
+			return "", fmt.Errorf("%w: pattern %q has %q at position %d (accepted: only X = fault and O = pass)", ErrInvalid, p, r, i)
+		}
+	}
+	return u, nil
+}
+
+// CheckCodes validates a list of injectable codes.
+func CheckCodes(codes []int) ([]ucs.Status, error) {
+	if len(codes) == 0 {
+		return nil, fmt.Errorf("%w: empty code list", ErrInvalid)
+	}
+	if len(codes) > ucs.MaxCodes {
+		return nil, fmt.Errorf("%w: %d codes, at most %d accepted", ErrInvalid, len(codes), ucs.MaxCodes)
+	}
+	out := make([]ucs.Status, len(codes))
+	for i, c := range codes {
+		if c > ucs.FirstError || c < ucs.LastError {
+			return nil, fmt.Errorf("%w: code %d (accepted: -1 to -100)", ErrInvalid, c)
+		}
+		out[i] = ucs.Status(c)
+	}
+	return out, nil
+}
+
+// ParseCodes reads a code list as the CLI and the environment accept it.
+func ParseCodes(text string) ([]ucs.Status, error) {
+	codes, err := ucs.ParseList(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return codes, nil
+}
+
+// ParseStrategy reads a strategy name.
+func ParseStrategy(text string) (string, error) {
+	switch s := strings.ToLower(strings.TrimSpace(text)); s {
+	case StrategyRandom, StrategyPattern, StrategyNone, StrategyReplay:
+		return s, nil
+	}
+	return "", fmt.Errorf("%w: strategy %q (accepted: random, pattern, none)", ErrInvalid, text)
+}
+
+// Env is the subset of the environment the injector reads.
+type Env func(string) string
+
+// Environment variable names, as in the original tool where it had them.
+const (
+	EnvEnabled          = "UCX_FAULT_ENABLED"
+	EnvStrategy         = "UCX_FAULT_STRATEGY"
+	EnvProbability      = "UCX_FAULT_PROBABILITY"
+	EnvPattern          = "UCX_FAULT_PATTERN"
+	EnvCodes            = "UCX_FAULT_ERROR_CODES"
+	EnvHooks            = "UCX_FAULT_HOOKS"
+	EnvDebug            = "UCX_FAULT_DEBUG"
+	EnvStatsLogInterval = "UCX_FAULT_STATS_LOG_INTERVAL"
+	EnvIPCBackend       = "UCX_FAULT_IPC_BACKEND"
+	EnvSeed             = "UCX_FAULT_SEED"
+	EnvSocketDir        = "UCX_FAULT_SOCKET_DIR"
+	EnvRecordCapacity   = "UCX_FAULT_RECORD_CAPACITY"
+	EnvRecord           = "UCX_FAULT_RECORD"
+)
+
+// ParseBool reads the boolean spellings users type in environment variables.
+func ParseBool(text string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(text)) {
+	case "1", "true", "yes", "on", "y":
+		return true, nil
+	case "0", "false", "no", "off", "n", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: %q is not a boolean (accepted: 1/0, true/false, yes/no, on/off)", ErrInvalid, text)
+}
+
+// FromEnv builds the start-up settings from UCX_FAULT_* variables. Any bad
+// value is an error; the caller reports it once and leaves the injector off.
+// seeded reports whether UCX_FAULT_SEED was given.
+func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
+	s = DefaultSettings()
+	wrap := func(name string, e error) error { return fmt.Errorf("%s: %w", name, e) }
+	if v := getenv(EnvStrategy); v != "" {
+		if s.Strategy, err = ParseStrategy(v); err != nil {
+			return s, false, wrap(EnvStrategy, err)
+		}
+	}
+	if v := getenv(EnvProbability); v != "" {
+		if s.Probability, err = ParseProbability(v); err != nil {
+			return s, false, wrap(EnvProbability, err)
+		}
+		if getenv(EnvStrategy) == "" {
+			s.Strategy = StrategyRandom
+		}
+	}
+	if v := getenv(EnvPattern); v != "" {
+		if s.Pattern, err = CheckPattern(v); err != nil {
+			return s, false, wrap(EnvPattern, err)
+		}
+		if getenv(EnvStrategy) == "" {
+			s.Strategy = StrategyPattern
+		}
+	}
+	if s.Strategy == StrategyPattern && s.Pattern == "" {
+		return s, false, wrap(EnvStrategy, fmt.Errorf("%w: strategy pattern needs %s", ErrInvalid, EnvPattern))
+	}
+	if v := getenv(EnvCodes); v != "" {
+		if s.Codes, err = ParseCodes(v); err != nil {
+			return s, false, wrap(EnvCodes, err)
+		}
+	}
+	if v := getenv(EnvHooks); v != "" {
+		ids, e := hooks.ParseList(v)
+		if e != nil {
+			return s, false, wrap(EnvHooks, fmt.Errorf("%w: %v", ErrInvalid, e))
+		}
+		for i := range s.HookEnabled {
+			s.HookEnabled[i] = false
+		}
+		for _, id := range ids {
+			s.HookEnabled[id] = true
+		}
+	}
+	if v := getenv(EnvSeed); v != "" {
+		seed, e := strconv.ParseUint(strings.TrimSpace(v), 0, 64)
+		if e != nil {
+			return s, false, wrap(EnvSeed, fmt.Errorf("%w: seed %q is not an unsigned 64-bit integer", ErrInvalid, v))
+		}
+		s.Seed, seeded = seed, true
+	}
+	if v := getenv(EnvRecord); v != "" {
+		if s.Recording, err = ParseBool(v); err != nil {
+			return s, false, wrap(EnvRecord, err)
+		}
+	}
+	if v := getenv(EnvEnabled); v != "" {
+		if s.Enabled, err = ParseBool(v); err != nil {
+			return s, false, wrap(EnvEnabled, err)
+		}
+	}
+	return s, seeded, nil
+}

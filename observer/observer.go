@@ -1,0 +1,595 @@
+// Package observer watches a running UCX application with eBPF: a uprobe and
+// a uretprobe on every hooked ucp_* function of the libucp the process has
+// mapped (one row of hooks.Table each) report every application call, its
+// arguments, its return value and its duration, and the observer turns them
+// into a recording (recording.SourceObserver) of what really happened,
+// without touching the process.
+//
+// Calls that libucp makes to its own exported functions (ucp_put_nbi calls
+// ucp_put_nbx through its PLT) are recognised by their return address,
+// counted and left out, so that the observer counts the same application
+// calls as the injector. Every event lost on the way is counted; a recording
+// that misses anything says so (Process.Complete is false).
+//
+// Observing needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a
+// kernel with uprobes, BTF and BPF ring buffers; attach cookies need Linux
+// 5.15 or later.
+package observer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64,arm64 -cflags "-mcpu=v3 -Wall -Werror" -type event -type hook_cfg -type lib_ranges -type stack -type counter observer ../bpf/observer.bpf.c
+
+// neverProbed names functions the observer refuses to probe: a uprobe costs
+// microseconds, and these are called millions of times.
+var neverProbed = map[string]bool{"ucp_worker_progress": true}
+
+// Options configure Start.
+type Options struct {
+	// PID is the process to observe.
+	PID int
+	// Hooks selects the functions to probe; nil means every row of
+	// hooks.Table.
+	Hooks []hooks.ID
+	// Wait makes Start wait until the process maps libucp instead of
+	// failing with ErrNoLibucp.
+	Wait bool
+}
+
+// Stats are a session's counters.
+type Stats struct {
+	// Calls counts the application calls received.
+	Calls uint64
+	// Errors counts the calls known to have failed, immediately or at
+	// completion.
+	Errors uint64
+	// Internal counts the calls libucp made to its own hooked functions,
+	// dropped in the kernel.
+	Internal uint64
+	// DroppedEvents counts the calls the ring buffer could not take.
+	DroppedEvents uint64
+	// UnmatchedReturns counts returns whose entry was not recorded.
+	UnmatchedReturns uint64
+	// UnmatchedEntries counts entries whose return was never seen:
+	// overwritten by a full per-thread stack, skipped by a later return,
+	// not stored because the stack map was full, or (after Stop) still in
+	// progress when the probes were detached.
+	UnmatchedEntries uint64
+}
+
+// Lost returns the number of calls the recording misses or cannot trust.
+func (s Stats) Lost() uint64 {
+	return s.DroppedEvents + s.UnmatchedReturns + s.UnmatchedEntries
+}
+
+// Session is one observation of one process. Start it with Start and end it
+// with Stop, which detaches the probes.
+type Session struct {
+	pid      int
+	hookIDs  []hooks.ID
+	info     processInfo
+	created  time.Time
+	armedNS  uint64
+	objs     observerObjects
+	links    []link.Link // uprobes first, then uretprobes
+	reader   *ringbuf.Reader
+	readDone chan struct{}
+	readErr  error
+	exited   chan struct{}
+	quit     chan struct{}
+	bg       sync.WaitGroup
+
+	mu     sync.Mutex
+	corr   *correlator
+	calls  atomic.Uint64
+	ranges []ucxRange
+
+	stopOnce sync.Once
+	stopped  bool
+}
+
+// Start attaches the probes to the process opts.PID and starts recording.
+// It fails with an error wrapping ErrNoProcess, ErrNoLibucp, ErrPermission
+// or ErrKernelSupport when observing is impossible. Call Stop to detach.
+func Start(opts *Options) (*Session, error) {
+	return StartContext(context.Background(), opts)
+}
+
+// StartContext is Start; ctx bounds the wait for libucp when opts.Wait is
+// set.
+func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
+	if opts == nil || opts.PID <= 0 {
+		return nil, fmt.Errorf("observing: no PID given")
+	}
+	pid := opts.PID
+	ids, err := selectHooks(opts.Hooks)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil || !processAlive(pid) {
+		return nil, fmt.Errorf("%w: %d", ErrNoProcess, pid)
+	}
+	if err := CheckSupport(); err != nil {
+		return nil, err
+	}
+
+	maps, libPath, err := waitForLibucp(ctx, pid, opts.Wait)
+	if err != nil {
+		return nil, err
+	}
+
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("removing memlock limit: %w", err)
+	}
+
+	s := &Session{
+		pid:      pid,
+		hookIDs:  ids,
+		info:     readProcessInfo(pid),
+		created:  time.Now().UTC(),
+		readDone: make(chan struct{}),
+		exited:   make(chan struct{}),
+		quit:     make(chan struct{}),
+		corr:     newCorrelator(),
+	}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+
+	spec, err := loadObserver()
+	if err != nil {
+		return nil, fmt.Errorf("loading eBPF spec: %w", err)
+	}
+	if err := spec.Variables[observerVarTargetTgid].Set(uint32(pid)); err != nil {
+		return nil, fmt.Errorf("setting target PID: %w", err)
+	}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		return nil, fmt.Errorf("loading eBPF objects: %w", err)
+	}
+	for _, id := range ids {
+		h := &hooks.Table[id]
+		cfg := observerHookCfg{
+			SizeArg:  uint8(h.ArgIndex(h.Size)),
+			EpArg:    uint8(h.ArgIndex(h.Endpoint)),
+			RaddrArg: uint8(h.ArgIndex(h.RemoteAddr)),
+			ReqArg:   uint8(h.ArgIndex(h.Request)),
+			RetKind:  uint8(h.Return),
+			Enabled:  1,
+		}
+		if err := s.objs.HookCfgs.Put(uint32(id), &cfg); err != nil {
+			return nil, fmt.Errorf("configuring hook %s: %w", h.Name, err)
+		}
+	}
+	if err := s.setRanges(ucxRanges(maps)); err != nil {
+		return nil, err
+	}
+	s.reader, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+
+	// Through /proc/PID/root, so that a process in another mount
+	// namespace (a container) is probed in its own libucp.
+	ex, err := link.OpenExecutable(fmt.Sprintf("/proc/%d/root%s", pid, libPath))
+	if err != nil {
+		if !processAlive(pid) {
+			return nil, fmt.Errorf("%w: %d exited", ErrNoProcess, pid)
+		}
+		return nil, fmt.Errorf("opening %s: %w", libPath, err)
+	}
+	// Entries first: a call entered before its return probe exists is
+	// discarded by the BPF program (it is entered before armed_ns is set),
+	// while a return without an entry would count as lost.
+	for _, id := range ids {
+		h := &hooks.Table[id]
+		l, err := ex.Uprobe(h.Name, s.objs.UcxfEntry, &link.UprobeOptions{PID: pid, Cookie: uint64(id)})
+		if err != nil {
+			return nil, s.attachError(h.Name, libPath, err)
+		}
+		s.links = append(s.links, l)
+	}
+	for _, id := range ids {
+		h := &hooks.Table[id]
+		l, err := ex.Uretprobe(h.Name, s.objs.UcxfReturn, &link.UprobeOptions{PID: pid, Cookie: uint64(id)})
+		if err != nil {
+			return nil, s.attachError(h.Name, libPath, err)
+		}
+		s.links = append(s.links, l)
+	}
+	s.armedNS = monotonicNS()
+	if err := s.objs.ArmedNs.Set(s.armedNS); err != nil {
+		return nil, fmt.Errorf("arming probes: %w", err)
+	}
+
+	go s.readLoop()
+	s.bg.Add(2)
+	go s.watchExit()
+	go s.refreshRanges()
+	return s, nil
+}
+
+// selectHooks validates the requested hooks; nil selects the whole table.
+func selectHooks(req []hooks.ID) ([]hooks.ID, error) {
+	var ids []hooks.ID
+	if req == nil {
+		for i := range hooks.Table {
+			if !neverProbed[hooks.Table[i].Name] {
+				ids = append(ids, hooks.ID(i))
+			}
+		}
+		return ids, nil
+	}
+	seen := map[hooks.ID]bool{}
+	for _, id := range req {
+		if int(id) >= len(hooks.Table) {
+			return nil, fmt.Errorf("selecting hooks: no hook with id %d", id)
+		}
+		if neverProbed[hooks.Table[id].Name] {
+			return nil, fmt.Errorf("selecting hooks: %s is never probed (called too often for a uprobe)", hooks.Table[id].Name)
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("selecting hooks: empty selection")
+	}
+	return ids, nil
+}
+
+// waitForLibucp returns the process's mappings once libucp is among them.
+func waitForLibucp(ctx context.Context, pid int, wait bool) ([]mapping, string, error) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		maps, err := readMaps(pid)
+		if err != nil {
+			return nil, "", err
+		}
+		if path, ok := libucpPath(maps); ok {
+			return maps, path, nil
+		}
+		if !wait {
+			return nil, "", fmt.Errorf("%w: process %d has no libucp.so mapped (--wait, or Options.Wait, waits for it)", ErrNoLibucp, pid)
+		}
+		if !processAlive(pid) {
+			return nil, "", fmt.Errorf("%w: %d exited before loading libucp", ErrNoProcess, pid)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", fmt.Errorf("waiting for process %d to load libucp: %w", pid, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Session) attachError(fn, lib string, err error) error {
+	if !processAlive(s.pid) {
+		return fmt.Errorf("%w: %d exited while attaching", ErrNoProcess, s.pid)
+	}
+	return fmt.Errorf("attaching probes to %s in %s: %w", fn, lib, err)
+}
+
+// setRanges tells the BPF program which return addresses are internal.
+func (s *Session) setRanges(rs []ucxRange) error {
+	var lr observerLibRanges
+	if len(rs) > len(lr.R) {
+		rs = rs[:len(lr.R)]
+	}
+	for i, r := range rs {
+		lr.R[i].Start, lr.R[i].End = r.start, r.end
+	}
+	lr.Count = uint32(len(rs))
+	if err := s.objs.InternalRanges.Put(uint32(0), &lr); err != nil {
+		return fmt.Errorf("setting UCX address ranges: %w", err)
+	}
+	s.ranges = rs
+	return nil
+}
+
+// refreshRanges follows libraries UCX loads later (transport plugins).
+func (s *Session) refreshRanges() {
+	defer s.bg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		maps, err := readMaps(s.pid)
+		if err != nil {
+			return
+		}
+		if rs := ucxRanges(maps); !slices.Equal(rs, s.ranges) {
+			_ = s.setRanges(rs) // best effort; the old ranges stay
+		}
+	}
+}
+
+// watchExit closes s.exited when the process exits.
+func (s *Session) watchExit() {
+	defer s.bg.Done()
+	fd, err := unix.PidfdOpen(s.pid, 0)
+	if err == nil {
+		defer unix.Close(fd)
+	}
+	for {
+		if err == nil {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, perr := unix.Poll(fds, 100)
+			if perr == nil && n > 0 {
+				close(s.exited)
+				return
+			}
+		} else {
+			if !processAlive(s.pid) {
+				close(s.exited)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		select {
+		case <-s.quit:
+			return
+		default:
+		}
+	}
+}
+
+// Exited is closed when the observed process exits (or is a zombie).
+func (s *Session) Exited() <-chan struct{} { return s.exited }
+
+// PID returns the observed process.
+func (s *Session) PID() int { return s.pid }
+
+// Hooks returns the probed functions.
+func (s *Session) Hooks() []hooks.ID { return slices.Clone(s.hookIDs) }
+
+// readLoop drains the ring buffer until it is flushed or closed.
+func (s *Session) readLoop() {
+	defer close(s.readDone)
+	var rec ringbuf.Record
+	for {
+		err := s.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
+			return
+		default:
+			s.readErr = fmt.Errorf("reading ring buffer: %w", err)
+			return
+		}
+		ev, ok := decodeEvent(rec.RawSample)
+		if !ok {
+			continue
+		}
+		s.mu.Lock()
+		s.corr.add(ev)
+		s.mu.Unlock()
+		s.calls.Add(1)
+	}
+}
+
+const eventSize = int(unsafe.Sizeof(observerEvent{}))
+
+// decodeEvent reads a struct event (bpf/observer.bpf.c) in host byte order.
+func decodeEvent(b []byte) (rawCall, bool) {
+	if len(b) < eventSize {
+		return rawCall{}, false
+	}
+	ne := binary.NativeEndian
+	return rawCall{
+		EntryNS:    ne.Uint64(b[0:]),
+		DurationNS: ne.Uint64(b[8:]),
+		Ret:        ne.Uint64(b[16:]),
+		// b[24:32] is the caller's address, used only in the kernel.
+		Size: ne.Uint64(b[32:]),
+		EP:   ne.Uint64(b[40:]),
+		// b[48:56] is the remote address, not recorded.
+		Req:  ne.Uint64(b[56:]),
+		TID:  ne.Uint32(b[64:]),
+		Hook: hooks.ID(ne.Uint16(b[68:])),
+	}, true
+}
+
+// kernelCounters sums the per-CPU counters of the BPF program.
+func (s *Session) kernelCounters() ([observerCounterCNT_MAX]uint64, error) {
+	var out [observerCounterCNT_MAX]uint64
+	for i := range out {
+		var per []uint64
+		if err := s.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("reading counters: %w", err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Stats returns the live counters. It may be called at any time, also
+// concurrently with Stop.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{Calls: s.calls.Load(), Errors: s.corr.errors}
+	s.mu.Unlock()
+	if k, err := s.kernelCounters(); err == nil {
+		s.addKernel(&st, k)
+	}
+	return st
+}
+
+func (s *Session) addKernel(st *Stats, k [observerCounterCNT_MAX]uint64) {
+	st.Internal = k[observerCounterCNT_INTERNAL]
+	st.DroppedEvents = k[observerCounterCNT_DROPPED]
+	st.UnmatchedReturns = k[observerCounterCNT_UNMATCHED_RET]
+	st.UnmatchedEntries = k[observerCounterCNT_OVERWRITTEN] + k[observerCounterCNT_STALE] + k[observerCounterCNT_NO_STACK]
+}
+
+// frame flags of bpf/observer.bpf.c.
+const (
+	frameInternal = 1
+	framePrearm   = 2
+)
+
+// inProgress counts the application calls left on the per-thread stacks:
+// entered but never returned while probed.
+func (s *Session) inProgress() (uint64, error) {
+	var (
+		tid uint32
+		st  observerStack
+		n   uint64
+	)
+	it := s.objs.Stacks.Iterate()
+	for it.Next(&tid, &st) {
+		for i := uint32(0); i < st.Count && i < uint32(len(st.F)); i++ {
+			f := st.F[(st.Top-1-i)%uint32(len(st.F))]
+			if f.Flags&(frameInternal|framePrearm) == 0 {
+				n++
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("reading thread stacks: %w", err)
+	}
+	return n, nil
+}
+
+// settle is how long Stop lets calls in progress return before detaching.
+const settle = 20 * time.Millisecond
+
+// Stop detaches all probes, drains the events still in the ring buffer and
+// returns the recording and the final counters. The recording is Complete
+// only when nothing was lost. Stop may be called once; the session's kernel
+// objects are released when it returns.
+func (s *Session) Stop() (*recording.File, Stats, error) {
+	var (
+		f   *recording.File
+		st  Stats
+		err error
+	)
+	called := false
+	s.stopOnce.Do(func() {
+		called = true
+		f, st, err = s.stop()
+	})
+	if !called {
+		return nil, Stats{}, fmt.Errorf("stopping observer: already stopped")
+	}
+	return f, st, err
+}
+
+func (s *Session) stop() (*recording.File, Stats, error) {
+	defer s.closeAll()
+	var errs []error
+	// No new entries from now on; calls in progress may still return.
+	if err := s.objs.StopNs.Set(monotonicNS()); err != nil {
+		errs = append(errs, fmt.Errorf("stopping probes: %w", err))
+	}
+	time.Sleep(settle)
+	for _, l := range s.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detaching probe: %w", err))
+		}
+	}
+	s.links = nil
+	if err := s.reader.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("flushing ring buffer: %w", err))
+		s.reader.Close()
+	}
+	<-s.readDone
+	if s.readErr != nil {
+		errs = append(errs, s.readErr)
+	}
+
+	st := s.Stats()
+	k, err := s.kernelCounters()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	s.addKernel(&st, k)
+	left, err := s.inProgress()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	st.UnmatchedEntries += left
+
+	s.mu.Lock()
+	calls := s.corr.finish(s.armedNS)
+	s.mu.Unlock()
+
+	names := make([]string, len(s.hookIDs))
+	for i, id := range s.hookIDs {
+		names[i] = hooks.Table[id].Name
+	}
+	host, _ := os.Hostname()
+	lost := recording.Lost{
+		DroppedEvents:    st.DroppedEvents,
+		UnmatchedEntries: st.UnmatchedEntries,
+		UnmatchedReturns: st.UnmatchedReturns,
+	}
+	f := recording.New(recording.SourceObserver)
+	f.Created = s.created
+	f.Processes = []recording.Process{{
+		Host:      host,
+		PID:       s.pid,
+		Rank:      s.info.rank,
+		Command:   s.info.command,
+		StartTime: s.info.startTime,
+		Hooks:     names,
+		Lost:      lost,
+		Complete:  !lost.Any(),
+		Calls:     calls,
+	}}
+	return f, st, errors.Join(errs...)
+}
+
+// closeAll releases everything; safe on a partly started session.
+func (s *Session) closeAll() {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	close(s.quit)
+	for _, l := range s.links {
+		l.Close()
+	}
+	s.links = nil
+	if s.reader != nil {
+		s.reader.Close()
+	}
+	s.bg.Wait()
+	s.objs.Close()
+}
+
+func monotonicNS() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
+}

@@ -1,0 +1,347 @@
+package observer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/testutil"
+	"github.com/ucxfault/ucxfault/observer"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+// fnOf maps the example's operation names to libucp functions.
+var fnOf = map[string]string{
+	"put":   "ucp_put_nbx",
+	"get":   "ucp_get_nbx",
+	"flush": "ucp_ep_flush_nbx",
+}
+
+// observe starts the example with args, attaches after READY, waits for the
+// example to exit and stops the session.
+func observe(t *testing.T, args ...string) (*recording.Process, observer.Stats, string) {
+	t.Helper()
+	testutil.RequireBPF(t)
+	bin := testutil.BuildExample(t)
+	ex := testutil.StartExample(t, bin, args...)
+	s, err := observer.Start(&observer.Options{PID: ex.PID})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if strings.Contains(ex.Output(), "\nOP ") {
+		s.Stop()
+		t.Fatalf("the example started its operations before the probes were attached; raise --wait-before-start-ms")
+	}
+	out := ex.Wait(t, 2*time.Minute)
+	select {
+	case <-s.Exited():
+	case <-time.After(10 * time.Second):
+		t.Errorf("Exited() not closed 10s after the example exited")
+	}
+	f, st, err := s.Stop()
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("recording does not validate: %v", err)
+	}
+	if f.Source != recording.SourceObserver || len(f.Processes) != 1 {
+		t.Fatalf("recording: source %q with %d processes", f.Source, len(f.Processes))
+	}
+	p := &f.Processes[0]
+	t.Logf("stats: %+v", st)
+	if p.PID != ex.PID {
+		t.Errorf("recording PID %d, want %d", p.PID, ex.PID)
+	}
+	return p, st, out
+}
+
+func countFn(p *recording.Process) map[string]int {
+	n := map[string]int{}
+	for _, c := range p.Calls {
+		n[c.Fn]++
+	}
+	return n
+}
+
+func requireComplete(t *testing.T, p *recording.Process, st observer.Stats) {
+	t.Helper()
+	if !p.Complete || p.Lost.Any() || st.Lost() != 0 {
+		t.Errorf("recording incomplete: complete=%v lost=%+v stats=%+v", p.Complete, p.Lost, st)
+	}
+}
+
+func TestObserveCountsCalls(t *testing.T) {
+	const n = 25
+	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "put,get,flush", "--size", "4096",
+		"--wait-before-start-ms", "1500")
+	requireComplete(t, p, st)
+	ops := testutil.ParseOps(out)
+	if len(ops) != 3*n {
+		t.Fatalf("example printed %d OP lines, want %d", len(ops), 3*n)
+	}
+	got := countFn(p)
+	for fn, want := range map[string]int{"ucp_put_nbx": n, "ucp_get_nbx": n, "ucp_ep_flush_nbx": n} {
+		if got[fn] != want {
+			t.Errorf("%s: %d calls recorded, want %d", fn, got[fn], want)
+		}
+	}
+	for _, c := range p.Calls {
+		switch c.Fn {
+		case "ucp_put_nbx", "ucp_get_nbx":
+			if c.Size != 4096 || c.Endpoint != 0 {
+				t.Errorf("call %d %s: size %d ep %d, want 4096 and 0", c.Seq, c.Fn, c.Size, c.Endpoint)
+			}
+		case "ucp_ep_flush_nbx":
+			if c.Size != 0 || c.Endpoint != 0 {
+				t.Errorf("call %d %s: size %d ep %d, want 0 and 0", c.Seq, c.Fn, c.Size, c.Endpoint)
+			}
+		case "ucp_request_check_status":
+			if c.Endpoint != -1 || c.Size != 0 {
+				t.Errorf("call %d %s: size %d ep %d, want 0 and -1", c.Seq, c.Fn, c.Size, c.Endpoint)
+			}
+		}
+		if c.Status != 0 || c.Thread != 0 || c.Injected {
+			t.Errorf("call %+v: want status 0, thread 0, not injected", c)
+		}
+		if c.DurationNS == 0 {
+			t.Errorf("call %d %s: no duration", c.Seq, c.Fn)
+		}
+	}
+	// The application's own calls, in order: put, get, flush, ...
+	i := 0
+	for _, c := range p.Calls {
+		if c.Fn == "ucp_request_check_status" {
+			continue
+		}
+		if want := fnOf[ops[i].Fn]; c.Fn != want {
+			t.Fatalf("application call %d is %s, the example's op %d is %s", i, c.Fn, i, want)
+		}
+		i++
+	}
+	if want := []string{"ucp_put_nbx", "ucp_get_nbx", "ucp_ep_flush_nbx", "ucp_request_check_status"}; strings.Join(p.Hooks, ",") != strings.Join(want, ",") {
+		t.Errorf("hooks %v, want %v", p.Hooks, want)
+	}
+	if st.Calls != uint64(len(p.Calls)) {
+		t.Errorf("Stats.Calls %d, recording has %d calls", st.Calls, len(p.Calls))
+	}
+	t.Logf("%d calls recorded (%v), %d internal calls dropped", len(p.Calls), got, st.Internal)
+}
+
+func TestObserveDropsInternalCalls(t *testing.T) {
+	const n = 20
+	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "putnbi", "--wait-before-start-ms", "1500")
+	requireComplete(t, p, st)
+	if ops := testutil.ParseOps(out); len(ops) != n {
+		t.Fatalf("example printed %d OP lines, want %d", len(ops), n)
+	}
+	// ucp_put_nbi calls ucp_put_nbx through libucp's PLT: those calls are
+	// internal, and ucp_put_nbi itself is not hooked.
+	if got := countFn(p)["ucp_put_nbx"]; got != 0 {
+		t.Errorf("%d ucp_put_nbx calls recorded, want 0 (all were made by ucp_put_nbi)", got)
+	}
+	if st.Internal < n {
+		t.Errorf("%d internal calls counted, want at least %d", st.Internal, n)
+	}
+	t.Logf("%d calls recorded (%v), %d internal calls dropped", len(p.Calls), countFn(p), st.Internal)
+}
+
+func TestObserveRealFailure(t *testing.T) {
+	p, st, out := observe(t, "--transport", "tcp", "--ops", "10", "--seq", "put,get,flush",
+		"--kill-peer-at", "14", "--wait-before-start-ms", "1500")
+	requireComplete(t, p, st)
+	ops := testutil.ParseOps(out)
+	if len(ops) != 30 {
+		t.Fatalf("example printed %d OP lines, want 30:\n%s", len(ops), out)
+	}
+	byFn := map[string][]recording.Call{}
+	for _, c := range p.Calls {
+		byFn[c.Fn] = append(byFn[c.Fn], c)
+	}
+	next := map[string]int{}
+	failed := 0
+	for i, op := range ops {
+		fn := fnOf[op.Fn]
+		k := next[fn]
+		next[fn]++
+		if k >= len(byFn[fn]) {
+			t.Fatalf("op %d (%s): only %d %s calls recorded", i, op.Fn, len(byFn[fn]), fn)
+		}
+		c := byFn[fn][k]
+		if c.Status != op.Status || c.How != op.How {
+			t.Errorf("op %d %s: recorded status %d how %s, the program saw %d %s", i, op.Fn, c.Status, c.How, op.Status, op.How)
+		}
+		if op.Fn == "put" {
+			want := 0
+			if i >= 14 {
+				want = -80
+			}
+			if op.Status != want {
+				t.Errorf("op %d put: the program saw %d, want %d", i, op.Status, want)
+			}
+		}
+		if c.Status != 0 {
+			failed++
+		}
+	}
+	for fn, calls := range byFn {
+		if fn != "ucp_request_check_status" && len(calls) != next[fn] {
+			t.Errorf("%s: %d calls recorded, the program made %d", fn, len(calls), next[fn])
+		}
+	}
+	t.Logf("%d calls recorded (%v), %d of the program's operations failed", len(p.Calls), countFn(p), failed)
+}
+
+func TestObserveTargetExits(t *testing.T) {
+	testutil.RequireBPF(t)
+	bin := testutil.BuildExample(t)
+	ex := testutil.StartExample(t, bin, "--ops", "0", "--seq", "put,flush", "--interval-us", "2000",
+		"--wait-before-start-ms", "1000")
+	s, err := observer.Start(&observer.Options{PID: ex.PID})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if st := s.Stats(); st.Calls == 0 {
+		t.Errorf("no calls seen while the example runs: %+v", st)
+	}
+	// The example stops cleanly on SIGTERM, in the middle of the
+	// observation.
+	ex.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("Exited() not closed after the example exited")
+	}
+	out := ex.Wait(t, 10*time.Second)
+	f, st, err := s.Stop()
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := &f.Processes[0]
+	requireComplete(t, p, st)
+	want := map[string]int{}
+	for _, op := range testutil.ParseOps(out) {
+		want[fnOf[op.Fn]]++
+	}
+	got := countFn(p)
+	if want["ucp_put_nbx"] == 0 || got["ucp_put_nbx"] != want["ucp_put_nbx"] || got["ucp_ep_flush_nbx"] != want["ucp_ep_flush_nbx"] {
+		t.Errorf("recorded %v, the program printed %v", got, want)
+	}
+	t.Logf("%d calls recorded (%v)", len(p.Calls), got)
+}
+
+func TestObserveKilledTarget(t *testing.T) {
+	testutil.RequireBPF(t)
+	bin := testutil.BuildExample(t)
+	ex := testutil.StartExample(t, bin, "--ops", "0", "--seq", "put,get", "--interval-us", "500",
+		"--wait-before-start-ms", "1000")
+	s, err := observer.Start(&observer.Options{PID: ex.PID, Hooks: []hooks.ID{0}})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	ex.Cmd.Process.Kill()
+	<-ex.Done()
+	select {
+	case <-s.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Exited() not closed after the example was killed")
+	}
+	f, _, err := s.Stop()
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := &f.Processes[0]
+	puts := 0
+	for _, op := range testutil.ParseOps(ex.Output()) {
+		if op.Fn == "put" {
+			puts++
+		}
+	}
+	got := countFn(p)
+	// A put may have returned (and been recorded) before the kill, but
+	// not yet printed.
+	if d := got["ucp_put_nbx"] - puts; d < 0 || d > 1 || len(got) != 1 {
+		t.Errorf("recorded %v, the program printed %d puts", got, puts)
+	}
+	if strings.Join(p.Hooks, ",") != "ucp_put_nbx" {
+		t.Errorf("hooks %v, want [ucp_put_nbx]", p.Hooks)
+	}
+	t.Logf("%d calls recorded, complete=%v, lost %+v", len(p.Calls), p.Complete, p.Lost)
+}
+
+func TestStartNoProcess(t *testing.T) {
+	testutil.RequireBPF(t)
+	_, err := observer.Start(&observer.Options{PID: 1 << 30})
+	if !errors.Is(err, observer.ErrNoProcess) {
+		t.Fatalf("Start on a missing PID: %v, want ErrNoProcess", err)
+	}
+	t.Log(err)
+}
+
+func TestStartNoLibucp(t *testing.T) {
+	testutil.RequireBPF(t)
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	_, err := observer.Start(&observer.Options{PID: cmd.Process.Pid})
+	if !errors.Is(err, observer.ErrNoLibucp) || !strings.Contains(err.Error(), "--wait") {
+		t.Fatalf("Start on sleep: %v, want ErrNoLibucp mentioning --wait", err)
+	}
+	t.Log(err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = observer.StartContext(ctx, &observer.Options{PID: cmd.Process.Pid, Wait: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting for libucp in sleep: %v, want a deadline error", err)
+	}
+}
+
+func TestStartWaitsForLibucp(t *testing.T) {
+	testutil.RequireBPF(t)
+	// sh maps no libucp until it execs the example.
+	bin := testutil.BuildExample(t)
+	cmd := exec.Command("sh", "-c", "sleep 0.5; exec \"$0\" --ops 5 --seq put --wait-before-start-ms 1500 --quiet", bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	s, err := observer.Start(&observer.Options{PID: cmd.Process.Pid, Wait: true})
+	if err != nil {
+		t.Fatalf("Start with Wait: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("example: %v", err)
+	}
+	f, st, err := s.Stop()
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	p := &f.Processes[0]
+	requireComplete(t, p, st)
+	if got := countFn(p)["ucp_put_nbx"]; got != 5 {
+		t.Errorf("%d puts recorded, want 5", got)
+	}
+}

@@ -1,0 +1,287 @@
+package main
+
+/*
+#include <stdlib.h>
+#include <string.h>
+#include "ucxfault.h"
+#include "record.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+// retireGrace is how long a replaced C configuration is kept before it is
+// freed. A hook holds a configuration pointer for the few nanoseconds of a
+// decision, never across a sleep or a call into libucp; ten seconds covers a
+// thread descheduled in between by orders of magnitude.
+const retireGrace = 10 * time.Second
+
+// defaultRecordCapacity is the call log's size when UCX_FAULT_RECORD_CAPACITY
+// is not set: 262144 records of 56 bytes, allocated when recording starts.
+const defaultRecordCapacity = 1 << 18
+
+type retired struct {
+	at    time.Time
+	cfg   unsafe.Pointer
+	alloc []unsafe.Pointer
+}
+
+// cBackend drives the C state of this process.
+type cBackend struct {
+	retired   []retired
+	live      []unsafe.Pointer // allocations of the current configuration
+	replay    *control.Replay  // the schedule the current configuration holds
+	recCap    uint64
+	recFloor  uint64
+	startTime uint64
+	host      string
+	rank      int
+	command   []string
+	start     time.Time
+	ipc       string
+}
+
+func newCBackend() *cBackend {
+	b := &cBackend{recCap: defaultRecordCapacity, rank: -1, start: time.Now()}
+	if v := os.Getenv(control.EnvRecordCapacity); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 || n > 1<<28 {
+			logf("%s=%q is not a record count between 1 and %d; using %d", control.EnvRecordCapacity, v, 1<<28, b.recCap)
+		} else {
+			b.recCap = n
+		}
+	}
+	b.startTime, _ = control.ProcessStartTime(os.Getpid())
+	b.host, _ = os.Hostname()
+	b.rank = launcherRank()
+	if raw, err := os.ReadFile("/proc/self/cmdline"); err == nil {
+		b.command = strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	}
+	b.ipc, _ = control.ParseBackend(os.Getenv(control.EnvIPCBackend))
+	return b
+}
+
+// launcherRank reads the process's rank from the launcher's environment
+// (Open MPI, PMIx, MPICH/PMI, Slurm), or -1.
+func launcherRank() int {
+	for _, name := range []string{"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"} {
+		if v := os.Getenv(name); v != "" {
+			if n, err := strconv.Atoi(v); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+func (b *cBackend) cBytes(n int) unsafe.Pointer {
+	p := C.calloc(C.size_t(n), 1)
+	if p == nil {
+		return nil
+	}
+	b.live = append(b.live, p)
+	return p
+}
+
+// Apply builds a C configuration from s and publishes it.
+func (b *cBackend) Apply(s control.Settings) error {
+	if s.Recording && C.ucxf_record_capacity() == 0 {
+		if C.ucxf_record_alloc(C.uint64_t(b.recCap)) != 0 {
+			return fmt.Errorf("allocating a call log of %d records: out of memory", b.recCap)
+		}
+	}
+	cfg := C.ucxf_config_new()
+	if cfg == nil {
+		return fmt.Errorf("allocating configuration: out of memory")
+	}
+	prevLive := b.live
+	b.live = nil
+	cfg.seed = C.uint64_t(s.Seed)
+	cfg.enabled = boolC(s.Enabled)
+	cfg.recording = boolC(s.Recording)
+	switch s.Strategy {
+	case control.StrategyRandom:
+		cfg.strategy = C.UCXF_STRATEGY_RANDOM
+	case control.StrategyPattern:
+		cfg.strategy = C.UCXF_STRATEGY_PATTERN
+	case control.StrategyReplay:
+		cfg.strategy = C.UCXF_STRATEGY_REPLAY
+	default:
+		cfg.strategy = C.UCXF_STRATEGY_NONE
+	}
+	cfg.prob_units = C.uint32_t(control.ProbabilityUnits(s.Probability))
+	if len(s.Codes) == 0 || len(s.Codes) > C.UCXF_MAX_CODES {
+		C.free(unsafe.Pointer(cfg))
+		b.live = prevLive
+		return fmt.Errorf("%d error codes (want 1 to %d)", len(s.Codes), C.UCXF_MAX_CODES)
+	}
+	cfg.ncodes = C.uint32_t(len(s.Codes))
+	for i, c := range s.Codes {
+		cfg.codes[i] = C.int8_t(c)
+	}
+	cfg.pattern_len = C.uint32_t(len(s.Pattern))
+	for i := 0; i < len(s.Pattern) && i < C.UCXF_MAX_PATTERN; i++ {
+		if s.Pattern[i] == 'X' {
+			cfg.pattern[i] = 1
+		}
+	}
+	for i := range hooks.Table {
+		if i < len(s.HookEnabled) && s.HookEnabled[i] {
+			cfg.hook_enabled[i] = 1
+		}
+	}
+	if r := s.Replay; r != nil {
+		cfg.replay_global = boolC(r.Global)
+		cfg.replay_cycle = boolC(r.Cycle)
+		if r.Global {
+			cfg.replay_all = b.schedule(r.All)
+		} else {
+			for i, outs := range r.PerHook {
+				cfg.replay[i] = b.schedule(outs)
+			}
+		}
+	}
+	if s.Replay != b.replay {
+		// A new schedule starts at its first outcome.
+		C.ucxf_replay_reset()
+		b.replay = s.Replay
+	}
+	old := C.ucxf_publish(cfg)
+	now := time.Now()
+	if old != nil {
+		b.retired = append(b.retired, retired{at: now, cfg: unsafe.Pointer(old), alloc: prevLive})
+	}
+	keep := b.retired[:0]
+	for _, r := range b.retired {
+		if now.Sub(r.at) < retireGrace {
+			keep = append(keep, r)
+			continue
+		}
+		for _, p := range r.alloc {
+			C.free(p)
+		}
+		C.free(r.cfg)
+	}
+	b.retired = keep
+	return nil
+}
+
+func (b *cBackend) schedule(outs []control.Outcome) C.struct_ucxf_schedule {
+	var s C.struct_ucxf_schedule
+	if len(outs) == 0 {
+		return s
+	}
+	codes := b.cBytes(len(outs))
+	deferred := b.cBytes(len(outs))
+	if codes == nil || deferred == nil {
+		return s // out of memory: an empty schedule passes every call
+	}
+	cs := unsafe.Slice((*int8)(codes), len(outs))
+	ds := unsafe.Slice((*uint8)(deferred), len(outs))
+	for i, o := range outs {
+		cs[i] = int8(o.Code)
+		if o.Deferred {
+			ds[i] = 1
+		}
+	}
+	s.len = C.uint64_t(len(outs))
+	s.codes = (*C.int8_t)(codes)
+	s.deferred = (*C.uint8_t)(deferred)
+	return s
+}
+
+func boolC(v bool) C.uint8_t {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Counters sums the per-thread counters.
+func (b *cBackend) Counters() control.Counters {
+	var raw [C.UCXF_NUM_HOOKS]C.struct_ucxf_hook_counters
+	var threads C.uint64_t
+	C.ucxf_stats_sum(&raw[0], &threads)
+	out := control.Counters{Threads: uint64(threads), Hooks: make([]control.HookCounters, len(raw))}
+	for i := range raw {
+		h := &out.Hooks[i]
+		h.Calls = uint64(raw[i].calls)
+		h.Faults = uint64(raw[i].faults)
+		h.SinceFault = uint64(raw[i].calls_at_last_fault)
+		for k := range h.Codes {
+			h.Codes[k] = uint64(raw[i].codes[k])
+		}
+	}
+	return out
+}
+
+// Info describes this process.
+func (b *cBackend) Info() control.Status {
+	st := control.Status{PID: os.Getpid(), StartTime: b.startTime, Host: b.host, Rank: b.rank,
+		Command: b.command, Backend: b.ipc}
+	head := uint64(C.ucxf_record_head())
+	st.Records = head - b.recFloor
+	if capa := uint64(C.ucxf_record_capacity()); capa > 0 && st.Records > capa {
+		st.RecordsLost = st.Records - capa
+		st.Records = capa
+	}
+	var buf [1024]C.char
+	if n := int(C.ucxf_libucp_copies(&buf[0], C.size_t(len(buf)))); n > 1 {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%d copies of libucp are mapped: %s",
+			n, strings.ReplaceAll(C.GoString(&buf[0]), "\n", ", ")))
+	}
+	if n := uint64(C.ucxf_defer_overflow()); n > 0 {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%d failures on completion could not be tracked and were returned at once", n))
+	}
+	return st
+}
+
+// Records reads the call log and follows requests to their final status.
+func (b *cBackend) Records(count int) (*recording.Process, error) {
+	head := uint64(C.ucxf_record_head())
+	capa := uint64(C.ucxf_record_capacity())
+	start := b.recFloor
+	p := &recording.Process{Host: b.host, PID: os.Getpid(), Rank: b.rank, Command: b.command,
+		StartTime: b.start.UTC(), Hooks: hooks.Names(), Calls: []recording.Call{}}
+	if capa > 0 && head-start > capa {
+		p.Lost.OverwrittenRecords = head - start - capa
+		start = head - capa
+	}
+	if count > 0 && head-start > uint64(count) {
+		start = head - uint64(count)
+	}
+	raws := make([]recording.Raw, 0, head-start)
+	var rec C.struct_ucxf_record
+	for i := start; i < head; i++ {
+		if C.ucxf_record_read(C.uint64_t(i), &rec) == 0 {
+			p.Lost.OverwrittenRecords++
+			continue
+		}
+		raws = append(raws, recording.Raw{
+			TimeNS: uint64(rec.t_ns), DurationNS: uint64(rec.duration_ns),
+			ThreadKey: uint64(rec.thread) + 1, Hook: hooks.ID(rec.hook),
+			EndpointKey: uint64(int64(rec.ep) + 1), Size: uint64(rec.size),
+			Status: int(rec.status), Request: uint64(rec.req),
+			Injected: rec.flags&C.UCXF_REC_INJECTED != 0,
+		})
+	}
+	p.Calls, _ = recording.Build(raws)
+	p.Complete = !p.Lost.Any()
+	return p, nil
+}
+
+// RecordClear drops the logged calls.
+func (b *cBackend) RecordClear() {
+	b.recFloor = uint64(C.ucxf_record_head())
+}

@@ -1,0 +1,155 @@
+// Command preload is the ucxfault injector, built with -buildmode=c-shared
+// into libucxfault.so and loaded with LD_PRELOAD.
+//
+// The ucp_* wrappers and the fault decision are C (hooks_gen.c, state.c,
+// record.c) and never call Go. This package is the control plane: it reads
+// the UCX_FAULT_* environment at start, publishes settings to the C side,
+// and serves the control socket (or polls the command file).
+package main
+
+/*
+#cgo CFLAGS: -O2 -g -Wall -fno-omit-frame-pointer
+#cgo LDFLAGS: -ldl -lpthread
+#include <stdlib.h>
+#include "ucxfault.h"
+#include "record.h"
+int ucxf_in_fork_child(void);
+*/
+import "C"
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/ucxfault/ucxfault/control"
+)
+
+func main() {}
+
+var (
+	debug   bool
+	backend *cBackend
+	engine  *control.Engine
+)
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "ucxfault[%d]: %s\n", os.Getpid(), fmt.Sprintf(format, args...))
+}
+
+func debugf(format string, args ...any) {
+	if debug {
+		logf(format, args...)
+	}
+}
+
+func init() {
+	C.ucxf_init()
+	debug, _ = control.ParseBool(os.Getenv(control.EnvDebug))
+	backend = newCBackend()
+	settings, seeded, err := control.FromEnv(os.Getenv)
+	if err != nil {
+		// Reported once; the injector stays off and the host runs on.
+		logf("%v; injector off", err)
+		settings = control.DefaultSettings()
+		seeded = false
+	}
+	if !seeded {
+		settings.Seed = randomSeed()
+	}
+	if err := backend.Apply(settings); err != nil {
+		logf("applying start-up settings: %v; injector off", err)
+		settings = control.DefaultSettings()
+		backend.Apply(settings)
+	}
+	engine = control.NewEngine(backend, settings)
+	C.ucxf_set_ready()
+	debugf("loaded: enabled=%v strategy=%s seed=%d", settings.Enabled, settings.Strategy, settings.Seed)
+
+	ipc, err := control.ParseBackend(os.Getenv(control.EnvIPCBackend))
+	if err != nil {
+		logf("%v; control plane off", err)
+		return
+	}
+	if C.ucxf_libucp_loaded() != 0 {
+		startControl(ipc)
+		return
+	}
+	// A process that never loads libucp gets no socket: wait, without a
+	// thread of our own (the pipe is read through the runtime's poller),
+	// for the first hook to find libucp.
+	go func() {
+		fd := int(C.ucxf_notify_fd())
+		if fd < 0 {
+			return
+		}
+		f := os.NewFile(uintptr(fd), "ucxfault-notify")
+		var b [1]byte
+		if n, _ := f.Read(b[:]); n == 1 {
+			startControl(ipc)
+		}
+	}()
+}
+
+func randomSeed() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+func startControl(ipc string) {
+	dir := control.SocketDir(os.Getenv)
+	pid := os.Getpid()
+	if v := os.Getenv(control.EnvStatsLogInterval); v != "" {
+		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs > 0 {
+			go logStats(time.Duration(secs * float64(time.Second)))
+		} else {
+			logf("%s=%q is not a positive number of seconds; statistics not logged", control.EnvStatsLogInterval, v)
+		}
+	}
+	if ipc == control.BackendFile {
+		path := control.StateFile(dir, pid)
+		cpath := C.CString(path)
+		C.ucxf_set_socket_path(cpath) // removed at exit like a socket
+		C.free(unsafe.Pointer(cpath))
+		w := &control.FileWatcher{Dir: dir, Engine: engine, PID: pid}
+		if debug {
+			w.Log = logf
+		}
+		go w.Run(nil)
+		debugf("file backend: commands from %s", control.CommandFile(dir))
+		return
+	}
+	path := control.SocketPath(dir, pid)
+	l, err := control.Listen(path)
+	if err != nil {
+		logf("%v; control socket off", err)
+		return
+	}
+	cpath := C.CString(path)
+	C.ucxf_set_socket_path(cpath)
+	C.free(unsafe.Pointer(cpath))
+	debugf("control socket %s", path)
+	go func() {
+		if err := control.Serve(l, engine, &control.ServerOptions{Log: logf}); err != nil {
+			logf("control socket stopped: %v", err)
+		}
+	}()
+}
+
+func logStats(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		r := engine.Handle(&control.Request{V: control.ProtocolVersion, Cmd: control.CmdStatus})
+		if r.Status != nil {
+			logf("calls=%d faults=%d enabled=%v strategy=%s", r.Status.Calls, r.Status.Faults, r.Status.Enabled, r.Status.Strategy)
+		}
+	}
+}

@@ -1,0 +1,48 @@
+/*
+ * ucxfault injector: the call log, endpoint ordinals, replay cursors and the
+ * table of requests whose failure is delivered on completion.
+ */
+#ifndef UCXFAULT_RECORD_H
+#define UCXFAULT_RECORD_H
+
+#include <stdint.h>
+
+struct ucxf_call;
+
+#define UCXF_REC_INJECTED 0x1
+#define UCXF_REC_DEFERRED 0x2 /* an injected failure was attached to the request */
+
+/* One logged call. seq is the commit stamp: index + 1 once the slot is whole. */
+struct ucxf_record {
+    uint64_t seq;
+    uint64_t t_ns;
+    uint64_t duration_ns;
+    uint64_t size;
+    uint64_t req;     /* request returned, or examined (ucp_request_check_status) */
+    uint32_t thread;  /* thread ordinal */
+    int32_t  ep;      /* endpoint ordinal, -1 when none */
+    uint16_t hook;
+    int8_t   status;  /* as returned: 0, 1 (a request, UCS_INPROGRESS) or < 0 */
+    uint8_t  flags;
+    uint32_t tid;
+};
+
+/* Control side. */
+int      ucxf_record_alloc(uint64_t capacity);
+uint64_t ucxf_record_capacity(void);
+uint64_t ucxf_record_head(void);
+int      ucxf_record_read(uint64_t index, struct ucxf_record *out);
+void     ucxf_replay_reset(void);
+uint64_t ucxf_defer_pending(void);
+uint64_t ucxf_defer_overflow(void);
+
+/* Hot path. */
+void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);
+uint64_t ucxf_record_replay_cursor_next(void);
+uint64_t ucxf_replay_cursor_next(int hook);
+int32_t  ucxf_ep_ordinal(void *ep);
+int      ucxf_defer_put(void *request, int code);
+int      ucxf_defer_take(void *request);
+void     ucxf_record_atfork_child(void);
+
+#endif

@@ -1,0 +1,666 @@
+/*
+ * ucxfault injector: the C side of the shared state and the fault decision.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ucxfault.h"
+#include "record.h"
+
+void *ucxf_real[UCXF_NUM_HOOKS];
+
+/*
+ * Every hook starts armed: until the Go control plane has read the
+ * environment (it initialises on a thread of its own while the host starts),
+ * a call must wait for it, or the first calls of a run would escape the
+ * configured faults and a seeded run would not repeat.
+ */
+volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS] = {
+    [0 ... UCXF_NUM_HOOKS - 1] = 1,
+};
+
+static struct ucxf_config ucxf_default_config; /* disabled, all zero */
+static const struct ucxf_config *ucxf_cfg = &ucxf_default_config;
+static uint64_t ucxf_generation;
+static int ucxf_ready;
+
+/* Executable ranges of libucp, libucs, libuct and libucm: calls from there are internal. */
+#define UCXF_MAX_RANGES 32
+struct ucxf_ranges {
+    int n;
+    uintptr_t lo[UCXF_MAX_RANGES];
+    uintptr_t hi[UCXF_MAX_RANGES];
+};
+static struct ucxf_ranges ucxf_no_ranges;
+static const struct ucxf_ranges *ucxf_internal = &ucxf_no_ranges;
+
+/* Per-thread counters; the list only grows, blocks of exited threads are reused. */
+static pthread_mutex_t ucxf_threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ucxf_thread *ucxf_threads;
+static struct ucxf_thread *ucxf_free_threads;
+static struct ucxf_hook_counters ucxf_retired[UCXF_NUM_HOOKS];
+static uint32_t ucxf_next_ordinal;
+static pthread_key_t ucxf_thread_key;
+static __thread struct ucxf_thread *ucxf_self
+    __attribute__((tls_model("initial-exec")));
+
+static int ucxf_notify_pipe[2] = {-1, -1};
+static int ucxf_notified;
+static pid_t ucxf_owner_pid;
+static char ucxf_socket_path[256];
+static int ucxf_is_fork_child;
+
+static void ucxf_warn_once(int *flag, const char *fmt, const char *arg)
+{
+    if (__atomic_exchange_n(flag, 1, __ATOMIC_RELAXED) == 0) {
+        fprintf(stderr, "ucxfault: ");
+        fprintf(stderr, fmt, arg);
+        fputc('\n', stderr);
+    }
+}
+
+static uint64_t ucxf_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+/* Threads                                                              */
+/* ------------------------------------------------------------------ */
+
+static void ucxf_thread_exit(void *arg)
+{
+    struct ucxf_thread *t = arg, **pp;
+    int h, k;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    for (pp = &ucxf_threads; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    /* Fold into the retired totals under the same lock Go sums under, so a
+     * sum never counts a thread twice or not at all. */
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        ucxf_retired[h].calls  += t->h[h].calls;
+        ucxf_retired[h].faults += t->h[h].faults;
+        for (k = 0; k < UCXF_CODE_SLOTS; k++) {
+            ucxf_retired[h].codes[k] += t->h[h].codes[k];
+        }
+    }
+    memset(t, 0, sizeof(*t));
+    t->next           = ucxf_free_threads;
+    ucxf_free_threads = t;
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+static struct ucxf_thread *ucxf_thread_new(void)
+{
+    struct ucxf_thread *t;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    t = ucxf_free_threads;
+    if (t != NULL) {
+        ucxf_free_threads = t->next;
+    } else {
+        t = calloc(1, sizeof(*t));
+    }
+    if (t != NULL) {
+        t->ordinal   = ucxf_next_ordinal++;
+        t->tid       = (int32_t)syscall(SYS_gettid);
+        t->next      = ucxf_threads;
+        ucxf_threads = t;
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+    if (t != NULL) {
+        pthread_setspecific(ucxf_thread_key, t);
+    }
+    ucxf_self = t;
+    return t;
+}
+
+static inline struct ucxf_thread *ucxf_thread_self(void)
+{
+    struct ucxf_thread *t = ucxf_self;
+    return UCXF_LIKELY(t != NULL) ? t : ucxf_thread_new();
+}
+
+/* Relaxed single-writer increment: no lock prefix, but Go's concurrent
+ * loads never see a torn value. */
+#define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
+
+void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
+{
+    struct ucxf_thread *t;
+    uint64_t n = 0;
+    int h, k;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    memcpy(out, ucxf_retired, sizeof(ucxf_retired));
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        n++;
+        for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+            out[h].calls  += __atomic_load_n(&t->h[h].calls, __ATOMIC_RELAXED);
+            out[h].faults += __atomic_load_n(&t->h[h].faults, __ATOMIC_RELAXED);
+            for (k = 0; k < UCXF_CODE_SLOTS; k++) {
+                out[h].codes[k] += __atomic_load_n(&t->h[h].codes[k], __ATOMIC_RELAXED);
+            }
+            /* Calls since the last fault, summed over threads. */
+            out[h].calls_at_last_fault +=
+                __atomic_load_n(&t->h[h].calls_at_last_fault, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+    if (threads != NULL) {
+        *threads = n;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Resolution of the real functions                                     */
+/* ------------------------------------------------------------------ */
+
+static int ucxf_is_ucx_object(const char *name)
+{
+    static const char *const libs[] = {"libucp.so", "libucs.so", "libuct.so", "libucm.so"};
+    size_t i;
+
+    for (i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+        if (strstr(name, libs[i]) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct ucxf_scan {
+    struct ucxf_ranges *ranges;
+    int libucp_copies;
+    char libucp_path[4][256];
+};
+
+static int ucxf_scan_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct ucxf_scan *scan = arg;
+    int i;
+
+    (void)size;
+    if (info->dlpi_name == NULL || !ucxf_is_ucx_object(info->dlpi_name)) {
+        return 0;
+    }
+    if (strstr(info->dlpi_name, "libucp.so") != NULL) {
+        if (scan->libucp_copies < 4) {
+            snprintf(scan->libucp_path[scan->libucp_copies], sizeof(scan->libucp_path[0]),
+                     "%s", info->dlpi_name);
+        }
+        scan->libucp_copies++;
+    }
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        struct ucxf_ranges *r = scan->ranges;
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || r->n >= UCXF_MAX_RANGES) {
+            continue;
+        }
+        r->lo[r->n] = info->dlpi_addr + ph->p_vaddr;
+        r->hi[r->n] = r->lo[r->n] + ph->p_memsz;
+        r->n++;
+    }
+    return 0;
+}
+
+static struct ucxf_scan ucxf_last_scan;
+
+/* Re-reads the UCX objects mapped now. Rare (once per newly resolved hook);
+ * the superseded range table is left allocated because a hook on another
+ * thread may still be reading it. */
+static void ucxf_refresh_ranges(void)
+{
+    struct ucxf_scan scan;
+
+    memset(&scan, 0, sizeof(scan));
+    scan.ranges = calloc(1, sizeof(*scan.ranges));
+    if (scan.ranges == NULL) {
+        return;
+    }
+    dl_iterate_phdr(ucxf_scan_object, &scan);
+    ucxf_last_scan = scan;
+    __atomic_store_n(&ucxf_internal, scan.ranges, __ATOMIC_RELEASE);
+}
+
+int ucxf_libucp_loaded(void)
+{
+    struct ucxf_scan scan;
+    struct ucxf_ranges r;
+
+    memset(&scan, 0, sizeof(scan));
+    memset(&r, 0, sizeof(r));
+    scan.ranges = &r;
+    dl_iterate_phdr(ucxf_scan_object, &scan);
+    return scan.libucp_copies > 0;
+}
+
+int ucxf_libucp_copies(char *buf, size_t len)
+{
+    struct ucxf_scan scan;
+    struct ucxf_ranges r;
+    size_t off = 0;
+    int i;
+
+    memset(&scan, 0, sizeof(scan));
+    memset(&r, 0, sizeof(r));
+    scan.ranges = &r;
+    dl_iterate_phdr(ucxf_scan_object, &scan);
+    if (len > 0) {
+        buf[0] = '\0';
+    }
+    for (i = 0; i < scan.libucp_copies && i < 4 && off < len; i++) {
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "\n" : "", scan.libucp_path[i]);
+    }
+    return scan.libucp_copies;
+}
+
+static int ucxf_is_ours(void *p)
+{
+    Dl_info mine, theirs;
+
+    if (dladdr((void *)ucxf_resolve, &mine) == 0 || dladdr(p, &theirs) == 0) {
+        return 0;
+    }
+    return mine.dli_fbase == theirs.dli_fbase;
+}
+
+static void *ucxf_lookup(const char *name)
+{
+    static const char *const sonames[] = {"libucp.so.0", "libucp.so"};
+    void *p = dlsym(RTLD_NEXT, name);
+    size_t i;
+
+    if (p != NULL && !ucxf_is_ours(p)) {
+        return p;
+    }
+    /* libucp opened RTLD_LOCAL by a plugin is not in the global scope that
+     * RTLD_NEXT searches; its own handle finds it. */
+    for (i = 0; i < sizeof(sonames) / sizeof(sonames[0]); i++) {
+        void *h = dlopen(sonames[i], RTLD_NOLOAD | RTLD_LAZY);
+        if (h == NULL) {
+            continue;
+        }
+        p = dlsym(h, name);
+        dlclose(h);
+        if (p != NULL && !ucxf_is_ours(p)) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static int ucxf_unresolved_warned[UCXF_NUM_HOOKS];
+
+void *ucxf_resolve(int hook)
+{
+    void *p = ucxf_lookup(ucxf_hook_names[hook]);
+
+    if (p == NULL) {
+        ucxf_warn_once(&ucxf_unresolved_warned[hook],
+                       "%s called but no libucp defines it; returning UCS_ERR_UNSUPPORTED",
+                       ucxf_hook_names[hook]);
+        return NULL;
+    }
+    ucxf_refresh_ranges();
+    __atomic_store_n(&ucxf_real[hook], p, __ATOMIC_RELEASE);
+    /* Tell the control plane that libucp is here (it starts the socket
+     * only for processes that use UCX). write() is safe anywhere. */
+    if (__atomic_exchange_n(&ucxf_notified, 1, __ATOMIC_RELAXED) == 0 && ucxf_notify_pipe[1] >= 0) {
+        ssize_t rc = write(ucxf_notify_pipe[1], "u", 1);
+        (void)rc;
+    }
+    return p;
+}
+
+int ucxf_notify_fd(void)
+{
+    return ucxf_notify_pipe[0];
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                        */
+/* ------------------------------------------------------------------ */
+
+struct ucxf_config *ucxf_config_new(void)
+{
+    return calloc(1, sizeof(struct ucxf_config));
+}
+
+const struct ucxf_config *ucxf_current(void)
+{
+    return __atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE);
+}
+
+/* Publishes cfg and returns the configuration it replaces. The caller (Go)
+ * frees the old one after a grace period: a hook reads a configuration for
+ * nanoseconds, never across a sleep or a call into libucp. */
+const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
+{
+    const struct ucxf_config *old;
+    int h;
+
+    cfg->generation = __atomic_add_fetch(&ucxf_generation, 1, __ATOMIC_RELAXED);
+    if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes == 0) {
+        cfg->enabled = 0; /* never reached: Go validates; kept so C cannot divide by zero */
+    }
+    if (cfg->strategy == UCXF_STRATEGY_PATTERN && cfg->pattern_len == 0) {
+        cfg->strategy = UCXF_STRATEGY_NONE;
+    }
+    old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_ACQ_REL);
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        uint8_t armed = (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording;
+        if (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
+            armed = 1; /* still waiting for ucxf_set_ready */
+        }
+        __atomic_store_n(&ucxf_armed[h], armed, __ATOMIC_RELEASE);
+    }
+    return old == &ucxf_default_config ? NULL : old;
+}
+
+void ucxf_set_ready(void)
+{
+    const struct ucxf_config *cfg;
+    int h;
+
+    __atomic_store_n(&ucxf_ready, 1, __ATOMIC_RELEASE);
+    cfg = ucxf_current();
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        __atomic_store_n(&ucxf_armed[h], (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording,
+                         __ATOMIC_RELEASE);
+    }
+}
+
+static void ucxf_wait_ready(void)
+{
+    static int warned;
+    uint64_t deadline = ucxf_now_ns() + 2000000000ull;
+    struct timespec pause = {0, 100000};
+
+    while (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
+        if (ucxf_now_ns() > deadline) {
+            ucxf_warn_once(&warned, "%s", "control plane not ready after 2 s; hooks pass through");
+            ucxf_set_ready();
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The decision (hot path when armed)                                   */
+/* ------------------------------------------------------------------ */
+
+static inline int ucxf_caller_internal(void *caller)
+{
+    const struct ucxf_ranges *r = __atomic_load_n(&ucxf_internal, __ATOMIC_ACQUIRE);
+    uintptr_t a = (uintptr_t)caller;
+    int i;
+
+    for (i = 0; i < r->n; i++) {
+        if (a >= r->lo[i] && a < r->hi[i]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* splitmix64 finaliser: a stateless, seeded draw per (hook, thread, call),
+ * so a seeded run fails the same calls whatever else the process does. */
+static inline uint64_t ucxf_mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
+{
+    int h;
+
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        t->base_calls[h]  = t->h[h].calls;
+        t->base_faults[h] = t->h[h].faults;
+    }
+    t->generation = cfg->generation;
+}
+
+/* The recorded outcome for this call: returns the code, and sets *deferred
+ * when the recorded failure arrived on completion. */
+static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferred)
+{
+    const struct ucxf_schedule *s = cfg->replay_global ? &cfg->replay_all : &cfg->replay[hook];
+    uint64_t pos;
+
+    if (s->len == 0 || ucxf_hook_polls[hook]) {
+        return 0;
+    }
+    pos = cfg->replay_global ? ucxf_record_replay_cursor_next() : ucxf_replay_cursor_next(hook);
+    if (pos >= s->len) {
+        if (!cfg->replay_cycle) {
+            return 0;
+        }
+        pos %= s->len;
+    }
+    *deferred = s->deferred != NULL && s->deferred[pos];
+    return s->codes[pos];
+}
+
+int ucxf_enter(struct ucxf_call *c)
+{
+    const struct ucxf_config *cfg;
+    struct ucxf_thread *t;
+    struct ucxf_hook_counters *hc;
+    uint64_t idx, r;
+    int code = 0, h = c->hook;
+
+    if (UCXF_UNLIKELY(!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE))) {
+        ucxf_wait_ready();
+    }
+    if (ucxf_caller_internal(c->caller)) {
+        return 0; /* libucp calling itself: never faulted, never counted */
+    }
+    cfg    = ucxf_current();
+    c->cfg = cfg;
+    if (!((cfg->enabled && cfg->hook_enabled[h]) || cfg->recording)) {
+        return 0;
+    }
+    t = ucxf_thread_self();
+    if (UCXF_UNLIKELY(t == NULL)) {
+        return 0; /* out of memory: pass through rather than guess */
+    }
+    c->thread  = t;
+    c->counted = 1;
+    if (UCXF_UNLIKELY(t->generation != cfg->generation)) {
+        ucxf_rebase(t, cfg);
+    }
+    hc  = &t->h[h];
+    idx = hc->calls - t->base_calls[h];
+    UCXF_INC(hc->calls);
+    if (cfg->recording) {
+        c->t0 = ucxf_now_ns();
+    }
+    if (!cfg->enabled || !cfg->hook_enabled[h] || !ucxf_hook_faultable[h]) {
+        return 0;
+    }
+    switch (cfg->strategy) {
+    case UCXF_STRATEGY_RANDOM:
+        r = ucxf_mix(cfg->seed ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ idx);
+        if ((((r >> 32) * UCXF_PROB_SCALE) >> 32) < cfg->prob_units) {
+            code = cfg->codes[(uint32_t)r % cfg->ncodes];
+        }
+        break;
+    case UCXF_STRATEGY_PATTERN:
+        if (cfg->pattern[idx % cfg->pattern_len]) {
+            code = cfg->codes[(hc->faults - t->base_faults[h]) % cfg->ncodes];
+        }
+        break;
+    case UCXF_STRATEGY_REPLAY: {
+        int deferred = 0;
+        code = ucxf_replay_next(cfg, h, &deferred);
+        if (code < 0 && deferred) {
+            /* Let the operation run; ucxf_leave attaches the failure to
+             * its request, or fails it now if it completed at once. */
+            c->deferred_code = code;
+            return 0;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    if (code < 0 && code >= -100) {
+        c->injected = 1;
+        UCXF_INC(hc->faults);
+        UCXF_INC(hc->codes[-code]);
+        __atomic_store_n(&hc->calls_at_last_fault, 0, __ATOMIC_RELAXED);
+        return code;
+    }
+    UCXF_INC(hc->calls_at_last_fault);
+    return 0;
+}
+
+static void ucxf_count_fault(struct ucxf_call *c, int code)
+{
+    struct ucxf_hook_counters *hc = &c->thread->h[c->hook];
+
+    c->injected = 1;
+    UCXF_INC(hc->faults);
+    UCXF_INC(hc->codes[-code]);
+}
+
+/* After the real call: delivers failures that arrive on completion, and
+ * logs the call. Returns a code to return instead of the real result, or 0. */
+int ucxf_leave(struct ucxf_call *c, int status, void *request)
+{
+    int override = 0;
+
+    if (!c->counted) {
+        return 0;
+    }
+    if (UCXF_UNLIKELY(c->deferred_code != 0) && !c->injected) {
+        if (status < 0) {
+            /* A real error wins over an injected one. */
+        } else if (request != NULL && ucxf_defer_put(request, c->deferred_code) == 0) {
+            ucxf_count_fault(c, c->deferred_code);
+        } else {
+            /* Completed at once (or no room to track it): fail now. */
+            override = c->deferred_code;
+            ucxf_count_fault(c, override);
+            status = override;
+        }
+    }
+    if (c->req != NULL && status != UCS_INPROGRESS && !c->injected) {
+        /* A status query on a request that completed: deliver an attached
+         * failure, unless the request failed for real. */
+        int code = ucxf_defer_take(c->req);
+        if (code < 0 && status == UCS_OK) {
+            override    = code;
+            status      = code;
+            c->injected = 1;
+        }
+    }
+    if (c->cfg->recording) {
+        ucxf_record_append(c, status, request, ucxf_now_ns());
+    }
+    return override;
+}
+
+/* ------------------------------------------------------------------ */
+/* Process life cycle                                                   */
+/* ------------------------------------------------------------------ */
+
+void ucxf_set_socket_path(const char *path)
+{
+    snprintf(ucxf_socket_path, sizeof(ucxf_socket_path), "%s", path);
+}
+
+static void ucxf_atexit(void)
+{
+    /* Only the process that created the socket removes it: a forked child
+     * exiting must not take its parent's socket away. */
+    if (ucxf_socket_path[0] != '\0' && getpid() == ucxf_owner_pid) {
+        unlink(ucxf_socket_path);
+    }
+}
+
+static void ucxf_atfork_prepare(void)
+{
+    pthread_mutex_lock(&ucxf_threads_lock);
+}
+
+static void ucxf_atfork_parent(void)
+{
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+static void ucxf_atfork_child(void)
+{
+    /* Only this thread survives the fork, and no Go thread: the C state
+     * stays as it was (rules in force keep applying, counters go on), there
+     * is no control plane in the child, and nothing here calls Go. */
+    pthread_mutex_init(&ucxf_threads_lock, NULL);
+    ucxf_is_fork_child = 1;
+    ucxf_record_atfork_child();
+}
+
+static pthread_once_t ucxf_once = PTHREAD_ONCE_INIT;
+
+static void ucxf_init_once(void)
+{
+    int h;
+
+    ucxf_owner_pid = getpid();
+    pthread_key_create(&ucxf_thread_key, ucxf_thread_exit);
+    if (pipe2(ucxf_notify_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        ucxf_notify_pipe[0] = ucxf_notify_pipe[1] = -1;
+    }
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        void *p = ucxf_lookup(ucxf_hook_names[h]);
+        if (p != NULL) {
+            __atomic_store_n(&ucxf_real[h], p, __ATOMIC_RELEASE);
+            ucxf_notified = 1;
+        }
+    }
+    ucxf_refresh_ranges();
+    pthread_atfork(ucxf_atfork_prepare, ucxf_atfork_parent, ucxf_atfork_child);
+    atexit(ucxf_atexit);
+}
+
+void ucxf_init(void)
+{
+    pthread_once(&ucxf_once, ucxf_init_once);
+}
+
+__attribute__((constructor)) static void ucxf_constructor(void)
+{
+    ucxf_init();
+}
+
+int ucxf_deepbind_seen(void)
+{
+    return 0;
+}
+
+int ucxf_in_fork_child(void)
+{
+    return ucxf_is_fork_child;
+}

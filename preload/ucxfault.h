@@ -1,0 +1,133 @@
+/*
+ * ucxfault injector: state shared by the generated wrappers (C, hot path)
+ * and the Go control plane.
+ *
+ * The rule of this file: the hot path never calls Go and never takes a lock.
+ * Go publishes an immutable struct ucxf_config through one pointer and
+ * recomputes ucxf_armed[]; wrappers read both with plain loads. Counters live
+ * in per-thread blocks written only by their own thread; Go sums them.
+ */
+#ifndef UCXFAULT_H
+#define UCXFAULT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <ucp/api/ucp.h>
+
+#include "hooks_gen.h"
+
+#define UCXF_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define UCXF_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define UCXF_MAX_CODES    64
+#define UCXF_MAX_PATTERN  4096
+/* Faults by code are counted in slots indexed by -code (1..100). */
+#define UCXF_CODE_SLOTS   101
+#define UCXF_PROB_SCALE   10000u /* probability resolution: 0.01 % */
+
+enum ucxf_strategy {
+    UCXF_STRATEGY_NONE    = 0,
+    UCXF_STRATEGY_RANDOM  = 1,
+    UCXF_STRATEGY_PATTERN = 2,
+    UCXF_STRATEGY_REPLAY  = 3,
+};
+
+/* One replay schedule: the outcomes to return, in call order. */
+struct ucxf_schedule {
+    uint64_t len;
+    const int8_t *codes;     /* 0 = pass through, <0 = fail with that code */
+    const uint8_t *deferred; /* 1 = the failure arrives on completion */
+};
+
+/*
+ * A complete setting of the injector. Published whole and never modified
+ * afterwards, so a hook sees either the old or the new setting, never half.
+ */
+struct ucxf_config {
+    uint64_t generation;
+    uint64_t seed;
+    uint32_t strategy;
+    uint32_t prob_units;   /* fault probability in units of 1/UCXF_PROB_SCALE */
+    uint32_t ncodes;
+    uint32_t pattern_len;
+    uint8_t  enabled;
+    uint8_t  recording;
+    uint8_t  replay_global; /* one cursor over all hooks instead of one per hook */
+    uint8_t  replay_cycle;
+    uint8_t  hook_enabled[UCXF_NUM_HOOKS];
+    int8_t   codes[UCXF_MAX_CODES];
+    uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
+    struct ucxf_schedule replay[UCXF_NUM_HOOKS];
+    struct ucxf_schedule replay_all;    /* used when replay_global */
+};
+
+/* Counters of one hook. */
+struct ucxf_hook_counters {
+    uint64_t calls;
+    uint64_t faults;
+    uint64_t calls_at_last_fault;
+    uint64_t codes[UCXF_CODE_SLOTS];
+};
+
+/* Per-thread state: written by its thread only, read by Go. */
+struct ucxf_thread {
+    struct ucxf_thread *next;
+    uint32_t ordinal;
+    int32_t  tid;
+    uint64_t generation;                 /* config the bases belong to */
+    uint64_t base_calls[UCXF_NUM_HOOKS];  /* calls when that config arrived */
+    uint64_t base_faults[UCXF_NUM_HOOKS];
+    struct ucxf_hook_counters h[UCXF_NUM_HOOKS];
+};
+
+/* One call in flight through a wrapper. */
+struct ucxf_call {
+    int hook;
+    int counted;
+    void *caller;
+    void *ep;
+    uint64_t size;
+    void *req;
+    uint64_t t0;
+    int deferred_code; /* failure to deliver when the request completes */
+    int injected;
+    struct ucxf_thread *thread;
+    const struct ucxf_config *cfg;
+};
+
+#define UCXF_CALL_INIT(c, id, ep_, size_, req_)       \
+    do {                                              \
+        (c)->hook    = (id);                          \
+        (c)->caller  = __builtin_return_address(0);   \
+        (c)->ep      = (ep_);                         \
+        (c)->size    = (size_);                       \
+        (c)->req     = (req_);                        \
+        (c)->counted = 0;                             \
+        (c)->deferred_code = 0;                       \
+        (c)->injected = 0;                            \
+    } while (0)
+
+/* Real functions, indexed by hook id; NULL until resolved. */
+extern void *ucxf_real[UCXF_NUM_HOOKS];
+/* Non-zero when a hook must take the slow path. */
+extern volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS];
+
+/* Wrapper side. */
+void *ucxf_resolve(int hook);
+int  ucxf_enter(struct ucxf_call *c);
+int  ucxf_leave(struct ucxf_call *c, int status, void *request);
+
+/* Control side (called from Go). */
+void ucxf_init(void);
+struct ucxf_config *ucxf_config_new(void);
+const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg);
+const struct ucxf_config *ucxf_current(void);
+void ucxf_set_ready(void);
+int  ucxf_libucp_loaded(void);
+int  ucxf_notify_fd(void);
+void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
+void ucxf_set_socket_path(const char *path);
+int  ucxf_deepbind_seen(void);
+int  ucxf_libucp_copies(char *buf, size_t len);
+
+#endif

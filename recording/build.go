@@ -1,0 +1,111 @@
+package recording
+
+import (
+	"sort"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/ucs"
+)
+
+// Raw is one call as the injector's log or the observer's probes saw it,
+// before requests are followed to their final status.
+type Raw struct {
+	TimeNS     uint64
+	DurationNS uint64
+	// ThreadKey identifies the thread (a tid or an ordinal); Build turns it
+	// into an ordinal in order of first call.
+	ThreadKey uint64
+	Hook      hooks.ID
+	// EndpointKey identifies the endpoint (a pointer or ordinal+1); 0 when
+	// the function takes none. Build assigns ordinals in order of first use.
+	EndpointKey uint64
+	Size        uint64
+	// Status is what the call returned: 0, 1 (UCS_INPROGRESS: a request
+	// was returned) or a negative code.
+	Status int
+	// Request is the request returned, or the one examined by
+	// ucp_request_check_status.
+	Request  uint64
+	Injected bool
+}
+
+// checkStatus is the hook whose returns give requests their final status.
+var checkStatus = func() hooks.ID {
+	id, _, err := hooks.Lookup("ucp_request_check_status")
+	if err != nil {
+		panic(err)
+	}
+	return id
+}()
+
+// BuildStats counts what Build could not resolve.
+type BuildStats struct {
+	// Unknown is the number of requests whose final status was never seen.
+	Unknown uint64
+}
+
+// Build orders raw calls by time and gives each operation its final
+// status: a call that returned a request takes the status of the first
+// later ucp_request_check_status on that pointer that is not INPROGRESS.
+// A pointer returned again before it completed, or never completed, leaves
+// the earlier operation with HowUnknown.
+func Build(raws []Raw) ([]Call, BuildStats) {
+	sorted := append([]Raw(nil), raws...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].TimeNS < sorted[j].TimeNS })
+	var (
+		st      BuildStats
+		calls   = make([]Call, 0, len(sorted))
+		threads = map[uint64]int{}
+		eps     = map[uint64]int{}
+		pending = map[uint64]int{}
+	)
+	var t0 uint64
+	if len(sorted) > 0 {
+		t0 = sorted[0].TimeNS
+	}
+	for i, r := range sorted {
+		th, ok := threads[r.ThreadKey]
+		if !ok {
+			th = len(threads)
+			threads[r.ThreadKey] = th
+		}
+		ep := -1
+		if r.EndpointKey != 0 {
+			if ep, ok = eps[r.EndpointKey]; !ok {
+				ep = len(eps)
+				eps[r.EndpointKey] = ep
+			}
+		}
+		name := "?"
+		if int(r.Hook) < len(hooks.Table) {
+			name = hooks.Table[r.Hook].Name
+		}
+		c := Call{Seq: uint64(i), Thread: th, Fn: name, Size: r.Size, Endpoint: ep,
+			How: HowImmediate, Injected: r.Injected && r.Status < 0,
+			TimeNS: r.TimeNS - t0, DurationNS: r.DurationNS}
+		switch {
+		case r.Status < 0:
+			c.Status = r.Status
+		case r.Status == int(ucs.InProgress) && r.Hook != checkStatus && r.Request != 0:
+			if old, dup := pending[r.Request]; dup {
+				calls[old].How = HowUnknown
+				st.Unknown++
+			}
+			pending[r.Request] = len(calls)
+			c.How = HowUnknown // until its completion is seen
+		}
+		if r.Hook == checkStatus && r.Status != int(ucs.InProgress) {
+			if op, ok := pending[r.Request]; ok {
+				delete(pending, r.Request)
+				calls[op].How = HowCompletion
+				if r.Status < 0 {
+					calls[op].Status = r.Status
+					calls[op].Injected = r.Injected
+				}
+			}
+		}
+		calls = append(calls, c)
+	}
+	st.Unknown += uint64(len(pending))
+	return calls, st
+}

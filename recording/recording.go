@@ -1,0 +1,287 @@
+// Package recording defines the recording file: what the injector's call log
+// and the observer write, and what replay reads. The format is documented in
+// docs/recording-format.md; this package is its reference implementation.
+package recording
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/ucs"
+)
+
+// Format is the value of the "format" field of every recording.
+const Format = "ucxfault-recording"
+
+// Version is the only version this build reads and writes.
+const Version = 1
+
+// Sources of a recording.
+const (
+	SourceInjector = "injector"
+	SourceObserver = "observer"
+)
+
+// How an operation's final status became known.
+const (
+	// HowImmediate: the call itself returned the final status.
+	HowImmediate = "immediate"
+	// HowCompletion: the call returned a request; the status is the one the
+	// application later learned through ucp_request_check_status.
+	HowCompletion = "completion"
+	// HowUnknown: the call returned a request that was freed, or the
+	// recording ended, before its status was learned.
+	HowUnknown = "unknown"
+)
+
+// File is one recording.
+type File struct {
+	Format    string    `json:"format"`
+	Version   int       `json:"version"`
+	Source    string    `json:"source"`
+	Created   time.Time `json:"created"`
+	Processes []Process `json:"processes"`
+}
+
+// Process holds the calls of one process.
+type Process struct {
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	Rank      int       `json:"rank"`
+	Command   []string  `json:"command"`
+	StartTime time.Time `json:"start_time"`
+	// Hooks lists the functions that were hooked or probed while recording.
+	Hooks []string `json:"hooks"`
+	Lost  Lost     `json:"lost"`
+	// Complete is false when any counter in Lost is non-zero.
+	Complete bool   `json:"complete"`
+	Calls    []Call `json:"calls"`
+}
+
+// Lost counts what a recording is missing.
+type Lost struct {
+	// DroppedEvents: events the observer's ring buffer could not take.
+	DroppedEvents uint64 `json:"dropped_events"`
+	// OverwrittenRecords: the oldest records the injector's log overwrote.
+	OverwrittenRecords uint64 `json:"overwritten_records"`
+	// UnmatchedEntries: calls whose return was never seen.
+	UnmatchedEntries uint64 `json:"unmatched_entries"`
+	// UnmatchedReturns: returns whose call was never seen.
+	UnmatchedReturns uint64 `json:"unmatched_returns"`
+}
+
+// Any reports whether anything was lost.
+func (l Lost) Any() bool {
+	return l.DroppedEvents+l.OverwrittenRecords+l.UnmatchedEntries+l.UnmatchedReturns > 0
+}
+
+// Call is one application call of a hooked function and its final outcome.
+type Call struct {
+	// Seq orders the calls of the process, from 0.
+	Seq uint64 `json:"seq"`
+	// Thread is the thread's ordinal in order of first hooked call, from 0.
+	Thread int `json:"thread"`
+	// Fn is the libucp function.
+	Fn string `json:"fn"`
+	// Size is the transfer size in bytes; 0 when the function has none.
+	Size uint64 `json:"size"`
+	// Endpoint is the endpoint's ordinal in order of first use, from 0;
+	// -1 when the function takes no endpoint.
+	Endpoint int `json:"ep"`
+	// Status is the final status: 0 on success, the UCX code on failure.
+	Status int `json:"status"`
+	// How tells when the final status became known (immediate, completion, unknown).
+	How string `json:"how"`
+	// Injected is true when the failure was injected by ucxfault.
+	Injected bool `json:"injected"`
+	// TimeNS is the call's start, in nanoseconds since the recording began.
+	TimeNS uint64 `json:"t_ns"`
+	// DurationNS is how long the call itself took (not its completion); 0
+	// when unknown.
+	DurationNS uint64 `json:"duration_ns,omitempty"`
+}
+
+// Failed reports whether the call's final status is an error.
+func (c Call) Failed() bool { return c.Status < 0 }
+
+// Sentinel errors of Read, checked with errors.Is.
+var (
+	ErrNotRecording   = errors.New("not a ucxfault recording")
+	ErrVersion        = errors.New("unsupported recording version")
+	ErrTruncated      = errors.New("recording is truncated")
+	ErrInvalidContent = errors.New("invalid recording content")
+)
+
+// MaxSize bounds how much Read will read, so that a wrong path cannot make
+// the CLI read a disk image into memory.
+const MaxSize = 1 << 30
+
+// Read parses and validates a recording. It refuses anything that is not a
+// complete recording of this version; nothing partial is ever returned.
+func Read(r io.Reader) (*File, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading recording: %w", err)
+	}
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalidContent, MaxSize)
+	}
+	return Parse(data)
+}
+
+// Parse is Read on a byte slice.
+func Parse(data []byte) (*File, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, fmt.Errorf("%w: expected a JSON object", ErrNotRecording)
+	}
+	// Read the header first so that a foreign file or another version is
+	// reported as such rather than as a field-level decoding error.
+	var head struct {
+		Format  string `json:"format"`
+		Version int    `json:"version"`
+	}
+	if err := json.Unmarshal(trimmed, &head); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if !json.Valid(trimmed) && bytes.HasPrefix(trimmed, []byte(`{"format":"`+Format)) {
+				return nil, fmt.Errorf("%w: %v", ErrTruncated, err)
+			}
+			if !json.Valid(trimmed) {
+				return nil, fmt.Errorf("%w (or it is truncated): %v", ErrNotRecording, err)
+			}
+		}
+		return nil, fmt.Errorf("%w: %v", ErrNotRecording, err)
+	}
+	if head.Format != Format {
+		return nil, fmt.Errorf("%w: format field is %q, want %q", ErrNotRecording, head.Format, Format)
+	}
+	if head.Version != Version {
+		return nil, fmt.Errorf("%w %d (this build reads version %d)", ErrVersion, head.Version, Version)
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	var f File
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidContent, err)
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// ReadFile reads and validates the recording at path.
+func ReadFile(path string) (*File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening recording: %w", err)
+	}
+	defer fh.Close()
+	f, err := Read(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Validate checks every field a replay depends on.
+func (f *File) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidContent, fmt.Sprintf(format, args...))
+	}
+	if f.Source != SourceInjector && f.Source != SourceObserver {
+		return bad("source %q is neither %q nor %q", f.Source, SourceInjector, SourceObserver)
+	}
+	for pi, p := range f.Processes {
+		var last uint64
+		for ci, c := range p.Calls {
+			if _, _, err := hooks.Lookup(c.Fn); err != nil {
+				return bad("process %d call %d: %v", pi, ci, err)
+			}
+			if c.Status > 0 || (c.Status < 0 && !ucs.Status(c.Status).Injectable()) {
+				return bad("process %d call %d: status %d is not 0 or a UCX error code", pi, ci, c.Status)
+			}
+			switch c.How {
+			case HowImmediate, HowCompletion, HowUnknown:
+			default:
+				return bad("process %d call %d: how %q (want immediate, completion or unknown)", pi, ci, c.How)
+			}
+			if ci > 0 && c.Seq <= last {
+				return bad("process %d call %d: seq %d does not increase", pi, ci, c.Seq)
+			}
+			if c.Thread < 0 || c.Endpoint < -1 {
+				return bad("process %d call %d: negative thread or endpoint", pi, ci)
+			}
+			last = c.Seq
+		}
+	}
+	return nil
+}
+
+// Write encodes f, indented, to w.
+func (f *File) Write(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", " ")
+	if err := enc.Encode(f); err != nil {
+		return fmt.Errorf("writing recording: %w", err)
+	}
+	return nil
+}
+
+// WriteFile writes f to path atomically (a temporary file renamed into
+// place), so that a reader never sees half a recording.
+func (f *File) WriteFile(path string) error {
+	tmp, err := os.CreateTemp(dirOf(path), ".ucxfault-rec-*")
+	if err != nil {
+		return fmt.Errorf("creating recording: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := f.Write(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("closing recording: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("setting recording mode: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("renaming recording into place: %w", err)
+	}
+	return nil
+}
+
+func dirOf(path string) string {
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == '/' {
+			if i == 0 {
+				return "/"
+			}
+			return path[:i]
+		}
+	}
+	return "."
+}
+
+// New returns an empty recording of the given source, stamped now.
+func New(source string) *File {
+	return &File{Format: Format, Version: Version, Source: source, Created: time.Now().UTC()}
+}
+
+// Outcomes returns, per function, the sequence of final statuses in call
+// order: the replay schedule of a process.
+func (p *Process) Outcomes() map[string][]int {
+	out := map[string][]int{}
+	for _, c := range p.Calls {
+		out[c.Fn] = append(out[c.Fn], c.Status)
+	}
+	return out
+}
