@@ -219,9 +219,10 @@ static __always_inline void count(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
-// args holds the first six integer arguments of a call.
+// args holds the first six integer arguments of a call (and two zeros, so
+// that any index masked with 7 is in bounds).
 struct args {
-	__u64 a[6];
+	__u64 a[8];
 };
 
 // read_args loads every argument register at its fixed offset: the verifier
@@ -248,6 +249,8 @@ static __always_inline void read_args(struct pt_regs *ctx, struct args *x)
 	v = UCXF_PARM6(ctx);
 	barrier_var(v);
 	x->a[5] = v;
+	x->a[6] = 0;
+	x->a[7] = 0;
 }
 
 // arg returns the argument at 1-based position n, 0 for none.

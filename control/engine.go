@@ -16,6 +16,9 @@ type HookCounters struct {
 	Calls, Faults, SinceFault uint64
 	// Codes counts faults by code, indexed by -code.
 	Codes [101]uint64
+	// SizeCalls and SizeFaults count by transfer size: bucket 0 is size 0,
+	// bucket b > 0 holds sizes in [2^(b-1), 2^b).
+	SizeCalls, SizeFaults []uint64
 }
 
 // Counters are the summed counters of all threads.
@@ -272,6 +275,17 @@ func (e *Engine) status(detailed bool) Status {
 		if hs.Faults == 0 {
 			hs.CallsSinceFault = hs.Calls
 		}
+		if detailed {
+			for b := range hc.SizeCalls {
+				var bc, bf uint64
+				if b < len(base.SizeCalls) {
+					bc, bf = base.SizeCalls[b], base.SizeFaults[b]
+				}
+				if n := hc.SizeCalls[b] - bc; n > 0 {
+					hs.Sizes = append(hs.Sizes, SizeBucket{Min: BucketMin(b), Calls: n, Faults: hc.SizeFaults[b] - bf})
+				}
+			}
+		}
 		for k := 1; k < len(hc.Codes); k++ {
 			n := hc.Codes[k] - base.Codes[k]
 			if n == 0 {
@@ -372,4 +386,12 @@ func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source st
 		}
 	}
 	return w
+}
+
+// BucketMin is the smallest size in size bucket b.
+func BucketMin(b int) uint64 {
+	if b == 0 {
+		return 0
+	}
+	return 1 << (b - 1)
 }

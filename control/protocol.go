@@ -126,6 +126,15 @@ type HookStatus struct {
 	Faults          uint64            `json:"faults"`
 	CallsSinceFault uint64            `json:"calls_since_fault"`
 	FaultCodes      map[string]uint64 `json:"fault_codes,omitempty"`
+	// Sizes counts calls and faults by transfer size (detailed status only).
+	Sizes []SizeBucket `json:"sizes,omitempty"`
+}
+
+// SizeBucket counts the calls whose size lies in [Min, 2*Min) (Min 0: size 0).
+type SizeBucket struct {
+	Min    uint64 `json:"min"`
+	Calls  uint64 `json:"calls"`
+	Faults uint64 `json:"faults"`
 }
 
 // ParseRequest decodes and checks one request line. Unknown fields, wrong

@@ -17,7 +17,7 @@ var (
 	// were attached).
 	ErrNoProcess = errors.New("no such process")
 	// ErrNoLibucp: the process has not mapped libucp.so (yet).
-	ErrNoLibucp = errors.New("process has not loaded libucp")
+	ErrNoLibucp = errors.New("libucp not loaded")
 	// ErrPermission: the observer lacks the capabilities to load eBPF
 	// programs and attach uprobes.
 	ErrPermission = errors.New("not permitted to use eBPF")

@@ -217,6 +217,13 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 		}
 		s.links = append(s.links, l)
 	}
+	// The loader may have mapped more of UCX since the first look
+	// (Options.Wait attaches as soon as libucp appears).
+	if maps, err := readMaps(pid); err == nil {
+		if err := s.setRanges(ucxRanges(maps)); err != nil {
+			return nil, err
+		}
+	}
 	s.armedNS = monotonicNS()
 	if err := s.objs.ArmedNs.Set(s.armedNS); err != nil {
 		return nil, fmt.Errorf("arming probes: %w", err)

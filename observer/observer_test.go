@@ -345,3 +345,45 @@ func TestStartWaitsForLibucp(t *testing.T) {
 		t.Errorf("%d puts recorded, want 5", got)
 	}
 }
+
+func TestObserveThreads(t *testing.T) {
+	const threads, n = 3, 40
+	p, st, out := observe(t, "--threads", fmt.Sprint(threads), "--ops", fmt.Sprint(n), "--seq", "put,get",
+		"--size", "128", "--wait-before-start-ms", "1500")
+	requireComplete(t, p, st)
+	if ops := testutil.ParseOps(out); len(ops) != threads*n*2 {
+		t.Fatalf("example printed %d OP lines, want %d", len(ops), threads*n*2)
+	}
+	// Each thread has its own endpoint: thread and endpoint ordinals
+	// follow first use, so a thread's calls all share one endpoint.
+	perThread := map[int]map[string]int{}
+	epOf := map[int]int{}
+	for _, c := range p.Calls {
+		if perThread[c.Thread] == nil {
+			perThread[c.Thread] = map[string]int{}
+		}
+		perThread[c.Thread][c.Fn]++
+		if c.Endpoint < 0 {
+			continue
+		}
+		if ep, ok := epOf[c.Thread]; ok && ep != c.Endpoint {
+			t.Errorf("thread %d uses endpoints %d and %d", c.Thread, ep, c.Endpoint)
+		}
+		epOf[c.Thread] = c.Endpoint
+	}
+	if len(perThread) != threads {
+		t.Fatalf("%d threads recorded, want %d", len(perThread), threads)
+	}
+	for th, fns := range perThread {
+		if fns["ucp_put_nbx"] != n || fns["ucp_get_nbx"] != n {
+			t.Errorf("thread %d: %v, want %d puts and %d gets", th, fns, n, n)
+		}
+	}
+	seen := map[int]bool{}
+	for _, ep := range epOf {
+		if ep >= threads || seen[ep] {
+			t.Errorf("endpoint ordinals %v: want %d distinct ordinals from 0", epOf, threads)
+		}
+		seen[ep] = true
+	}
+}

@@ -222,6 +222,12 @@ func (b *cBackend) Counters() control.Counters {
 		for k := range h.Codes {
 			h.Codes[k] = uint64(raw[i].codes[k])
 		}
+		h.SizeCalls = make([]uint64, C.UCXF_SIZE_BUCKETS)
+		h.SizeFaults = make([]uint64, C.UCXF_SIZE_BUCKETS)
+		for k := range h.SizeCalls {
+			h.SizeCalls[k] = uint64(raw[i].size_calls[k])
+			h.SizeFaults[k] = uint64(raw[i].size_faults[k])
+		}
 	}
 	return out
 }

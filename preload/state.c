@@ -100,6 +100,10 @@ static void ucxf_thread_exit(void *arg)
         for (k = 0; k < UCXF_CODE_SLOTS; k++) {
             ucxf_retired[h].codes[k] += t->h[h].codes[k];
         }
+        for (k = 0; k < UCXF_SIZE_BUCKETS; k++) {
+            ucxf_retired[h].size_calls[k] += t->h[h].size_calls[k];
+            ucxf_retired[h].size_faults[k] += t->h[h].size_faults[k];
+        }
     }
     memset(t, 0, sizeof(*t));
     t->next           = ucxf_free_threads;
@@ -157,6 +161,10 @@ void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
             out[h].faults += __atomic_load_n(&t->h[h].faults, __ATOMIC_RELAXED);
             for (k = 0; k < UCXF_CODE_SLOTS; k++) {
                 out[h].codes[k] += __atomic_load_n(&t->h[h].codes[k], __ATOMIC_RELAXED);
+            }
+            for (k = 0; k < UCXF_SIZE_BUCKETS; k++) {
+                out[h].size_calls[k] += __atomic_load_n(&t->h[h].size_calls[k], __ATOMIC_RELAXED);
+                out[h].size_faults[k] += __atomic_load_n(&t->h[h].size_faults[k], __ATOMIC_RELAXED);
             }
             /* Calls since the last fault, summed over threads. */
             out[h].calls_at_last_fault +=
@@ -495,6 +503,11 @@ int ucxf_enter(struct ucxf_call *c)
     hc  = &t->h[h];
     idx = hc->calls - t->base_calls[h];
     UCXF_INC(hc->calls);
+    c->size_bucket = c->size == 0 ? 0 : 64 - __builtin_clzll(c->size);
+    if (c->size_bucket >= UCXF_SIZE_BUCKETS) {
+        c->size_bucket = UCXF_SIZE_BUCKETS - 1;
+    }
+    UCXF_INC(hc->size_calls[c->size_bucket]);
     if (cfg->recording) {
         c->t0 = ucxf_now_ns();
     }
@@ -531,6 +544,7 @@ int ucxf_enter(struct ucxf_call *c)
         c->injected = 1;
         UCXF_INC(hc->faults);
         UCXF_INC(hc->codes[-code]);
+        UCXF_INC(hc->size_faults[c->size_bucket]);
         __atomic_store_n(&hc->calls_at_last_fault, 0, __ATOMIC_RELAXED);
         return code;
     }
@@ -545,6 +559,7 @@ static void ucxf_count_fault(struct ucxf_call *c, int code)
     c->injected = 1;
     UCXF_INC(hc->faults);
     UCXF_INC(hc->codes[-code]);
+    UCXF_INC(hc->size_faults[c->size_bucket]);
 }
 
 /* After the real call: delivers failures that arrive on completion, and

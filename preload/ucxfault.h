@@ -24,6 +24,9 @@
 /* Faults by code are counted in slots indexed by -code (1..100). */
 #define UCXF_CODE_SLOTS   101
 #define UCXF_PROB_SCALE   10000u /* probability resolution: 0.01 % */
+/* Transfer sizes are counted in power-of-two buckets: 0 holds size 0,
+ * b > 0 holds sizes in [2^(b-1), 2^b), the last bucket everything larger. */
+#define UCXF_SIZE_BUCKETS 42
 
 enum ucxf_strategy {
     UCXF_STRATEGY_NONE    = 0,
@@ -67,6 +70,8 @@ struct ucxf_hook_counters {
     uint64_t faults;
     uint64_t calls_at_last_fault;
     uint64_t codes[UCXF_CODE_SLOTS];
+    uint64_t size_calls[UCXF_SIZE_BUCKETS];
+    uint64_t size_faults[UCXF_SIZE_BUCKETS];
 };
 
 /* Per-thread state: written by its thread only, read by Go. */
@@ -89,6 +94,7 @@ struct ucxf_call {
     uint64_t size;
     void *req;
     uint64_t t0;
+    int size_bucket;
     int deferred_code; /* failure to deliver when the request completes */
     int injected;
     struct ucxf_thread *thread;

@@ -1,0 +1,81 @@
+# ucxfault: the targets are the commands the README gives.
+#   make          build the CLI, the injector library and the example
+#   make demo     install what is missing, then run the main job on the example
+#   make test     install what is missing, then run every test
+#   make bench    benchmarks (tables on stdout, JSON in build/bench.json)
+#   make generate regenerate the C wrappers and the BPF objects
+#   make deps     install the system packages (Debian/Ubuntu)
+
+GO      ?= go
+CC      ?= gcc
+BUILD   := build
+CLI     := $(BUILD)/ucxfault
+LIB     := $(BUILD)/libucxfault.so
+EXAMPLE := $(BUILD)/rma
+GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
+CFILES  := $(wildcard preload/*.c preload/*.h)
+# Bounded fuzzing inside `make test`; `make fuzz` runs longer.
+FUZZTIME ?= 10s
+
+.PHONY: all deps deps-generate deps-mpi deps-bench test test-go lint demo bench generate \
+	check-generate fuzz clean
+
+all: $(CLI) $(LIB) $(EXAMPLE)
+
+$(CLI): $(GOFILES)
+	@mkdir -p $(BUILD)
+	$(GO) build -o $@ ./cmd/ucxfault
+
+$(LIB): $(GOFILES) $(CFILES)
+	@mkdir -p $(BUILD)
+	$(GO) build -buildmode=c-shared -o $@ ./preload
+	@rm -f $(BUILD)/libucxfault.h
+
+$(EXAMPLE): examples/rma/rma.c
+	@mkdir -p $(BUILD)
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -lucp -lucs -lpthread
+
+deps:
+	@scripts/deps.sh base generate
+
+deps-mpi:
+	@scripts/deps.sh mpi
+
+deps-bench:
+	@scripts/deps.sh bench
+
+# The injector's C must be clean under -Wall -Wextra (cgo's own generated
+# prologue is not, so the check compiles our files alone).
+lint: $(CFILES)
+	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './build/*'))" || \
+		{ echo "gofmt needed:"; gofmt -l $$(find . -name '*.go' -not -path './build/*'); exit 1; }
+	$(GO) vet ./...
+	$(CC) -fsyntax-only -Wall -Wextra -Werror -Ipreload preload/*.c
+
+test: deps all lint check-generate test-go
+
+test-go: all
+	UCXFAULT_CLI=$(abspath $(CLI)) UCXFAULT_LIB=$(abspath $(LIB)) UCXFAULT_EXAMPLE=$(abspath $(EXAMPLE)) \
+		$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./control
+	$(GO) test -run '^$$' -fuzz FuzzParseRecording -fuzztime $(FUZZTIME) ./recording
+
+fuzz:
+	$(MAKE) test-go FUZZTIME=5m
+
+demo: deps all
+	@scripts/demo.sh $(CLI) $(EXAMPLE)
+
+bench: deps deps-bench all
+	@scripts/bench.sh
+
+generate:
+	$(GO) generate ./hooks ./observer
+
+# CI fails when the committed generated files differ from a fresh generation.
+check-generate: generate
+	@git diff --exit-code -- preload/hooks_gen.c preload/hooks_gen.h observer/ || \
+		{ echo "generated files are out of date: run make generate and commit"; exit 1; }
+
+clean:
+	rm -rf $(BUILD) dist

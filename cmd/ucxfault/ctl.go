@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/hooks"
+)
+
+// simpleControl is a command that takes no argument and sends one request.
+func simpleControl(use, short, cmd string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: cmd})
+		},
+	}
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %d argument(s), got %d (usage: %s)", c.Name(), n, len(args), c.UseLine())
+		}
+		return nil
+	}
+}
+
+func newControlCmds() []*cobra.Command {
+	probability := &cobra.Command{
+		Use:   "probability PERCENT",
+		Short: "Fail calls at random with this probability (0 to 100, resolution 0.01)",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			p, err := control.ParseProbability(args[0])
+			if err != nil {
+				return err
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdProbability, Probability: &p})
+		},
+	}
+	codes := &cobra.Command{
+		Use:   "error-codes LIST",
+		Short: "Codes to fail with, e.g. -- -3,-6,-20 or IO_ERROR,UNREACHABLE",
+		Long: `Sets the UCX error codes faults are drawn from. Codes are numbers from -1
+to -100 or names (IO_ERROR or UCS_ERR_IO_ERROR). Put -- before a list that
+starts with a minus sign: ucxfault error-codes -- -3,-6,-20`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			list, err := control.ParseCodes(args[0])
+			if err != nil {
+				return err
+			}
+			ints := make([]int, len(list))
+			for i, s := range list {
+				ints[i] = int(s)
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdCodes, Codes: ints})
+		},
+	}
+	pattern := &cobra.Command{
+		Use:   "pattern XO...",
+		Short: "Fail calls by a repeating pattern (X = fail, O = pass), per hook",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			p, err := control.CheckPattern(args[0])
+			if err != nil {
+				return err
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdPattern, Pattern: &p})
+		},
+	}
+	seed := &cobra.Command{
+		Use:   "seed N",
+		Short: "Seed random faults: the same calls fail in the same places, run after run",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			n, err := strconv.ParseUint(args[0], 0, 64)
+			if err != nil {
+				return usagef("seed %q is not an unsigned 64-bit integer", args[0])
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdSeed, Seed: &n})
+		},
+	}
+	strategy := &cobra.Command{
+		Use:   "strategy random|pattern|none",
+		Short: "Switch between the random and pattern strategies already set",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := control.ParseStrategy(args[0])
+			if err != nil {
+				return err
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdStrategy, Strategy: &s})
+		},
+	}
+	return []*cobra.Command{
+		simpleControl("toggle", "Switch injection on or off", control.CmdToggle),
+		simpleControl("enable", "Switch injection on", control.CmdEnable),
+		simpleControl("disable", "Switch injection off (hooks cost one load and a branch)", control.CmdDisable),
+		simpleControl("reset", "Injection off, default settings, counters and records cleared", control.CmdReset),
+		probability, codes, pattern, seed, strategy, newHookCmd(),
+	}
+}
+
+func newHookCmd() *cobra.Command {
+	hook := &cobra.Command{
+		Use:   "hook enable|disable|list [NAMES|all]",
+		Short: "Switch hooks on or off, or list them",
+		Long: `Switches single hooks: ucxfault hook disable ucp_get_nbx,ucp_ep_flush_nbx
+Names may omit the ucp_ prefix. "all" names every hook. "hook list" prints
+the hook table.`,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("hook needs enable, disable or list")
+			}
+			switch args[0] {
+			case "list":
+				out := c.OutOrStdout()
+				for _, h := range hooks.Table {
+					fault := "faultable"
+					if !h.Faultable {
+						fault = "observed only"
+					}
+					fmt.Fprintf(out, "%-28s %-18s %-14s %s\n", h.Name, h.Return, fault, h.Summary)
+				}
+				return nil
+			case "enable", "disable":
+				if len(args) != 2 {
+					return usagef("hook %s needs a list of hook names or all", args[0])
+				}
+				if _, err := hooks.ParseList(args[1]); err != nil {
+					return usageError{err}
+				}
+				on := args[0] == "enable"
+				return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdHooks,
+					Hooks: strings.Split(args[1], ","), On: &on})
+			}
+			return usagef("hook %q: accepted: enable, disable, list", args[0])
+		},
+	}
+	return hook
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/hooks"
+)
+
+// libName is the injector's file name.
+const libName = "libucxfault.so"
+
+// findLibrary locates libucxfault.so: --lib, then UCXFAULT_LIB, then beside
+// the ucxfault binary, then in ../lib relative to it.
+func findLibrary(flag string) (string, error) {
+	if flag != "" {
+		return checkLibrary(flag, "--lib")
+	}
+	if env := os.Getenv("UCXFAULT_LIB"); env != "" {
+		return checkLibrary(env, "UCXFAULT_LIB")
+	}
+	self, err := os.Executable()
+	if err == nil {
+		dir := filepath.Dir(self)
+		for _, cand := range []string{filepath.Join(dir, libName), filepath.Join(dir, "..", "lib", libName)} {
+			if _, err := os.Stat(cand); err == nil {
+				return filepath.Abs(cand)
+			}
+		}
+	}
+	return "", fmt.Errorf("%s not found beside %s (give --lib PATH or set UCXFAULT_LIB)", libName, self)
+}
+
+func checkLibrary(path, from string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", from, err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("%s %s: %w", from, path, err)
+	}
+	return abs, nil
+}
+
+// isGoBinary reports whether path is a Go program: a second Go runtime in
+// one process is unsupported, so such a host cannot be injected.
+func isGoBinary(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return f.Section(".go.buildinfo") != nil
+}
+
+type injectOptions struct {
+	lib         string
+	probability string
+	pattern     string
+	codes       string
+	hooks       string
+	seed        string
+	record      bool
+	disabled    bool
+	debug       bool
+	quiet       bool
+}
+
+func newInjectCmd() *cobra.Command {
+	var o injectOptions
+	cmd := &cobra.Command{
+		Use:   "inject [flags] -- PROGRAM [ARGS...]",
+		Short: "Run a program with the fault injector loaded",
+		Long: `Runs PROGRAM with libucxfault.so preloaded and the settings passed through
+UCX_FAULT_* variables. ucxfault replaces itself with PROGRAM, so the pid,
+exit status and signals are PROGRAM's. Injection starts on; without
+--probability or --pattern it fails nothing until told to (the counters run).`,
+		Example: `  ucxfault inject --probability 5 --codes IO_ERROR,TIMED_OUT -- ./app
+  ucxfault inject --pattern XOO --hooks ucp_put_nbx --seed 7 -- ./app`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("inject needs a program to run: ucxfault inject [flags] -- PROGRAM [ARGS...]")
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			env, err := o.environment()
+			if err != nil {
+				return err
+			}
+			lib, err := findLibrary(o.lib)
+			if err != nil {
+				return err
+			}
+			path, err := exec.LookPath(args[0])
+			if err != nil {
+				return fmt.Errorf("finding program: %w", err)
+			}
+			if isGoBinary(path) {
+				return usagef("%s is a Go program: a second Go runtime cannot be loaded into it, so it cannot be injected", path)
+			}
+			env = append(env, "LD_PRELOAD="+joinPreload(lib, os.Getenv("LD_PRELOAD")))
+			// UCX warns about every UCX_* variable it does not know, which
+			// includes ours; silence that unless the user decided otherwise.
+			if _, set := os.LookupEnv("UCX_WARN_UNUSED_ENV_VARS"); !set {
+				env = append(env, "UCX_WARN_UNUSED_ENV_VARS=n")
+			}
+			if !o.quiet {
+				fmt.Fprintf(c.ErrOrStderr(), "ucxfault: injecting into %s (pid %d): %s\n", path, os.Getpid(), o.summary())
+			}
+			full := mergeEnv(os.Environ(), env)
+			if err := syscall.Exec(path, args, full); err != nil {
+				return fmt.Errorf("starting %s: %w", path, err)
+			}
+			return errors.New("unreachable")
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.lib, "lib", "", "path of libucxfault.so (default: UCXFAULT_LIB, or beside ucxfault)")
+	f.StringVar(&o.probability, "probability", "", "fail calls at random with this probability in percent")
+	f.StringVar(&o.pattern, "pattern", "", "fail calls by a repeating X/O pattern (X = fail)")
+	f.StringVar(&o.codes, "codes", "", "codes to fail with (default -3,-6,-20), numbers or names")
+	f.StringVar(&o.hooks, "hooks", "", "hooks to fault (default all): "+strings.Join(hooks.Names(), ","))
+	f.StringVar(&o.seed, "seed", "", "seed for random faults (default: random, shown by status)")
+	f.BoolVar(&o.record, "record", false, "record calls from the start")
+	f.BoolVar(&o.disabled, "disabled", false, "start with injection off")
+	f.BoolVar(&o.debug, "debug", false, "log the injector's actions on stderr")
+	f.BoolVar(&o.quiet, "quiet", false, "do not print the start-up line")
+	f.SetInterspersed(false)
+	return cmd
+}
+
+// environment validates the flags and turns them into UCX_FAULT_* settings.
+func (o *injectOptions) environment() ([]string, error) {
+	env := []string{}
+	if o.probability != "" && o.pattern != "" {
+		return nil, usagef("give --probability or --pattern, not both")
+	}
+	if o.probability != "" {
+		if _, err := control.ParseProbability(o.probability); err != nil {
+			return nil, err
+		}
+		env = append(env, control.EnvStrategy+"=random", control.EnvProbability+"="+o.probability)
+	}
+	if o.pattern != "" {
+		p, err := control.CheckPattern(o.pattern)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, control.EnvStrategy+"=pattern", control.EnvPattern+"="+p)
+	}
+	if o.codes != "" {
+		if _, err := control.ParseCodes(o.codes); err != nil {
+			return nil, err
+		}
+		env = append(env, control.EnvCodes+"="+o.codes)
+	}
+	if o.hooks != "" {
+		if _, err := hooks.ParseList(o.hooks); err != nil {
+			return nil, usageError{err}
+		}
+		env = append(env, control.EnvHooks+"="+o.hooks)
+	}
+	if o.seed != "" {
+		if _, err := strconv.ParseUint(o.seed, 0, 64); err != nil {
+			return nil, usagef("--seed %q is not an unsigned 64-bit integer", o.seed)
+		}
+		env = append(env, control.EnvSeed+"="+o.seed)
+	}
+	env = append(env, control.EnvEnabled+"="+strconv.FormatBool(!o.disabled))
+	if o.record {
+		env = append(env, control.EnvRecord+"=1")
+	}
+	if o.debug {
+		env = append(env, control.EnvDebug+"=1")
+	}
+	env = append(env, control.EnvSocketDir+"="+global.socketDir)
+	return env, nil
+}
+
+func (o *injectOptions) summary() string {
+	var parts []string
+	if o.disabled {
+		parts = append(parts, "injection off")
+	}
+	switch {
+	case o.probability != "":
+		parts = append(parts, "random "+o.probability+"%")
+	case o.pattern != "":
+		parts = append(parts, "pattern "+strings.ToUpper(o.pattern))
+	default:
+		parts = append(parts, "no faults until set")
+	}
+	if o.codes != "" {
+		parts = append(parts, "codes "+o.codes)
+	}
+	if o.hooks != "" {
+		parts = append(parts, "hooks "+o.hooks)
+	}
+	if o.seed != "" {
+		parts = append(parts, "seed "+o.seed)
+	}
+	if o.record {
+		parts = append(parts, "recording")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// joinPreload puts lib first and keeps an existing LD_PRELOAD.
+func joinPreload(lib, existing string) string {
+	if existing == "" {
+		return lib
+	}
+	for _, p := range strings.FieldsFunc(existing, func(r rune) bool { return r == ':' || r == ' ' }) {
+		if p == lib {
+			return existing
+		}
+	}
+	return lib + ":" + existing
+}
+
+// mergeEnv overrides base with the NAME=value entries of over.
+func mergeEnv(base, over []string) []string {
+	names := map[string]bool{}
+	for _, kv := range over {
+		name, _, _ := strings.Cut(kv, "=")
+		names[name] = true
+	}
+	out := make([]string, 0, len(base)+len(over))
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if !names[name] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, over...)
+}

@@ -1,0 +1,92 @@
+// Command ucxfault makes UCX applications fail on purpose and watches them
+// fail for real: `inject` runs a program under the fault injector, the
+// control commands change its faults while it runs, `observe` records a live
+// process with eBPF, and `replay` plays a recording back.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ucxfault/ucxfault/control"
+)
+
+// Exit statuses.
+const (
+	exitFailure = 1 // the command could not do its job
+	exitUsage   = 2 // bad input: nothing was sent anywhere
+)
+
+// usageError marks an error caused by the user's input.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// globalOptions are the flags every control command shares.
+type globalOptions struct {
+	pids      []int
+	ranks     string
+	socketDir string
+	timeout   time.Duration
+}
+
+var global globalOptions
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ucxfault",
+		Short: "Make UCX applications fail on purpose, and watch them fail for real",
+		Long: `ucxfault injects UCX errors into the ucp_* calls of a running program
+(through LD_PRELOAD and a per-process control socket), records and replays
+what the calls did, and observes uninstrumented processes with eBPF.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().IntSliceVar(&global.pids, "pid", nil, "send to this process only (repeatable)")
+	root.PersistentFlags().StringVar(&global.ranks, "rank", "", "send to these launcher ranks only (e.g. 0,2-3)")
+	root.PersistentFlags().StringVar(&global.socketDir, "socket-dir", control.SocketDir(os.Getenv), "directory of the control sockets (UCX_FAULT_SOCKET_DIR)")
+	root.PersistentFlags().DurationVar(&global.timeout, "timeout", 5*time.Second, "time to wait for each process")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(newInjectCmd())
+	root.AddCommand(newStatusCmd())
+	root.AddCommand(newControlCmds()...)
+	root.AddCommand(newRecordCmds()...)
+	root.AddCommand(newReplayCmd())
+	root.AddCommand(newStatsCmd())
+	root.AddCommand(newObserveCmd())
+	return root
+}
+
+func main() {
+	err := newRootCmd().Execute()
+	if err == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "ucxfault: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || errors.Is(err, control.ErrInvalid) {
+		os.Exit(exitUsage)
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.code)
+	}
+	os.Exit(exitFailure)
+}
+
+// exitError carries an exit status to pass through (inject).
+type exitError struct {
+	code int
+}
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/spf13/cobra"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+func newRecordCmds() []*cobra.Command {
+	toggle := &cobra.Command{
+		Use:   "record-toggle [on|off]",
+		Short: "Switch recording of calls on or off (no argument: flip it)",
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("record-toggle takes on, off or nothing")
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			req := &control.Request{Cmd: control.CmdRecord}
+			if len(args) == 1 {
+				on, err := control.ParseBool(args[0])
+				if err != nil {
+					return err
+				}
+				req.On = &on
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), req)
+		},
+	}
+	clear := simpleControl("record-clear", "Drop the recorded calls", control.CmdRecordClear)
+
+	var count int
+	var output string
+	dump := &cobra.Command{
+		Use:   "record-dump [summary|pattern|records]",
+		Short: "Show the recorded calls: a summary table, the X/O pattern, or the recording file",
+		Long: `summary (default) prints a table per function: calls, failures, codes, sizes.
+pattern prints each function's outcomes as an X/O string (X = failed) with
+the codes of the failures. records writes the recording file (JSON, see
+docs/recording-format.md) to -o FILE or to standard output.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("record-dump takes one format: summary, pattern or records")
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			format := "summary"
+			if len(args) == 1 {
+				format = args[0]
+			}
+			if format != "summary" && format != "pattern" && format != "records" {
+				return usagef("record-dump %q (accepted: summary, pattern, records)", format)
+			}
+			if count < 0 {
+				return usagef("--count %d: must be 0 (all) or more", count)
+			}
+			if fileBackend() {
+				return usagef("record-dump needs the socket backend: the file backend carries no data back")
+			}
+			results, err := sendAll(c.ErrOrStderr(), &control.Request{Cmd: control.CmdRecordDump, Count: count})
+			if err != nil && len(results) == 0 {
+				return err
+			}
+			f := recording.New(recording.SourceInjector)
+			for _, r := range results {
+				if r.Resp.Recording != nil {
+					f.Processes = append(f.Processes, *r.Resp.Recording)
+				}
+			}
+			sort.Slice(f.Processes, func(i, j int) bool {
+				a, b := f.Processes[i], f.Processes[j]
+				if a.Rank != b.Rank {
+					return a.Rank < b.Rank
+				}
+				return a.PID < b.PID
+			})
+			out := c.OutOrStdout()
+			if output != "" {
+				if format == "records" {
+					if e := f.WriteFile(output); e != nil {
+						return e
+					}
+					fmt.Fprintf(c.ErrOrStderr(), "wrote %d processes, %d calls to %s\n", len(f.Processes), totalCalls(f), output)
+					return err
+				}
+				fh, e := os.Create(output)
+				if e != nil {
+					return fmt.Errorf("creating %s: %w", output, e)
+				}
+				defer fh.Close()
+				out = fh
+			}
+			switch format {
+			case "records":
+				if e := f.Write(out); e != nil {
+					return e
+				}
+			case "pattern":
+				printPattern(out, f)
+			default:
+				printSummary(out, f)
+			}
+			return err
+		},
+	}
+	dump.Flags().IntVar(&count, "count", 0, "only the newest N calls of each process (0 = all)")
+	dump.Flags().StringVarP(&output, "output", "o", "", "write to FILE instead of standard output")
+	return []*cobra.Command{toggle, clear, dump}
+}
+
+func totalCalls(f *recording.File) int {
+	n := 0
+	for _, p := range f.Processes {
+		n += len(p.Calls)
+	}
+	return n
+}
+
+func processLabel(p recording.Process) string {
+	if p.Rank >= 0 {
+		return fmt.Sprintf("pid %d (rank %d on %s)", p.PID, p.Rank, p.Host)
+	}
+	return fmt.Sprintf("pid %d", p.PID)
+}
+
+// printPattern prints, per process and function, the outcomes as X/O.
+func printPattern(w io.Writer, f *recording.File) {
+	for _, p := range f.Processes {
+		fmt.Fprintf(w, "%s:\n", processLabel(p))
+		if !p.Complete {
+			fmt.Fprintf(w, "  incomplete: %+v\n", p.Lost)
+		}
+		byFn := map[string]*strings.Builder{}
+		codes := map[string][]string{}
+		var order []string
+		for _, c := range p.Calls {
+			b, ok := byFn[c.Fn]
+			if !ok {
+				b = &strings.Builder{}
+				byFn[c.Fn] = b
+				order = append(order, c.Fn)
+			}
+			if c.Failed() {
+				b.WriteByte('X')
+				codes[c.Fn] = append(codes[c.Fn], strconv.Itoa(c.Status))
+			} else {
+				b.WriteByte('O')
+			}
+		}
+		for _, fn := range order {
+			fmt.Fprintf(w, "  %-26s %s\n", fn, byFn[fn].String())
+			if len(codes[fn]) > 0 {
+				fmt.Fprintf(w, "  %-26s codes %s\n", "", strings.Join(codes[fn], ","))
+			}
+		}
+	}
+}
+
+// sizeRange renders the smallest and largest size of a function's calls.
+func sizeRange(min, max uint64) string {
+	if min == max {
+		return strconv.FormatUint(min, 10)
+	}
+	return fmt.Sprintf("%d-%d", min, max)
+}
+
+// printSummary prints a table per process: calls, failures, codes, sizes.
+func printSummary(w io.Writer, f *recording.File) {
+	for _, p := range f.Processes {
+		fmt.Fprintf(w, "%s, %d calls", processLabel(p), len(p.Calls))
+		if !p.Complete {
+			fmt.Fprintf(w, " (incomplete: %d overwritten, %d dropped)", p.Lost.OverwrittenRecords, p.Lost.DroppedEvents)
+		}
+		fmt.Fprintln(w)
+		type agg struct {
+			calls, failed, injected uint64
+			minSize, maxSize        uint64
+			codes                   map[string]uint64
+		}
+		byFn := map[string]*agg{}
+		for _, c := range p.Calls {
+			a, ok := byFn[c.Fn]
+			if !ok {
+				a = &agg{minSize: c.Size, maxSize: c.Size, codes: map[string]uint64{}}
+				byFn[c.Fn] = a
+			}
+			a.calls++
+			a.minSize = min(a.minSize, c.Size)
+			a.maxSize = max(a.maxSize, c.Size)
+			if c.Failed() {
+				a.failed++
+				a.codes[strconv.Itoa(c.Status)]++
+				if c.Injected {
+					a.injected++
+				}
+			}
+		}
+		t := tablewriter.NewWriter(w)
+		t.Header("Function", "Calls", "Failed", "Injected", "Codes", "Sizes")
+		for _, h := range hooks.Table {
+			a, ok := byFn[h.Name]
+			if !ok {
+				continue
+			}
+			t.Append(h.Name, strconv.FormatUint(a.calls, 10), strconv.FormatUint(a.failed, 10),
+				strconv.FormatUint(a.injected, 10), codesText(a.codes), sizeRange(a.minSize, a.maxSize))
+		}
+		t.Render()
+	}
+}

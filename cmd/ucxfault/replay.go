@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+func newReplayCmd() *cobra.Command {
+	var from, key string
+	var cycle bool
+	var process int
+	cmd := &cobra.Command{
+		Use:   "replay [--from FILE] [--key function|global] [--cycle]",
+		Short: "Replay recorded outcomes into injected processes",
+		Long: `Without --from, each process replays its own recording (record-toggle on
+first). With --from, the recording file is read and checked first; nothing is
+sent if it is not a valid recording. By default the k-th call of each
+function gets the k-th recorded outcome of that function (--key function);
+--key global keeps one cursor over all hooked calls, as the original tool did.
+After the last outcome calls pass, unless --cycle starts over. A failure that
+was recorded on completion is delivered on completion when the operation
+returns a request, and at once when it completes at once.
+
+A recording of several processes (an MPI job) is replayed rank by rank:
+each process gets the part recorded for its rank.`,
+		Example: `  ucxfault replay --from ucxfault-observe-4242.json --pid 5151`,
+		Args:    exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			if key != "function" && key != "global" {
+				return usagef("--key %q (accepted: function, global)", key)
+			}
+			if from == "" {
+				return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdReplaySelf,
+					Schedule: &control.WireReplay{Key: key, Cycle: cycle}})
+			}
+			f, err := recording.ReadFile(from)
+			if err != nil {
+				return usageError{err}
+			}
+			if len(f.Processes) == 0 {
+				return usagef("%s: recording holds no process", from)
+			}
+			if process >= len(f.Processes) {
+				return usagef("--process %d: %s holds %d processes (0 to %d)", process, from, len(f.Processes), len(f.Processes)-1)
+			}
+			for i, p := range f.Processes {
+				if !p.Complete {
+					fmt.Fprintf(c.ErrOrStderr(), "warning: %s process %d (pid %d) is incomplete (%d dropped events, %d overwritten records, %d unmatched); replaying what it holds\n",
+						from, i, p.PID, p.Lost.DroppedEvents, p.Lost.OverwrittenRecords, p.Lost.UnmatchedEntries+p.Lost.UnmatchedReturns)
+				}
+			}
+			if fileBackend() {
+				return usagef("replay --from needs the socket backend")
+			}
+			list, err := targets(c.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			pick := func(rank int) (*recording.Process, error) {
+				if len(f.Processes) == 1 || process >= 0 {
+					return &f.Processes[max(process, 0)], nil
+				}
+				for i := range f.Processes {
+					if f.Processes[i].Rank == rank && rank >= 0 {
+						return &f.Processes[i], nil
+					}
+				}
+				return nil, fmt.Errorf("no part of %s is recorded for rank %d (give --process N)", from, rank)
+			}
+			ranks := map[int]int{}
+			if len(f.Processes) > 1 && process < 0 {
+				for _, r := range control.Broadcast(list, &control.Request{Cmd: control.CmdStatus}, global.timeout) {
+					if r.Err == nil && r.Resp.Status != nil {
+						ranks[r.Target.PID] = r.Resp.Status.Rank
+					}
+				}
+			}
+			var failed int
+			for _, t := range list {
+				rank, ok := ranks[t.PID]
+				if !ok {
+					rank = -1
+				}
+				p, err := pick(rank)
+				if err != nil {
+					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %v\n", t.PID, err)
+					failed++
+					continue
+				}
+				src := fmt.Sprintf("%s (pid %d)", from, p.PID)
+				req := &control.Request{Cmd: control.CmdReplay, Schedule: control.ScheduleFromCalls(p.Calls, key, cycle, src)}
+				resp, err := control.Send(t.Path, req, global.timeout)
+				switch {
+				case err != nil:
+					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %v\n", t.PID, err)
+					failed++
+				case !resp.OK:
+					fmt.Fprintf(c.ErrOrStderr(), "pid %d: refused: %s\n", t.PID, resp.Error)
+					failed++
+				default:
+					fmt.Fprintf(c.OutOrStdout(), "pid %d: %s\n", t.PID, resp.Message)
+				}
+			}
+			if failed > 0 {
+				return errors.New("replay did not reach every process")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "recording file to replay (default: each process's own recording)")
+	cmd.Flags().StringVar(&key, "key", "function", "function: a cursor per function; global: one cursor over all calls")
+	cmd.Flags().BoolVar(&cycle, "cycle", false, "start over after the last recorded outcome")
+	cmd.Flags().IntVar(&process, "process", -1, "replay this process of a multi-process recording into every target")
+	return cmd
+}

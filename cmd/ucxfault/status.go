@@ -1,0 +1,174 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/spf13/cobra"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/ucs"
+)
+
+func newStatusCmd() *cobra.Command {
+	var detailed bool
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the injected processes, their settings and counters",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usagef("-o %q (accepted: table, json)", output)
+			}
+			statuses, err := collectStatus(c.ErrOrStderr(), detailed)
+			if err != nil && len(statuses) == 0 {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if e := enc.Encode(statuses); e != nil {
+					return fmt.Errorf("writing status: %w", e)
+				}
+			} else {
+				renderStatus(c.OutOrStdout(), statuses, detailed)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&detailed, "detailed", false, "add a table of counters per hook")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+// collectStatus asks every target for its status.
+func collectStatus(stderr io.Writer, detailed bool) ([]control.Status, error) {
+	if fileBackend() {
+		states, removed, err := control.ReadStates(global.socketDir)
+		for _, pid := range removed {
+			fmt.Fprintf(stderr, "removed state file of dead process %d\n", pid)
+		}
+		if err == nil && len(states) == 0 {
+			err = fmt.Errorf("%w in %s (file backend)", control.ErrNoProcess, global.socketDir)
+		}
+		return states, err
+	}
+	results, err := sendAll(stderr, &control.Request{Cmd: control.CmdStatus, Detailed: detailed})
+	var out []control.Status
+	for _, r := range results {
+		if r.Resp.Status != nil {
+			out = append(out, *r.Resp.Status)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out, err
+}
+
+func commandName(cmd []string) string {
+	if len(cmd) == 0 {
+		return "?"
+	}
+	s := filepath.Base(cmd[0])
+	if len(cmd) > 1 {
+		s += " " + strings.Join(cmd[1:], " ")
+	}
+	if len(s) > 40 {
+		s = s[:37] + "..."
+	}
+	return s
+}
+
+func strategySetting(st control.Status) string {
+	switch st.Strategy {
+	case control.StrategyRandom:
+		return fmt.Sprintf("random %.2f%%", st.Probability)
+	case control.StrategyPattern:
+		p := st.Pattern
+		if len(p) > 24 {
+			p = p[:21] + "..."
+		}
+		return "pattern " + p
+	case control.StrategyReplay:
+		return fmt.Sprintf("replay %d (%s)", st.ReplayLen, st.Replay)
+	}
+	return st.Strategy
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func rankText(r int) string {
+	if r < 0 {
+		return "-"
+	}
+	return strconv.Itoa(r)
+}
+
+func codesText(codes map[string]uint64) string {
+	keys := make([]string, 0, len(codes))
+	for k := range codes {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, _ := strconv.Atoi(keys[i])
+		b, _ := strconv.Atoi(keys[j])
+		return a > b
+	})
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		n, _ := strconv.Atoi(k)
+		parts = append(parts, fmt.Sprintf("%s:%d", ucs.Status(n), codes[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
+	t := tablewriter.NewWriter(w)
+	t.Header("PID", "Host", "Rank", "Command", "Injection", "Strategy", "Codes", "Seed", "Record", "Calls", "Faults")
+	for _, st := range statuses {
+		codes := make([]string, len(st.Codes))
+		for i, c := range st.Codes {
+			codes[i] = strconv.Itoa(c)
+		}
+		rec := yesNo(st.Recording)
+		if st.Records > 0 || st.Recording {
+			rec += fmt.Sprintf(" (%d)", st.Records)
+		}
+		t.Append(strconv.Itoa(st.PID), st.Host, rankText(st.Rank), commandName(st.Command), yesNo(st.Enabled),
+			strategySetting(st), strings.Join(codes, ","), strconv.FormatUint(st.Seed, 10), rec,
+			strconv.FormatUint(st.Calls, 10), strconv.FormatUint(st.Faults, 10))
+	}
+	t.Render()
+	for _, st := range statuses {
+		for _, warn := range st.Warnings {
+			fmt.Fprintf(w, "pid %d: warning: %s\n", st.PID, warn)
+		}
+		if st.RecordsLost > 0 {
+			fmt.Fprintf(w, "pid %d: %d records overwritten (raise UCX_FAULT_RECORD_CAPACITY)\n", st.PID, st.RecordsLost)
+		}
+	}
+	if !detailed {
+		return
+	}
+	for _, st := range statuses {
+		fmt.Fprintf(w, "\npid %d, %d threads:\n", st.PID, st.Threads)
+		h := tablewriter.NewWriter(w)
+		h.Header("Hook", "Enabled", "Calls", "Faults", "Since last fault", "Faults by code")
+		for _, hs := range st.Hooks {
+			h.Append(hs.Name, yesNo(hs.Enabled), strconv.FormatUint(hs.Calls, 10), strconv.FormatUint(hs.Faults, 10),
+				strconv.FormatUint(hs.CallsSinceFault, 10), codesText(hs.FaultCodes))
+		}
+		h.Render()
+	}
+}

@@ -1,0 +1,268 @@
+package observer
+
+import (
+	"encoding/binary"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+func hookID(t *testing.T, name string) hooks.ID {
+	t.Helper()
+	id, _, err := hooks.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// errPtr is UCS_STATUS_PTR(code).
+func errPtr(code int64) uint64 { return uint64(code) }
+
+func TestCorrelate(t *testing.T) {
+	put, get := hookID(t, "ucp_put_nbx"), hookID(t, "ucp_get_nbx")
+	flush, check := hookID(t, "ucp_ep_flush_nbx"), hookID(t, "ucp_request_check_status")
+	const (
+		ep1, ep2   = 0x7f0000001000, 0x7f0000002000
+		req1, req2 = 0x55550000a000, 0x55550000b000
+		base       = 1_000_000
+	)
+	// Events in return order; entry times say the call order.
+	events := []rawCall{
+		// thread 100: a put that completes at once, on ep1
+		{Hook: put, TID: 100, EntryNS: base + 10, DurationNS: 5, Ret: 0, Size: 8, EP: ep1},
+		// a put that fails at once with -3
+		{Hook: put, TID: 100, EntryNS: base + 20, DurationNS: 5, Ret: errPtr(-3), Size: 16, EP: ep1},
+		// -100 is still an error pointer; -101 would be a request
+		{Hook: get, TID: 100, EntryNS: base + 30, DurationNS: 5, Ret: errPtr(-100), Size: 32, EP: ep2},
+		// a put returning req1, polled: in progress, then -80 (raw byte
+		// 0xb0 with garbage in the upper bytes)
+		{Hook: put, TID: 100, EntryNS: base + 40, DurationNS: 5, Ret: req1, Size: 64, EP: ep2},
+		{Hook: check, TID: 100, EntryNS: base + 50, DurationNS: 1, Ret: 0x7fff_1234_5601, Req: req1},
+		{Hook: check, TID: 100, EntryNS: base + 60, DurationNS: 1, Ret: 0x7fff_1234_56b0, Req: req1},
+		// thread 200 (whose call entered earlier, returned later): a flush
+		// returning req2 that completes OK
+		{Hook: flush, TID: 200, EntryNS: base + 5, DurationNS: 100, Ret: req2, EP: ep2},
+		{Hook: check, TID: 200, EntryNS: base + 110, DurationNS: 1, Ret: 0, Req: req2},
+		// a get returning req1 again (reused); then another call
+		// returning req1 while that one is pending: the first becomes
+		// unknown; the second stays pending to the end.
+		{Hook: get, TID: 200, EntryNS: base + 120, DurationNS: 1, Ret: req1, Size: 128, EP: ep1},
+		{Hook: put, TID: 200, EntryNS: base + 130, DurationNS: 1, Ret: req1, Size: 256, EP: ep1},
+		// a check on an unknown request: just a call
+		{Hook: check, TID: 200, EntryNS: base + 140, DurationNS: 1, Ret: 0, Req: 0xdead0000},
+	}
+	c := newCorrelator()
+	for _, ev := range events {
+		c.add(ev)
+	}
+	got := c.finish(base)
+	type row struct {
+		Fn            string
+		Thread, EP    int
+		Size          uint64
+		Status        int
+		How           string
+		TimeNS, DurNS uint64
+	}
+	imm, comp, unk := recording.HowImmediate, recording.HowCompletion, recording.HowUnknown
+	want := []row{
+		{"ucp_ep_flush_nbx", 0, 0, 0, 0, comp, 5, 100},
+		{"ucp_put_nbx", 1, 1, 8, 0, imm, 10, 5},
+		{"ucp_put_nbx", 1, 1, 16, -3, imm, 20, 5},
+		{"ucp_get_nbx", 1, 0, 32, -100, imm, 30, 5},
+		{"ucp_put_nbx", 1, 0, 64, -80, comp, 40, 5},
+		{"ucp_request_check_status", 1, -1, 0, 0, imm, 50, 1},
+		{"ucp_request_check_status", 1, -1, 0, -80, imm, 60, 1},
+		{"ucp_request_check_status", 0, -1, 0, 0, imm, 110, 1},
+		{"ucp_get_nbx", 0, 1, 128, 0, unk, 120, 1},
+		{"ucp_put_nbx", 0, 1, 256, 0, unk, 130, 1},
+		{"ucp_request_check_status", 0, -1, 0, 0, imm, 140, 1},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d calls, want %d: %+v", len(got), len(want), got)
+	}
+	for i, g := range got {
+		r := row{g.Fn, g.Thread, g.Endpoint, g.Size, g.Status, g.How, g.TimeNS, g.DurationNS}
+		if r != want[i] || g.Seq != uint64(i) || g.Injected {
+			t.Errorf("call %d: %+v (seq %d), want %+v", i, r, g.Seq, want[i])
+		}
+	}
+	// -3, -100, -80 (the put) and -80 (the check that saw it).
+	if c.errors != 4 {
+		t.Errorf("errors %d, want 4", c.errors)
+	}
+	f := recording.New(recording.SourceObserver)
+	f.Processes = []recording.Process{{Calls: got, Complete: true}}
+	if err := f.Validate(); err != nil {
+		t.Errorf("recording does not validate: %v", err)
+	}
+}
+
+func TestIsErrPtr(t *testing.T) {
+	for p, want := range map[uint64]bool{
+		0: false, 1: false, 0x7fff00001000: false,
+		errPtr(-1): true, errPtr(-80): true, errPtr(-100): true, errPtr(-101): false,
+	} {
+		if isErrPtr(p) != want {
+			t.Errorf("isErrPtr(%#x) = %v, want %v", p, !want, want)
+		}
+	}
+}
+
+func TestDecodeEvent(t *testing.T) {
+	var e observerEvent
+	if eventSize != 72 {
+		t.Fatalf("struct event is %d bytes, the decoder reads 72", eventSize)
+	}
+	offsets := map[string]uintptr{
+		"EntryNs": 0, "DurationNs": 8, "Ret": 16, "Caller": 24, "Size": 32,
+		"Ep": 40, "Raddr": 48, "Req": 56, "Tid": 64, "Hook": 68, "Depth": 70,
+	}
+	rt := reflect.TypeOf(e)
+	for name, off := range offsets {
+		f, ok := rt.FieldByName(name)
+		if !ok || f.Offset != off {
+			t.Errorf("field %s at %d, the decoder reads it at %d", name, f.Offset, off)
+		}
+	}
+	b := make([]byte, eventSize)
+	ne := binary.NativeEndian
+	ne.PutUint64(b[0:], 11)
+	ne.PutUint64(b[8:], 22)
+	ne.PutUint64(b[16:], 33)
+	ne.PutUint64(b[32:], 44)
+	ne.PutUint64(b[40:], 55)
+	ne.PutUint64(b[56:], 66)
+	ne.PutUint32(b[64:], 77)
+	ne.PutUint16(b[68:], 3)
+	got, ok := decodeEvent(b)
+	want := rawCall{Hook: 3, TID: 77, EntryNS: 11, DurationNS: 22, Ret: 33, Size: 44, EP: 55, Req: 66}
+	if !ok || got != want {
+		t.Errorf("decodeEvent = %+v, %v; want %+v", got, ok, want)
+	}
+	if _, ok := decodeEvent(b[:10]); ok {
+		t.Error("decodeEvent accepted a short record")
+	}
+}
+
+func TestObjectsParse(t *testing.T) {
+	// Both committed objects must parse; only the host's is embedded.
+	for _, obj := range []string{"observer_x86_bpfel.o", "observer_arm64_bpfel.o"} {
+		spec, err := ebpf.LoadCollectionSpec(obj)
+		if err != nil {
+			t.Fatalf("%s: %v", obj, err)
+		}
+		for _, p := range []string{observerProgUcxfEntry, observerProgUcxfReturn} {
+			if spec.Programs[p] == nil {
+				t.Errorf("%s: no program %s", obj, p)
+			}
+		}
+		if spec.Maps[observerMapHookCfgs].MaxEntries != hooks.MaxHooks {
+			t.Errorf("%s: hook_cfgs has %d entries, hooks.MaxHooks is %d", obj, spec.Maps[observerMapHookCfgs].MaxEntries, hooks.MaxHooks)
+		}
+	}
+	if len(hooks.Table) > hooks.MaxHooks {
+		t.Errorf("hooks.Table has %d rows, more than the BPF map holds", len(hooks.Table))
+	}
+	for _, h := range hooks.Table {
+		for _, name := range []string{h.Size, h.Endpoint, h.RemoteAddr, h.Request} {
+			if i := h.ArgIndex(name); name != "" && (i == 0 || i > 6) {
+				t.Errorf("%s: argument %q at position %d, the probe reads positions 1 to 6", h.Name, name, i)
+			}
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	p := &recording.Process{}
+	for i := 1; i <= 100; i++ {
+		st := 0
+		if i%10 == 0 {
+			st = -80
+		}
+		p.Calls = append(p.Calls, recording.Call{Fn: "ucp_get_nbx", Status: st, DurationNS: uint64(i) * 1000})
+	}
+	p.Calls = append(p.Calls,
+		recording.Call{Fn: "ucp_put_nbx", Status: -3, DurationNS: 7},
+		recording.Call{Fn: "ucp_put_nbx", Status: -6},
+	)
+	got := Summarize(p)
+	if len(got) != 2 || got[0].Fn != "ucp_put_nbx" || got[1].Fn != "ucp_get_nbx" {
+		t.Fatalf("Summarize order: %+v", got)
+	}
+	put, get := got[0], got[1]
+	if put.Calls != 2 || put.Failed() != 2 || put.Errors["IO_ERROR"] != 1 || put.Errors["UNREACHABLE"] != 1 || put.Max != 7 || put.P50 != 7 {
+		t.Errorf("put summary %+v", put)
+	}
+	if get.Calls != 100 || get.Errors["ENDPOINT_TIMEOUT"] != 10 || get.P50 != 50*time.Microsecond ||
+		get.P99 != 99*time.Microsecond || get.Max != 100*time.Microsecond {
+		t.Errorf("get summary %+v", get)
+	}
+}
+
+func TestCapabilityError(t *testing.T) {
+	if err := capabilityError(1 << capSysAdmin); err != nil {
+		t.Errorf("CAP_SYS_ADMIN: %v", err)
+	}
+	if err := capabilityError(1<<capBPF | 1<<capPerfmon); err != nil {
+		t.Errorf("CAP_BPF+CAP_PERFMON: %v", err)
+	}
+	for caps, want := range map[uint64]string{
+		0:               "missing CAP_BPF and CAP_PERFMON",
+		1 << capBPF:     "missing CAP_PERFMON (",
+		1 << capPerfmon: "missing CAP_BPF (",
+	} {
+		err := capabilityError(caps)
+		if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), want) {
+			t.Errorf("caps %#x: %v, want ErrPermission saying %q", caps, err, want)
+		}
+	}
+}
+
+func TestParseMaps(t *testing.T) {
+	data := []byte(`55d4c0a00000-55d4c0a02000 r--p 00000000 08:01 1234 /usr/bin/rma
+55d4c0a02000-55d4c0a04000 r-xp 00002000 08:01 1234 /usr/bin/rma
+7f10a0000000-7f10a0020000 r--p 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libucp.so.0.0.0
+7f10a0020000-7f10a00a0000 r-xp 00020000 08:01 42 /usr/lib/x86_64-linux-gnu/libucp.so.0.0.0
+7f10b0020000-7f10b00a0000 r-xp 00020000 08:01 43 /usr/lib/x86_64-linux-gnu/libucs.so.0.0.0 (deleted)
+7f10c0020000-7f10c00a0000 r-xp 00020000 08:01 44 /usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0.0.0
+7f10d0020000-7f10d00a0000 r-xp 00020000 08:01 45 /usr/lib/x86_64-linux-gnu/libucm.so.0.0.0
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+`)
+	maps := parseMaps(data)
+	if len(maps) != 8 {
+		t.Fatalf("%d mappings, want 8", len(maps))
+	}
+	path, ok := libucpPath(maps)
+	if !ok || path != "/usr/lib/x86_64-linux-gnu/libucp.so.0.0.0" {
+		t.Errorf("libucpPath = %q, %v", path, ok)
+	}
+	want := []ucxRange{
+		{0x7f10a0020000, 0x7f10a00a0000},
+		{0x7f10b0020000, 0x7f10b00a0000},
+		{0x7f10c0020000, 0x7f10c00a0000},
+	}
+	if got := ucxRanges(maps); !reflect.DeepEqual(got, want) {
+		t.Errorf("ucxRanges = %x, want %x", got, want)
+	}
+	if _, ok := libucpPath(maps[:2]); ok {
+		t.Error("libucpPath found libucp in a process without it")
+	}
+}
+
+func TestRankFromEnviron(t *testing.T) {
+	if r := rankFromEnviron([]byte("A=1\x00OMPI_COMM_WORLD_RANK=3\x00")); r != 3 {
+		t.Errorf("rank %d, want 3", r)
+	}
+	if r := rankFromEnviron([]byte("PMIX_RANK=x\x00")); r != 0 {
+		t.Errorf("rank %d, want 0", r)
+	}
+}
