@@ -69,8 +69,16 @@ func (b *lineBuffer) String() string {
 // still running.
 func StartExample(tb testing.TB, bin string, args ...string) *Example {
 	tb.Helper()
+	return StartCmd(tb, exec.Command(bin, args...))
+}
+
+// StartCmd is StartExample for a prepared command (its environment set,
+// for instance); its Stdout and Stderr are replaced.
+func StartCmd(tb testing.TB, cmd *exec.Cmd) *Example {
+	tb.Helper()
+	bin := cmd.Path
 	e := &Example{
-		Cmd:    exec.Command(bin, args...),
+		Cmd:    cmd,
 		out:    &lineBuffer{ready: make(chan int, 1)},
 		stderr: &lineBuffer{},
 		done:   make(chan struct{}),
