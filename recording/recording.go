@@ -141,6 +141,14 @@ func Parse(data []byte) (*File, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, fmt.Errorf("%w: expected a JSON object", ErrNotRecording)
 	}
+	if !json.Valid(trimmed) {
+		// A recording cut short still names its format near the start.
+		headText := trimmed[:min(len(trimmed), 256)]
+		if bytes.Contains(headText, []byte(`"`+Format+`"`)) {
+			return nil, fmt.Errorf("%w: the JSON ends early or is damaged", ErrTruncated)
+		}
+		return nil, fmt.Errorf("%w: not valid JSON", ErrNotRecording)
+	}
 	// Read the header first so that a foreign file or another version is
 	// reported as such rather than as a field-level decoding error.
 	var head struct {
@@ -148,15 +156,6 @@ func Parse(data []byte) (*File, error) {
 		Version int    `json:"version"`
 	}
 	if err := json.Unmarshal(trimmed, &head); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) || errors.Is(err, io.ErrUnexpectedEOF) {
-			if !json.Valid(trimmed) && bytes.HasPrefix(trimmed, []byte(`{"format":"`+Format)) {
-				return nil, fmt.Errorf("%w: %v", ErrTruncated, err)
-			}
-			if !json.Valid(trimmed) {
-				return nil, fmt.Errorf("%w (or it is truncated): %v", ErrNotRecording, err)
-			}
-		}
 		return nil, fmt.Errorf("%w: %v", ErrNotRecording, err)
 	}
 	if head.Format != Format {
@@ -205,7 +204,7 @@ func (f *File) Validate() error {
 			if _, _, err := hooks.Lookup(c.Fn); err != nil {
 				return bad("process %d call %d: %v", pi, ci, err)
 			}
-			if c.Status > 0 || (c.Status < 0 && !ucs.Status(c.Status).Injectable()) {
+			if c.Status > 0 || c.Status < ucs.LastError {
 				return bad("process %d call %d: status %d is not 0 or a UCX error code", pi, ci, c.Status)
 			}
 			switch c.How {

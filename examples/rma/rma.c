@@ -60,6 +60,7 @@ static struct {
     unsigned long interval_us;
     unsigned long print_every;
     int           quiet;
+    unsigned long linger_ms;
     unsigned long wait_ms;
 } cfg;
 
@@ -769,8 +770,10 @@ static void usage(FILE *f, const char *prog)
         "  --threads T             threads, each with its own worker (self only)\n"
         "  --interval-us U         sleep after each iteration (default 0)\n"
         "  --print-every N         print every Nth OP line (default 1)\n"
-        "  --quiet                 print only SUMMARY/DONE lines\n"
-        "  --wait-before-start-ms MS  sleep after READY (default 0)\n",
+        "  --quiet                 print only READY, SUMMARY and DONE lines\n"
+        "  --wait-before-start-ms MS  sleep after READY (default 0)\n"
+        "  --linger-ms MS          after DONE, stay alive MS ms or until SIGINT/SIGTERM\n"
+        "                          (lets a tool read the process's state; default 0)\n",
         prog);
 }
 
@@ -827,7 +830,8 @@ static void parse_args(int argc, char **argv)
     enum {
         O_OPS = 256, O_SEQ, O_SIZE, O_TRANSPORT, O_KILL, O_COMPLETION,
         O_TIMEOUT, O_THREADS, O_INTERVAL, O_PRINT_EVERY, O_QUIET, O_WAIT,
-        O_HELP
+        O_HELP,
+        O_LINGER
     };
     static const struct option longopts[] = {
         { "ops",                  required_argument, NULL, O_OPS },
@@ -842,6 +846,7 @@ static void parse_args(int argc, char **argv)
         { "print-every",          required_argument, NULL, O_PRINT_EVERY },
         { "quiet",                no_argument,       NULL, O_QUIET },
         { "wait-before-start-ms", required_argument, NULL, O_WAIT },
+        { "linger-ms",            required_argument, NULL, O_LINGER },
         { "help",                 no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -915,6 +920,9 @@ static void parse_args(int argc, char **argv)
         case O_WAIT:
             cfg.wait_ms = parse_ulong("wait-before-start-ms", optarg,
                                       86400000UL);
+            break;
+        case O_LINGER:
+            cfg.linger_ms = parse_ulong("linger-ms", optarg, 86400000UL);
             break;
         case 'h':
         case O_HELP:
@@ -1016,10 +1024,8 @@ int main(int argc, char **argv)
             teardown(&ts[0]);
             rc = EXIT_SETUP;
         } else {
-            if (!cfg.quiet) {
-                printf("READY pid=%d transport=%s threads=%d\n", (int)getpid(),
-                       cfg.tcp ? "tcp" : "self", cfg.threads);
-            }
+            printf("READY pid=%d transport=%s threads=%d\n", (int)getpid(),
+                   cfg.tcp ? "tcp" : "self", cfg.threads);
             fflush(stdout);
             if (cfg.wait_ms > 0) {
                 sleep_us(cfg.wait_ms * 1000ULL);
@@ -1051,10 +1057,8 @@ int main(int argc, char **argv)
             }
         }
         if (!g_setup_failed) {
-            if (!cfg.quiet) {
-                printf("READY pid=%d transport=%s threads=%d\n", (int)getpid(),
-                       cfg.tcp ? "tcp" : "self", cfg.threads);
-            }
+            printf("READY pid=%d transport=%s threads=%d\n", (int)getpid(),
+                   cfg.tcp ? "tcp" : "self", cfg.threads);
             fflush(stdout);
             if (cfg.wait_ms > 0) {
                 sleep_us(cfg.wait_ms * 1000ULL);
@@ -1079,6 +1083,9 @@ int main(int argc, char **argv)
         }
         printf("DONE failed=%lu\n", total_failed);
         fflush(stdout);
+        if (cfg.linger_ms > 0 && !g_stop) {
+            sleep_us(cfg.linger_ms * 1000ULL);
+        }
     }
 
     ucp_cleanup(g_context);

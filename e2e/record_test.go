@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ucxfault/ucxfault/internal/testutil"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+// recordRun runs the example under the injector with recording on from the
+// start, waits for it to finish its operations (it then waits for a signal,
+// so the call log can be read) and writes the recording to a file.
+func (h *harness) recordRun(t *testing.T, flags []string, rmaArgs ...string) ([]testutil.Op, *recording.Process, string) {
+	t.Helper()
+	e := h.start(t, append([]string{"--record"}, flags...), append(rmaArgs, "--linger-ms", "60000")...)
+	waitFor(t, 60*time.Second, "the example to finish its operations", func() bool {
+		return strings.Contains(e.Output(), "DONE")
+	})
+	path := filepath.Join(t.TempDir(), "rec.json")
+	h.mustCtl(t, "record-dump", "records", "-o", path)
+	e.Cmd.Process.Signal(os.Interrupt)
+	out := e.Wait(t, 20*time.Second)
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Processes) != 1 {
+		t.Fatalf("recording holds %d processes, want 1", len(f.Processes))
+	}
+	return testutil.ParseOps(out), &f.Processes[0], path
+}
+
+// callsOf returns the recorded calls of one function.
+func callsOf(p *recording.Process, fn string) []recording.Call {
+	var out []recording.Call
+	for _, c := range p.Calls {
+		if c.Fn == fn {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+var fnOfOp = map[string]string{"put": "ucp_put_nbx", "get": "ucp_get_nbx", "flush": "ucp_ep_flush_nbx"}
+
+func TestRecordDumpPatternShowsThePattern(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, []string{"--pattern", "XOOXO", "--hooks", "ucp_put_nbx", "--record"}, "--ops", "20", "--seq", "put", "--linger-ms", "60000")
+	waitFor(t, 30*time.Second, "the operations", func() bool { return strings.Contains(e.Output(), "DONE") })
+	out := h.mustCtl(t, "record-dump", "pattern")
+	want := strings.Repeat("XOOXO", 4)
+	if !strings.Contains(out, "ucp_put_nbx") || !strings.Contains(out, want) {
+		t.Fatalf("record-dump pattern:\n%s\nwant ucp_put_nbx %s", out, want)
+	}
+	if !strings.Contains(out, "codes -3,-6,-20,-3,-6,-20,-3,-6") {
+		t.Fatalf("record-dump pattern does not list the codes in turn:\n%s", out)
+	}
+	sum := h.mustCtl(t, "record-dump", "summary")
+	if !strings.Contains(sum, "ucp_put_nbx") || !strings.Contains(sum, "20") {
+		t.Fatalf("summary:\n%s", sum)
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 20*time.Second)
+}
+
+func TestRecordingHoldsEveryCallWithSizesAndStatuses(t *testing.T) {
+	h := newHarness(t)
+	ops, p, _ := h.recordRun(t, []string{"--probability", "25", "--seed", "9"}, "--ops", "200", "--seq", "put,get,flush", "--size", "4096")
+	if !p.Complete || p.Lost.Any() {
+		t.Fatalf("recording incomplete: %+v", p.Lost)
+	}
+	for op, fn := range fnOfOp {
+		printed := opsOf(ops, op)
+		calls := callsOf(p, fn)
+		if len(calls) != 200 || len(printed) != 200 {
+			t.Fatalf("%s: %d recorded calls and %d printed ops, want 200", fn, len(calls), len(printed))
+		}
+		for i, c := range calls {
+			wantSize := uint64(4096)
+			if op == "flush" {
+				wantSize = 0
+			}
+			if c.Size != wantSize || c.Status != printed[i].Status || c.Injected != (c.Status != 0) || c.Endpoint != 0 {
+				t.Fatalf("%s call %d: recorded %+v, program printed %+v", fn, i, c, printed[i])
+			}
+		}
+	}
+}
+
+func TestReplayReproducesRecordedOutcomes(t *testing.T) {
+	h := newHarness(t)
+	ops, _, path := h.recordRun(t, []string{"--probability", "30", "--seed", "5"}, "--ops", "150", "--seq", "put,get,flush")
+	if len(failedIndices(ops)) == 0 {
+		t.Fatal("the recorded run has no failures to replay")
+	}
+	// A fresh run, nothing injected, waits before its first operation while
+	// the recording is loaded.
+	e := h.start(t, []string{"--disabled"}, "--ops", "150", "--seq", "put,get,flush", "--wait-before-start-ms", "1500")
+	out := h.mustCtl(t, "replay", "--from", path)
+	if !strings.Contains(out, "replaying 450 outcomes") {
+		t.Fatalf("replay: %s", out)
+	}
+	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
+	if len(replayed) != len(ops) {
+		t.Fatalf("replayed run has %d ops, recorded %d", len(replayed), len(ops))
+	}
+	for i := range ops {
+		if ops[i].Fn != replayed[i].Fn || ops[i].Status != replayed[i].Status {
+			t.Fatalf("op %d: recorded %s status %d, replayed %s status %d", i, ops[i].Fn, ops[i].Status, replayed[i].Fn, replayed[i].Status)
+		}
+	}
+}
+
+func TestReplayByFunctionSurvivesOtherInterleaving(t *testing.T) {
+	h := newHarness(t)
+	ops, _, path := h.recordRun(t, []string{"--probability", "40", "--seed", "11"}, "--ops", "100", "--seq", "put,get")
+	e := h.start(t, []string{"--disabled"}, "--ops", "50", "--seq", "get,get,put,put", "--wait-before-start-ms", "1500")
+	h.mustCtl(t, "replay", "--from", path)
+	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
+	for _, op := range []string{"put", "get"} {
+		rec, rep := opsOf(ops, op), opsOf(replayed, op)
+		if len(rec) != 100 || len(rep) != 100 {
+			t.Fatalf("%s: %d recorded, %d replayed", op, len(rec), len(rep))
+		}
+		for i := range rec {
+			if rec[i].Status != rep[i].Status {
+				t.Fatalf("%s %d: recorded %d, replayed %d", op, i, rec[i].Status, rep[i].Status)
+			}
+		}
+	}
+	// --key global keeps one cursor: with another interleaving the outcomes
+	// land on other functions, which is why function is the default.
+	e = h.start(t, []string{"--disabled"}, "--ops", "100", "--seq", "put,get", "--wait-before-start-ms", "1500")
+	h.mustCtl(t, "replay", "--from", path, "--key", "global")
+	global := testutil.ParseOps(e.Wait(t, 60*time.Second))
+	for i := range ops {
+		if ops[i].Status != global[i].Status {
+			t.Fatalf("global replay, same interleaving: op %d recorded %d, replayed %d", i, ops[i].Status, global[i].Status)
+		}
+	}
+}
+
+func TestReplayOwnRecordingAndCycle(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, []string{"--pattern", "XO", "--hooks", "ucp_put_nbx", "--record"}, "--ops", "0", "--seq", "put", "--interval-us", "500")
+	waitFor(t, 10*time.Second, "some puts", func() bool { return len(testutil.ParseOps(e.Output())) >= 10 })
+	h.mustCtl(t, "record-toggle", "off")
+	rec := h.mustCtl(t, "record-dump", "pattern")
+	if !strings.Contains(rec, "XOXO") {
+		t.Fatalf("own recording: %s", rec)
+	}
+	out := h.mustCtl(t, "replay", "--cycle")
+	if !strings.Contains(out, "replaying") {
+		t.Fatalf("replay own: %s", out)
+	}
+	m := len(testutil.ParseOps(e.Output()))
+	waitFor(t, 10*time.Second, "replayed puts", func() bool { return len(testutil.ParseOps(e.Output())) >= m+200 })
+	window := testutil.ParseOps(e.Output())[m+10 : m+200]
+	failed := len(failedIndices(window))
+	if failed < len(window)/2-2 || failed > len(window)/2+2 {
+		t.Fatalf("cycled replay of XO: %d of %d failed", failed, len(window))
+	}
+	st := h.status(t)[0]
+	if st.Strategy != "replay" || st.ReplayLen == 0 {
+		t.Fatalf("status during replay: %+v", st)
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 20*time.Second)
+}
+
+func TestTwoThreadsTotalsMatchWhatEachThreadPrinted(t *testing.T) {
+	h := newHarness(t)
+	ops, p, _ := h.recordRun(t, []string{"--probability", "20", "--seed", "3"}, "--ops", "100", "--seq", "put,get", "--threads", "2")
+	type key struct {
+		fn     string
+		thread int
+	}
+	printed := map[string][2]int{} // fn -> calls, failures
+	for _, op := range ops {
+		v := printed[fnOfOp[op.Fn]]
+		v[0]++
+		if op.Status != 0 {
+			v[1]++
+		}
+		printed[fnOfOp[op.Fn]] = v
+	}
+	recorded := map[string][2]int{}
+	perThread := map[key]int{}
+	for _, c := range p.Calls {
+		v := recorded[c.Fn]
+		v[0]++
+		if c.Failed() {
+			v[1]++
+		}
+		recorded[c.Fn] = v
+		perThread[key{c.Fn, c.Thread}]++
+	}
+	for fn, v := range printed {
+		if recorded[fn] != v {
+			t.Fatalf("%s: recorded calls/failures %v, printed %v", fn, recorded[fn], v)
+		}
+		if perThread[key{fn, 0}] != 100 || perThread[key{fn, 1}] != 100 {
+			t.Fatalf("%s: per-thread calls %d and %d, want 100 each", fn, perThread[key{fn, 0}], perThread[key{fn, 1}])
+		}
+	}
+}
+
+func TestCorruptRecordingIsRefusedAndNothingSent(t *testing.T) {
+	h := newHarness(t)
+	_, _, path := h.recordRun(t, []string{"--probability", "50", "--seed", "1"}, "--ops", "10", "--seq", "put")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--seq", "put", "--interval-us", "1000")
+	dir := t.TempDir()
+	cases := map[string]struct {
+		data []byte
+		want string
+	}{
+		"truncated": {good[:len(good)/2], "truncated"},
+		"foreign":   {[]byte(`{"name":"something else"}`), "not a ucxfault recording"},
+		"version":   {[]byte(strings.Replace(string(good), `"version": 1`, `"version": 2`, 1)), "unsupported recording version 2"},
+		"binary":    {[]byte{0x7f, 'E', 'L', 'F', 0, 1}, "not a ucxfault recording"},
+		"bad code":  {[]byte(strings.Replace(string(good), `"status": -`, `"status": 5`, 1)), "status 5"},
+	}
+	for name, tc := range cases {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".json")
+		os.WriteFile(p, tc.data, 0o644)
+		r := h.ctl(t, "replay", "--from", p)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s recording: exit %d, stderr %q; want exit 2 and %q", name, r.code, r.stderr, tc.want)
+		}
+	}
+	st := h.status(t)[0]
+	if st.Strategy != "random" || st.ReplayLen != 0 {
+		t.Fatalf("a refused recording reached the process: %+v", st)
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 20*time.Second)
+}
