@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -991,6 +992,11 @@ int main(int argc, char **argv)
             return EXIT_SETUP;
         }
         if (g_child_pid == 0) {
+            /* A peer whose parent was killed must not live on. */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() == 1) {
+                _exit(0);
+            }
             close(sv[0]);
             run_peer(sv[1]); /* does not return */
         }
