@@ -3,7 +3,9 @@ package observer
 import (
 	"encoding/binary"
 	"errors"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +266,21 @@ func TestRankFromEnviron(t *testing.T) {
 	}
 	if r := rankFromEnviron([]byte("PMIX_RANK=x\x00")); r != 0 {
 		t.Errorf("rank %d, want 0", r)
+	}
+}
+
+func TestTgidOf(t *testing.T) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		if tgid, ok := tgidOf(tid); !ok || tgid != os.Getpid() {
+			t.Errorf("tgidOf(%d) = %d, %v; want %d", tid, tgid, ok, os.Getpid())
+		}
 	}
 }

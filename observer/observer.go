@@ -128,6 +128,9 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil || !processAlive(pid) {
 		return nil, fmt.Errorf("%w: %d", ErrNoProcess, pid)
 	}
+	if tgid, ok := tgidOf(pid); ok {
+		pid = tgid // the probes and the filter work per process
+	}
 	if err := CheckSupport(); err != nil {
 		return nil, err
 	}
@@ -272,9 +275,10 @@ func waitForLibucp(ctx context.Context, pid int, wait bool) ([]mapping, string, 
 	defer tick.Stop()
 	for {
 		maps, err := readMaps(pid)
-		if err != nil {
+		if err != nil && (!wait || !processAlive(pid)) {
 			return nil, "", err
 		}
+		// (While the process execs, its map may briefly be unreadable.)
 		if path, ok := libucpPath(maps); ok {
 			return maps, path, nil
 		}

@@ -30,10 +30,12 @@ func observe(t *testing.T, args ...string) (*recording.Process, observer.Stats, 
 	testutil.RequireBPF(t)
 	bin := testutil.BuildExample(t)
 	ex := testutil.StartExample(t, bin, args...)
+	t0 := time.Now()
 	s, err := observer.Start(&observer.Options{PID: ex.PID})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	t.Logf("probes attached in %v", time.Since(t0).Round(time.Millisecond))
 	if strings.Contains(ex.Output(), "\nOP ") {
 		s.Stop()
 		t.Fatalf("the example started its operations before the probes were attached; raise --wait-before-start-ms")

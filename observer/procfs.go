@@ -94,6 +94,22 @@ func ucxRanges(maps []mapping) []ucxRange {
 	return out
 }
 
+// tgidOf returns the process (thread group) that pid belongs to: a PID
+// given by the user may name one of its threads.
+func tgidOf(pid int) (int, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			return n, err == nil && n > 0
+		}
+	}
+	return 0, false
+}
+
 // processAlive reports whether pid exists and is not a zombie.
 func processAlive(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -99,7 +99,7 @@ func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
 		}
 		return fmt.Errorf("observing process %d: %w", pid, err)
 	}
-	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", pid, len(ids))
+	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", s.PID(), len(ids))
 
 	reason := watch(ctx, s, fl.duration, stderr)
 
