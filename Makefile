@@ -5,6 +5,7 @@
 #   make bench    benchmarks (tables on stdout, JSON in build/bench.json)
 #   make generate regenerate the C wrappers and the BPF objects
 #   make deps     install the system packages (Debian/Ubuntu)
+#   make dist     release archives for amd64 and arm64 in dist/
 
 GO      ?= go
 CC      ?= gcc
@@ -52,12 +53,13 @@ lint: $(CFILES)
 	$(GO) vet ./...
 	$(CC) -fsyntax-only -Wall -Wextra -Werror -Ipreload preload/*.c
 
-test: deps all lint check-generate test-go
+test: deps deps-mpi all lint check-generate check-vagrant test-go
 
 test-go: all
 	UCXFAULT_CLI=$(abspath $(CLI)) UCXFAULT_LIB=$(abspath $(LIB)) UCXFAULT_EXAMPLE=$(abspath $(EXAMPLE)) \
 		$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./control
+	$(GO) test -run '^$$' -fuzz FuzzParseRule -fuzztime $(FUZZTIME) ./control
 	$(GO) test -run '^$$' -fuzz FuzzParseRecording -fuzztime $(FUZZTIME) ./recording
 
 fuzz:
@@ -79,3 +81,18 @@ check-generate: generate
 
 clean:
 	rm -rf $(BUILD) dist
+
+# Release: dist/ucxfault-linux-{amd64,arm64}.tar.gz, the arm64 one
+# cross-compiled (scripts/dist.sh says what they hold).
+.PHONY: dist deps-dist check-vagrant
+
+dist: deps deps-dist
+	@scripts/dist.sh
+
+deps-dist:
+	@scripts/deps.sh dist
+
+# The development VM's definition stays valid where vagrant is installed.
+check-vagrant:
+	@if command -v vagrant >/dev/null 2>&1; then vagrant validate; \
+	else echo "vagrant not installed: skipping vagrant validate"; fi

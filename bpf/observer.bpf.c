@@ -143,7 +143,11 @@ struct event {
 	__u64 req;
 	__u32 tid;
 	__u16 hook;
-	__u16 depth; // application calls still in progress below this one
+	__u16 flags; // EVENT_*
+};
+
+enum event_flags {
+	EVENT_INJECTED = 1, // failed by the ucxfault injector without calling libucp
 };
 
 // Counter indexes of the per-CPU counters map.
@@ -176,6 +180,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lib_ranges);
 } internal_ranges SEC(".maps");
+
+// forwarder_ranges holds the executable mappings of the ucxfault injector:
+// its wrappers call the real function, so the return address a probe sees
+// is the wrapper's, and the application's is one frame further up.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lib_ranges);
+} forwarder_ranges SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -261,10 +275,10 @@ static __always_inline __u64 arg(const struct args *x, __u8 n)
 	return x->a[(n - 1) & 7];
 }
 
-static __always_inline int is_internal(__u64 caller)
+static __always_inline int in_ranges(void *map, __u64 caller)
 {
 	__u32 zero = 0;
-	struct lib_ranges *lr = bpf_map_lookup_elem(&internal_ranges, &zero);
+	struct lib_ranges *lr = bpf_map_lookup_elem(map, &zero);
 	if (!lr)
 		return 0;
 	__u32 n = lr->count;
@@ -321,8 +335,26 @@ int ucxf_entry(struct pt_regs *ctx)
 	ret_sp = sp;
 #endif
 
+	// Called through the injector's wrapper: the wrapper keeps a frame
+	// pointer (it is built with -fno-omit-frame-pointer), and at the real
+	// function's first instruction the frame pointer register is still
+	// the wrapper's, so the wrapper's own return address is at fp + 8.
+	// (Probing the wrappers themselves would be simpler, but a uretprobe
+	// replaces the return address the injector reads to tell internal
+	// calls apart.)
+	if (in_ranges(&forwarder_ranges, caller)) {
+#if defined(__TARGET_ARCH_x86)
+		__u64 fp = ctx->rbp;
+#else
+		__u64 fp = ((const struct user_pt_regs *)ctx)->regs[29];
+#endif
+		__u64 outer = 0;
+		if (bpf_probe_read_user(&outer, sizeof(outer), (void *)(fp + 8)) == 0)
+			caller = outer;
+	}
+
 	__u8 flags = 0;
-	if (is_internal(caller))
+	if (in_ranges(&internal_ranges, caller))
 		flags |= FRAME_INTERNAL;
 	if (!armed_ns)
 		flags |= FRAME_PREARM;
@@ -422,7 +454,45 @@ int ucxf_return(struct pt_regs *ctx)
 	e->req = fr.req;
 	e->tid = tid;
 	e->hook = fr.hook;
-	e->depth = (__u16)st->count;
+	e->flags = 0;
+	bpf_ringbuf_submit(e, 0);
+	count(CNT_CALLS);
+	return 0;
+}
+
+// ucxf_marker fires on the injector's ucxf_fault_marker(hook, code, ep,
+// size): a call the injector failed without calling libucp, which the probes
+// on libucp therefore never see.
+SEC("uprobe")
+int ucxf_marker(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((__u32)(pid_tgid >> 32) != target_tgid)
+		return 0;
+	if (stop_ns || !armed_ns)
+		return 0;
+	__u32 id = (__u32)PT_REGS_PARM1(ctx);
+	struct hook_cfg *cfg = bpf_map_lookup_elem(&hook_cfgs, &id);
+	if (!cfg || !cfg->enabled)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_DROPPED);
+		return 0;
+	}
+	__s64 code = (__s32)PT_REGS_PARM2(ctx);
+	e->entry_ns = bpf_ktime_get_ns();
+	e->duration_ns = 0;
+	// As the wrapper returns it: UCS_STATUS_PTR(code), or the status byte.
+	e->ret = cfg->ret_kind == RET_STATUS_PTR ? (__u64)code : (__u64)(code & 0xff);
+	e->caller = 0;
+	e->size = PT_REGS_PARM4(ctx);
+	e->ep = PT_REGS_PARM3(ctx);
+	e->raddr = 0;
+	e->req = 0;
+	e->tid = (__u32)pid_tgid;
+	e->hook = (__u16)id;
+	e->flags = EVENT_INJECTED;
 	bpf_ringbuf_submit(e, 0);
 	count(CNT_CALLS);
 	return 0;

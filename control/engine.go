@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/recording"
@@ -25,6 +26,10 @@ type HookCounters struct {
 type Counters struct {
 	Hooks   []HookCounters
 	Threads uint64
+	// Rules are the counters of the rules in force, by rule ID; DelayNS is
+	// the time all rules' delays added.
+	Rules   map[int]RuleCounters
+	DelayNS uint64
 }
 
 // Backend is what the engine drives: the injector's C state in a real
@@ -51,11 +56,17 @@ type Engine struct {
 	b    Backend
 	s    Settings
 	base Counters
+	// nextRule numbers the next rule set; rule IDs are never reused.
+	nextRule int
 }
 
 // NewEngine returns an engine whose current settings are s (already applied).
 func NewEngine(b Backend, s Settings) *Engine {
-	return &Engine{b: b, s: s.Clone()}
+	e := &Engine{b: b, s: s.Clone(), nextRule: 1}
+	for _, r := range s.Rules {
+		e.nextRule = max(e.nextRule, r.ID+1)
+	}
+	return e
 }
 
 // Settings returns a copy of the current settings.
@@ -222,6 +233,12 @@ func (e *Engine) handle(req *Request) (string, error) {
 		e.b.RecordClear()
 		next.Replay, next.Strategy, next.Enabled, next.Recording = r, StrategyReplay, true, false
 		msg = fmt.Sprintf("replaying %d recorded outcomes", r.Len())
+	case CmdRules:
+		m, err := applyRules(&next, req, &e.nextRule, time.Now())
+		if err != nil {
+			return "", err
+		}
+		msg = m
 	case CmdReplayStop:
 		next.Replay = nil
 		if next.Strategy == StrategyReplay {
@@ -261,6 +278,8 @@ func (e *Engine) status(detailed bool) Status {
 	}
 	cur := e.b.Counters()
 	st.Threads = cur.Threads
+	st.Rules = ruleStatus(e.s.Rules, cur.Rules)
+	st.DelayNS = cur.DelayNS - e.base.DelayNS
 	st.FaultCodes = map[string]uint64{}
 	for i, hc := range cur.Hooks {
 		if i >= len(hooks.Table) {

@@ -36,11 +36,12 @@ const (
 	CmdReplay      = "replay"
 	CmdReplaySelf  = "replay_self"
 	CmdReplayStop  = "replay_stop"
+	CmdRules       = "rules"
 )
 
 var commands = []string{CmdStatus, CmdToggle, CmdEnable, CmdDisable, CmdProbability, CmdCodes,
 	CmdPattern, CmdSeed, CmdStrategy, CmdReset, CmdHooks, CmdRecord, CmdRecordClear, CmdRecordDump,
-	CmdReplay, CmdReplaySelf, CmdReplayStop}
+	CmdReplay, CmdReplaySelf, CmdReplayStop, CmdRules}
 
 // Request is one line sent to an injected process.
 type Request struct {
@@ -61,6 +62,13 @@ type Request struct {
 	Schedule *WireReplay `json:"schedule,omitempty"`
 	// Detailed asks status for per-hook counters.
 	Detailed bool `json:"detailed,omitempty"`
+	// RuleOp, Rules and RuleID change the fault rules (rules): RuleOp is
+	// add, set, del or clear; Rules holds rule texts (docs/rules.md; one
+	// text may hold several rules separated by ';'); RuleID names the rule
+	// to delete.
+	RuleOp string   `json:"rule_op,omitempty"`
+	Rules  []string `json:"rules,omitempty"`
+	RuleID *int     `json:"rule_id,omitempty"`
 }
 
 // WireReplay is a replay schedule as sent over the socket.
@@ -116,6 +124,10 @@ type Status struct {
 	FaultCodes  map[string]uint64 `json:"fault_codes"`
 	Hooks       []HookStatus      `json:"hooks"`
 	Warnings    []string          `json:"warnings,omitempty"`
+	// Rules are the fault rules in force with their counters; DelayNS is
+	// the time rules' delays added, over all rules since the last reset.
+	Rules   []RuleStatus `json:"rules,omitempty"`
+	DelayNS uint64       `json:"delay_ns"`
 }
 
 // HookStatus holds one hook's switch and counters.

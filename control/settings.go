@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/ucs"
@@ -43,6 +44,9 @@ type Settings struct {
 	HookEnabled []bool  `json:"-"`
 	Recording   bool    `json:"recording"`
 	Replay      *Replay `json:"-"`
+	// Rules are the fault rules in force, in order (see rules.go). A hook
+	// that a rule covers is decided by the rules alone.
+	Rules []Rule `json:"rules,omitempty"`
 }
 
 // Replay is a loaded replay schedule.
@@ -99,6 +103,7 @@ func (s Settings) Clone() Settings {
 	c := s
 	c.Codes = append([]ucs.Status(nil), s.Codes...)
 	c.HookEnabled = append([]bool(nil), s.HookEnabled...)
+	c.Rules = append([]Rule(nil), s.Rules...)
 	return c
 }
 
@@ -269,6 +274,17 @@ func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
 	if v := getenv(EnvRecord); v != "" {
 		if s.Recording, err = ParseBool(v); err != nil {
 			return s, false, wrap(EnvRecord, err)
+		}
+	}
+	if v := getenv(EnvRules); v != "" {
+		rules, e := ParseRules(v)
+		if e != nil {
+			return s, false, wrap(EnvRules, e)
+		}
+		now := time.Now()
+		for i, r := range rules {
+			r.ID, r.SetAt = i+1, now
+			s.Rules = append(s.Rules, *r)
 		}
 	}
 	if v := getenv(EnvEnabled); v != "" {

@@ -20,6 +20,8 @@ type rawCall struct {
 	Size       uint64
 	EP         uint64
 	Req        uint64
+	// Injected: the ucxfault injector failed the call without calling libucp.
+	Injected bool
 }
 
 // errPtrMin is UCS_STATUS_PTR(UCS_ERR_LAST) = (void *)-100: a status
@@ -144,6 +146,7 @@ func (c *correlator) finish(base uint64) []recording.Call {
 			How:        cs.how,
 			TimeNS:     t,
 			DurationNS: cs.raw.DurationNS,
+			Injected:   cs.raw.Injected && cs.status < 0,
 		})
 	}
 	return out

@@ -126,7 +126,7 @@ func TestDecodeEvent(t *testing.T) {
 	}
 	offsets := map[string]uintptr{
 		"EntryNs": 0, "DurationNs": 8, "Ret": 16, "Caller": 24, "Size": 32,
-		"Ep": 40, "Raddr": 48, "Req": 56, "Tid": 64, "Hook": 68, "Depth": 70,
+		"Ep": 40, "Raddr": 48, "Req": 56, "Tid": 64, "Hook": 68, "Flags": 70,
 	}
 	rt := reflect.TypeOf(e)
 	for name, off := range offsets {

@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cilium/ebpf"
 	"os"
 	"slices"
 	"sync"
@@ -184,7 +185,7 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 			return nil, fmt.Errorf("configuring hook %s: %w", h.Name, err)
 		}
 	}
-	if err := s.setRanges(ucxRanges(maps)); err != nil {
+	if err := s.setRanges(maps); err != nil {
 		return nil, err
 	}
 	s.reader, err = ringbuf.NewReader(s.objs.Events)
@@ -200,6 +201,19 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 			return nil, fmt.Errorf("%w: %d exited", ErrNoProcess, pid)
 		}
 		return nil, fmt.Errorf("opening %s: %w", libPath, err)
+	}
+	// Under the ucxfault injector, calls it fails never reach libucp: its
+	// ucxf_fault_marker reports each of them.
+	if inj, ok := injectorPath(maps); ok {
+		injEx, err := link.OpenExecutable(fmt.Sprintf("/proc/%d/root%s", pid, inj))
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", inj, err)
+		}
+		l, err := injEx.Uprobe("ucxf_fault_marker", s.objs.UcxfMarker, &link.UprobeOptions{PID: pid})
+		if err != nil {
+			return nil, s.attachError("ucxf_fault_marker", inj, err)
+		}
+		s.links = append(s.links, l)
 	}
 	// Entries first: a call entered before its return probe exists is
 	// discarded by the BPF program (it is entered before armed_ns is set),
@@ -223,7 +237,7 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	// The loader may have mapped more of UCX since the first look
 	// (Options.Wait attaches as soon as libucp appears).
 	if maps, err := readMaps(pid); err == nil {
-		if err := s.setRanges(ucxRanges(maps)); err != nil {
+		if err := s.setRanges(maps); err != nil {
 			return nil, err
 		}
 	}
@@ -303,20 +317,25 @@ func (s *Session) attachError(fn, lib string, err error) error {
 	return fmt.Errorf("attaching probes to %s in %s: %w", fn, lib, err)
 }
 
-// setRanges tells the BPF program which return addresses are internal.
-func (s *Session) setRanges(rs []ucxRange) error {
-	var lr observerLibRanges
-	if len(rs) > len(lr.R) {
-		rs = rs[:len(lr.R)]
+// setRanges tells the BPF program which return addresses are internal,
+// and which belong to the injector's wrappers.
+func (s *Session) setRanges(maps []mapping) error {
+	rs, fw := ucxRanges(maps), forwarderRanges(maps)
+	for _, set := range []struct {
+		m  *ebpf.Map
+		rs []ucxRange
+	}{{s.objs.InternalRanges, rs}, {s.objs.ForwarderRanges, fw}} {
+		var lr observerLibRanges
+		n := min(len(set.rs), len(lr.R))
+		for i, r := range set.rs[:n] {
+			lr.R[i].Start, lr.R[i].End = r.start, r.end
+		}
+		lr.Count = uint32(n)
+		if err := set.m.Put(uint32(0), &lr); err != nil {
+			return fmt.Errorf("setting UCX address ranges: %w", err)
+		}
 	}
-	for i, r := range rs {
-		lr.R[i].Start, lr.R[i].End = r.start, r.end
-	}
-	lr.Count = uint32(len(rs))
-	if err := s.objs.InternalRanges.Put(uint32(0), &lr); err != nil {
-		return fmt.Errorf("setting UCX address ranges: %w", err)
-	}
-	s.ranges = rs
+	s.ranges = append(rs, fw...)
 	return nil
 }
 
@@ -335,8 +354,8 @@ func (s *Session) refreshRanges() {
 		if err != nil {
 			return
 		}
-		if rs := ucxRanges(maps); !slices.Equal(rs, s.ranges) {
-			_ = s.setRanges(rs) // best effort; the old ranges stay
+		if rs := append(ucxRanges(maps), forwarderRanges(maps)...); !slices.Equal(rs, s.ranges) {
+			_ = s.setRanges(maps) // best effort; the old ranges stay
 		}
 	}
 }
@@ -407,6 +426,9 @@ func (s *Session) readLoop() {
 
 const eventSize = int(unsafe.Sizeof(observerEvent{}))
 
+// eventInjected is EVENT_INJECTED of bpf/observer.bpf.c.
+const eventInjected = 1
+
 // decodeEvent reads a struct event (bpf/observer.bpf.c) in host byte order.
 func decodeEvent(b []byte) (rawCall, bool) {
 	if len(b) < eventSize {
@@ -421,9 +443,10 @@ func decodeEvent(b []byte) (rawCall, bool) {
 		Size: ne.Uint64(b[32:]),
 		EP:   ne.Uint64(b[40:]),
 		// b[48:56] is the remote address, not recorded.
-		Req:  ne.Uint64(b[56:]),
-		TID:  ne.Uint32(b[64:]),
-		Hook: hooks.ID(ne.Uint16(b[68:])),
+		Req:      ne.Uint64(b[56:]),
+		TID:      ne.Uint32(b[64:]),
+		Hook:     hooks.ID(ne.Uint16(b[68:])),
+		Injected: ne.Uint16(b[70:])&eventInjected != 0,
 	}, true
 }
 

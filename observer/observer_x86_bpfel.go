@@ -38,7 +38,7 @@ type observerEvent struct {
 	Req        uint64
 	Tid        uint32
 	Hook       uint16
-	Depth      uint16
+	Flags      uint16
 }
 
 type observerHookCfg struct {
@@ -86,19 +86,21 @@ type observerStack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	observerMapCounters       = "counters"
-	observerMapEmptyStack     = "empty_stack"
-	observerMapEvents         = "events"
-	observerMapHookCfgs       = "hook_cfgs"
-	observerMapInternalRanges = "internal_ranges"
-	observerMapStacks         = "stacks"
-	observerProgUcxfEntry     = "ucxf_entry"
-	observerProgUcxfReturn    = "ucxf_return"
-	observerVarArmedNs        = "armed_ns"
-	observerVarStopNs         = "stop_ns"
-	observerVarTargetTgid     = "target_tgid"
-	observerVarUnusedCounter  = "unused_counter"
-	observerVarUnusedEvent    = "unused_event"
+	observerMapCounters        = "counters"
+	observerMapEmptyStack      = "empty_stack"
+	observerMapEvents          = "events"
+	observerMapForwarderRanges = "forwarder_ranges"
+	observerMapHookCfgs        = "hook_cfgs"
+	observerMapInternalRanges  = "internal_ranges"
+	observerMapStacks          = "stacks"
+	observerProgUcxfEntry      = "ucxf_entry"
+	observerProgUcxfMarker     = "ucxf_marker"
+	observerProgUcxfReturn     = "ucxf_return"
+	observerVarArmedNs         = "armed_ns"
+	observerVarStopNs          = "stop_ns"
+	observerVarTargetTgid      = "target_tgid"
+	observerVarUnusedCounter   = "unused_counter"
+	observerVarUnusedEvent     = "unused_event"
 )
 
 // loadObserver returns the embedded CollectionSpec for observer.
@@ -144,6 +146,7 @@ type observerSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerProgramSpecs struct {
 	UcxfEntry  *ebpf.ProgramSpec `ebpf:"ucxf_entry"`
+	UcxfMarker *ebpf.ProgramSpec `ebpf:"ucxf_marker"`
 	UcxfReturn *ebpf.ProgramSpec `ebpf:"ucxf_return"`
 }
 
@@ -151,12 +154,13 @@ type observerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerMapSpecs struct {
-	Counters       *ebpf.MapSpec `ebpf:"counters"`
-	EmptyStack     *ebpf.MapSpec `ebpf:"empty_stack"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	HookCfgs       *ebpf.MapSpec `ebpf:"hook_cfgs"`
-	InternalRanges *ebpf.MapSpec `ebpf:"internal_ranges"`
-	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	EmptyStack      *ebpf.MapSpec `ebpf:"empty_stack"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	ForwarderRanges *ebpf.MapSpec `ebpf:"forwarder_ranges"`
+	HookCfgs        *ebpf.MapSpec `ebpf:"hook_cfgs"`
+	InternalRanges  *ebpf.MapSpec `ebpf:"internal_ranges"`
+	Stacks          *ebpf.MapSpec `ebpf:"stacks"`
 }
 
 // observerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -190,12 +194,13 @@ func (o *observerObjects) Close() error {
 //
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerMaps struct {
-	Counters       *ebpf.Map `ebpf:"counters"`
-	EmptyStack     *ebpf.Map `ebpf:"empty_stack"`
-	Events         *ebpf.Map `ebpf:"events"`
-	HookCfgs       *ebpf.Map `ebpf:"hook_cfgs"`
-	InternalRanges *ebpf.Map `ebpf:"internal_ranges"`
-	Stacks         *ebpf.Map `ebpf:"stacks"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	EmptyStack      *ebpf.Map `ebpf:"empty_stack"`
+	Events          *ebpf.Map `ebpf:"events"`
+	ForwarderRanges *ebpf.Map `ebpf:"forwarder_ranges"`
+	HookCfgs        *ebpf.Map `ebpf:"hook_cfgs"`
+	InternalRanges  *ebpf.Map `ebpf:"internal_ranges"`
+	Stacks          *ebpf.Map `ebpf:"stacks"`
 }
 
 func (m *observerMaps) Close() error {
@@ -203,6 +208,7 @@ func (m *observerMaps) Close() error {
 		m.Counters,
 		m.EmptyStack,
 		m.Events,
+		m.ForwarderRanges,
 		m.HookCfgs,
 		m.InternalRanges,
 		m.Stacks,
@@ -225,12 +231,14 @@ type observerVariables struct {
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerPrograms struct {
 	UcxfEntry  *ebpf.Program `ebpf:"ucxf_entry"`
+	UcxfMarker *ebpf.Program `ebpf:"ucxf_marker"`
 	UcxfReturn *ebpf.Program `ebpf:"ucxf_return"`
 }
 
 func (p *observerPrograms) Close() error {
 	return _ObserverClose(
 		p.UcxfEntry,
+		p.UcxfMarker,
 		p.UcxfReturn,
 	)
 }

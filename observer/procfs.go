@@ -94,6 +94,30 @@ func ucxRanges(maps []mapping) []ucxRange {
 	return out
 }
 
+// injectorPath returns the path of the ucxfault injector when the process
+// has it mapped.
+func injectorPath(maps []mapping) (string, bool) {
+	for _, m := range maps {
+		if m.executable() && strings.HasPrefix(filepath.Base(m.path), "libucxfault") {
+			return m.path, true
+		}
+	}
+	return "", false
+}
+
+// forwarderRanges returns the executable mappings of the ucxfault injector
+// (libucxfault.so), whose wrappers call the real functions on behalf of the
+// application.
+func forwarderRanges(maps []mapping) []ucxRange {
+	var out []ucxRange
+	for _, m := range maps {
+		if m.executable() && strings.HasPrefix(filepath.Base(m.path), "libucxfault") {
+			out = append(out, ucxRange{m.start, m.end})
+		}
+	}
+	return out
+}
+
 // tgidOf returns the process (thread group) that pid belongs to: a PID
 // given by the user may name one of its threads.
 func tgidOf(pid int) (int, bool) {

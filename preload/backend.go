@@ -5,6 +5,7 @@ package main
 #include <string.h>
 #include "ucxfault.h"
 #include "record.h"
+#include "rules.h"
 */
 import "C"
 
@@ -50,6 +51,7 @@ type cBackend struct {
 	command   []string
 	start     time.Time
 	ipc       string
+	rules     ruleSlots // the rules in force, see backend_rules.go
 }
 
 func newCBackend() *cBackend {
@@ -69,6 +71,7 @@ func newCBackend() *cBackend {
 		b.command = strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	}
 	b.ipc, _ = control.ParseBackend(os.Getenv(control.EnvIPCBackend))
+	b.rules.startNS = uint64(C.ucxf_rules_now_ns())
 	return b
 }
 
@@ -141,6 +144,15 @@ func (b *cBackend) Apply(s control.Settings) error {
 			cfg.hook_enabled[i] = 1
 		}
 	}
+	commitRules, removedRules, err := b.fillRules(cfg, s)
+	if err != nil {
+		for _, p := range b.live {
+			C.free(p)
+		}
+		C.free(unsafe.Pointer(cfg))
+		b.live = prevLive
+		return err
+	}
 	if r := s.Replay; r != nil {
 		cfg.replay_global = boolC(r.Global)
 		cfg.replay_cycle = boolC(r.Cycle)
@@ -158,6 +170,9 @@ func (b *cBackend) Apply(s control.Settings) error {
 		b.replay = s.Replay
 	}
 	old := C.ucxf_publish(cfg)
+	commitRules()
+	// A removed rule's budget goes with the last configuration that used it.
+	prevLive = append(prevLive, removedRules...)
 	now := time.Now()
 	if old != nil {
 		b.retired = append(b.retired, retired{at: now, cfg: unsafe.Pointer(old), alloc: prevLive})
@@ -214,6 +229,7 @@ func (b *cBackend) Counters() control.Counters {
 	var threads C.uint64_t
 	C.ucxf_stats_sum(&raw[0], &threads)
 	out := control.Counters{Threads: uint64(threads), Hooks: make([]control.HookCounters, len(raw))}
+	b.ruleCounters(&out)
 	for i := range raw {
 		h := &out.Hooks[i]
 		h.Calls = uint64(raw[i].calls)

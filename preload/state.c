@@ -16,6 +16,7 @@
 
 #include "ucxfault.h"
 #include "record.h"
+#include "rules.h"
 
 void *ucxf_real[UCXF_NUM_HOOKS];
 
@@ -105,6 +106,7 @@ static void ucxf_thread_exit(void *arg)
             ucxf_retired[h].size_faults[k] += t->h[h].size_faults[k];
         }
     }
+    ucxf_rules_retire(t);
     memset(t, 0, sizeof(*t));
     t->next           = ucxf_free_threads;
     ucxf_free_threads = t;
@@ -175,6 +177,19 @@ void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
     if (threads != NULL) {
         *threads = n;
     }
+}
+
+/* Sums the per-thread rule counters by slot (see rules.c). */
+void ucxf_rule_stats_sum(struct ucxf_rule_counters *out)
+{
+    struct ucxf_thread *t;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    ucxf_rules_add(out, NULL);
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        ucxf_rules_add(out, t);
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
 }
 
 /* ------------------------------------------------------------------ */
@@ -448,6 +463,7 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
         t->base_calls[h]  = t->h[h].calls;
         t->base_faults[h] = t->h[h].faults;
     }
+    ucxf_rules_rebase(t, cfg);
     t->generation = cfg->generation;
 }
 
@@ -470,6 +486,17 @@ static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferr
     }
     *deferred = s->deferred != NULL && s->deferred[pos];
     return s->codes[pos];
+}
+
+/*
+ * Called on every failure injected without calling libucp. It does nothing:
+ * `ucxfault observe` attaches a uprobe here, because its probes on libucp
+ * never see those calls. Exported and never inlined, so that it has a symbol.
+ */
+__attribute__((noinline, visibility("default"))) void
+ucxf_fault_marker(int hook, int code, void *ep, uint64_t size)
+{
+    __asm__ volatile("" : : "r"(hook), "r"(code), "r"(ep), "r"(size) : "memory");
 }
 
 int ucxf_enter(struct ucxf_call *c)
@@ -514,6 +541,11 @@ int ucxf_enter(struct ucxf_call *c)
     if (!cfg->enabled || !cfg->hook_enabled[h] || !ucxf_hook_faultable[h]) {
         return 0;
     }
+    if (cfg->hook_nrules[h] != 0) {
+        /* Rules cover this hook: they alone decide (rules.c). */
+        code = ucxf_rules_decide(c, cfg, t);
+        goto decided;
+    }
     switch (cfg->strategy) {
     case UCXF_STRATEGY_RANDOM:
         r = ucxf_mix(cfg->seed ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ idx);
@@ -540,12 +572,14 @@ int ucxf_enter(struct ucxf_call *c)
     default:
         break;
     }
+decided:
     if (code < 0 && code >= -100) {
         c->injected = 1;
         UCXF_INC(hc->faults);
         UCXF_INC(hc->codes[-code]);
         UCXF_INC(hc->size_faults[c->size_bucket]);
         __atomic_store_n(&hc->calls_at_last_fault, 0, __ATOMIC_RELAXED);
+        ucxf_fault_marker(h, code, c->ep, c->size);
         return code;
     }
     UCXF_INC(hc->calls_at_last_fault);

@@ -27,12 +27,46 @@
 /* Transfer sizes are counted in power-of-two buckets: 0 holds size 0,
  * b > 0 holds sizes in [2^(b-1), 2^b), the last bucket everything larger. */
 #define UCXF_SIZE_BUCKETS 42
+/* Fault rules (docs/rules.md, evaluated in rules.c). */
+#define UCXF_MAX_RULES    32
 
 enum ucxf_strategy {
     UCXF_STRATEGY_NONE    = 0,
     UCXF_STRATEGY_RANDOM  = 1,
     UCXF_STRATEGY_PATTERN = 2,
     UCXF_STRATEGY_REPLAY  = 3,
+};
+
+/*
+ * One fault rule: conditions a call must meet, then an action (a delay,
+ * then an error when the strategy says so). Lives inside the immutable
+ * configuration; only *spent is shared and written (when the rule acts).
+ */
+struct ucxf_rule {
+    uint64_t uid;                        /* unique in the process; 0 = slot unused */
+    uint64_t min_size, max_size;         /* inclusive */
+    uint64_t call_first, call_last;      /* inclusive, over the hook's calls since the rule was set */
+    uint64_t call_step;                  /* >= 1 */
+    uint64_t t_start_ns, t_end_ns;       /* CLOCK_MONOTONIC window [start, end) when windowed */
+    uint64_t delay_min_ns, delay_max_ns; /* uniform in [min, max]; max 0 = no delay */
+    uint64_t max_faults;                 /* 0 = unlimited */
+    uint64_t *spent;                     /* actions taken against max_faults, all threads */
+    const uint8_t *pattern;              /* 1 = fault, pattern_len entries */
+    uint32_t strategy;                   /* NONE (delay only), RANDOM or PATTERN */
+    uint32_t prob_units;
+    uint32_t pattern_len;
+    uint32_t ncodes;
+    int32_t  endpoint;                   /* endpoint ordinal, -1 = any */
+    uint8_t  windowed;
+    int8_t   codes[UCXF_MAX_CODES];
+};
+
+/* One rule's counters in one thread (index: the rule's slot). */
+struct ucxf_rule_counters {
+    uint64_t matches;
+    uint64_t faults;
+    uint64_t delays;
+    uint64_t delay_ns;
 };
 
 /* One replay schedule: the outcomes to return, in call order. */
@@ -62,6 +96,12 @@ struct ucxf_config {
     uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
     struct ucxf_schedule replay[UCXF_NUM_HOOKS];
     struct ucxf_schedule replay_all;    /* used when replay_global */
+    /* Rules by slot; hook_rules[h] lists, in order, the slots covering hook
+     * h. A hook with hook_nrules[h] > 0 is decided by its rules alone. */
+    uint32_t nrules;
+    uint8_t  hook_nrules[UCXF_NUM_HOOKS];
+    uint8_t  hook_rules[UCXF_NUM_HOOKS][UCXF_MAX_RULES];
+    struct ucxf_rule rules[UCXF_MAX_RULES];
 };
 
 /* Counters of one hook. */
@@ -83,6 +123,11 @@ struct ucxf_thread {
     uint64_t base_calls[UCXF_NUM_HOOKS];  /* calls when that config arrived */
     uint64_t base_faults[UCXF_NUM_HOOKS];
     struct ucxf_hook_counters h[UCXF_NUM_HOOKS];
+    /* Rules: the uid each slot held when this thread last looked, the
+     * thread's calls of each hook when it first saw that rule, counters. */
+    uint64_t rule_uid[UCXF_MAX_RULES];
+    uint64_t rule_base[UCXF_MAX_RULES][UCXF_NUM_HOOKS];
+    struct ucxf_rule_counters rule[UCXF_MAX_RULES];
 };
 
 /* One call in flight through a wrapper. */
@@ -119,6 +164,7 @@ extern void *ucxf_real[UCXF_NUM_HOOKS];
 extern volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS];
 
 /* Wrapper side. */
+void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size);
 void *ucxf_resolve(int hook);
 int  ucxf_enter(struct ucxf_call *c);
 int  ucxf_leave(struct ucxf_call *c, int status, void *request);
@@ -135,5 +181,6 @@ void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
 void ucxf_set_socket_path(const char *path);
 int  ucxf_deepbind_seen(void);
 int  ucxf_libucp_copies(char *buf, size_t len);
+void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);
 
 #endif

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what ucxfault needs on Debian/Ubuntu, skipping what is there.
-# Usage: scripts/deps.sh [base|generate|mpi|bench]...
+# Usage: scripts/deps.sh [base|generate|mpi|bench|dist]...
 set -eu
 
 want=""
@@ -10,7 +10,8 @@ for set in "${@:-base}"; do
 	generate) want="$want clang llvm libbpf-dev" ;;
 	mpi) want="$want openmpi-bin libopenmpi-dev" ;;
 	bench) want="$want bpftrace linux-perf valgrind hyperfine" ;;
-	*) echo "deps.sh: unknown set '$set' (accepted: base generate mpi bench)" >&2; exit 2 ;;
+	dist) want="$want gcc-aarch64-linux-gnu libc6-dev-arm64-cross file" ;;
+	*) echo "deps.sh: unknown set '$set' (accepted: base generate mpi bench dist)" >&2; exit 2 ;;
 	esac
 done
 

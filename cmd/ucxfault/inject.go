@@ -74,6 +74,7 @@ type injectOptions struct {
 	disabled    bool
 	debug       bool
 	quiet       bool
+	rules       []string
 }
 
 func newInjectCmd() *cobra.Command {
@@ -136,6 +137,7 @@ exit status and signals are PROGRAM's. Injection starts on; without
 	f.BoolVar(&o.disabled, "disabled", false, "start with injection off")
 	f.BoolVar(&o.debug, "debug", false, "log the injector's actions on stderr")
 	f.BoolVar(&o.quiet, "quiet", false, "do not print the start-up line")
+	f.StringArrayVar(&o.rules, "rule", nil, "a fault rule, e.g. 'hooks=ucp_put_nbx calls=100..200+10' (repeatable; see ucxfault rule --help)")
 	f.SetInterspersed(false)
 	return cmd
 }
@@ -177,6 +179,22 @@ func (o *injectOptions) environment() ([]string, error) {
 		}
 		env = append(env, control.EnvSeed+"="+o.seed)
 	}
+	if len(o.rules) > 0 {
+		var texts []string
+		for _, text := range o.rules {
+			rs, err := control.ParseRules(text)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range rs {
+				texts = append(texts, r.String())
+			}
+		}
+		if len(texts) > control.MaxRules {
+			return nil, usagef("%d rules given, at most %d may stand at once", len(texts), control.MaxRules)
+		}
+		env = append(env, control.EnvRules+"="+strings.Join(texts, "; "))
+	}
 	env = append(env, control.EnvEnabled+"="+strconv.FormatBool(!o.disabled))
 	if o.record {
 		env = append(env, control.EnvRecord+"=1")
@@ -198,6 +216,8 @@ func (o *injectOptions) summary() string {
 		parts = append(parts, "random "+o.probability+"%")
 	case o.pattern != "":
 		parts = append(parts, "pattern "+strings.ToUpper(o.pattern))
+	case len(o.rules) > 0:
+		parts = append(parts, "faults by rules only")
 	default:
 		parts = append(parts, "no faults until set")
 	}
@@ -212,6 +232,9 @@ func (o *injectOptions) summary() string {
 	}
 	if o.record {
 		parts = append(parts, "recording")
+	}
+	if len(o.rules) > 0 {
+		parts = append(parts, "rules: "+strings.Join(o.rules, "; "))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -64,6 +64,8 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	root.AddCommand(newReplayCmd())
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newObserveCmd())
+	root.AddCommand(newGenDocsCmd())
+	root.AddCommand(newRuleCmd())
 	return root
 }
 

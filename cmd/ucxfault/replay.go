@@ -92,7 +92,7 @@ each process gets the part recorded for its rank.`,
 					failed++
 					continue
 				}
-				src := fmt.Sprintf("%s (pid %d)", from, p.PID)
+				src := fmt.Sprintf("%s, %s", from, processLabel(*p))
 				req := &control.Request{Cmd: control.CmdReplay, Schedule: control.ScheduleFromCalls(p.Calls, key, cycle, src)}
 				resp, err := control.Send(t.Path, req, global.timeout)
 				switch {

@@ -1,0 +1,619 @@
+package control
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/ucs"
+)
+
+// MaxRules bounds the rules that stand at once; the C configuration holds
+// that many slots.
+const MaxRules = 32
+
+// MaxDelay bounds one rule's delay.
+const MaxDelay = time.Minute
+
+// EnvRules holds start-up rules, separated by ';' (see docs/rules.md).
+const EnvRules = "UCX_FAULT_RULES"
+
+// RuleForms lists the tokens of a rule. Every error about rule syntax
+// ends with it, so that the user sees what is accepted.
+const RuleForms = `hooks=LIST|all, prob=PERCENT or pattern=XO..., codes=LIST, ` +
+	`min-size=SIZE, max-size=SIZE (e.g. 64K, 1M), endpoint=N, ` +
+	`calls=N|N..|N..M|..M|N..M+STEP, max-faults=N, after=DUR, for=DUR, from-start, ` +
+	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms); ` +
+	`tokens are separated by spaces, rules by ';'`
+
+// Forms of single values, quoted in errors.
+const (
+	callsForms = "accepted: 3, 5.., 100..200, ..50, 100..200+10, 5..+2"
+	sizeForms  = "accepted: a byte count with an optional unit K, M, G or T (powers of 1024), e.g. 4096, 64K, 1M"
+	durForms   = "accepted: a duration with a unit, e.g. 500ms, 10s, 1m"
+	delayForms = "accepted: DUR or MIN..MAX, e.g. 2ms or 1ms..5ms, at most 1m"
+)
+
+// CallRange selects calls by their number, counted from 0 per hook and per
+// thread from the moment the rule was set: First, First+Step, ... up to
+// Last inclusive (no end when Open).
+type CallRange struct {
+	First uint64 `json:"first"`
+	Last  uint64 `json:"last,omitempty"`
+	Open  bool   `json:"open,omitempty"`
+	Step  uint64 `json:"step"`
+}
+
+// All reports whether the range selects every call.
+func (c CallRange) All() bool { return c.First == 0 && c.Open && c.Step <= 1 }
+
+// Contains reports whether call number k is in the range.
+func (c CallRange) Contains(k uint64) bool {
+	if k < c.First || (!c.Open && k > c.Last) {
+		return false
+	}
+	return c.Step <= 1 || (k-c.First)%c.Step == 0
+}
+
+// String renders the range in the calls= syntax.
+func (c CallRange) String() string {
+	var s string
+	switch {
+	case !c.Open && c.First == c.Last:
+		return strconv.FormatUint(c.First, 10)
+	case c.Open:
+		s = strconv.FormatUint(c.First, 10) + ".."
+	default:
+		s = strconv.FormatUint(c.First, 10) + ".." + strconv.FormatUint(c.Last, 10)
+	}
+	if c.Step > 1 {
+		s += "+" + strconv.FormatUint(c.Step, 10)
+	}
+	return s
+}
+
+// ParseCallRange reads FIRST..LAST+STEP and its short forms: N (call N
+// only), N.. (from N on), ..M (up to M), N..M, N..M+S, N..+S, and strace's
+// N+ and N+S (from N on, every S-th).
+func ParseCallRange(text string) (CallRange, error) {
+	bad := func(why string) (CallRange, error) {
+		return CallRange{}, fmt.Errorf("%w: calls %q: %s (%s)", ErrInvalid, text, why, callsForms)
+	}
+	num := func(s string) (uint64, bool) {
+		if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(s, 10, 64)
+		return n, err == nil
+	}
+	t := strings.TrimSpace(text)
+	if t == "" {
+		return bad("empty")
+	}
+	r := CallRange{Step: 1}
+	body, step, hasStep := strings.Cut(t, "+")
+	if hasStep {
+		if step == "" {
+			r.Step = 1
+		} else {
+			n, ok := num(step)
+			if !ok || n == 0 {
+				return bad("the step after + must be a number of at least 1")
+			}
+			r.Step = n
+		}
+	}
+	first, last, isRange := strings.Cut(body, "..")
+	if first != "" {
+		n, ok := num(first)
+		if !ok {
+			return bad(fmt.Sprintf("%q is not a call number", first))
+		}
+		r.First = n
+	}
+	switch {
+	case isRange && last != "":
+		n, ok := num(last)
+		if !ok {
+			return bad(fmt.Sprintf("%q is not a call number", last))
+		}
+		if n < r.First {
+			return bad("the last call comes before the first")
+		}
+		r.Last = n
+	case isRange:
+		if first == "" && !hasStep {
+			return bad("give a first or a last call")
+		}
+		r.Open = true
+	case hasStep:
+		if first == "" {
+			return bad("give the first call before +")
+		}
+		r.Open = true // strace's N+ and N+S
+	default:
+		if first == "" {
+			return bad("empty")
+		}
+		r.Last = r.First
+	}
+	return r, nil
+}
+
+// ParseSize reads a byte count with an optional binary unit: 4096, 64K,
+// 1M, 2G, 1T (K, KB and KiB are the same: 1024).
+func ParseSize(text string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(text))
+	i := len(t) - len(strings.TrimLeft(t, "0123456789"))
+	digits, unit := t[:i], t[i:]
+	shifts := map[string]int{"": 0, "B": 0, "K": 10, "KB": 10, "KIB": 10, "M": 20, "MB": 20, "MIB": 20,
+		"G": 30, "GB": 30, "GIB": 30, "T": 40, "TB": 40, "TIB": 40}
+	shift, okUnit := shifts[unit]
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || !okUnit {
+		return 0, fmt.Errorf("%w: size %q (%s)", ErrInvalid, text, sizeForms)
+	}
+	if shift > 0 && bits.LeadingZeros64(n) < shift {
+		return 0, fmt.Errorf("%w: size %q is too large (%s)", ErrInvalid, text, sizeForms)
+	}
+	return n << shift, nil
+}
+
+// FormatSize renders n in the largest binary unit that divides it.
+func FormatSize(n uint64) string {
+	for _, u := range []struct {
+		shift  int
+		suffix string
+	}{{40, "T"}, {30, "G"}, {20, "M"}, {10, "K"}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatUint(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+// Rule is one fault rule: the calls it matches (its hooks and conditions)
+// and what happens to them. A matched call first waits for the delay, if
+// any, then fails when the strategy says so; a rule with a delay and neither
+// a strategy nor codes only delays. Rules are immutable once parsed.
+type Rule struct {
+	// ID numbers the rule in its process (from 1, never reused); 0 until
+	// the rule is set.
+	ID int `json:"id"`
+	// HookNames is the hook list as given (nil: the default).
+	HookNames []string `json:"hook_names,omitempty"`
+	// Hooks are the hooks covered, in table order: the given list, or every
+	// faultable hook that has the arguments the conditions look at.
+	Hooks []hooks.ID `json:"hooks"`
+	// Strategy is StrategyRandom, StrategyPattern, or StrategyNone (delay
+	// only).
+	Strategy    string  `json:"strategy"`
+	Probability float64 `json:"probability,omitempty"`
+	Pattern     string  `json:"pattern,omitempty"`
+	// Codes are the codes to fail with; nil: the global codes.
+	Codes []ucs.Status `json:"codes,omitempty"`
+	// MinSize and MaxSize bound the transfer size, inclusive; HasMaxSize
+	// says whether MaxSize applies.
+	MinSize    uint64 `json:"min_size,omitempty"`
+	MaxSize    uint64 `json:"max_size,omitempty"`
+	HasMaxSize bool   `json:"has_max_size,omitempty"`
+	// Endpoint is the endpoint ordinal (endpoints numbered from 0 in the
+	// order of their first hooked call), or -1 for any.
+	Endpoint int       `json:"endpoint"`
+	Calls    CallRange `json:"calls"`
+	// MaxFaults bounds the calls the rule acts on (faults; delays for a
+	// delay-only rule), over all threads; 0 = no bound.
+	MaxFaults uint64 `json:"max_faults,omitempty"`
+	// After and For describe the time window [After, After+For) counted
+	// from the moment the rule is set, or from the process start when
+	// FromStart; For 0 = no end.
+	After     time.Duration `json:"after,omitempty"`
+	For       time.Duration `json:"for,omitempty"`
+	FromStart bool          `json:"from_start,omitempty"`
+	// DelayMin and DelayMax give a uniform delay; both 0 = no delay.
+	DelayMin time.Duration `json:"delay_min,omitempty"`
+	DelayMax time.Duration `json:"delay_max,omitempty"`
+	// SetAt is when the rule was set; the window and the call numbers
+	// count from there.
+	SetAt time.Time `json:"set_at"`
+}
+
+// Windowed reports whether the rule has a time window.
+func (r *Rule) Windowed() bool { return r.After > 0 || r.For > 0 }
+
+// Covers reports whether the rule applies to hook id.
+func (r *Rule) Covers(id hooks.ID) bool { return slices.Contains(r.Hooks, id) }
+
+// String renders the rule in the syntax ParseRule reads; ParseRule of it
+// gives the same rule (without ID and SetAt).
+func (r *Rule) String() string {
+	var p []string
+	if r.HookNames != nil {
+		p = append(p, "hooks="+strings.Join(r.HookNames, ","))
+	}
+	switch r.Strategy {
+	case StrategyRandom:
+		p = append(p, "prob="+strconv.FormatFloat(r.Probability, 'f', -1, 64))
+	case StrategyPattern:
+		p = append(p, "pattern="+r.Pattern)
+	}
+	if r.Codes != nil {
+		cs := make([]string, len(r.Codes))
+		for i, c := range r.Codes {
+			cs[i] = strconv.Itoa(int(c))
+		}
+		p = append(p, "codes="+strings.Join(cs, ","))
+	}
+	if r.MinSize > 0 {
+		p = append(p, "min-size="+FormatSize(r.MinSize))
+	}
+	if r.HasMaxSize {
+		p = append(p, "max-size="+FormatSize(r.MaxSize))
+	}
+	if r.Endpoint >= 0 {
+		p = append(p, "endpoint="+strconv.Itoa(r.Endpoint))
+	}
+	if !r.Calls.All() {
+		p = append(p, "calls="+r.Calls.String())
+	}
+	if r.MaxFaults > 0 {
+		p = append(p, "max-faults="+strconv.FormatUint(r.MaxFaults, 10))
+	}
+	if r.After > 0 {
+		p = append(p, "after="+r.After.String())
+	}
+	if r.For > 0 {
+		p = append(p, "for="+r.For.String())
+	}
+	if r.FromStart {
+		p = append(p, "from-start")
+	}
+	if r.DelayMax > 0 {
+		d := r.DelayMin.String()
+		if r.DelayMax != r.DelayMin {
+			d += ".." + r.DelayMax.String()
+		}
+		p = append(p, "delay="+d)
+	}
+	return strings.Join(p, " ")
+}
+
+// ruleKeys maps the accepted spellings of each key to its name.
+var ruleKeys = map[string]string{
+	"hooks": "hooks", "hook": "hooks",
+	"prob": "prob", "probability": "prob",
+	"pattern": "pattern",
+	"codes":   "codes", "error-codes": "codes",
+	"min-size": "min-size", "max-size": "max-size",
+	"endpoint": "endpoint", "ep": "endpoint",
+	"calls":      "calls",
+	"max-faults": "max-faults",
+	"after":      "after", "for": "for",
+	"from-start": "from-start",
+	"delay":      "delay",
+}
+
+// ParseRule reads one rule: space-separated KEY=VALUE tokens (and the bare
+// flag from-start), in any order. See RuleForms and docs/rules.md.
+func ParseRule(text string) (*Rule, error) {
+	fail := func(format string, args ...any) (*Rule, error) {
+		return nil, fmt.Errorf("rule %q: %w: %s (a rule is: %s)", text, ErrInvalid, fmt.Sprintf(format, args...), RuleForms)
+	}
+	wrap := func(err error) (*Rule, error) {
+		return nil, fmt.Errorf("rule %q: %w (a rule is: %s)", text, err, RuleForms)
+	}
+	r := &Rule{Endpoint: -1, Calls: CallRange{Open: true, Step: 1}}
+	seen := map[string]bool{}
+	var hookText string
+	var hasProb, hasPattern bool
+	tokens := strings.Fields(text)
+	if len(tokens) == 0 {
+		return fail("empty rule")
+	}
+	for _, tok := range tokens {
+		k, v, hasValue := strings.Cut(tok, "=")
+		key, ok := ruleKeys[strings.ReplaceAll(strings.ToLower(k), "_", "-")]
+		if !ok {
+			return fail("unknown key %q", k)
+		}
+		if seen[key] {
+			return fail("%s given twice", key)
+		}
+		seen[key] = true
+		if key == "from-start" {
+			if hasValue {
+				b, err := ParseBool(v)
+				if err != nil {
+					return wrap(err)
+				}
+				r.FromStart = b
+			} else {
+				r.FromStart = true
+			}
+			continue
+		}
+		if !hasValue || v == "" {
+			return fail("%s needs a value: %s=...", key, key)
+		}
+		var err error
+		switch key {
+		case "hooks":
+			hookText = v
+		case "prob":
+			r.Probability, err = ParseProbability(v)
+			hasProb = true
+		case "pattern":
+			r.Pattern, err = CheckPattern(v)
+			hasPattern = true
+		case "codes":
+			r.Codes, err = ParseCodes(v)
+		case "min-size":
+			r.MinSize, err = ParseSize(v)
+		case "max-size":
+			r.MaxSize, err = ParseSize(v)
+			r.HasMaxSize = true
+		case "endpoint":
+			n, e := strconv.Atoi(v)
+			if e != nil || n < 0 || n > math.MaxInt32 {
+				return fail("endpoint %q is not an endpoint number (accepted: 0, 1, ... in the order the process first used its endpoints)", v)
+			}
+			r.Endpoint = n
+		case "calls":
+			r.Calls, err = ParseCallRange(v)
+		case "max-faults":
+			n, e := strconv.ParseUint(v, 10, 64)
+			if e != nil || n == 0 {
+				return fail("max-faults %q is not a number of at least 1", v)
+			}
+			r.MaxFaults = n
+		case "after", "for":
+			d, e := time.ParseDuration(v)
+			if e != nil || d < 0 || (key == "for" && d == 0) {
+				return fail("%s=%q (%s; for= more than 0)", key, v, durForms)
+			}
+			if key == "after" {
+				r.After = d
+			} else {
+				r.For = d
+			}
+		case "delay":
+			r.DelayMin, r.DelayMax, err = parseDelay(v)
+		}
+		if err != nil {
+			return wrap(err)
+		}
+	}
+	if hasProb && hasPattern {
+		return fail("give prob= or pattern=, not both")
+	}
+	if r.HasMaxSize && r.MaxSize < r.MinSize {
+		return fail("max-size %s is below min-size %s", FormatSize(r.MaxSize), FormatSize(r.MinSize))
+	}
+	if r.FromStart && !r.Windowed() {
+		return fail("from-start needs after= or for=")
+	}
+	switch {
+	case hasProb:
+		r.Strategy = StrategyRandom
+	case hasPattern:
+		r.Strategy = StrategyPattern
+	case r.DelayMax > 0 && r.Codes == nil:
+		r.Strategy = StrategyNone // delay only
+	default:
+		r.Strategy, r.Probability = StrategyRandom, 100
+	}
+	if err := r.resolveHooks(hookText, seen["hooks"]); err != nil {
+		return wrap(err)
+	}
+	return r, nil
+}
+
+func parseDelay(v string) (lo, hi time.Duration, err error) {
+	a, b, isRange := strings.Cut(v, "..")
+	lo, err = time.ParseDuration(a)
+	if err == nil {
+		hi = lo
+		if isRange {
+			hi, err = time.ParseDuration(b)
+		}
+	}
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("%w: delay %q (%s)", ErrInvalid, v, delayForms)
+	case lo < 0 || hi < lo:
+		return 0, 0, fmt.Errorf("%w: delay %q: the range runs backwards or below 0 (%s)", ErrInvalid, v, delayForms)
+	case hi == 0:
+		return 0, 0, fmt.Errorf("%w: delay %q is zero (%s)", ErrInvalid, v, delayForms)
+	case hi > MaxDelay:
+		return 0, 0, fmt.Errorf("%w: delay %q is longer than %v (%s)", ErrInvalid, v, MaxDelay, delayForms)
+	}
+	return lo, hi, nil
+}
+
+// resolveHooks fills r.Hooks from the hooks= text (given) or the default.
+func (r *Rule) resolveHooks(text string, given bool) error {
+	needSize := r.MinSize > 0 || r.HasMaxSize
+	needEP := r.Endpoint >= 0
+	fits := func(h *hooks.Hook) string {
+		switch {
+		case !h.Faultable:
+			return "is observed only and cannot be faulted or delayed"
+		case needSize && h.Size == "":
+			return "has no size argument for min-size/max-size"
+		case needEP && h.Endpoint == "":
+			return "has no endpoint argument for endpoint="
+		}
+		return ""
+	}
+	if !given || strings.EqualFold(strings.TrimSpace(text), "all") {
+		if given {
+			r.HookNames = []string{"all"}
+		}
+		for i := range hooks.Table {
+			if fits(&hooks.Table[i]) == "" {
+				r.Hooks = append(r.Hooks, hooks.ID(i))
+			}
+		}
+		if len(r.Hooks) == 0 {
+			return fmt.Errorf("%w: no hook fits the rule's conditions", ErrInvalid)
+		}
+		return nil
+	}
+	ids, err := hooks.ParseList(text)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	for _, id := range ids {
+		h := &hooks.Table[id]
+		if why := fits(h); why != "" {
+			return fmt.Errorf("%w: hook %s %s", ErrInvalid, h.Name, why)
+		}
+		r.HookNames = append(r.HookNames, h.Name)
+	}
+	r.Hooks = ids
+	return nil
+}
+
+// ParseRules reads rules separated by ';' or newlines, as in
+// UCX_FAULT_RULES. Empty rules are skipped.
+func ParseRules(text string) ([]*Rule, error) {
+	var out []*Rule
+	for _, part := range strings.FieldsFunc(text, func(r rune) bool { return r == ';' || r == '\n' }) {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		r, err := ParseRule(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if len(out) > MaxRules {
+		return nil, fmt.Errorf("%w: %d rules, at most %d may stand at once", ErrInvalid, len(out), MaxRules)
+	}
+	return out, nil
+}
+
+// Rule operations of the rules command (the "rule_op" field).
+const (
+	RuleOpAdd   = "add"   // append the rules in "rules"
+	RuleOpSet   = "set"   // replace all rules with those in "rules" (none: clear)
+	RuleOpDel   = "del"   // delete the rule whose id is "rule_id"
+	RuleOpClear = "clear" // delete every rule
+)
+
+// RuleCounters are one rule's counters, summed over threads.
+type RuleCounters struct {
+	Matches, Faults, Delays, DelayNS uint64
+}
+
+// RuleStatus is one rule as status reports it.
+type RuleStatus struct {
+	ID int `json:"id"`
+	// Rule is the rule's text in the syntax ParseRule reads.
+	Rule  string   `json:"rule"`
+	Hooks []string `json:"hooks"`
+	// SetAt is when the rule was set (RFC 3339).
+	SetAt time.Time `json:"set_at"`
+	// Matches counts the calls the rule decided; Faults those it failed;
+	// Delays those it delayed, and DelayNS the time that added.
+	Matches uint64 `json:"matches"`
+	Faults  uint64 `json:"faults"`
+	Delays  uint64 `json:"delays"`
+	DelayNS uint64 `json:"delay_ns"`
+}
+
+// applyRules changes the rule list of next as req asks and returns the
+// message for the response. nextID numbers new rules.
+func applyRules(next *Settings, req *Request, nextID *int, now time.Time) (string, error) {
+	parse := func() ([]Rule, error) {
+		var out []Rule
+		for _, text := range req.Rules {
+			rs, err := ParseRules(text)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range rs {
+				out = append(out, *r)
+			}
+		}
+		return out, nil
+	}
+	number := func(rs []Rule) []string {
+		var texts []string
+		for i := range rs {
+			rs[i].ID, rs[i].SetAt = *nextID, now
+			*nextID++
+			texts = append(texts, fmt.Sprintf("rule %d: %s", rs[i].ID, rs[i].String()))
+		}
+		return texts
+	}
+	switch req.RuleOp {
+	case RuleOpAdd, RuleOpSet:
+		rs, err := parse()
+		if err != nil {
+			return "", err
+		}
+		if req.RuleOp == RuleOpAdd && len(rs) == 0 {
+			return "", fmt.Errorf("%w: rules add needs at least one rule in \"rules\" (a rule is: %s)", ErrInvalid, RuleForms)
+		}
+		kept := next.Rules
+		if req.RuleOp == RuleOpSet {
+			kept = nil
+		}
+		if len(kept)+len(rs) > MaxRules {
+			return "", fmt.Errorf("%w: %d rules would stand, at most %d may (delete some first)", ErrInvalid, len(kept)+len(rs), MaxRules)
+		}
+		texts := number(rs)
+		next.Rules = append(slices.Clone(kept), rs...)
+		if len(texts) == 0 {
+			return "rules cleared", nil
+		}
+		return strings.Join(texts, "; "), nil
+	case RuleOpDel:
+		if req.RuleID == nil {
+			return "", fmt.Errorf("%w: rules del needs field \"rule_id\"", ErrInvalid)
+		}
+		for i, r := range next.Rules {
+			if r.ID == *req.RuleID {
+				next.Rules = slices.Delete(slices.Clone(next.Rules), i, i+1)
+				return fmt.Sprintf("rule %d deleted", r.ID), nil
+			}
+		}
+		ids := make([]string, len(next.Rules))
+		for i, r := range next.Rules {
+			ids[i] = strconv.Itoa(r.ID)
+		}
+		if len(ids) == 0 {
+			return "", fmt.Errorf("%w: no rule %d (no rules stand)", ErrInvalid, *req.RuleID)
+		}
+		return "", fmt.Errorf("%w: no rule %d (rules: %s)", ErrInvalid, *req.RuleID, strings.Join(ids, ", "))
+	case RuleOpClear:
+		n := len(next.Rules)
+		next.Rules = nil
+		return fmt.Sprintf("rules cleared (%d)", n), nil
+	}
+	return "", fmt.Errorf("%w: rule_op %q (accepted: %s, %s, %s, %s)", ErrInvalid, req.RuleOp,
+		RuleOpAdd, RuleOpSet, RuleOpDel, RuleOpClear)
+}
+
+// ruleStatus describes the rules of s with their counters.
+func ruleStatus(rules []Rule, counters map[int]RuleCounters) []RuleStatus {
+	var out []RuleStatus
+	for i := range rules {
+		r := &rules[i]
+		names := make([]string, len(r.Hooks))
+		for k, id := range r.Hooks {
+			names[k] = hooks.Table[id].Name
+		}
+		c := counters[r.ID]
+		out = append(out, RuleStatus{ID: r.ID, Rule: r.String(), Hooks: names, SetAt: r.SetAt,
+			Matches: c.Matches, Faults: c.Faults, Delays: c.Delays, DelayNS: c.DelayNS})
+	}
+	return out
+}

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ucxfault/ucxfault/internal/testutil"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+// observe runs `ucxfault observe PID -o FILE` until the target exits and
+// returns the recording.
+func (h *harness) observe(t *testing.T, e *testutil.Example) *recording.Process {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "observed.json")
+	cmd := exec.Command(h.cli, "observe", strconv.Itoa(e.PID), "-o", path)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("observe: %v\n%s", err, out.String())
+		}
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("observe did not end with its target\n%s", out.String())
+	}
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading the observer's recording: %v\n%s", err, out.String())
+	}
+	if f.Source != recording.SourceObserver || len(f.Processes) != 1 {
+		t.Fatalf("recording source %s with %d processes", f.Source, len(f.Processes))
+	}
+	return &f.Processes[0]
+}
+
+// TestObserveThenReplayReproducesARealFailure is the round trip the tool
+// exists for: an uninstrumented program loses its TCP peer for real; the
+// observer records it; the same program, with a healthy peer, under the
+// injector replaying that recording, sees the same outcomes, op for op.
+func TestObserveThenReplayReproducesARealFailure(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "1500"}
+	// Uninstrumented: no preload at all.
+	real := testutil.StartExample(t, h.rma, append(args, "--kill-peer-at", "40")...)
+	p := h.observe(t, real)
+	realOps := testutil.ParseOps(real.Wait(t, 30*time.Second))
+	if !p.Complete {
+		t.Fatalf("observer recording incomplete: %+v", p.Lost)
+	}
+	if len(failedIndices(realOps)) == 0 || len(failedIndices(realOps[:40])) != 0 {
+		t.Fatalf("the real run should fail only from op 40 on: failed at %v", failedIndices(realOps))
+	}
+	for op, fn := range fnOfOp {
+		printed, calls := opsOf(realOps, op), callsOf(p, fn)
+		if len(printed) != len(calls) {
+			t.Fatalf("%s: observed %d calls, the program made %d", fn, len(calls), len(printed))
+		}
+		for i := range calls {
+			if calls[i].Status != printed[i].Status || calls[i].Injected {
+				t.Fatalf("%s %d: observed %+v, program printed %+v", fn, i, calls[i], printed[i])
+			}
+		}
+	}
+	recPath := filepath.Join(t.TempDir(), "real.json")
+	f := recording.New(recording.SourceObserver)
+	f.Processes = []recording.Process{*p}
+	if err := f.WriteFile(recPath); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reproduce: the peer stays alive; the recording supplies the failure.
+	e := h.start(t, []string{"--disabled"}, args...)
+	h.mustCtl(t, "replay", "--from", recPath)
+	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
+	if len(replayed) != len(realOps) {
+		t.Fatalf("replayed run: %d ops, real run %d", len(replayed), len(realOps))
+	}
+	for i := range realOps {
+		if realOps[i].Fn != replayed[i].Fn || realOps[i].Status != replayed[i].Status {
+			t.Fatalf("op %d: real %s %d, replayed %s %d", i, realOps[i].Fn, realOps[i].Status, replayed[i].Fn, replayed[i].Status)
+		}
+	}
+}
+
+// TestObserverAndInjectorCountAlike: the observer on a process that is also
+// under the injector sees the same application calls as the injector's own
+// recording, internal calls left out by both.
+func TestObserverAndInjectorCountAlike(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	e := h.start(t, []string{"--probability", "20", "--seed", "4", "--record"},
+		"--ops", "60", "--seq", "put,putnbi,get,flush", "--wait-before-start-ms", "1500", "--linger-ms", "60000")
+	obsDone := make(chan *recording.Process, 1)
+	go func() { obsDone <- h.observe(t, e) }()
+	waitFor(t, 60*time.Second, "the operations", func() bool { return strings.Contains(e.Output(), "DONE") })
+	dump := filepath.Join(t.TempDir(), "inj.json")
+	h.mustCtl(t, "record-dump", "records", "-o", dump)
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 20*time.Second)
+	obs := <-obsDone
+	inj, err := recording.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range []string{"ucp_put_nbx", "ucp_get_nbx", "ucp_ep_flush_nbx"} {
+		a, b := callsOf(obs, fn), callsOf(&inj.Processes[0], fn)
+		if len(a) != 60 || len(b) != 60 {
+			t.Fatalf("%s: observer %d calls, injector %d, want 60 (internal calls of put_nbi left out)", fn, len(a), len(b))
+		}
+		for i := range a {
+			if a[i].Status != b[i].Status {
+				t.Fatalf("%s %d: observer saw %d, injector recorded %d", fn, i, a[i].Status, b[i].Status)
+			}
+		}
+	}
+}

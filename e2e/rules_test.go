@@ -1,0 +1,419 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/internal/testutil"
+)
+
+// statusOf returns the one injected process's status.
+func (h *harness) statusOf(t *testing.T) control.Status {
+	t.Helper()
+	st := h.status(t)
+	if len(st) != 1 {
+		t.Fatalf("%d injected processes, want 1", len(st))
+	}
+	return st[0]
+}
+
+func ruleByID(st control.Status, id int) (control.RuleStatus, bool) {
+	for _, r := range st.Rules {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return control.RuleStatus{}, false
+}
+
+// contiguous reports whether idx is one unbroken run of indices.
+func contiguous(idx []int) bool {
+	for i := 1; i < len(idx); i++ {
+		if idx[i] != idx[i-1]+1 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestRuleSizeFilterFailsOnlyLargeTransfers(t *testing.T) {
+	h := newHarness(t)
+	rule := []string{"--rule", "hooks=ucp_put_nbx min-size=64K"}
+	for _, c := range []struct {
+		size   string
+		failed int
+	}{{"65536", 10}, {"65535", 0}, {"8", 0}, {"1048576", 10}} {
+		ops, out := h.run(t, rule, "--seq", "put", "--ops", "10", "--size", c.size)
+		if len(ops) != 10 {
+			t.Fatalf("size %s: %d operations, want 10\n%s", c.size, len(ops), out)
+		}
+		if f := failedIndices(ops); len(f) != c.failed {
+			t.Fatalf("min-size=64K, size %s: %d puts failed (%v), want %d", c.size, len(f), f, c.failed)
+		}
+	}
+	// max-size is inclusive as well.
+	for _, c := range []struct {
+		size   string
+		failed int
+	}{{"4096", 10}, {"4097", 0}} {
+		ops, _ := h.run(t, []string{"--rule", "hooks=ucp_put_nbx max-size=4K"}, "--seq", "put", "--ops", "10", "--size", c.size)
+		if f := failedIndices(ops); len(f) != c.failed {
+			t.Fatalf("max-size=4K, size %s: %d puts failed, want %d", c.size, len(f), c.failed)
+		}
+	}
+}
+
+func TestRuleEndpointFilter(t *testing.T) {
+	h := newHarness(t)
+	for _, c := range []struct {
+		transport, endpoint string
+		failed              int
+	}{{"self", "0", 10}, {"self", "1", 0}, {"tcp", "0", 10}, {"tcp", "1", 0}} {
+		ops, out := h.run(t, []string{"--rule", "hooks=ucp_put_nbx endpoint=" + c.endpoint},
+			"--seq", "put", "--ops", "10", "--transport", c.transport)
+		if len(ops) != 10 {
+			t.Fatalf("%s: %d operations, want 10\n%s", c.transport, len(ops), out)
+		}
+		if f := failedIndices(ops); len(f) != c.failed {
+			t.Fatalf("%s endpoint=%s: %d puts failed, want %d\n%s", c.transport, c.endpoint, len(f), c.failed, out)
+		}
+	}
+	// Two threads, one endpoint each: endpoint 1 is the one used second,
+	// and only its calls fail.
+	ops, out := h.run(t, []string{"--rule", "hooks=ucp_put_nbx endpoint=1"}, "--seq", "put", "--ops", "20", "--threads", "2")
+	failedBy := map[int]int{}
+	for _, op := range ops {
+		if op.Status != 0 {
+			failedBy[op.Thread]++
+		}
+	}
+	if len(ops) != 40 || len(failedBy) != 1 {
+		t.Fatalf("endpoint=1 over two threads: failures by thread %v, want all 20 of one thread\n%s", failedBy, out)
+	}
+	for _, n := range failedBy {
+		if n != 20 {
+			t.Fatalf("endpoint=1 over two threads: failures by thread %v, want all 20 of one thread", failedBy)
+		}
+	}
+}
+
+func TestRuleCallRangeFailsExactlyThoseCalls(t *testing.T) {
+	h := newHarness(t)
+	ops, _ := h.run(t, []string{"--rule", "hooks=ucp_put_nbx calls=100..200+10"}, "--seq", "put", "--ops", "300")
+	if len(ops) != 300 {
+		t.Fatalf("%d operations, want 300", len(ops))
+	}
+	var want []int
+	for k := 100; k <= 200; k += 10 {
+		want = append(want, k)
+	}
+	if got := failedIndices(ops); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls=100..200+10 failed puts %v, want %v", got, want)
+	}
+}
+
+func TestRuleMaxFaultsFailsExactlyThree(t *testing.T) {
+	h := newHarness(t)
+	ops, _ := h.run(t, []string{"--rule", "hooks=ucp_put_nbx prob=100 max-faults=3"}, "--seq", "put", "--ops", "50")
+	if got := failedIndices(ops); !reflect.DeepEqual(got, []int{0, 1, 2}) {
+		t.Fatalf("max-faults=3 failed puts %v, want [0 1 2]", got)
+	}
+	// The budget is shared by threads: three faults in all, not per thread.
+	ops, _ = h.run(t, []string{"--rule", "hooks=ucp_put_nbx max-faults=3"}, "--seq", "put", "--ops", "50", "--threads", "2")
+	if len(ops) != 100 {
+		t.Fatalf("%d operations over 2 threads, want 100", len(ops))
+	}
+	if got := len(failedIndices(ops)); got != 3 {
+		t.Fatalf("max-faults=3 over 2 threads: %d puts failed, want 3", got)
+	}
+}
+
+// TestRuleTimeWindowFromSetting sets a window through the CLI on a running
+// process and asserts on counts per phase: nothing before the window opens,
+// something while it is open, nothing more after it closed.
+func TestRuleTimeWindowFromSetting(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, nil, "--seq", "put", "--ops", "0", "--interval-us", "1000")
+	t0 := time.Now()
+	h.mustCtl(t, "rule", "add", "--hooks", "ucp_put_nbx", "--after", "1s", "--for", "1s")
+	t1 := time.Now()
+	// The rule was set between t0 and t1: the window opens after t0+1s.
+	if t1.Sub(t0) < 800*time.Millisecond {
+		time.Sleep(100 * time.Millisecond)
+		before := h.statusOf(t)
+		if time.Since(t0) < 950*time.Millisecond {
+			if f := hookStatus(t, before, "ucp_put_nbx").Faults; f != 0 {
+				t.Fatalf("%d faults before the window opened", f)
+			}
+		}
+		if hookStatus(t, before, "ucp_put_nbx").Calls == 0 {
+			t.Fatalf("no puts counted before the window")
+		}
+	}
+	// The window closed by t1+2s.
+	time.Sleep(time.Until(t1.Add(2*time.Second + 300*time.Millisecond)))
+	closed := h.statusOf(t)
+	time.Sleep(500 * time.Millisecond)
+	later := h.statusOf(t)
+	e.Cmd.Process.Signal(os.Interrupt)
+	ops := testutil.ParseOps(e.Wait(t, 20*time.Second))
+
+	fc, fl := hookStatus(t, closed, "ucp_put_nbx").Faults, hookStatus(t, later, "ucp_put_nbx").Faults
+	if fc == 0 {
+		t.Fatalf("nothing failed while the window was open")
+	}
+	if fl != fc {
+		t.Fatalf("faults went on after the window closed: %d, then %d", fc, fl)
+	}
+	if hookStatus(t, later, "ucp_put_nbx").Calls <= hookStatus(t, closed, "ucp_put_nbx").Calls {
+		t.Fatalf("the program stopped making calls: the check after the window proves nothing")
+	}
+	failed := failedIndices(ops)
+	if uint64(len(failed)) != fc || !contiguous(failed) || failed[0] == 0 || failed[len(failed)-1] == len(ops)-1 {
+		t.Fatalf("failed puts are not one run inside the program's life: %d of %d, first %v",
+			len(failed), len(ops), failed[:min(len(failed), 5)])
+	}
+	r, ok := ruleByID(later, 1)
+	if !ok || r.Faults != fc || r.Matches != fc {
+		t.Fatalf("rule status %+v, want %d matches and faults", later.Rules, fc)
+	}
+}
+
+// TestRuleTimeWindowFromStart runs a window counted from the process start
+// to completion: the faults form one run with passes before and after.
+func TestRuleTimeWindowFromStart(t *testing.T) {
+	h := newHarness(t)
+	ops, _ := h.run(t, []string{"--rule", "hooks=ucp_put_nbx after=400ms for=300ms from-start"},
+		"--seq", "put", "--ops", "1500", "--interval-us", "1000")
+	failed := failedIndices(ops)
+	if len(failed) == 0 {
+		t.Fatal("nothing failed in the window")
+	}
+	if !contiguous(failed) || failed[0] == 0 || failed[len(failed)-1] == len(ops)-1 {
+		t.Fatalf("failed puts are not one run with passes before and after: %d of %d, from %d to %d",
+			len(failed), len(ops), failed[0], failed[len(failed)-1])
+	}
+	// At about one put per millisecond the 300 ms window holds at most
+	// about 300 puts (sleeps only run long).
+	if len(failed) > 330 {
+		t.Fatalf("%d puts failed in a 300 ms window at 1 ms per put", len(failed))
+	}
+}
+
+func TestRuleDelayOnFlush(t *testing.T) {
+	h := newHarness(t)
+	ops, _ := h.run(t, []string{"--rule", "hooks=ucp_ep_flush_nbx delay=2ms"}, "--seq", "put,flush", "--ops", "20")
+	flushes := opsOf(ops, "flush")
+	if len(flushes) != 20 {
+		t.Fatalf("%d flushes, want 20", len(flushes))
+	}
+	for _, op := range flushes {
+		if op.US < 2000 || op.Status != 0 {
+			t.Fatalf("flush %d took %d us with status %d, want >= 2000 us and success", op.Seq, op.US, op.Status)
+		}
+	}
+	if f := failedIndices(ops); len(f) != 0 {
+		t.Fatalf("a delay-only rule failed operations %v", f)
+	}
+	// The puts are not delayed; without the rule flushes are quick.
+	for _, op := range opsOf(ops, "put") {
+		if op.US >= 2000 {
+			t.Logf("note: put %d took %d us", op.Seq, op.US)
+		}
+	}
+	ops, _ = h.run(t, nil, "--seq", "put,flush", "--ops", "20")
+	var us []int
+	for _, op := range opsOf(ops, "flush") {
+		us = append(us, int(op.US))
+	}
+	sort.Ints(us)
+	if len(us) != 20 || us[len(us)/2] >= 2000 {
+		t.Fatalf("without a delay rule the median flush takes %v us (all: %v)", us[len(us)/2], us)
+	}
+	// A range delays uniformly within it, and status adds the time up.
+	e := h.start(t, []string{"--rule", "hooks=ucp_ep_flush_nbx delay=1ms..3ms max-faults=10"},
+		"--seq", "flush", "--ops", "0", "--interval-us", "200")
+	waitFor(t, 10*time.Second, "ten delayed flushes", func() bool {
+		r, _ := ruleByID(h.statusOf(t), 1)
+		return r.Delays >= 10
+	})
+	st := h.statusOf(t)
+	e.Cmd.Process.Signal(os.Interrupt)
+	ops = testutil.ParseOps(e.Wait(t, 20*time.Second))
+	r, _ := ruleByID(st, 1)
+	if r.Delays != 10 || r.DelayNS < 10*uint64(time.Millisecond) || st.DelayNS != r.DelayNS {
+		t.Fatalf("status after 10 delays of 1-3 ms: rule %+v, process delay %d ns", r, st.DelayNS)
+	}
+	for i, op := range ops[:10] {
+		if op.US < 1000 {
+			t.Fatalf("flush %d took %d us, want >= 1000", i, op.US)
+		}
+	}
+}
+
+func TestRuleBadSyntaxIsRefusedWithTheAcceptedForms(t *testing.T) {
+	h := newHarness(t)
+	for _, args := range [][]string{
+		{"rule", "add", "--calls", "200..100"},
+		{"rule", "add", "nonsense=1"},
+		{"rule", "add", "--min-size", "64Q"},
+		{"rule", "add", "--delay", "5ms..1ms"},
+		{"rule", "add", "--probability", "50", "--pattern", "XO"},
+		{"rule", "set", "calls=1; calls=oops"},
+		{"inject", "--rule", "calls=..", "--", "/bin/true"},
+	} {
+		r := h.ctl(t, args...)
+		if r.code != 2 {
+			t.Fatalf("ucxfault %v: exit %d, want 2\n%s", args, r.code, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "a rule is: hooks=LIST") && !strings.Contains(r.stderr, "accepted: 3, 5..") {
+			t.Fatalf("ucxfault %v: message does not show the accepted forms:\n%s", args, r.stderr)
+		}
+	}
+	r := h.ctl(t, "rule", "del", "x")
+	if r.code != 2 {
+		t.Fatalf("rule del x: exit %d, want 2", r.code)
+	}
+}
+
+// TestRuleViaEnvironment sets UCX_FAULT_RULES directly (not through
+// inject --rule), with two rules for two hooks, and a bad one.
+func TestRuleViaEnvironment(t *testing.T) {
+	h := newHarness(t)
+	t.Setenv(control.EnvRules, "hooks=ucp_put_nbx calls=1..2 codes=-80; hooks=ucp_get_nbx pattern=OX")
+	ops, _ := h.run(t, nil, "--seq", "put,get", "--ops", "6")
+	puts, gets := opsOf(ops, "put"), opsOf(ops, "get")
+	if got := failedIndices(puts); !reflect.DeepEqual(got, []int{1, 2}) || puts[1].Status != -80 {
+		t.Fatalf("puts failed at %v (status %d), want [1 2] with -80", got, puts[1].Status)
+	}
+	if got := failedIndices(gets); !reflect.DeepEqual(got, []int{1, 3, 5}) {
+		t.Fatalf("gets failed at %v, want [1 3 5]", got)
+	}
+	// A bad rule leaves the injector off, says why, and the host runs.
+	t.Setenv(control.EnvRules, "calls=2..1")
+	e := testutil.StartExample(t, h.cli, h.injectArgs([]string{"--probability", "100"}, "--seq", "put", "--ops", "5")...)
+	out := e.Wait(t, 30*time.Second)
+	if f := failedIndices(testutil.ParseOps(out)); len(f) != 0 {
+		t.Fatalf("with a bad %s the injector failed %v", control.EnvRules, f)
+	}
+	if !strings.Contains(e.Stderr(), control.EnvRules) || !strings.Contains(e.Stderr(), "a rule is:") {
+		t.Fatalf("stderr does not explain the bad rule:\n%s", e.Stderr())
+	}
+}
+
+// TestRuleGlobalStrategyStaysForUncoveredHooks: rules alone decide for the
+// hooks they cover; the other hooks keep the global strategy.
+func TestRuleGlobalStrategyStaysForUncoveredHooks(t *testing.T) {
+	h := newHarness(t)
+	ops, _ := h.run(t, []string{"--probability", "100", "--rule", "hooks=ucp_put_nbx calls=1"},
+		"--seq", "put,get", "--ops", "5")
+	if got := failedIndices(opsOf(ops, "put")); !reflect.DeepEqual(got, []int{1}) {
+		t.Fatalf("covered puts failed at %v, want [1]", got)
+	}
+	if got := failedIndices(opsOf(ops, "get")); len(got) != 5 {
+		t.Fatalf("uncovered gets failed at %v, want all 5 (global random 100 %%)", got)
+	}
+}
+
+// TestRuleViaCLIAndSocket adds, lists and deletes rules on a running
+// process through the CLI and through a raw socket client, and checks the
+// counters status reports.
+func TestRuleViaCLIAndSocket(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, nil, "--seq", "put,flush", "--ops", "0", "--interval-us", "500")
+	out := h.mustCtl(t, "rule", "add", "--hooks", "ucp_put_nbx", "--max-faults", "5", "--codes=-80")
+	if !strings.Contains(out, "rule 1: hooks=ucp_put_nbx prob=100 codes=-80 max-faults=5") {
+		t.Fatalf("rule add answered %q", out)
+	}
+	waitFor(t, 10*time.Second, "five faults by rule 1", func() bool {
+		r, _ := ruleByID(h.statusOf(t), 1)
+		return r.Faults >= 5
+	})
+	time.Sleep(100 * time.Millisecond)
+	st := h.statusOf(t)
+	r, _ := ruleByID(st, 1)
+	put := hookStatus(t, st, "ucp_put_nbx")
+	if r.Faults != 5 || put.Faults != 5 || r.Matches <= 5 || r.Matches > put.Calls || st.FaultCodes["-80"] != 5 {
+		t.Fatalf("rule %+v, put hook %+v, codes %v: want 5 faults of -80 and more matches", r, put, st.FaultCodes)
+	}
+
+	// The socket takes the same text.
+	conn, err := net.Dial("unix", h.socketOf(e.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	send := func(line string) control.Response {
+		t.Helper()
+		if _, err := conn.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := rd.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r control.Response
+		if err := json.Unmarshal(resp, &r); err != nil {
+			t.Fatalf("%v: %s", err, resp)
+		}
+		return r
+	}
+	resp := send(`{"v":1,"cmd":"rules","rule_op":"add","rules":["hooks=ucp_ep_flush_nbx delay=1ms max-faults=3"]}`)
+	if !resp.OK || len(resp.Status.Rules) != 2 || resp.Status.Rules[1].ID != 2 {
+		t.Fatalf("socket rules add: %+v", resp)
+	}
+	resp = send(`{"v":1,"cmd":"rules","rule_op":"add","rules":["hooks=ucp_ep_flush_nbx delay=fast"]}`)
+	if resp.OK || !strings.Contains(resp.Error, "a rule is:") {
+		t.Fatalf("socket accepted a bad rule or did not show the forms: %+v", resp)
+	}
+	waitFor(t, 10*time.Second, "three delays by rule 2", func() bool {
+		r, _ := ruleByID(h.statusOf(t), 2)
+		return r.Delays >= 3
+	})
+	st = h.statusOf(t)
+	r2, _ := ruleByID(st, 2)
+	if r2.Delays != 3 || r2.Faults != 0 || r2.DelayNS < 3*uint64(time.Millisecond) || st.DelayNS < r2.DelayNS {
+		t.Fatalf("rule 2 %+v, process delay %d ns: want 3 delays adding >= 3 ms", r2, st.DelayNS)
+	}
+
+	list := h.mustCtl(t, "rule", "list")
+	for _, want := range []string{"2 rules", "hooks=ucp_put_nbx prob=100 codes=-80 max-faults=5",
+		"hooks=ucp_ep_flush_nbx max-faults=3 delay=1ms"} {
+		if !strings.Contains(list, want) {
+			t.Fatalf("rule list lacks %q:\n%s", want, list)
+		}
+	}
+	h.mustCtl(t, "rule", "del", "1")
+	if r := h.ctl(t, "rule", "del", "1"); r.code == 0 || !strings.Contains(r.stderr, "no rule 1 (rules: 2)") {
+		t.Fatalf("deleting a deleted rule: exit %d\n%s", r.code, r.stderr)
+	}
+	st = h.statusOf(t)
+	if len(st.Rules) != 1 || st.Rules[0].ID != 2 {
+		t.Fatalf("after rule del 1: %+v", st.Rules)
+	}
+	// Without rules the global strategy decides again: random 0 % fails nothing.
+	h.mustCtl(t, "rule", "clear")
+	before := hookStatus(t, h.statusOf(t), "ucp_put_nbx")
+	time.Sleep(200 * time.Millisecond)
+	after := h.statusOf(t)
+	if len(after.Rules) != 0 || hookStatus(t, after, "ucp_put_nbx").Faults != before.Faults {
+		t.Fatalf("after rule clear: rules %+v, put faults %d -> %d", after.Rules, before.Faults,
+			hookStatus(t, after, "ucp_put_nbx").Faults)
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	ops := testutil.ParseOps(e.Wait(t, 20*time.Second))
+	if got := failedIndices(opsOf(ops, "put")); len(got) != 5 || !slices.Equal(got, []int{got[0], got[0] + 1, got[0] + 2, got[0] + 3, got[0] + 4}) {
+		t.Fatalf("the program saw put failures at %v, want 5 in a row", got)
+	}
+}

@@ -1,0 +1,190 @@
+/*
+ * ucxfault injector: fault rules on the hot path.
+ *
+ * A rule matches a call when every condition holds: size range, call range
+ * (the hook's calls in this thread since the rule was set), time window,
+ * endpoint ordinal. Per hook the first matching rule decides; a rule that
+ * matches but whose strategy says pass, or whose fault budget is spent, still
+ * decides (the call passes). Nothing here takes a lock; a rule that does not
+ * match writes nothing; counters are the calling thread's own. The one shared
+ * write is the fault budget of a rule with max_faults, taken only when that
+ * rule acts.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <time.h>
+
+#include "ucxfault.h"
+#include "record.h"
+#include "rules.h"
+
+/* Counters of threads that exited, by slot; written under the threads lock. */
+static struct ucxf_rule_counters ucxf_rules_retired[UCXF_MAX_RULES];
+
+/* Relaxed single-writer updates, as in state.c: Go reads them concurrently. */
+#define UCXF_RINC(field)     __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
+#define UCXF_RADD(field, n)  __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
+
+uint64_t ucxf_rules_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* splitmix64 finaliser (the same draw as the global random strategy). */
+static inline uint64_t ucxf_rules_mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
+{
+    uint32_t s;
+    int h;
+
+    if (cfg->nrules == 0) {
+        return; /* slots keep what they knew; a rule set later is new anyway */
+    }
+    for (s = 0; s < UCXF_MAX_RULES; s++) {
+        uint64_t uid = cfg->rules[s].uid;
+        if (uid == 0 || t->rule_uid[s] == uid) {
+            continue;
+        }
+        t->rule_uid[s] = uid;
+        for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+            t->rule_base[s][h] = t->h[h].calls;
+        }
+    }
+}
+
+/* Waits d ns before the real call. Holds nothing: the rule and the
+ * configuration are not touched after the sleep (a configuration is freed
+ * ten seconds after it is replaced, and a delay may be longer). */
+static void ucxf_rules_sleep(struct ucxf_call *c, struct ucxf_thread *t, uint32_t s, uint64_t d)
+{
+    int was_recording = c->cfg->recording;
+    uint64_t t0       = ucxf_rules_now_ns(), end = t0 + d, t1;
+    struct timespec ts;
+
+    ts.tv_sec  = (time_t)(end / 1000000000ull);
+    ts.tv_nsec = (long)(end % 1000000000ull);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+    t1 = ucxf_rules_now_ns();
+    UCXF_RINC(t->rule[s].delays);
+    UCXF_RADD(t->rule[s].delay_ns, t1 - t0);
+    c->cfg = ucxf_current();
+    if (c->cfg->recording && !was_recording) {
+        c->t0 = t0; /* recording started while we slept */
+    }
+}
+
+/* The matched rule r (slot s) acts on call number k of the hook. */
+static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const struct ucxf_config *cfg,
+                                                    struct ucxf_thread *t, const struct ucxf_rule *r,
+                                                    uint32_t s, uint64_t k)
+{
+    const int8_t *codes = r->ncodes ? r->codes : cfg->codes;
+    uint32_t ncodes     = r->ncodes ? r->ncodes : cfg->ncodes;
+    uint64_t x          = 0, d = 0;
+    int code = 0, act = 1;
+
+    UCXF_RINC(t->rule[s].matches);
+    switch (r->strategy) {
+    case UCXF_STRATEGY_RANDOM:
+        x   = ucxf_rules_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)c->hook << 56) ^
+                             ((uint64_t)t->ordinal << 40) ^ k);
+        act = (((x >> 32) * UCXF_PROB_SCALE) >> 32) < r->prob_units;
+        if (act && ncodes > 0) {
+            code = codes[(uint32_t)x % ncodes];
+        }
+        break;
+    case UCXF_STRATEGY_PATTERN:
+        act = r->pattern_len > 0 && r->pattern[k % r->pattern_len];
+        if (act && ncodes > 0) {
+            code = codes[t->rule[s].faults % ncodes];
+        }
+        break;
+    default: /* delay only */
+        break;
+    }
+    if (!act) {
+        return 0;
+    }
+    if (r->max_faults != 0) {
+        /* Read first: once the budget is spent the line is only read. */
+        if (__atomic_load_n(r->spent, __ATOMIC_RELAXED) >= r->max_faults ||
+            __atomic_fetch_add(r->spent, 1, __ATOMIC_RELAXED) >= r->max_faults) {
+            return 0;
+        }
+    }
+    if (code < 0) {
+        UCXF_RINC(t->rule[s].faults);
+    }
+    if (r->delay_max_ns != 0) {
+        d = r->delay_min_ns;
+        if (r->delay_max_ns > r->delay_min_ns) {
+            uint64_t y = ucxf_rules_mix(x ^ cfg->seed ^ (r->uid << 32) ^ ((uint64_t)t->ordinal << 20) ^ k ^
+                                        0x5bd1e995ull);
+            d += y % (r->delay_max_ns - r->delay_min_ns + 1);
+        }
+        ucxf_rules_sleep(c, t, s, d); /* r and cfg are not used after this */
+    }
+    return code;
+}
+
+int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t)
+{
+    const int h       = c->hook;
+    const uint32_t n  = cfg->hook_nrules[h];
+    const uint64_t nr = t->h[h].calls - 1; /* this call's number in the thread */
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        const uint32_t s           = cfg->hook_rules[h][i];
+        const struct ucxf_rule *r = &cfg->rules[s];
+        uint64_t k;
+
+        if (c->size < r->min_size || c->size > r->max_size) {
+            continue;
+        }
+        k = nr - t->rule_base[s][h];
+        if (k < r->call_first || k > r->call_last ||
+            (r->call_step > 1 && (k - r->call_first) % r->call_step != 0)) {
+            continue;
+        }
+        if (r->windowed) {
+            uint64_t now = ucxf_rules_now_ns();
+            if (now < r->t_start_ns || now >= r->t_end_ns) {
+                continue;
+            }
+        }
+        if (r->endpoint >= 0 && (c->ep == NULL || ucxf_ep_ordinal(c->ep) != r->endpoint)) {
+            continue;
+        }
+        return ucxf_rules_act(c, cfg, t, r, s, k);
+    }
+    return 0;
+}
+
+void ucxf_rules_retire(const struct ucxf_thread *t)
+{
+    ucxf_rules_add(ucxf_rules_retired, t);
+}
+
+void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t)
+{
+    const struct ucxf_rule_counters *in = t != NULL ? t->rule : ucxf_rules_retired;
+    uint32_t s;
+
+    for (s = 0; s < UCXF_MAX_RULES; s++) {
+        out[s].matches  += __atomic_load_n(&in[s].matches, __ATOMIC_RELAXED);
+        out[s].faults   += __atomic_load_n(&in[s].faults, __ATOMIC_RELAXED);
+        out[s].delays   += __atomic_load_n(&in[s].delays, __ATOMIC_RELAXED);
+        out[s].delay_ns += __atomic_load_n(&in[s].delay_ns, __ATOMIC_RELAXED);
+    }
+}

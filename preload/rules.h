@@ -1,0 +1,33 @@
+/*
+ * ucxfault injector: fault rules (docs/rules.md). The conditions and the
+ * action of each rule are evaluated here, on the hot path, in C.
+ */
+#ifndef UCXFAULT_RULES_H
+#define UCXFAULT_RULES_H
+
+#include <stdint.h>
+
+struct ucxf_call;
+struct ucxf_config;
+struct ucxf_thread;
+
+/* Hot path: the decision for a call of a hook that rules cover. The call has
+ * been counted in t (t->h[hook].calls includes it). Returns the code to fail
+ * with, or 0. May sleep (a delay) before returning; then c->cfg is reloaded,
+ * because the configuration read before the sleep may since have been freed. */
+int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t);
+
+/* A thread met a new configuration: keep the call bases of rules it knew,
+ * start counting from now for rules it had not seen. */
+void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg);
+
+/* Under the threads lock: ucxf_rules_retire folds an exiting thread's rule
+ * counters into the retired totals; ucxf_rules_add adds one thread's
+ * counters (t != NULL) or the retired totals (t == NULL) to out. */
+void ucxf_rules_retire(const struct ucxf_thread *t);
+void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t);
+
+/* CLOCK_MONOTONIC in nanoseconds: the clock rule windows are expressed in. */
+uint64_t ucxf_rules_now_ns(void);
+
+#endif
