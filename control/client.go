@@ -88,7 +88,18 @@ func processAlive(pid int) bool {
 // ProcessStartTime reads field 22 of /proc/PID/stat: the start time in
 // clock ticks since boot. With the pid it identifies one process.
 func ProcessStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return startTime(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// SelfStartTime is ProcessStartTime of the calling process. It reads
+// /proc/self, which names this process even where /proc/<getpid()> does
+// not (a process in a pid namespace of its own under the host's /proc).
+func SelfStartTime() (uint64, error) {
+	return startTime("/proc/self/stat")
+}
+
+func startTime(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("reading process start time: %w", err)
 	}
@@ -97,16 +108,16 @@ func ProcessStartTime(pid int) (uint64, error) {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat: no command field", pid)
+		return 0, fmt.Errorf("parsing %s: no command field", path)
 	}
 	fields := strings.Fields(s[i+1:])
 	// fields[0] is field 3 (state); field 22 is fields[19].
 	if len(fields) < 20 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat: %d fields", pid, len(fields)+2)
+		return 0, fmt.Errorf("parsing %s: %d fields", path, len(fields)+2)
 	}
 	v, err := strconv.ParseUint(fields[19], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("parsing /proc/%d/stat start time: %w", pid, err)
+		return 0, fmt.Errorf("parsing %s start time: %w", path, err)
 	}
 	return v, nil
 }
@@ -130,10 +141,19 @@ func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := conn.Write(line); err != nil {
-		return nil, fmt.Errorf("sending to %s: %w", path, err)
-	}
 	br := bufio.NewReaderSize(conn, 64<<10)
+	if _, werr := conn.Write(line); werr != nil {
+		// A process that refuses the connection (busy, or another
+		// user) answers at once and closes: its answer may be waiting
+		// even though our request could not be sent.
+		if respLine, err := readLine(br); err == nil {
+			var resp Response
+			if json.Unmarshal(respLine, &resp) == nil && !resp.OK && resp.Error != "" {
+				return &resp, nil
+			}
+		}
+		return nil, fmt.Errorf("sending to %s: %w", path, werr)
+	}
 	respLine, err := readLine(br)
 	if err != nil {
 		return nil, fmt.Errorf("reading response from %s: %w", path, err)
@@ -145,6 +165,50 @@ func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
 	return &resp, nil
 }
 
+// ErrWrongProcess is returned by Broadcast when the process that answered
+// on a socket is not the process that holds the socket's pid now: its answer
+// is not reported as that pid's.
+var ErrWrongProcess = errors.New("control socket answered by another process")
+
+// CheckIdentity checks that resp, read from t's socket, comes from the
+// process that holds t.PID now: the pid it reports is t.PID and its start
+// time (field 22 of /proc/PID/stat, see ProcessStartTime) is the one /proc
+// shows for t.PID. They differ when the answering process lives in another
+// pid namespace that shares the socket directory, or when the socket file
+// was moved or linked. A response without a status or a recording (an error
+// response) carries no identity and passes.
+func CheckIdentity(t Target, resp *Response) error {
+	var (
+		pid   int
+		start uint64
+	)
+	switch {
+	case resp == nil:
+		return nil
+	case resp.Status != nil:
+		pid, start = resp.Status.PID, resp.Status.StartTime
+	case resp.Recording != nil:
+		pid = resp.Recording.PID
+	default:
+		return nil
+	}
+	if pid != t.PID {
+		return fmt.Errorf("%w: %s answered as pid %d (another pid namespace, or a moved socket file)", ErrWrongProcess, t.Path, pid)
+	}
+	if start == 0 {
+		return nil // the process could not read its own start time
+	}
+	now, err := ProcessStartTime(t.PID)
+	if err != nil {
+		return fmt.Errorf("%w: pid %d answered on %s, but here it is no process (another pid namespace?): %v", ErrWrongProcess, t.PID, t.Path, err)
+	}
+	if now != start {
+		return fmt.Errorf("%w: the process that answered on %s started at tick %d, pid %d here started at tick %d (another pid namespace, or a reused pid)",
+			ErrWrongProcess, t.Path, start, t.PID, now)
+	}
+	return nil
+}
+
 // Result is one process's answer to a broadcast request.
 type Result struct {
 	Target Target
@@ -153,8 +217,9 @@ type Result struct {
 }
 
 // Broadcast sends req to every target at once and returns the results in
-// target order. A target whose socket is stale is removed and reported
-// with ErrStale.
+// target order. A target whose socket is stale (nobody listens) is removed
+// and reported with ErrStale; an answer from a process that does not hold
+// the target's pid (see CheckIdentity) is reported with ErrWrongProcess.
 func Broadcast(targets []Target, req *Request, timeout time.Duration) []Result {
 	out := make([]Result, len(targets))
 	var wg sync.WaitGroup
@@ -167,13 +232,11 @@ func Broadcast(targets []Target, req *Request, timeout time.Duration) []Result {
 			defer func() { <-sem }()
 			r := *req
 			resp, err := Send(t.Path, &r, timeout)
-			if err == nil && resp.Status != nil && resp.Status.StartTime != 0 {
-				// A pid reused by another injected program answers with
-				// another start time than the process that owns the pid now.
-				if st, e := ProcessStartTime(t.PID); e == nil && st != resp.Status.StartTime && resp.Status.PID == t.PID {
-					err = fmt.Errorf("%w: pid %d was reused", ErrStale, t.PID)
-				}
+			if err == nil {
+				err = CheckIdentity(t, resp)
 			}
+			// Only a socket nobody listens on is removed: one that
+			// answers belongs to a live process, even a misnamed one.
 			if errors.Is(err, ErrStale) {
 				os.Remove(t.Path)
 			}

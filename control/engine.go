@@ -187,7 +187,7 @@ func (e *Engine) handle(req *Request) (string, error) {
 			return "", fmt.Errorf("%w: hooks needs fields \"hooks\" (names or all) and \"on\"", ErrInvalid)
 		}
 		for _, name := range req.Hooks {
-			ids, err := hooks.ParseList(name)
+			ids, err := hooks.ParseFaultList(name)
 			if err != nil {
 				return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 			}

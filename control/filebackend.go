@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,11 +55,18 @@ func AppendCommand(dir string, req *Request) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(CommandFile(dir), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	// O_NOFOLLOW: in a shared directory, a link planted under the command
+	// file's name must not make us append to whatever it points to.
+	f, err := os.OpenFile(CommandFile(dir), os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening command file: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return fmt.Errorf("opening command file: %w", err)
+	} else if err := checkCommandFile(fi); err != nil {
+		return fmt.Errorf("%w; the injected processes would ignore it (use a directory of your own: UCX_FAULT_SOCKET_DIR)", err)
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("locking command file: %w", err)
 	}
@@ -77,14 +85,47 @@ type FileWatcher struct {
 	// Interval between polls of the command file.
 	Interval time.Duration
 	Log      func(format string, args ...any)
-	offset   int64
+	// Warn receives one line the first time the command file is refused
+	// (see checkCommandFile).
+	Warn    func(format string, args ...any)
+	offset  int64
+	file    fileID // the command file offset belongs to
+	refused bool
+}
+
+// fileID names a file across renames: a command file replaced by another
+// is read from its start.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi os.FileInfo) fileID {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fileID{uint64(st.Dev), st.Ino}
+	}
+	return fileID{}
+}
+
+// checkCommandFile refuses a command file that someone other than this
+// process's user or root could have written: the file backend's
+// counterpart of the socket's SO_PEERCRED check.
+func checkCommandFile(fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("command file: no owner known")
+	}
+	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("command file is owned by uid %d (only uid %d and root may control this process)", uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("command file has mode %v: others may write it", fi.Mode().Perm())
+	}
+	return nil
 }
 
 // Run polls until stop is closed. Commands already in the file when Run
 // starts are not applied: they were meant for the processes alive then.
 func (w *FileWatcher) Run(stop <-chan struct{}) {
 	if fi, err := os.Stat(CommandFile(w.Dir)); err == nil {
-		w.offset = fi.Size()
+		w.offset, w.file = fi.Size(), idOf(fi)
 	}
 	if w.Interval == 0 {
 		w.Interval = 100 * time.Millisecond
@@ -114,10 +155,21 @@ func (w *FileWatcher) poll() bool {
 	}
 	defer f.Close()
 	fi, err := f.Stat()
+	if err == nil && idOf(fi) != w.file {
+		w.offset, w.file = 0, idOf(fi) // a new file: all of it is new
+	}
 	if err != nil || fi.Size() <= w.offset {
 		if err == nil && fi.Size() < w.offset {
 			w.offset = 0 // the file was truncated or replaced
 		}
+		return false
+	}
+	if err := checkCommandFile(fi); err != nil {
+		if !w.refused && w.Warn != nil {
+			w.Warn("%v; its commands are ignored", err)
+		}
+		w.refused = true
+		w.offset = fi.Size() // never apply them later either
 		return false
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
@@ -156,10 +208,15 @@ func (w *FileWatcher) writeState() {
 	if err != nil {
 		return
 	}
-	path := StateFile(w.Dir, w.PID)
-	tmp := path + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, path)
+	// A fresh file (O_EXCL, a random name) renamed into place: a link
+	// planted in a shared directory is never followed, only replaced.
+	tmp, err := os.CreateTemp(w.Dir, ".ucx-fault-state-*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(b)
+	if cerr := tmp.Close(); werr != nil || cerr != nil || os.Rename(tmp.Name(), StateFile(w.Dir, w.PID)) != nil {
+		os.Remove(tmp.Name())
 	}
 }
 

@@ -147,12 +147,12 @@ func TestParseRuleDefaults(t *testing.T) {
 		hooks    []string
 	}{
 		// No action given: every matched call fails, with the global codes.
-		{"calls=5", StrategyRandom, 100, hooks.Names()},
+		{"calls=5", StrategyRandom, 100, faultableNames()},
 		// A delay alone only delays.
 		{"hooks=ucp_ep_flush_nbx delay=2ms", StrategyNone, 0, []string{"ucp_ep_flush_nbx"}},
 		// A delay with codes fails after the delay.
-		{"delay=2ms codes=-80", StrategyRandom, 100, hooks.Names()},
-		{"pattern=xo", StrategyPattern, 0, hooks.Names()},
+		{"delay=2ms codes=-80", StrategyRandom, 100, faultableNames()},
+		{"pattern=xo", StrategyPattern, 0, faultableNames()},
 		// Size and endpoint conditions keep the default to hooks that have them.
 		{"min-size=1K", StrategyRandom, 100, []string{"ucp_put_nbx", "ucp_get_nbx"}},
 		{"endpoint=0", StrategyRandom, 100, []string{"ucp_put_nbx", "ucp_get_nbx", "ucp_ep_flush_nbx"}},
@@ -184,10 +184,23 @@ func TestParseRuleDefaults(t *testing.T) {
 	}
 	r, _ := ParseRule("min-size=1K")
 	for _, id := range r.Hooks {
-		if hooks.Table[id].Size == "" {
-			t.Errorf("min-size rule covers %s, which has no size", hooks.Table[id].Name)
+		if h := hooks.Table[id]; h.Size == "" || !h.Faultable {
+			t.Errorf("min-size rule covers %s, which has no size or is not faultable", h.Name)
 		}
 	}
+	if r, _ := ParseRule("calls=1"); len(r.Hooks) != len(faultableNames()) {
+		t.Errorf("a rule without hooks= covers %d hooks, want the %d faultable ones", len(r.Hooks), len(faultableNames()))
+	}
+}
+
+func faultableNames() []string {
+	var out []string
+	for _, h := range hooks.Table {
+		if h.Faultable {
+			out = append(out, h.Name)
+		}
+	}
+	return out
 }
 
 func slicesContains(s []string, v string) bool {

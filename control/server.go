@@ -63,10 +63,23 @@ func Serve(l net.Listener, e *Engine, opts *ServerOptions) error {
 			}
 			return fmt.Errorf("accepting control connection: %w", err)
 		}
-		if uid, ok := peerUID(conn); ok && uid != 0 && uid != allow {
+		// Fail closed: a peer whose credentials cannot be read is refused.
+		if uid, ok := peerUID(conn); !ok || (uid != 0 && uid != allow) {
+			who := "a peer of unknown uid"
+			if ok {
+				who = fmt.Sprintf("uid %d", uid)
+			}
+			only := fmt.Sprintf("only uid %d and root may", allow)
+			if allow == 0 {
+				only = "only root may"
+			}
 			refusedOnce.Do(func() {
-				logf("refused a control connection from uid %d (only uid %d and root may control this process)", uid, allow)
+				logf("refused a control connection from %s (%s control this process)", who, only)
 			})
+			// The answer says no more than the socket's owner already shows.
+			r := Response{Error: fmt.Sprintf("permission denied: %s may not control this process (%s)", who, only)}
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			conn.Write(r.Encode())
 			conn.Close()
 			continue
 		}

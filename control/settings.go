@@ -87,12 +87,13 @@ func (r *Replay) Len() int {
 }
 
 // DefaultSettings are the settings of a process started without any
-// UCX_FAULT_* variable: off, random at 0 %, the default codes, all hooks.
+// UCX_FAULT_* variable: off, random at 0 %, the default codes, every hook
+// but the opt-in ones (set-up calls such as ucp_ep_create).
 func DefaultSettings() Settings {
 	s := Settings{Strategy: StrategyRandom, Codes: append([]ucs.Status(nil), ucs.DefaultFaultCodes...)}
 	s.HookEnabled = make([]bool, len(hooks.Table))
-	for i := range s.HookEnabled {
-		s.HookEnabled[i] = true
+	for i, h := range hooks.Table {
+		s.HookEnabled[i] = !h.OptIn
 	}
 	return s
 }
@@ -253,7 +254,7 @@ func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
 		}
 	}
 	if v := getenv(EnvHooks); v != "" {
-		ids, e := hooks.ParseList(v)
+		ids, e := hooks.ParseFaultList(v)
 		if e != nil {
 			return s, false, wrap(EnvHooks, fmt.Errorf("%w: %v", ErrInvalid, e))
 		}

@@ -7,6 +7,21 @@ import (
 	"text/template"
 )
 
+// cRow is one row of the table as the C templates see it.
+type cRow struct {
+	*Hook
+	ID                        int
+	Decl, Args                string
+	SizeExpr, EpExpr, ReqExpr string
+	// Flag bytes of the generated per-hook tables.
+	Faultable, Polls, Defers, CompletionOnly int
+	// Unresolved is what the wrapper returns when no libucp defines the
+	// function; Fail(code) renders a failure in the return convention.
+	Unresolved, FailPrefix, FailSuffix string
+	IsStatusPtr, IsStatus, IsVoid      bool
+	CallbackConst                      string
+}
+
 // GenerateC renders the injector's generated C files from Table: a header
 // with the hook numbers and a source file with one wrapper per row. The map
 // is keyed by file name.
@@ -14,15 +29,7 @@ func GenerateC() (map[string][]byte, error) {
 	if len(Table) > MaxHooks {
 		return nil, fmt.Errorf("hook table has %d rows, at most %d fit the C state", len(Table), MaxHooks)
 	}
-	type row struct {
-		*Hook
-		ID                          int
-		Decl, Args                  string
-		SizeExpr, EpExpr, ReqExpr   string
-		Faultable, Polls            int
-		IsStatusPtr, ReturnsRequest bool
-	}
-	rows := make([]row, len(Table))
+	rows := make([]cRow, len(Table))
 	for i := range Table {
 		h := &Table[i]
 		var decl, args []string
@@ -34,14 +41,48 @@ func GenerateC() (map[string][]byte, error) {
 			decl = append(decl, p.Type+sep+p.Name)
 			args = append(args, p.Name)
 		}
-		r := row{Hook: h, ID: i, Decl: strings.Join(decl, ", "), Args: strings.Join(args, ", "),
-			SizeExpr: "0", EpExpr: "NULL", ReqExpr: "NULL", IsStatusPtr: h.Return == StatusPtr,
-			ReturnsRequest: h.ReturnsRequest}
-		if h.Faultable {
+		r := cRow{Hook: h, ID: i, Decl: strings.Join(decl, ", "), Args: strings.Join(args, ", "),
+			SizeExpr: "0", EpExpr: "NULL", ReqExpr: "NULL",
+			IsStatusPtr: h.Return == StatusPtr, IsStatus: h.Return == Status, IsVoid: h.Return == Void}
+		switch h.Return {
+		case StatusPtr:
+			r.Unresolved, r.FailPrefix, r.FailSuffix = "UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED)", "UCS_STATUS_PTR(", ")"
+		case Status:
+			r.Unresolved, r.FailPrefix, r.FailSuffix = "UCS_ERR_UNSUPPORTED", "(ucs_status_t)(", ")"
+		case Void:
+			r.Unresolved = ""
+		case Unsigned:
+			r.Unresolved = "0"
+		}
+		if (h.Faultable || h.Polls) && h.Return != StatusPtr && h.Return != Status {
+			return nil, fmt.Errorf("hook %s: only functions returning a status can fail", h.Name)
+		}
+		if h.Faultable && h.Refusal == "" {
 			r.Faultable = 1
 		}
 		if h.Polls {
 			r.Polls = 1
+		}
+		if h.Callback != "" {
+			if h.Param == "" || h.ArgIndex(h.Param) == 0 {
+				return nil, fmt.Errorf("hook %s: a callback needs its ucp_request_param_t parameter", h.Name)
+			}
+			switch h.Callback {
+			case "send", "recv", "recv_stream", "recv_am":
+			default:
+				return nil, fmt.Errorf("hook %s: unknown callback kind %q", h.Name, h.Callback)
+			}
+			r.Defers = 1
+			r.CallbackConst = "UCXF_CB_" + strings.ToUpper(h.Callback)
+		}
+		if h.CompletionOnly {
+			if h.Callback == "" {
+				return nil, fmt.Errorf("hook %s: fails only on completion but has no callback", h.Name)
+			}
+			r.CompletionOnly = 1
+		}
+		if h.ForceClose && (h.Endpoint == "" || h.Param == "") {
+			return nil, fmt.Errorf("hook %s: a forced close needs the endpoint and the param", h.Name)
 		}
 		for _, ref := range []struct {
 			name string
@@ -91,6 +132,11 @@ extern const char *const ucxf_hook_names[UCXF_NUM_HOOKS];
 extern const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS];
 /* 1 where the row is a status query on a request, indexed by hook id. */
 extern const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS];
+/* 1 where a failure can be delivered on completion through the
+ * ucp_request_param_t callback, indexed by hook id. */
+extern const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS];
+/* 1 where the row may only fail on completion, indexed by hook id. */
+extern const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS];
 
 #endif
 `
@@ -115,6 +161,18 @@ const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
     {{.Polls}}, /* {{.Name}} */
 {{- end}}
 };
+
+const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS] = {
+{{- range .}}
+    {{.Defers}}, /* {{.Name}} */
+{{- end}}
+};
+
+const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
+{{- range .}}
+    {{.CompletionOnly}}, /* {{.Name}} */
+{{- end}}
+};
 {{range .}}
 /* {{.Name}}: {{.Summary}}. */
 {{.Return}} {{.Name}}({{.Decl}})
@@ -122,26 +180,71 @@ const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
         __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
+    {{- if or .IsStatusPtr .IsStatus}}
     int code;
+    {{- end}}
+    {{- if .Defers}}
+    ucp_request_param_t deferred_param;
+    {{- end}}
 
     if (UCXF_UNLIKELY(real == NULL)) {
         real = (__typeof__({{.Name}}) *)ucxf_resolve({{.CName}});
         if (real == NULL) {
-            return {{if .IsStatusPtr}}UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED){{else}}UCS_ERR_UNSUPPORTED{{end}};
+            return {{.Unresolved}};
         }
     }
+    {{- if .Before}}
+    {{.Before}}({{.Args}});
+    {{- end}}
     if (UCXF_LIKELY(!ucxf_armed[{{.CName}}])) {
+    {{- if .After}}
+        {{.Return}} ret = real({{.Args}});
+        if (ret == UCS_OK) {
+            {{.After}}({{.Args}});
+        }
+        return ret;
+    {{- else if .IsVoid}}
+        real({{.Args}});
+        return;
+    {{- else}}
         return real({{.Args}});
+    {{- end}}
     }
     UCXF_CALL_INIT(&call, {{.CName}}, {{.EpExpr}}, {{.SizeExpr}}, {{.ReqExpr}});
+    {{- if .IsVoid}}
+    ucxf_enter(&call);
+    real({{.Args}});
+    ucxf_leave(&call, UCS_OK, NULL);
+    {{- else if eq .Return.String "unsigned"}}
+    ucxf_enter(&call);
+    {
+        unsigned ret = real({{.Args}});
+        ucxf_leave(&call, UCS_OK, NULL);
+        return ret;
+    }
+    {{- else}}
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
-        return {{if .IsStatusPtr}}UCS_STATUS_PTR(code){{else}}(ucs_status_t)code{{end}};
+        {{- if .ForceClose}}
+        return ucxf_fault_ep_close((__typeof__(ucp_ep_close_nbx) *)real, {{.Endpoint}}, {{.Param}}, code);
+        {{- else}}
+        return {{.FailPrefix}}code{{.FailSuffix}};
+        {{- end}}
     }
+    {{- if .Defers}}
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        {{.Param}} = ucxf_defer_param(&call, {{.Param}}, &deferred_param, {{.CallbackConst}});
+    }
+    {{- end}}
     {{- if .IsStatusPtr}}
     {
         ucs_status_ptr_t ret = real({{.Args}});
+        {{- if .After}}
+        if (!UCS_PTR_IS_ERR(ret)) {
+            {{.After}}({{.Args}});
+        }
+        {{- end}}
         code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
                           UCS_PTR_IS_PTR(ret) ? ret : NULL);
         return code < 0 ? UCS_STATUS_PTR(code) : ret;
@@ -149,9 +252,15 @@ const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
     {{- else}}
     {
         ucs_status_t ret = real({{.Args}});
+        {{- if .After}}
+        if (ret == UCS_OK) {
+            {{.After}}({{.Args}});
+        }
+        {{- end}}
         code = ucxf_leave(&call, ret, NULL);
         return code < 0 ? (ucs_status_t)code : ret;
     }
+    {{- end}}
     {{- end}}
 }
 {{end}}`

@@ -23,14 +23,24 @@ const (
 	StatusPtr Return = iota
 	// Status functions return ucs_status_t. A fault returns the code.
 	Status
+	// Void functions return nothing and are never faulted.
+	Void
+	// Unsigned functions return a count (ucp_worker_progress) and are
+	// never faulted.
+	Unsigned
 )
 
 // String names the C return type.
 func (r Return) String() string {
-	if r == StatusPtr {
+	switch r {
+	case StatusPtr:
 		return "ucs_status_ptr_t"
+	case Status:
+		return "ucs_status_t"
+	case Void:
+		return "void"
 	}
-	return "ucs_status_t"
+	return "unsigned"
 }
 
 // Param is one C parameter of a hooked function.
@@ -61,6 +71,34 @@ type Hook struct {
 	// replayed by position (their number depends on timing); a replayed
 	// failure on completion is delivered through them instead.
 	Polls bool
+	// Callback names the member of ucp_request_param_t's cb union that the
+	// function uses (send, recv, recv_stream, recv_am): a failure on
+	// completion is delivered through it. Empty for functions without a
+	// ucp_request_param_t.
+	Callback string
+	// Param is the name of the ucp_request_param_t parameter, if any.
+	Param string
+	// CompletionOnly: the function may only fail on completion (its input
+	// is owned by UCP and must be consumed).
+	CompletionOnly bool
+	// ForceClose: a failure closes the endpoint for real with
+	// UCP_EP_CLOSE_FLAG_FORCE first, since an error return promises that
+	// the endpoint's resources were released.
+	ForceClose bool
+	// Refusal, when set, is why faults on this function are refused.
+	Refusal string
+	// Before and After name C functions of the injector called with the
+	// function's arguments before the real call and after a successful
+	// one, whether or not injection is on (they keep the state kill-ep and
+	// deferred failures need).
+	Before, After string
+	// OptIn rows are off until named (in --hooks, UCX_FAULT_HOOKS or
+	// `hook enable`): failing set-up calls (ucp_ep_create, ucp_mem_map)
+	// stops most programs before they do anything worth testing.
+	OptIn bool
+	// NoProbe keeps the observer off this function unless it is asked for
+	// by name (ucp_worker_progress runs millions of times a second).
+	NoProbe bool
 	// Summary says in a few words what the function does, for `hook list`.
 	Summary string
 }
@@ -69,41 +107,202 @@ type Hook struct {
 // the BPF attach cookie.
 type ID uint16
 
-var rmaParams = func(bufType string) []Param {
-	return []Param{
-		{"ucp_ep_h", "ep"},
-		{bufType, "buffer"},
-		{"size_t", "count"},
-		{"uint64_t", "remote_addr"},
-		{"ucp_rkey_h", "rkey"},
-		{"const ucp_request_param_t *", "param"},
+// Parameter lists shared by several rows.
+var (
+	rmaParams = func(bufType string) []Param {
+		return []Param{{"ucp_ep_h", "ep"}, {bufType, "buffer"}, {"size_t", "count"},
+			{"uint64_t", "remote_addr"}, {"ucp_rkey_h", "rkey"}, {"const ucp_request_param_t *", "param"}}
 	}
-}
+	nbiParams = func(bufType string) []Param {
+		return []Param{{"ucp_ep_h", "ep"}, {bufType, "buffer"}, {"size_t", "length"},
+			{"uint64_t", "remote_addr"}, {"ucp_rkey_h", "rkey"}}
+	}
+	tagSendParams = []Param{{"ucp_ep_h", "ep"}, {"const void *", "buffer"}, {"size_t", "count"},
+		{"ucp_tag_t", "tag"}, {"const ucp_request_param_t *", "param"}}
+	param = Param{"const ucp_request_param_t *", "param"}
+)
 
 // Table lists every hooked function. The order defines the IDs: append new
 // rows at the end so that recordings and the C state keep their numbers.
 var Table = []Hook{
 	{
 		Name: "ucp_put_nbx", Return: StatusPtr, Params: rmaParams("const void *"),
-		Size: "count", Endpoint: "ep", RemoteAddr: "remote_addr",
+		Size: "count", Endpoint: "ep", RemoteAddr: "remote_addr", Param: "param", Callback: "send",
 		Faultable: true, ReturnsRequest: true, Summary: "RMA put",
 	},
 	{
 		Name: "ucp_get_nbx", Return: StatusPtr, Params: rmaParams("void *"),
-		Size: "count", Endpoint: "ep", RemoteAddr: "remote_addr",
+		Size: "count", Endpoint: "ep", RemoteAddr: "remote_addr", Param: "param", Callback: "send",
 		Faultable: true, ReturnsRequest: true, Summary: "RMA get",
 	},
 	{
-		Name: "ucp_ep_flush_nbx", Return: StatusPtr,
-		Params:    []Param{{"ucp_ep_h", "ep"}, {"const ucp_request_param_t *", "param"}},
-		Endpoint:  "ep",
+		Name: "ucp_ep_flush_nbx", Return: StatusPtr, Params: []Param{{"ucp_ep_h", "ep"}, param},
+		Endpoint: "ep", Param: "param", Callback: "send",
 		Faultable: true, ReturnsRequest: true, Summary: "flush an endpoint",
 	},
 	{
-		Name: "ucp_request_check_status", Return: Status,
-		Params:    []Param{{"void *", "request"}},
+		Name: "ucp_request_check_status", Return: Status, Params: []Param{{"void *", "request"}},
 		Request:   "request",
 		Faultable: true, Polls: true, Summary: "poll a request's status",
+	},
+	{
+		Name: "ucp_tag_send_nbx", Return: StatusPtr, Params: tagSendParams,
+		Size: "count", Endpoint: "ep", Param: "param", Callback: "send",
+		Faultable: true, ReturnsRequest: true, Summary: "tagged send",
+	},
+	{
+		Name: "ucp_tag_send_sync_nbx", Return: StatusPtr, Params: tagSendParams,
+		Size: "count", Endpoint: "ep", Param: "param", Callback: "send",
+		Faultable: true, ReturnsRequest: true, Summary: "tagged synchronous send",
+	},
+	{
+		Name: "ucp_tag_recv_nbx", Return: StatusPtr,
+		Params: []Param{{"ucp_worker_h", "worker"}, {"void *", "buffer"}, {"size_t", "count"},
+			{"ucp_tag_t", "tag"}, {"ucp_tag_t", "tag_mask"}, param},
+		Size: "count", Param: "param", Callback: "recv",
+		Faultable: true, ReturnsRequest: true, Summary: "tagged receive",
+	},
+	{
+		Name: "ucp_stream_send_nbx", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"const void *", "buffer"}, {"size_t", "count"}, param},
+		Size:   "count", Endpoint: "ep", Param: "param", Callback: "send",
+		Faultable: true, ReturnsRequest: true, Summary: "stream send",
+	},
+	{
+		Name: "ucp_stream_recv_nbx", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"void *", "buffer"}, {"size_t", "count"}, {"size_t *", "length"}, param},
+		Size:   "count", Endpoint: "ep", Param: "param", Callback: "recv_stream",
+		Faultable: true, ReturnsRequest: true, Summary: "stream receive",
+	},
+	{
+		Name: "ucp_am_send_nbx", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"unsigned", "id"}, {"const void *", "header"},
+			{"size_t", "header_length"}, {"const void *", "buffer"}, {"size_t", "count"}, param},
+		Size: "count", Endpoint: "ep", Param: "param", Callback: "send",
+		Faultable: true, ReturnsRequest: true, Summary: "active message send",
+	},
+	{
+		Name: "ucp_am_recv_data_nbx", Return: StatusPtr,
+		Params: []Param{{"ucp_worker_h", "worker"}, {"void *", "data_desc"}, {"void *", "buffer"},
+			{"size_t", "count"}, param},
+		Size: "count", Param: "param", Callback: "recv_am", CompletionOnly: true,
+		Faultable: true, ReturnsRequest: true, Summary: "receive active message data",
+	},
+	{
+		Name: "ucp_atomic_op_nbx", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"ucp_atomic_op_t", "opcode"}, {"const void *", "buffer"},
+			{"size_t", "count"}, {"uint64_t", "remote_addr"}, {"ucp_rkey_h", "rkey"}, param},
+		Size: "count", Endpoint: "ep", RemoteAddr: "remote_addr", Param: "param", Callback: "send",
+		Faultable: true, ReturnsRequest: true, Summary: "atomic operation",
+	},
+	{
+		Name: "ucp_worker_flush_nbx", Return: StatusPtr, Params: []Param{{"ucp_worker_h", "worker"}, param},
+		Param: "param", Callback: "send",
+		Faultable: true, ReturnsRequest: true, Summary: "flush a worker",
+	},
+	{
+		Name: "ucp_ep_close_nbx", Return: StatusPtr, Params: []Param{{"ucp_ep_h", "ep"}, param},
+		Endpoint: "ep", Param: "param", Callback: "send", ForceClose: true,
+		Faultable: true, ReturnsRequest: true, Summary: "close an endpoint",
+	},
+	{
+		Name: "ucp_ep_create", Return: Status,
+		Params: []Param{{"ucp_worker_h", "worker"}, {"const ucp_ep_params_t *", "params"}, {"ucp_ep_h *", "ep_p"}},
+		After:  "ucxf_after_ep_create",
+		OptIn:  true, Faultable: true, Summary: "create an endpoint",
+	},
+	{
+		Name: "ucp_mem_map", Return: Status,
+		Params: []Param{{"ucp_context_h", "context"}, {"const ucp_mem_map_params_t *", "params"}, {"ucp_mem_h *", "memh_p"}},
+		OptIn:  true, Faultable: true, Summary: "map or allocate memory",
+	},
+	{
+		Name: "ucp_ep_rkey_unpack", Return: Status,
+		Params:   []Param{{"ucp_ep_h", "ep"}, {"const void *", "rkey_buffer"}, {"ucp_rkey_h *", "rkey_p"}},
+		Endpoint: "ep", OptIn: true, Faultable: true, Summary: "unpack a remote key (application calls only)",
+	},
+	{
+		Name: "ucp_request_test", Return: Status,
+		Params:  []Param{{"void *", "request"}, {"ucp_tag_recv_info_t *", "info"}},
+		Request: "request", Faultable: true, Polls: true, Summary: "poll a receive request",
+	},
+	{
+		Name: "ucp_put_nbi", Return: Status, Params: nbiParams("const void *"),
+		Size: "length", Endpoint: "ep", RemoteAddr: "remote_addr",
+		Faultable: true, Summary: "RMA put, implicit completion",
+	},
+	{
+		Name: "ucp_get_nbi", Return: Status, Params: nbiParams("void *"),
+		Size: "length", Endpoint: "ep", RemoteAddr: "remote_addr",
+		Faultable: true, Summary: "RMA get, implicit completion",
+	},
+	{
+		Name: "ucp_tag_send_nb", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"const void *", "buffer"}, {"size_t", "count"},
+			{"ucp_datatype_t", "datatype"}, {"ucp_tag_t", "tag"}, {"ucp_send_callback_t", "cb"}},
+		Size: "count", Endpoint: "ep", Faultable: true, ReturnsRequest: true, Summary: "tagged send (old API)",
+	},
+	{
+		Name: "ucp_tag_recv_nb", Return: StatusPtr,
+		Params: []Param{{"ucp_worker_h", "worker"}, {"void *", "buffer"}, {"size_t", "count"},
+			{"ucp_datatype_t", "datatype"}, {"ucp_tag_t", "tag"}, {"ucp_tag_t", "tag_mask"}, {"ucp_tag_recv_callback_t", "cb"}},
+		Size: "count", Faultable: true, ReturnsRequest: true, Summary: "tagged receive (old API)",
+	},
+	{
+		Name: "ucp_stream_send_nb", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"const void *", "buffer"}, {"size_t", "count"},
+			{"ucp_datatype_t", "datatype"}, {"ucp_send_callback_t", "cb"}, {"unsigned", "flags"}},
+		Size: "count", Endpoint: "ep", Faultable: true, ReturnsRequest: true, Summary: "stream send (old API)",
+	},
+	{
+		Name: "ucp_stream_recv_nb", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"void *", "buffer"}, {"size_t", "count"}, {"ucp_datatype_t", "datatype"},
+			{"ucp_stream_recv_callback_t", "cb"}, {"size_t *", "length"}, {"unsigned", "flags"}},
+		Size: "count", Endpoint: "ep", Faultable: true, ReturnsRequest: true, Summary: "stream receive (old API)",
+	},
+	{
+		Name: "ucp_ep_flush_nb", Return: StatusPtr,
+		Params:   []Param{{"ucp_ep_h", "ep"}, {"unsigned", "flags"}, {"ucp_send_callback_t", "cb"}},
+		Endpoint: "ep", Faultable: true, ReturnsRequest: true, Summary: "flush an endpoint (old API)",
+	},
+	{
+		Name: "ucp_worker_flush_nb", Return: StatusPtr,
+		Params:    []Param{{"ucp_worker_h", "worker"}, {"unsigned", "flags"}, {"ucp_send_callback_t", "cb"}},
+		Faultable: true, ReturnsRequest: true, Summary: "flush a worker (old API)",
+	},
+	{
+		Name: "ucp_atomic_post", Return: Status,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"ucp_atomic_post_op_t", "opcode"}, {"uint64_t", "value"},
+			{"size_t", "op_size"}, {"uint64_t", "remote_addr"}, {"ucp_rkey_h", "rkey"}},
+		Size: "op_size", Endpoint: "ep", RemoteAddr: "remote_addr",
+		Refusal: "ucp_atomic_post cannot fail in UCX 1.13.1 (it posts and returns UCS_OK); " +
+			"a failure there would be one no real program ever sees",
+		Summary: "atomic post (old API), observed only",
+	},
+	{
+		Name: "ucp_atomic_fetch_nb", Return: StatusPtr,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"ucp_atomic_fetch_op_t", "opcode"}, {"uint64_t", "value"},
+			{"void *", "result"}, {"size_t", "op_size"}, {"uint64_t", "remote_addr"}, {"ucp_rkey_h", "rkey"},
+			{"ucp_send_callback_t", "cb"}},
+		Size: "op_size", Endpoint: "ep", RemoteAddr: "remote_addr",
+		Faultable: true, ReturnsRequest: true, Summary: "atomic fetch (old API)",
+	},
+	{
+		Name: "ucp_request_free", Return: Void, Params: []Param{{"void *", "request"}},
+		Request: "request", Before: "ucxf_before_request_free", Summary: "free a request, never faulted",
+	},
+	{
+		Name: "ucp_request_release", Return: Void, Params: []Param{{"void *", "request"}},
+		Request: "request", Before: "ucxf_before_request_free", Summary: "release a request, never faulted",
+	},
+	{
+		Name: "ucp_request_cancel", Return: Void, Params: []Param{{"ucp_worker_h", "worker"}, {"void *", "request"}},
+		Request: "request", Summary: "cancel a request, never faulted",
+	},
+	{
+		Name: "ucp_worker_progress", Return: Unsigned, Params: []Param{{"ucp_worker_h", "worker"}},
+		Before: "ucxf_before_worker_progress", NoProbe: true,
+		Summary: "progress a worker, never faulted (delivers kill-ep error handlers)",
 	},
 }
 
@@ -183,4 +382,28 @@ func (h *Hook) ArgIndex(name string) int {
 // CName is the identifier used for the hook in generated C (UCXF_HOOK_PUT_NBX).
 func (h *Hook) CName() string {
 	return "UCXF_HOOK_" + strings.ToUpper(strings.TrimPrefix(h.Name, "ucp_"))
+}
+
+// ErrNotFaultable is wrapped by ParseFaultList for hooks named explicitly
+// that never fail.
+var ErrNotFaultable = fmt.Errorf("hook cannot be faulted")
+
+// ParseFaultList is ParseList for lists of hooks to fault: a hook named
+// explicitly must be one that can fail ("all" simply includes the others,
+// which are then counted and recorded but never failed).
+func ParseFaultList(text string) ([]ID, error) {
+	ids, err := ParseList(text)
+	if err != nil || strings.EqualFold(strings.TrimSpace(text), "all") {
+		return ids, err
+	}
+	for _, id := range ids {
+		h := &Table[id]
+		switch {
+		case h.Refusal != "":
+			return nil, fmt.Errorf("%w: %s", ErrNotFaultable, h.Refusal)
+		case !h.Faultable:
+			return nil, fmt.Errorf("%w: %s is never faulted (%s)", ErrNotFaultable, h.Name, h.Summary)
+		}
+	}
+	return ids, nil
 }

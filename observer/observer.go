@@ -54,6 +54,23 @@ type Options struct {
 	// Wait makes Start wait until the process maps libucp instead of
 	// failing with ErrNoLibucp.
 	Wait bool
+	// RingSize is the size in bytes of the ring buffer that carries calls
+	// from the kernel: a power of two and a multiple of the page size.
+	// Zero means DefaultRingSize. A call that finds it full is lost and
+	// counted (Stats.DroppedEvents); each call takes 80 bytes.
+	RingSize int
+}
+
+// DefaultRingSize is the ring buffer's size when Options.RingSize is zero.
+const DefaultRingSize = 8 << 20
+
+// checkRingSize validates Options.RingSize.
+func checkRingSize(n int) error {
+	page := os.Getpagesize()
+	if n < page || n > 1<<30 || n&(n-1) != 0 || n%page != 0 {
+		return fmt.Errorf("ring buffer size %d: want a power of two from %d (the page size) to %d", n, page, 1<<30)
+	}
+	return nil
 }
 
 // Stats are a session's counters.
@@ -126,6 +143,11 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.RingSize != 0 {
+		if err := checkRingSize(opts.RingSize); err != nil {
+			return nil, fmt.Errorf("observing: %w", err)
+		}
+	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil || !processAlive(pid) {
 		return nil, fmt.Errorf("%w: %d", ErrNoProcess, pid)
 	}
@@ -164,6 +186,9 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	spec, err := loadObserver()
 	if err != nil {
 		return nil, fmt.Errorf("loading eBPF spec: %w", err)
+	}
+	if opts.RingSize != 0 {
+		spec.Maps[observerMapEvents].MaxEntries = uint32(opts.RingSize)
 	}
 	if err := spec.Variables[observerVarTargetTgid].Set(uint32(pid)); err != nil {
 		return nil, fmt.Errorf("setting target PID: %w", err)

@@ -64,7 +64,7 @@ func newCBackend() *cBackend {
 			b.recCap = n
 		}
 	}
-	b.startTime, _ = control.ProcessStartTime(os.Getpid())
+	b.startTime, _ = control.SelfStartTime()
 	b.host, _ = os.Hostname()
 	b.rank = launcherRank()
 	if raw, err := os.ReadFile("/proc/self/cmdline"); err == nil {

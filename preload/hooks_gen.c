@@ -6,6 +6,34 @@ const char *const ucxf_hook_names[UCXF_NUM_HOOKS] = {
     "ucp_get_nbx",
     "ucp_ep_flush_nbx",
     "ucp_request_check_status",
+    "ucp_tag_send_nbx",
+    "ucp_tag_send_sync_nbx",
+    "ucp_tag_recv_nbx",
+    "ucp_stream_send_nbx",
+    "ucp_stream_recv_nbx",
+    "ucp_am_send_nbx",
+    "ucp_am_recv_data_nbx",
+    "ucp_atomic_op_nbx",
+    "ucp_worker_flush_nbx",
+    "ucp_ep_close_nbx",
+    "ucp_ep_create",
+    "ucp_mem_map",
+    "ucp_ep_rkey_unpack",
+    "ucp_request_test",
+    "ucp_put_nbi",
+    "ucp_get_nbi",
+    "ucp_tag_send_nb",
+    "ucp_tag_recv_nb",
+    "ucp_stream_send_nb",
+    "ucp_stream_recv_nb",
+    "ucp_ep_flush_nb",
+    "ucp_worker_flush_nb",
+    "ucp_atomic_post",
+    "ucp_atomic_fetch_nb",
+    "ucp_request_free",
+    "ucp_request_release",
+    "ucp_request_cancel",
+    "ucp_worker_progress",
 };
 
 const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS] = {
@@ -13,6 +41,34 @@ const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS] = {
     1, /* ucp_get_nbx */
     1, /* ucp_ep_flush_nbx */
     1, /* ucp_request_check_status */
+    1, /* ucp_tag_send_nbx */
+    1, /* ucp_tag_send_sync_nbx */
+    1, /* ucp_tag_recv_nbx */
+    1, /* ucp_stream_send_nbx */
+    1, /* ucp_stream_recv_nbx */
+    1, /* ucp_am_send_nbx */
+    1, /* ucp_am_recv_data_nbx */
+    1, /* ucp_atomic_op_nbx */
+    1, /* ucp_worker_flush_nbx */
+    1, /* ucp_ep_close_nbx */
+    1, /* ucp_ep_create */
+    1, /* ucp_mem_map */
+    1, /* ucp_ep_rkey_unpack */
+    1, /* ucp_request_test */
+    1, /* ucp_put_nbi */
+    1, /* ucp_get_nbi */
+    1, /* ucp_tag_send_nb */
+    1, /* ucp_tag_recv_nb */
+    1, /* ucp_stream_send_nb */
+    1, /* ucp_stream_recv_nb */
+    1, /* ucp_ep_flush_nb */
+    1, /* ucp_worker_flush_nb */
+    0, /* ucp_atomic_post */
+    1, /* ucp_atomic_fetch_nb */
+    0, /* ucp_request_free */
+    0, /* ucp_request_release */
+    0, /* ucp_request_cancel */
+    0, /* ucp_worker_progress */
 };
 
 const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
@@ -20,6 +76,104 @@ const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
     0, /* ucp_get_nbx */
     0, /* ucp_ep_flush_nbx */
     1, /* ucp_request_check_status */
+    0, /* ucp_tag_send_nbx */
+    0, /* ucp_tag_send_sync_nbx */
+    0, /* ucp_tag_recv_nbx */
+    0, /* ucp_stream_send_nbx */
+    0, /* ucp_stream_recv_nbx */
+    0, /* ucp_am_send_nbx */
+    0, /* ucp_am_recv_data_nbx */
+    0, /* ucp_atomic_op_nbx */
+    0, /* ucp_worker_flush_nbx */
+    0, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_create */
+    0, /* ucp_mem_map */
+    0, /* ucp_ep_rkey_unpack */
+    1, /* ucp_request_test */
+    0, /* ucp_put_nbi */
+    0, /* ucp_get_nbi */
+    0, /* ucp_tag_send_nb */
+    0, /* ucp_tag_recv_nb */
+    0, /* ucp_stream_send_nb */
+    0, /* ucp_stream_recv_nb */
+    0, /* ucp_ep_flush_nb */
+    0, /* ucp_worker_flush_nb */
+    0, /* ucp_atomic_post */
+    0, /* ucp_atomic_fetch_nb */
+    0, /* ucp_request_free */
+    0, /* ucp_request_release */
+    0, /* ucp_request_cancel */
+    0, /* ucp_worker_progress */
+};
+
+const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS] = {
+    1, /* ucp_put_nbx */
+    1, /* ucp_get_nbx */
+    1, /* ucp_ep_flush_nbx */
+    0, /* ucp_request_check_status */
+    1, /* ucp_tag_send_nbx */
+    1, /* ucp_tag_send_sync_nbx */
+    1, /* ucp_tag_recv_nbx */
+    1, /* ucp_stream_send_nbx */
+    1, /* ucp_stream_recv_nbx */
+    1, /* ucp_am_send_nbx */
+    1, /* ucp_am_recv_data_nbx */
+    1, /* ucp_atomic_op_nbx */
+    1, /* ucp_worker_flush_nbx */
+    1, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_create */
+    0, /* ucp_mem_map */
+    0, /* ucp_ep_rkey_unpack */
+    0, /* ucp_request_test */
+    0, /* ucp_put_nbi */
+    0, /* ucp_get_nbi */
+    0, /* ucp_tag_send_nb */
+    0, /* ucp_tag_recv_nb */
+    0, /* ucp_stream_send_nb */
+    0, /* ucp_stream_recv_nb */
+    0, /* ucp_ep_flush_nb */
+    0, /* ucp_worker_flush_nb */
+    0, /* ucp_atomic_post */
+    0, /* ucp_atomic_fetch_nb */
+    0, /* ucp_request_free */
+    0, /* ucp_request_release */
+    0, /* ucp_request_cancel */
+    0, /* ucp_worker_progress */
+};
+
+const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
+    0, /* ucp_put_nbx */
+    0, /* ucp_get_nbx */
+    0, /* ucp_ep_flush_nbx */
+    0, /* ucp_request_check_status */
+    0, /* ucp_tag_send_nbx */
+    0, /* ucp_tag_send_sync_nbx */
+    0, /* ucp_tag_recv_nbx */
+    0, /* ucp_stream_send_nbx */
+    0, /* ucp_stream_recv_nbx */
+    0, /* ucp_am_send_nbx */
+    1, /* ucp_am_recv_data_nbx */
+    0, /* ucp_atomic_op_nbx */
+    0, /* ucp_worker_flush_nbx */
+    0, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_create */
+    0, /* ucp_mem_map */
+    0, /* ucp_ep_rkey_unpack */
+    0, /* ucp_request_test */
+    0, /* ucp_put_nbi */
+    0, /* ucp_get_nbi */
+    0, /* ucp_tag_send_nb */
+    0, /* ucp_tag_recv_nb */
+    0, /* ucp_stream_send_nb */
+    0, /* ucp_stream_recv_nb */
+    0, /* ucp_ep_flush_nb */
+    0, /* ucp_worker_flush_nb */
+    0, /* ucp_atomic_post */
+    0, /* ucp_atomic_fetch_nb */
+    0, /* ucp_request_free */
+    0, /* ucp_request_release */
+    0, /* ucp_request_cancel */
+    0, /* ucp_worker_progress */
 };
 
 /* ucp_put_nbx: RMA put. */
@@ -29,6 +183,7 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
+    ucp_request_param_t deferred_param;
 
     if (UCXF_UNLIKELY(real == NULL)) {
         real = (__typeof__(ucp_put_nbx) *)ucxf_resolve(UCXF_HOOK_PUT_NBX);
@@ -45,6 +200,9 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, remote_addr, rkey, param);
         code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
@@ -60,6 +218,7 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
+    ucp_request_param_t deferred_param;
 
     if (UCXF_UNLIKELY(real == NULL)) {
         real = (__typeof__(ucp_get_nbx) *)ucxf_resolve(UCXF_HOOK_GET_NBX);
@@ -76,6 +235,9 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, remote_addr, rkey, param);
         code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
@@ -91,6 +253,7 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
+    ucp_request_param_t deferred_param;
 
     if (UCXF_UNLIKELY(real == NULL)) {
         real = (__typeof__(ucp_ep_flush_nbx) *)ucxf_resolve(UCXF_HOOK_EP_FLUSH_NBX);
@@ -106,6 +269,9 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
         ucs_status_ptr_t ret = real(ep, param);
@@ -136,11 +302,892 @@ ucs_status_t ucp_request_check_status(void *request)
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
-        return (ucs_status_t)code;
+        return (ucs_status_t)(code);
     }
     {
         ucs_status_t ret = real(request);
         code = ucxf_leave(&call, ret, NULL);
         return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_tag_send_nbx: tagged send. */
+ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_tag_send_nbx) *)ucxf_resolve(UCXF_HOOK_TAG_SEND_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
+        return real(ep, buffer, count, tag, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_NBX, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, tag, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_tag_send_sync_nbx: tagged synchronous send. */
+ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_tag_send_sync_nbx) *)ucxf_resolve(UCXF_HOOK_TAG_SEND_SYNC_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
+        return real(ep, buffer, count, tag, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_SYNC_NBX, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, tag, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_tag_recv_nbx: tagged receive. */
+ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_tag_recv_nbx) *)ucxf_resolve(UCXF_HOOK_TAG_RECV_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
+        return real(worker, buffer, count, tag, tag_mask, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_RECV_NBX, NULL, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV);
+    }
+    {
+        ucs_status_ptr_t ret = real(worker, buffer, count, tag, tag_mask, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_stream_send_nbx: stream send. */
+ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_stream_send_nbx) *)ucxf_resolve(UCXF_HOOK_STREAM_SEND_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
+        return real(ep, buffer, count, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_SEND_NBX, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_stream_recv_nbx: stream receive. */
+ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_stream_recv_nbx) *)ucxf_resolve(UCXF_HOOK_STREAM_RECV_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
+        return real(ep, buffer, count, length, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_RECV_NBX, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV_STREAM);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, length, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_am_send_nbx: active message send. */
+ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_am_send_nbx) *)ucxf_resolve(UCXF_HOOK_AM_SEND_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
+        return real(ep, id, header, header_length, buffer, count, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_AM_SEND_NBX, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, id, header, header_length, buffer, count, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_am_recv_data_nbx: receive active message data. */
+ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_am_recv_data_nbx) *)ucxf_resolve(UCXF_HOOK_AM_RECV_DATA_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
+        return real(worker, data_desc, buffer, count, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_AM_RECV_DATA_NBX, NULL, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV_AM);
+    }
+    {
+        ucs_status_ptr_t ret = real(worker, data_desc, buffer, count, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_atomic_op_nbx: atomic operation. */
+ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_atomic_op_nbx) *)ucxf_resolve(UCXF_HOOK_ATOMIC_OP_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
+        return real(ep, opcode, buffer, count, remote_addr, rkey, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_OP_NBX, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, opcode, buffer, count, remote_addr, rkey, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_worker_flush_nbx: flush a worker. */
+ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_worker_flush_nbx) *)ucxf_resolve(UCXF_HOOK_WORKER_FLUSH_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
+        return real(worker, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_FLUSH_NBX, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(worker, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_ep_close_nbx: close an endpoint. */
+ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NBX], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+    ucp_request_param_t deferred_param;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_ep_close_nbx) *)ucxf_resolve(UCXF_HOOK_EP_CLOSE_NBX);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX])) {
+        return real(ep, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CLOSE_NBX, (void *)ep, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return ucxf_fault_ep_close((__typeof__(ucp_ep_close_nbx) *)real, ep, param, code);
+    }
+    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+        param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, param);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_ep_create: create an endpoint. */
+ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
+{
+    __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_ep_create) *)ucxf_resolve(UCXF_HOOK_EP_CREATE);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
+        ucs_status_t ret = real(worker, params, ep_p);
+        if (ret == UCS_OK) {
+            ucxf_after_ep_create(worker, params, ep_p);
+        }
+        return ret;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CREATE, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(worker, params, ep_p);
+        if (ret == UCS_OK) {
+            ucxf_after_ep_create(worker, params, ep_p);
+        }
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_mem_map: map or allocate memory. */
+ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
+{
+    __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_mem_map) *)ucxf_resolve(UCXF_HOOK_MEM_MAP);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
+        return real(context, params, memh_p);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_MEM_MAP, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(context, params, memh_p);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_ep_rkey_unpack: unpack a remote key (application calls only). */
+ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
+{
+    __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_ep_rkey_unpack) *)ucxf_resolve(UCXF_HOOK_EP_RKEY_UNPACK);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
+        return real(ep, rkey_buffer, rkey_p);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_RKEY_UNPACK, (void *)ep, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(ep, rkey_buffer, rkey_p);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_request_test: poll a receive request. */
+ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
+{
+    __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_request_test) *)ucxf_resolve(UCXF_HOOK_REQUEST_TEST);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST])) {
+        return real(request, info);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_TEST, NULL, 0, (void *)request);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(request, info);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_put_nbi: RMA put, implicit completion. */
+ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_put_nbi) *)ucxf_resolve(UCXF_HOOK_PUT_NBI);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
+        return real(ep, buffer, length, remote_addr, rkey);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_PUT_NBI, (void *)ep, (uint64_t)length, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(ep, buffer, length, remote_addr, rkey);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_get_nbi: RMA get, implicit completion. */
+ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_get_nbi) *)ucxf_resolve(UCXF_HOOK_GET_NBI);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
+        return real(ep, buffer, length, remote_addr, rkey);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_GET_NBI, (void *)ep, (uint64_t)length, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(ep, buffer, length, remote_addr, rkey);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_tag_send_nb: tagged send (old API). */
+ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_tag_send_nb) *)ucxf_resolve(UCXF_HOOK_TAG_SEND_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
+        return real(ep, buffer, count, datatype, tag, cb);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_NB, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, datatype, tag, cb);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_tag_recv_nb: tagged receive (old API). */
+ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
+{
+    __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_tag_recv_nb) *)ucxf_resolve(UCXF_HOOK_TAG_RECV_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
+        return real(worker, buffer, count, datatype, tag, tag_mask, cb);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_RECV_NB, NULL, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(worker, buffer, count, datatype, tag, tag_mask, cb);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_stream_send_nb: stream send (old API). */
+ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
+{
+    __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_stream_send_nb) *)ucxf_resolve(UCXF_HOOK_STREAM_SEND_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
+        return real(ep, buffer, count, datatype, cb, flags);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_SEND_NB, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, datatype, cb, flags);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_stream_recv_nb: stream receive (old API). */
+ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
+{
+    __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_stream_recv_nb) *)ucxf_resolve(UCXF_HOOK_STREAM_RECV_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
+        return real(ep, buffer, count, datatype, cb, length, flags);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_RECV_NB, (void *)ep, (uint64_t)count, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, buffer, count, datatype, cb, length, flags);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_ep_flush_nb: flush an endpoint (old API). */
+ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_ep_flush_nb) *)ucxf_resolve(UCXF_HOOK_EP_FLUSH_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
+        return real(ep, flags, cb);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_FLUSH_NB, (void *)ep, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, flags, cb);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_worker_flush_nb: flush a worker (old API). */
+ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_worker_flush_nb) *)ucxf_resolve(UCXF_HOOK_WORKER_FLUSH_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
+        return real(worker, flags, cb);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_FLUSH_NB, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(worker, flags, cb);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_atomic_post: atomic post (old API), observed only. */
+ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_atomic_post) *)ucxf_resolve(UCXF_HOOK_ATOMIC_POST);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_POST])) {
+        return real(ep, opcode, value, op_size, remote_addr, rkey);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_POST, (void *)ep, (uint64_t)op_size, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(ep, opcode, value, op_size, remote_addr, rkey);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+/* ucp_atomic_fetch_nb: atomic fetch (old API). */
+ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_atomic_fetch_nb) *)ucxf_resolve(UCXF_HOOK_ATOMIC_FETCH_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
+        return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_FETCH_NB, (void *)ep, (uint64_t)op_size, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+/* ucp_request_free: free a request, never faulted. */
+void ucp_request_free(void *request)
+{
+    __typeof__(ucp_request_free) *real = (__typeof__(ucp_request_free) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_FREE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_request_free) *)ucxf_resolve(UCXF_HOOK_REQUEST_FREE);
+        if (real == NULL) {
+            return ;
+        }
+    }
+    ucxf_before_request_free(request);
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_FREE])) {
+        real(request);
+        return;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_FREE, NULL, 0, (void *)request);
+    ucxf_enter(&call);
+    real(request);
+    ucxf_leave(&call, UCS_OK, NULL);
+}
+
+/* ucp_request_release: release a request, never faulted. */
+void ucp_request_release(void *request)
+{
+    __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_RELEASE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_request_release) *)ucxf_resolve(UCXF_HOOK_REQUEST_RELEASE);
+        if (real == NULL) {
+            return ;
+        }
+    }
+    ucxf_before_request_free(request);
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_RELEASE])) {
+        real(request);
+        return;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_RELEASE, NULL, 0, (void *)request);
+    ucxf_enter(&call);
+    real(request);
+    ucxf_leave(&call, UCS_OK, NULL);
+}
+
+/* ucp_request_cancel: cancel a request, never faulted. */
+void ucp_request_cancel(ucp_worker_h worker, void *request)
+{
+    __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CANCEL], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_request_cancel) *)ucxf_resolve(UCXF_HOOK_REQUEST_CANCEL);
+        if (real == NULL) {
+            return ;
+        }
+    }
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CANCEL])) {
+        real(worker, request);
+        return;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CANCEL, NULL, 0, (void *)request);
+    ucxf_enter(&call);
+    real(worker, request);
+    ucxf_leave(&call, UCS_OK, NULL);
+}
+
+/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers). */
+unsigned ucp_worker_progress(ucp_worker_h worker)
+{
+    __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_PROGRESS], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+
+    if (UCXF_UNLIKELY(real == NULL)) {
+        real = (__typeof__(ucp_worker_progress) *)ucxf_resolve(UCXF_HOOK_WORKER_PROGRESS);
+        if (real == NULL) {
+            return 0;
+        }
+    }
+    ucxf_before_worker_progress(worker);
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_PROGRESS])) {
+        return real(worker);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_PROGRESS, NULL, 0, NULL);
+    ucxf_enter(&call);
+    {
+        unsigned ret = real(worker);
+        ucxf_leave(&call, UCS_OK, NULL);
+        return ret;
     }
 }

@@ -2,13 +2,41 @@
 #ifndef UCXFAULT_HOOKS_GEN_H
 #define UCXFAULT_HOOKS_GEN_H
 
-#define UCXF_NUM_HOOKS 4
+#define UCXF_NUM_HOOKS 32
 
 enum ucxf_hook_id {
     UCXF_HOOK_PUT_NBX = 0,
     UCXF_HOOK_GET_NBX = 1,
     UCXF_HOOK_EP_FLUSH_NBX = 2,
     UCXF_HOOK_REQUEST_CHECK_STATUS = 3,
+    UCXF_HOOK_TAG_SEND_NBX = 4,
+    UCXF_HOOK_TAG_SEND_SYNC_NBX = 5,
+    UCXF_HOOK_TAG_RECV_NBX = 6,
+    UCXF_HOOK_STREAM_SEND_NBX = 7,
+    UCXF_HOOK_STREAM_RECV_NBX = 8,
+    UCXF_HOOK_AM_SEND_NBX = 9,
+    UCXF_HOOK_AM_RECV_DATA_NBX = 10,
+    UCXF_HOOK_ATOMIC_OP_NBX = 11,
+    UCXF_HOOK_WORKER_FLUSH_NBX = 12,
+    UCXF_HOOK_EP_CLOSE_NBX = 13,
+    UCXF_HOOK_EP_CREATE = 14,
+    UCXF_HOOK_MEM_MAP = 15,
+    UCXF_HOOK_EP_RKEY_UNPACK = 16,
+    UCXF_HOOK_REQUEST_TEST = 17,
+    UCXF_HOOK_PUT_NBI = 18,
+    UCXF_HOOK_GET_NBI = 19,
+    UCXF_HOOK_TAG_SEND_NB = 20,
+    UCXF_HOOK_TAG_RECV_NB = 21,
+    UCXF_HOOK_STREAM_SEND_NB = 22,
+    UCXF_HOOK_STREAM_RECV_NB = 23,
+    UCXF_HOOK_EP_FLUSH_NB = 24,
+    UCXF_HOOK_WORKER_FLUSH_NB = 25,
+    UCXF_HOOK_ATOMIC_POST = 26,
+    UCXF_HOOK_ATOMIC_FETCH_NB = 27,
+    UCXF_HOOK_REQUEST_FREE = 28,
+    UCXF_HOOK_REQUEST_RELEASE = 29,
+    UCXF_HOOK_REQUEST_CANCEL = 30,
+    UCXF_HOOK_WORKER_PROGRESS = 31,
 };
 
 /* Symbol names, indexed by hook id. */
@@ -17,5 +45,10 @@ extern const char *const ucxf_hook_names[UCXF_NUM_HOOKS];
 extern const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS];
 /* 1 where the row is a status query on a request, indexed by hook id. */
 extern const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS];
+/* 1 where a failure can be delivered on completion through the
+ * ucp_request_param_t callback, indexed by hook id. */
+extern const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS];
+/* 1 where the row may only fail on completion, indexed by hook id. */
+extern const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS];
 
 #endif

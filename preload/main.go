@@ -118,7 +118,7 @@ func startControl(ipc string) {
 		cpath := C.CString(path)
 		C.ucxf_set_socket_path(cpath) // removed at exit like a socket
 		C.free(unsafe.Pointer(cpath))
-		w := &control.FileWatcher{Dir: dir, Engine: engine, PID: pid}
+		w := &control.FileWatcher{Dir: dir, Engine: engine, PID: pid, Warn: logf}
 		if debug {
 			w.Log = logf
 		}
@@ -127,14 +127,17 @@ func startControl(ipc string) {
 		return
 	}
 	path := control.SocketPath(dir, pid)
+	// The path goes to C before the socket exists: the host may exit at
+	// any moment (this runs on a goroutine when libucp came late), and
+	// its exit handler removes only a path it knows.
+	cpath := C.CString(path)
+	C.ucxf_set_socket_path(cpath)
+	C.free(unsafe.Pointer(cpath))
 	l, err := control.Listen(path)
 	if err != nil {
 		logf("%v; control socket off", err)
 		return
 	}
-	cpath := C.CString(path)
-	C.ucxf_set_socket_path(cpath)
-	C.free(unsafe.Pointer(cpath))
 	debugf("control socket %s", path)
 	go func() {
 		if err := control.Serve(l, engine, &control.ServerOptions{Log: logf}); err != nil {

@@ -128,13 +128,22 @@ uint64_t ucxf_replay_cursor_next(int hook)
 }
 
 /* ------------------------------------------------------------------ */
-/* Endpoint ordinals                                                    */
+/* Endpoints: ordinals, worker and error handler, kill-ep               */
 /* ------------------------------------------------------------------ */
 
 #define UCXF_EP_SLOTS 4096
 static void *ucxf_ep_keys[UCXF_EP_SLOTS];
-static int32_t ucxf_ep_vals[UCXF_EP_SLOTS];
+static int32_t ucxf_ep_vals[UCXF_EP_SLOTS]; /* ordinal + 1, 0 while being inserted */
+/* Written once by ucxf_after_ep_create, before the endpoint is used. */
+static void *ucxf_ep_workers[UCXF_EP_SLOTS];
+static ucp_err_handler_cb_t ucxf_ep_err_cb[UCXF_EP_SLOTS];
+static void *ucxf_ep_err_arg[UCXF_EP_SLOTS];
+/* kill-ep: the code, and 1 until the error handler has been called. */
+static int8_t ucxf_ep_kill[UCXF_EP_SLOTS];
+static uint8_t ucxf_ep_kill_undelivered[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_next;
+/* Non-zero while a killed endpoint's error handler waits for progress. */
+int ucxf_kill_pending;
 
 static inline uint64_t ucxf_ptr_hash(const void *p)
 {
@@ -145,42 +154,149 @@ static inline uint64_t ucxf_ptr_hash(const void *p)
     return x;
 }
 
-/* The ordinal of ep in order of first use. Lookups of known endpoints read
- * lines that are written once; only a new endpoint takes a CAS. */
-int32_t ucxf_ep_ordinal(void *ep)
+static inline void ucxf_cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* The slot of ep, inserted with the next ordinal when insert is set and ep
+ * is new; -1 when absent (or the table is full). Lookups of known endpoints
+ * read lines that are written once; only a new endpoint takes a CAS. */
+static int ucxf_ep_slot(void *ep, int insert)
 {
     uint64_t i = ucxf_ptr_hash(ep), n;
-    int32_t v;
 
     for (n = 0; n < UCXF_EP_SLOTS; n++, i++) {
-        void **key = &ucxf_ep_keys[i & (UCXF_EP_SLOTS - 1)];
-        void *k    = __atomic_load_n(key, __ATOMIC_ACQUIRE);
+        int s     = (int)(i & (UCXF_EP_SLOTS - 1));
+        void *k   = __atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE);
         if (k == NULL) {
             void *expected = NULL;
-            if (!__atomic_compare_exchange_n(key, &expected, ep, 0, __ATOMIC_ACQ_REL,
+            if (!insert) {
+                return -1;
+            }
+            if (!__atomic_compare_exchange_n(&ucxf_ep_keys[s], &expected, ep, 0, __ATOMIC_ACQ_REL,
                                              __ATOMIC_ACQUIRE)) {
                 k = expected;
             } else {
-                v = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
-                __atomic_store_n(&ucxf_ep_vals[i & (UCXF_EP_SLOTS - 1)], v + 1,
-                                 __ATOMIC_RELEASE);
-                return v;
+                int32_t v = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
+                return s;
             }
         }
         if (k == ep) {
             /* The inserting thread stores the value just after the key. */
-            while ((v = __atomic_load_n(&ucxf_ep_vals[i & (UCXF_EP_SLOTS - 1)],
-                                        __ATOMIC_ACQUIRE)) == 0) {
-#if defined(__x86_64__)
-                __builtin_ia32_pause();
-#elif defined(__aarch64__)
-                __asm__ volatile("yield");
-#endif
+            while (__atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) == 0) {
+                ucxf_cpu_relax();
             }
-            return v - 1;
+            return s;
         }
     }
     return -1; /* table full: more than 4096 endpoints */
+}
+
+/* The ordinal of ep in order of first sight (creation or first use). */
+int32_t ucxf_ep_ordinal(void *ep)
+{
+    int s = ucxf_ep_slot(ep, 1);
+    return s < 0 ? -1 : __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) - 1;
+}
+
+/* Remembers a new endpoint's worker and error handler (from ucp_ep_create). */
+void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg)
+{
+    int s = ucxf_ep_slot(ep, 1);
+
+    if (s < 0) {
+        return;
+    }
+    ucxf_ep_workers[s] = worker;
+    ucxf_ep_err_arg[s] = arg;
+    __atomic_store_n(&ucxf_ep_err_cb[s], cb, __ATOMIC_RELEASE);
+}
+
+void *ucxf_ep_worker(void *ep)
+{
+    int s = ucxf_ep_slot(ep, 0);
+    return s < 0 ? NULL : ucxf_ep_workers[s];
+}
+
+/* Kills the endpoint of that ordinal: its error handler is called once from
+ * the next progress of its worker, and every later operation on it fails
+ * with code. Returns 0, or -1 when no endpoint has that ordinal yet. */
+int ucxf_ep_kill_ordinal(int32_t ordinal, int code)
+{
+    int s;
+
+    for (s = 0; s < UCXF_EP_SLOTS; s++) {
+        if (__atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE) == NULL ||
+            __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) != ordinal + 1) {
+            continue;
+        }
+        if (__atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE) != 0) {
+            return 0; /* already dead: the handler is called once */
+        }
+        __atomic_store_n(&ucxf_ep_kill_undelivered[s], 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&ucxf_ep_kill[s], (int8_t)code, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+    return -1;
+}
+
+/* The code ep was killed with, or 0. */
+int ucxf_ep_kill_code(void *ep)
+{
+    int s = ucxf_ep_slot(ep, 0);
+    return s < 0 ? 0 : __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
+}
+
+/* Calls, once each, the error handlers of killed endpoints of worker (or of
+ * endpoints whose worker is unknown). Runs inside ucp_worker_progress, as UCX
+ * calls error handlers. */
+void ucxf_ep_deliver_kills(void *worker)
+{
+    int s;
+
+    for (s = 0; s < UCXF_EP_SLOTS; s++) {
+        uint8_t one = 1;
+        void *ep;
+        ucp_err_handler_cb_t cb;
+        if (!__atomic_load_n(&ucxf_ep_kill_undelivered[s], __ATOMIC_ACQUIRE)) {
+            continue;
+        }
+        if (ucxf_ep_workers[s] != NULL && ucxf_ep_workers[s] != worker) {
+            continue;
+        }
+        if (!__atomic_compare_exchange_n(&ucxf_ep_kill_undelivered[s], &one, 0, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            continue;
+        }
+        __atomic_sub_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
+        ep = __atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE);
+        cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
+        if (cb != NULL) {
+            cb(ucxf_ep_err_arg[s], (ucp_ep_h)ep, (ucs_status_t)ucxf_ep_kill[s]);
+        }
+    }
+}
+
+/* Lists killed endpoints for status: writes up to n ordinals and codes. */
+int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
+{
+    int s, k = 0;
+
+    for (s = 0; s < UCXF_EP_SLOTS && k < n; s++) {
+        int8_t code = __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
+        if (code != 0) {
+            ordinals[k] = __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) - 1;
+            codes[k++]  = code;
+        }
+    }
+    return k;
 }
 
 /* ------------------------------------------------------------------ */
@@ -194,13 +310,14 @@ static int8_t ucxf_defer_codes[UCXF_DEFER_SLOTS];
 static uint64_t ucxf_defer_count;
 static uint64_t ucxf_defer_lost;
 
-/* Attaches code to a request the application now owns; the next completed
- * status query on it returns code. Returns -1 when the table is full. */
+/* Attaches code to a request the application now owns: status queries on
+ * it return code once it has completed, until it is freed. Returns -1 when
+ * the table is full. */
 int ucxf_defer_put(void *request, int code)
 {
     uint64_t i = ucxf_ptr_hash(request), n;
 
-    ucxf_defer_take(request); /* a reused pointer drops the stale entry */
+    ucxf_defer_forget(request); /* a reused pointer drops the stale entry */
     for (n = 0; n < UCXF_DEFER_SLOTS; n++, i++) {
         uint64_t s = i & (UCXF_DEFER_SLOTS - 1);
         void *k    = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
@@ -218,8 +335,7 @@ int ucxf_defer_put(void *request, int code)
     return -1;
 }
 
-/* Removes the failure attached to request and returns it, or 0. */
-int ucxf_defer_take(void *request)
+static int ucxf_defer_find(void *request, int remove)
 {
     uint64_t i = ucxf_ptr_hash(request), n;
 
@@ -233,8 +349,11 @@ int ucxf_defer_take(void *request)
             return 0;
         }
         if (k == request) {
-            int8_t code = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
+            int8_t code    = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
             void *expected = request;
+            if (!remove) {
+                return code;
+            }
             if (__atomic_compare_exchange_n(&ucxf_defer_keys[s], &expected, UCXF_DEFER_TOMB, 0,
                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
                 __atomic_sub_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
@@ -244,6 +363,18 @@ int ucxf_defer_take(void *request)
         }
     }
     return 0;
+}
+
+/* The failure attached to request, or 0. */
+int ucxf_defer_peek(void *request)
+{
+    return ucxf_defer_find(request, 0);
+}
+
+/* Detaches the failure of request (freed, released or reused). */
+void ucxf_defer_forget(void *request)
+{
+    ucxf_defer_find(request, 1);
 }
 
 uint64_t ucxf_defer_pending(void)

@@ -6,6 +6,7 @@
 #define UCXFAULT_RECORD_H
 
 #include <stdint.h>
+#include <ucp/api/ucp.h>
 
 struct ucxf_call;
 
@@ -42,7 +43,17 @@ uint64_t ucxf_record_replay_cursor_next(void);
 uint64_t ucxf_replay_cursor_next(int hook);
 int32_t  ucxf_ep_ordinal(void *ep);
 int      ucxf_defer_put(void *request, int code);
-int      ucxf_defer_take(void *request);
+int      ucxf_defer_peek(void *request);
+void     ucxf_defer_forget(void *request);
+
+/* Endpoints. */
+extern int ucxf_kill_pending;
+void  ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg);
+void *ucxf_ep_worker(void *ep);
+int   ucxf_ep_kill_ordinal(int32_t ordinal, int code);
+int   ucxf_ep_kill_code(void *ep);
+void  ucxf_ep_deliver_kills(void *worker);
+int   ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n);
 void     ucxf_record_atfork_child(void);
 
 #endif

@@ -32,6 +32,53 @@ uint64_t ucxf_rules_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * Time windows are checked on every call a windowed rule sees. The precise
+ * clock costs about 30 ns on a VM; CLOCK_MONOTONIC_COARSE about 7 ns, but it
+ * lags by up to one tick. Since the precise time lies in [coarse, coarse +
+ * tick), the coarse clock decides unless a window edge falls inside that
+ * interval; only then is the precise clock read. 0: no usable coarse clock.
+ */
+static uint64_t ucxf_rules_tick_ns;
+
+__attribute__((constructor)) static void ucxf_rules_init(void)
+{
+    struct timespec res;
+
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0 && res.tv_nsec > 0 &&
+        res.tv_nsec <= 20000000) {
+        ucxf_rules_tick_ns = (uint64_t)res.tv_nsec;
+    }
+}
+
+static inline int ucxf_rules_in_window(const struct ucxf_rule *r)
+{
+    struct timespec ts;
+    uint64_t now, tick = ucxf_rules_tick_ns;
+
+    if (tick != 0 && clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+        now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        if (now + tick <= r->t_start_ns || now >= r->t_end_ns) {
+            return 0;
+        }
+        if (now >= r->t_start_ns && (r->t_end_ns == UINT64_MAX || now + tick <= r->t_end_ns)) {
+            return 1;
+        }
+    }
+    now = ucxf_rules_now_ns();
+    return now >= r->t_start_ns && now < r->t_end_ns;
+}
+
+/* The endpoint's ordinal, through a one-entry cache in the thread's block. */
+static inline int32_t ucxf_rules_ep_ordinal(struct ucxf_thread *t, void *ep)
+{
+    if (t->rule_ep != ep) {
+        t->rule_ep_ordinal = ucxf_ep_ordinal(ep);
+        t->rule_ep         = ep;
+    }
+    return t->rule_ep_ordinal;
+}
+
 /* splitmix64 finaliser (the same draw as the global random strategy). */
 static inline uint64_t ucxf_rules_mix(uint64_t x)
 {
@@ -157,13 +204,10 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
             (r->call_step > 1 && (k - r->call_first) % r->call_step != 0)) {
             continue;
         }
-        if (r->windowed) {
-            uint64_t now = ucxf_rules_now_ns();
-            if (now < r->t_start_ns || now >= r->t_end_ns) {
-                continue;
-            }
+        if (r->windowed && !ucxf_rules_in_window(r)) {
+            continue;
         }
-        if (r->endpoint >= 0 && (c->ep == NULL || ucxf_ep_ordinal(c->ep) != r->endpoint)) {
+        if (r->endpoint >= 0 && (c->ep == NULL || ucxf_rules_ep_ordinal(t, c->ep) != r->endpoint)) {
             continue;
         }
         return ucxf_rules_act(c, cfg, t, r, s, k);

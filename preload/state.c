@@ -307,17 +307,25 @@ static int ucxf_is_ours(void *p)
 
 static void *ucxf_lookup(const char *name)
 {
-    static const char *const sonames[] = {"libucp.so.0", "libucp.so"};
     void *p = dlsym(RTLD_NEXT, name);
-    size_t i;
+    struct ucxf_scan scan;
+    struct ucxf_ranges r;
+    int i;
 
     if (p != NULL && !ucxf_is_ours(p)) {
         return p;
     }
     /* libucp opened RTLD_LOCAL by a plugin is not in the global scope that
-     * RTLD_NEXT searches; its own handle finds it. */
-    for (i = 0; i < sizeof(sonames) / sizeof(sonames[0]); i++) {
-        void *h = dlopen(sonames[i], RTLD_NOLOAD | RTLD_LAZY);
+     * RTLD_NEXT searches; its own handle finds it. Only a libucp already
+     * mapped is asked, by the path it was loaded from: dlopen() of a soname
+     * with RTLD_NOLOAD still searches the file system (two openat() each),
+     * which every process start, with or without UCX, paid for every hook. */
+    memset(&scan, 0, sizeof(scan));
+    memset(&r, 0, sizeof(r));
+    scan.ranges = &r;
+    dl_iterate_phdr(ucxf_scan_object, &scan);
+    for (i = 0; i < scan.libucp_copies && i < 4; i++) {
+        void *h = dlopen(scan.libucp_path[i], RTLD_NOLOAD | RTLD_LAZY);
         if (h == NULL) {
             continue;
         }
@@ -389,7 +397,7 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
     }
     old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_ACQ_REL);
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
-        uint8_t armed = (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording;
+        uint8_t armed = (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills;
         if (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
             armed = 1; /* still waiting for ucxf_set_ready */
         }
@@ -406,7 +414,8 @@ void ucxf_set_ready(void)
     __atomic_store_n(&ucxf_ready, 1, __ATOMIC_RELEASE);
     cfg = ucxf_current();
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
-        __atomic_store_n(&ucxf_armed[h], (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording,
+        __atomic_store_n(&ucxf_armed[h],
+                         (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills,
                          __ATOMIC_RELEASE);
     }
 }
@@ -515,7 +524,7 @@ int ucxf_enter(struct ucxf_call *c)
     }
     cfg    = ucxf_current();
     c->cfg = cfg;
-    if (!((cfg->enabled && cfg->hook_enabled[h]) || cfg->recording)) {
+    if (!((cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills)) {
         return 0;
     }
     t = ucxf_thread_self();
@@ -538,12 +547,21 @@ int ucxf_enter(struct ucxf_call *c)
     if (cfg->recording) {
         c->t0 = ucxf_now_ns();
     }
+    if (UCXF_UNLIKELY(cfg->kills) && c->ep != NULL && ucxf_hook_faultable[h]) {
+        /* A killed endpoint fails every later operation at once, as UCX
+         * does once it has seen its peer die. */
+        code = ucxf_ep_kill_code(c->ep);
+        if (code < 0) {
+            goto inject;
+        }
+    }
     if (!cfg->enabled || !cfg->hook_enabled[h] || !ucxf_hook_faultable[h]) {
         return 0;
     }
     if (cfg->hook_nrules[h] != 0) {
         /* Rules cover this hook: they alone decide (rules.c). */
         code = ucxf_rules_decide(c, cfg, t);
+        cfg  = c->cfg; /* reloaded if a delay slept: the old one may be freed */
         goto decided;
     }
     switch (cfg->strategy) {
@@ -573,6 +591,12 @@ int ucxf_enter(struct ucxf_call *c)
         break;
     }
 decided:
+    if (code < 0 && ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h])) {
+        /* The operation runs; its completion carries the failure. */
+        c->deferred_code = code;
+        return 0;
+    }
+inject:
     if (code < 0 && code >= -100) {
         c->injected = 1;
         UCXF_INC(hc->faults);
@@ -606,21 +630,28 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
         return 0;
     }
     if (UCXF_UNLIKELY(c->deferred_code != 0) && !c->injected) {
+        int attached = 0;
         if (status < 0) {
             /* A real error wins over an injected one. */
-        } else if (request != NULL && ucxf_defer_put(request, c->deferred_code) == 0) {
+        } else if (request != NULL) {
+            /* Status queries find the failure in the table (when it has
+             * room: ucxf_defer_overflow counts the misses); a callback
+             * gets it from its trampoline. */
+            ucxf_defer_put(request, c->deferred_code);
             ucxf_count_fault(c, c->deferred_code);
+            attached = 1;
         } else {
-            /* Completed at once (or no room to track it): fail now. */
+            /* Completed at once: fail now. */
             override = c->deferred_code;
             ucxf_count_fault(c, override);
             status = override;
         }
+        ucxf_defer_done(c, attached);
     }
-    if (c->req != NULL && status != UCS_INPROGRESS && !c->injected) {
+    if (ucxf_hook_polls[c->hook] && c->req != NULL && status != UCS_INPROGRESS && !c->injected) {
         /* A status query on a request that completed: deliver an attached
          * failure, unless the request failed for real. */
-        int code = ucxf_defer_take(c->req);
+        int code = ucxf_defer_peek(c->req);
         if (code < 0 && status == UCS_OK) {
             override    = code;
             status      = code;

@@ -43,11 +43,16 @@ enum ucxf_strategy {
  * configuration; only *spent is shared and written (when the rule acts).
  */
 struct ucxf_rule {
-    uint64_t uid;                        /* unique in the process; 0 = slot unused */
+    /* The conditions, in the first cache line: a call that matches no rule
+     * reads only these. */
     uint64_t min_size, max_size;         /* inclusive */
     uint64_t call_first, call_last;      /* inclusive, over the hook's calls since the rule was set */
     uint64_t call_step;                  /* >= 1 */
+    int32_t  endpoint;                   /* endpoint ordinal, -1 = any */
+    uint8_t  windowed;
     uint64_t t_start_ns, t_end_ns;       /* CLOCK_MONOTONIC window [start, end) when windowed */
+    /* The action. */
+    uint64_t uid;                        /* unique in the process; 0 = slot unused */
     uint64_t delay_min_ns, delay_max_ns; /* uniform in [min, max]; max 0 = no delay */
     uint64_t max_faults;                 /* 0 = unlimited */
     uint64_t *spent;                     /* actions taken against max_faults, all threads */
@@ -56,8 +61,6 @@ struct ucxf_rule {
     uint32_t prob_units;
     uint32_t pattern_len;
     uint32_t ncodes;
-    int32_t  endpoint;                   /* endpoint ordinal, -1 = any */
-    uint8_t  windowed;
     int8_t   codes[UCXF_MAX_CODES];
 };
 
@@ -91,6 +94,8 @@ struct ucxf_config {
     uint8_t  recording;
     uint8_t  replay_global; /* one cursor over all hooks instead of one per hook */
     uint8_t  replay_cycle;
+    uint8_t  deferred_mode; /* failures arrive on completion where possible */
+    uint8_t  kills;         /* some endpoint has been killed (kill-ep) */
     uint8_t  hook_enabled[UCXF_NUM_HOOKS];
     int8_t   codes[UCXF_MAX_CODES];
     uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
@@ -128,6 +133,8 @@ struct ucxf_thread {
     uint64_t rule_uid[UCXF_MAX_RULES];
     uint64_t rule_base[UCXF_MAX_RULES][UCXF_NUM_HOOKS];
     struct ucxf_rule_counters rule[UCXF_MAX_RULES];
+    void    *rule_ep;                    /* the endpoint last looked up for a rule */
+    int32_t  rule_ep_ordinal;            /* and its ordinal */
 };
 
 /* One call in flight through a wrapper. */
@@ -141,6 +148,7 @@ struct ucxf_call {
     uint64_t t0;
     int size_bucket;
     int deferred_code; /* failure to deliver when the request completes */
+    struct ucxf_cb_ctx *cb_ctx; /* the trampoline's context, if any */
     int injected;
     struct ucxf_thread *thread;
     const struct ucxf_config *cfg;
@@ -155,6 +163,7 @@ struct ucxf_call {
         (c)->req     = (req_);                        \
         (c)->counted = 0;                             \
         (c)->deferred_code = 0;                       \
+        (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
     } while (0)
 
@@ -162,6 +171,25 @@ struct ucxf_call {
 extern void *ucxf_real[UCXF_NUM_HOOKS];
 /* Non-zero when a hook must take the slow path. */
 extern volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS];
+
+/* Kinds of ucp_request_param_t callbacks (the member of its cb union). */
+enum {
+    UCXF_CB_SEND = 1,
+    UCXF_CB_RECV,
+    UCXF_CB_RECV_STREAM,
+    UCXF_CB_RECV_AM,
+};
+
+/* Failures on completion and the hooks around them (deferred.c). */
+struct ucxf_cb_ctx;
+const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_request_param_t *param,
+                                            ucp_request_param_t *copy, int kind);
+void ucxf_defer_done(struct ucxf_call *c, int attached);
+void ucxf_before_worker_progress(ucp_worker_h worker);
+void ucxf_before_request_free(void *request);
+void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const ucp_request_param_t *),
+                                     ucp_ep_h ep, const ucp_request_param_t *param, int code);
 
 /* Wrapper side. */
 void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size);

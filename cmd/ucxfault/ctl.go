@@ -135,7 +135,7 @@ the hook table.`,
 				if len(args) != 2 {
 					return usagef("hook %s needs a list of hook names or all", args[0])
 				}
-				if _, err := hooks.ParseList(args[1]); err != nil {
+				if _, err := hooks.ParseFaultList(args[1]); err != nil {
 					return usageError{err}
 				}
 				on := args[0] == "enable"

@@ -168,7 +168,7 @@ func (o *injectOptions) environment() ([]string, error) {
 		env = append(env, control.EnvCodes+"="+o.codes)
 	}
 	if o.hooks != "" {
-		if _, err := hooks.ParseList(o.hooks); err != nil {
+		if _, err := hooks.ParseFaultList(o.hooks); err != nil {
 			return nil, usageError{err}
 		}
 		env = append(env, control.EnvHooks+"="+o.hooks)

@@ -27,6 +27,7 @@ type observeFlags struct {
 	output    string
 	functions string
 	wait      bool
+	ringSize  int
 }
 
 func newObserveCmd() *cobra.Command {
@@ -61,6 +62,7 @@ uprobes, BTF and BPF ring buffers.`,
 	f.StringVarP(&fl.output, "output", "o", "", "recording file (default ucxfault-observe-PID.json)")
 	f.StringVar(&fl.functions, "functions", "all", "comma-separated functions to probe ("+strings.Join(hooks.Names(), ", ")+"), or all")
 	f.BoolVar(&fl.wait, "wait", false, "wait for the process to load libucp instead of failing")
+	f.IntVar(&fl.ringSize, "ring-size", observer.DefaultRingSize, "bytes of the kernel's ring buffer (a power of two); calls that find it full are lost and counted")
 	return cmd
 }
 
@@ -71,6 +73,9 @@ func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
 	}
 	if fl.duration < 0 {
 		return usagef("observe: --duration %v is negative", fl.duration)
+	}
+	if n, page := fl.ringSize, os.Getpagesize(); n < page || n > 1<<30 || n&(n-1) != 0 {
+		return usagef("observe: --ring-size %d: want a power of two from %d to %d", n, page, 1<<30)
 	}
 	ids, err := hooks.ParseList(fl.functions)
 	if err != nil {
@@ -92,7 +97,7 @@ func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
 	if fl.wait {
 		fmt.Fprintf(stderr, "waiting for process %d to load libucp...\n", pid)
 	}
-	s, err := observer.StartContext(ctx, &observer.Options{PID: pid, Hooks: ids, Wait: fl.wait})
+	s, err := observer.StartContext(ctx, &observer.Options{PID: pid, Hooks: ids, Wait: fl.wait, RingSize: fl.ringSize})
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("observe: interrupted while waiting for process %d to load libucp", pid)

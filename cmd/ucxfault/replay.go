@@ -95,6 +95,9 @@ each process gets the part recorded for its rank.`,
 				src := fmt.Sprintf("%s, %s", from, processLabel(*p))
 				req := &control.Request{Cmd: control.CmdReplay, Schedule: control.ScheduleFromCalls(p.Calls, key, cycle, src)}
 				resp, err := control.Send(t.Path, req, global.timeout)
+				if err == nil {
+					err = control.CheckIdentity(t, resp)
+				}
 				switch {
 				case err != nil:
 					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %v\n", t.PID, err)
