@@ -176,9 +176,10 @@ func (e *Engine) handle(req *Request) (string, error) {
 		next.Strategy = s
 		msg = "strategy " + s
 	case CmdReset:
-		seed := next.Seed
+		seed, kills := next.Seed, next.Kills
 		next = DefaultSettings()
-		next.Seed = seed
+		// A dead endpoint stays dead, as a peer that died does not return.
+		next.Seed, next.Kills = seed, kills
 		e.base = e.b.Counters()
 		e.b.RecordClear()
 		msg = "reset: injection off, default settings, counters and records cleared"
@@ -239,6 +240,35 @@ func (e *Engine) handle(req *Request) (string, error) {
 			return "", err
 		}
 		msg = m
+	case CmdMode:
+		if req.Mode == nil {
+			return "", fmt.Errorf("%w: mode needs field \"mode\"", ErrInvalid)
+		}
+		m, err := ParseMode(*req.Mode)
+		if err != nil {
+			return "", err
+		}
+		next.Mode = m
+		msg = "failures " + map[string]string{ModeImmediate: "at once", ModeDeferred: "on completion where the function allows"}[m]
+	case CmdKillEP:
+		if req.Endpoint == nil || *req.Endpoint < 0 {
+			return "", fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0", ErrInvalid)
+		}
+		code := int(ucs.ErrEndpointTimeout)
+		if req.Code != nil {
+			code = *req.Code
+		}
+		codes, err := CheckCodes([]int{code})
+		if err != nil {
+			return "", err
+		}
+		for _, k := range next.Kills {
+			if k.Endpoint == *req.Endpoint {
+				return "", fmt.Errorf("%w: endpoint %d is already dead (with %d)", ErrInvalid, k.Endpoint, k.Code)
+			}
+		}
+		next.Kills = append(next.Kills, Kill{Endpoint: *req.Endpoint, Code: codes[0]})
+		msg = fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, code, codes[0])
 	case CmdReplayStop:
 		next.Replay = nil
 		if next.Strategy == StrategyReplay {
@@ -270,6 +300,8 @@ func (e *Engine) status(detailed bool) Status {
 	st.Pattern = e.s.Pattern
 	st.Seed = e.s.Seed
 	st.Recording = e.s.Recording
+	st.Mode = e.s.Mode
+	st.Killed = append([]Kill(nil), e.s.Kills...)
 	for _, c := range e.s.Codes {
 		st.Codes = append(st.Codes, int(c))
 	}

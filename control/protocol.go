@@ -37,11 +37,13 @@ const (
 	CmdReplaySelf  = "replay_self"
 	CmdReplayStop  = "replay_stop"
 	CmdRules       = "rules"
+	CmdMode        = "mode"
+	CmdKillEP      = "kill_ep"
 )
 
 var commands = []string{CmdStatus, CmdToggle, CmdEnable, CmdDisable, CmdProbability, CmdCodes,
 	CmdPattern, CmdSeed, CmdStrategy, CmdReset, CmdHooks, CmdRecord, CmdRecordClear, CmdRecordDump,
-	CmdReplay, CmdReplaySelf, CmdReplayStop, CmdRules}
+	CmdReplay, CmdReplaySelf, CmdReplayStop, CmdRules, CmdMode, CmdKillEP}
 
 // Request is one line sent to an injected process.
 type Request struct {
@@ -60,6 +62,12 @@ type Request struct {
 	Count int `json:"count,omitempty"`
 	// Schedule is the replay to load (replay).
 	Schedule *WireReplay `json:"schedule,omitempty"`
+	// Mode is immediate or deferred (mode).
+	Mode *string `json:"mode,omitempty"`
+	// Endpoint and Code choose the endpoint to kill and the code its
+	// failures carry (kill_ep; Code defaults to -80, ENDPOINT_TIMEOUT).
+	Endpoint *int `json:"endpoint,omitempty"`
+	Code     *int `json:"code,omitempty"`
 	// Detailed asks status for per-hook counters.
 	Detailed bool `json:"detailed,omitempty"`
 	// RuleOp, Rules and RuleID change the fault rules (rules): RuleOp is
@@ -123,6 +131,8 @@ type Status struct {
 	Faults      uint64            `json:"faults"`
 	FaultCodes  map[string]uint64 `json:"fault_codes"`
 	Hooks       []HookStatus      `json:"hooks"`
+	Mode        string            `json:"mode"`
+	Killed      []Kill            `json:"killed_endpoints,omitempty"`
 	Warnings    []string          `json:"warnings,omitempty"`
 	// Rules are the fault rules in force with their counters; DelayNS is
 	// the time rules' delays added, over all rules since the last reset.

@@ -24,6 +24,31 @@ const (
 	StrategyReplay  = "replay"
 )
 
+// Modes: when an injected failure reaches the application.
+const (
+	// ModeImmediate fails the call itself.
+	ModeImmediate = "immediate"
+	// ModeDeferred lets the operation run and fails it on completion,
+	// through its callback and status queries, where the function allows.
+	ModeDeferred = "deferred"
+)
+
+// Kill is an endpoint killed with kill-ep: from then on its operations fail
+// with Code, and its error handler has been called once with it.
+type Kill struct {
+	Endpoint int        `json:"endpoint"`
+	Code     ucs.Status `json:"code"`
+}
+
+// ParseMode reads a mode name.
+func ParseMode(text string) (string, error) {
+	switch m := strings.ToLower(strings.TrimSpace(text)); m {
+	case ModeImmediate, ModeDeferred:
+		return m, nil
+	}
+	return "", fmt.Errorf("%w: mode %q (accepted: immediate, deferred)", ErrInvalid, text)
+}
+
 // MaxPattern bounds the length of an X/O pattern.
 const MaxPattern = 4096
 
@@ -47,6 +72,10 @@ type Settings struct {
 	// Rules are the fault rules in force, in order (see rules.go). A hook
 	// that a rule covers is decided by the rules alone.
 	Rules []Rule `json:"rules,omitempty"`
+	// Mode is ModeImmediate or ModeDeferred.
+	Mode string `json:"mode"`
+	// Kills are the endpoints killed with kill-ep, in order.
+	Kills []Kill `json:"kills,omitempty"`
 }
 
 // Replay is a loaded replay schedule.
@@ -90,7 +119,7 @@ func (r *Replay) Len() int {
 // UCX_FAULT_* variable: off, random at 0 %, the default codes, every hook
 // but the opt-in ones (set-up calls such as ucp_ep_create).
 func DefaultSettings() Settings {
-	s := Settings{Strategy: StrategyRandom, Codes: append([]ucs.Status(nil), ucs.DefaultFaultCodes...)}
+	s := Settings{Strategy: StrategyRandom, Mode: ModeImmediate, Codes: append([]ucs.Status(nil), ucs.DefaultFaultCodes...)}
 	s.HookEnabled = make([]bool, len(hooks.Table))
 	for i, h := range hooks.Table {
 		s.HookEnabled[i] = !h.OptIn
@@ -105,6 +134,7 @@ func (s Settings) Clone() Settings {
 	c.Codes = append([]ucs.Status(nil), s.Codes...)
 	c.HookEnabled = append([]bool(nil), s.HookEnabled...)
 	c.Rules = append([]Rule(nil), s.Rules...)
+	c.Kills = append([]Kill(nil), s.Kills...)
 	return c
 }
 
@@ -205,6 +235,7 @@ const (
 	EnvSocketDir        = "UCX_FAULT_SOCKET_DIR"
 	EnvRecordCapacity   = "UCX_FAULT_RECORD_CAPACITY"
 	EnvRecord           = "UCX_FAULT_RECORD"
+	EnvMode             = "UCX_FAULT_MODE"
 )
 
 // ParseBool reads the boolean spellings users type in environment variables.
@@ -271,6 +302,11 @@ func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
 			return s, false, wrap(EnvSeed, fmt.Errorf("%w: seed %q is not an unsigned 64-bit integer", ErrInvalid, v))
 		}
 		s.Seed, seeded = seed, true
+	}
+	if v := getenv(EnvMode); v != "" {
+		if s.Mode, err = ParseMode(v); err != nil {
+			return s, false, wrap(EnvMode, err)
+		}
 	}
 	if v := getenv(EnvRecord); v != "" {
 		if s.Recording, err = ParseBool(v); err != nil {

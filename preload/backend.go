@@ -52,6 +52,9 @@ type cBackend struct {
 	start     time.Time
 	ipc       string
 	rules     ruleSlots // the rules in force, see backend_rules.go
+	// killsApplied counts the Settings.Kills already applied to the C
+	// endpoint table (a kill cannot be undone).
+	killsApplied int
 }
 
 func newCBackend() *cBackend {
@@ -113,6 +116,16 @@ func (b *cBackend) Apply(s control.Settings) error {
 	cfg.seed = C.uint64_t(s.Seed)
 	cfg.enabled = boolC(s.Enabled)
 	cfg.recording = boolC(s.Recording)
+	cfg.deferred_mode = boolC(s.Mode == control.ModeDeferred)
+	for _, k := range s.Kills[min(b.killsApplied, len(s.Kills)):] {
+		if C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code)) != 0 {
+			C.free(unsafe.Pointer(cfg))
+			b.live = prevLive
+			return fmt.Errorf("no endpoint %d in this process yet (endpoints are numbered from 0 in order of creation or first use)", k.Endpoint)
+		}
+		b.killsApplied++
+	}
+	cfg.kills = boolC(len(s.Kills) > 0)
 	switch s.Strategy {
 	case control.StrategyRandom:
 		cfg.strategy = C.UCXF_STRATEGY_RANDOM

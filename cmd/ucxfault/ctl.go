@@ -9,6 +9,7 @@ import (
 
 	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/ucs"
 )
 
 // simpleControl is a command that takes no argument and sends one request.
@@ -100,7 +101,51 @@ starts with a minus sign: ucxfault error-codes -- -3,-6,-20`,
 			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdStrategy, Strategy: &s})
 		},
 	}
+	mode := &cobra.Command{
+		Use:   "mode immediate|deferred",
+		Short: "Fail calls at once, or let operations run and fail them on completion",
+		Long: `immediate (default): a faulted call returns the error itself.
+deferred: the operation really runs and completes with the error: the
+application's callback gets it (from ucp_worker_progress, as UCX delivers
+completions) and so do ucp_request_check_status and ucp_request_test. This
+works for the nbx calls that take a ucp_request_param_t; others fail at once.
+A real error wins over an injected one.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			m, err := control.ParseMode(args[0])
+			if err != nil {
+				return err
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdMode, Mode: &m})
+		},
+	}
+	var killCode string
+	killEP := &cobra.Command{
+		Use:   "kill-ep ENDPOINT [--code CODE]",
+		Short: "Kill an endpoint as if its peer died (default code -80, ENDPOINT_TIMEOUT)",
+		Long: `Endpoints are numbered from 0 in order of creation (or of first use, for
+endpoints created before the injector saw them). From the kill on, as UCX
+does when a peer dies: the endpoint's error handler is called once, from
+ucp_worker_progress, with the code; every later operation on the endpoint
+fails at once with it. Other endpoints keep working. A killed endpoint stays
+dead, even across reset.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			ep, err := strconv.Atoi(args[0])
+			if err != nil || ep < 0 {
+				return usagef("kill-ep %q: want an endpoint number from 0", args[0])
+			}
+			code, err := ucs.Parse(killCode)
+			if err != nil {
+				return usageError{err}
+			}
+			n := int(code)
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdKillEP, Endpoint: &ep, Code: &n})
+		},
+	}
+	killEP.Flags().StringVar(&killCode, "code", "ENDPOINT_TIMEOUT", "the code the endpoint fails with")
 	return []*cobra.Command{
+		mode, killEP,
 		simpleControl("toggle", "Switch injection on or off", control.CmdToggle),
 		simpleControl("enable", "Switch injection on", control.CmdEnable),
 		simpleControl("disable", "Switch injection off (hooks cost one load and a branch)", control.CmdDisable),

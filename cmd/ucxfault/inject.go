@@ -74,6 +74,7 @@ type injectOptions struct {
 	disabled    bool
 	debug       bool
 	quiet       bool
+	mode        string
 	rules       []string
 }
 
@@ -137,6 +138,7 @@ exit status and signals are PROGRAM's. Injection starts on; without
 	f.BoolVar(&o.disabled, "disabled", false, "start with injection off")
 	f.BoolVar(&o.debug, "debug", false, "log the injector's actions on stderr")
 	f.BoolVar(&o.quiet, "quiet", false, "do not print the start-up line")
+	f.StringVar(&o.mode, "mode", "", "immediate (default) or deferred: fail on completion where the function allows")
 	f.StringArrayVar(&o.rules, "rule", nil, "a fault rule, e.g. 'hooks=ucp_put_nbx calls=100..200+10' (repeatable; see ucxfault rule --help)")
 	f.SetInterspersed(false)
 	return cmd
@@ -194,6 +196,13 @@ func (o *injectOptions) environment() ([]string, error) {
 			return nil, usagef("%d rules given, at most %d may stand at once", len(texts), control.MaxRules)
 		}
 		env = append(env, control.EnvRules+"="+strings.Join(texts, "; "))
+	}
+	if o.mode != "" {
+		m, err := control.ParseMode(o.mode)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, control.EnvMode+"="+m)
 	}
 	env = append(env, control.EnvEnabled+"="+strconv.FormatBool(!o.disabled))
 	if o.record {

@@ -77,9 +77,11 @@ func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
 	if n, page := fl.ringSize, os.Getpagesize(); n < page || n > 1<<30 || n&(n-1) != 0 {
 		return usagef("observe: --ring-size %d: want a power of two from %d to %d", n, page, 1<<30)
 	}
-	ids, err := hooks.ParseList(fl.functions)
-	if err != nil {
-		return usagef("observe: --functions: %w", err)
+	var ids []hooks.ID // nil: every row the observer probes by default
+	if !strings.EqualFold(strings.TrimSpace(fl.functions), "all") {
+		if ids, err = hooks.ParseList(fl.functions); err != nil {
+			return usagef("observe: --functions: %w", err)
+		}
 	}
 	out := fl.output
 	if out == "" {

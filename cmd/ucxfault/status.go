@@ -86,6 +86,14 @@ func commandName(cmd []string) string {
 }
 
 func strategySetting(st control.Status) string {
+	s := strategyText(st)
+	if st.Mode == control.ModeDeferred {
+		s += " on completion"
+	}
+	return s
+}
+
+func strategyText(st control.Status) string {
 	switch st.Strategy {
 	case control.StrategyRandom:
 		return fmt.Sprintf("random %.2f%%", st.Probability)
@@ -153,6 +161,9 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 	for _, st := range statuses {
 		for _, warn := range st.Warnings {
 			fmt.Fprintf(w, "pid %d: warning: %s\n", st.PID, warn)
+		}
+		for _, k := range st.Killed {
+			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)\n", st.PID, k.Endpoint, int(k.Code), k.Code)
 		}
 		if st.RecordsLost > 0 {
 			fmt.Fprintf(w, "pid %d: %d records overwritten (raise UCX_FAULT_RECORD_CAPACITY)\n", st.PID, st.RecordsLost)

@@ -62,6 +62,7 @@ static struct {
     unsigned long print_every;
     int           quiet;
     unsigned long linger_ms;
+    int           peer_fd; /* internal: this process is the tcp peer */
     unsigned long wait_ms;
 } cfg;
 
@@ -832,7 +833,8 @@ static void parse_args(int argc, char **argv)
         O_OPS = 256, O_SEQ, O_SIZE, O_TRANSPORT, O_KILL, O_COMPLETION,
         O_TIMEOUT, O_THREADS, O_INTERVAL, O_PRINT_EVERY, O_QUIET, O_WAIT,
         O_HELP,
-        O_LINGER
+        O_LINGER,
+        O_PEER_FD
     };
     static const struct option longopts[] = {
         { "ops",                  required_argument, NULL, O_OPS },
@@ -848,6 +850,7 @@ static void parse_args(int argc, char **argv)
         { "quiet",                no_argument,       NULL, O_QUIET },
         { "wait-before-start-ms", required_argument, NULL, O_WAIT },
         { "linger-ms",            required_argument, NULL, O_LINGER },
+        { "peer-fd",              required_argument, NULL, O_PEER_FD },
         { "help",                 no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -925,6 +928,9 @@ static void parse_args(int argc, char **argv)
         case O_LINGER:
             cfg.linger_ms = parse_ulong("linger-ms", optarg, 86400000UL);
             break;
+        case O_PEER_FD:
+            cfg.peer_fd = (int)parse_ulong("peer-fd", optarg, 65535UL);
+            break;
         case 'h':
         case O_HELP:
             usage(stdout, argv[0]);
@@ -975,6 +981,9 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (cfg.peer_fd > 0) {
+        run_peer(cfg.peer_fd); /* does not return */
+    }
     if (cfg.tcp) {
         int sv[2];
 
@@ -998,7 +1007,28 @@ int main(int argc, char **argv)
                 _exit(0);
             }
             close(sv[0]);
-            run_peer(sv[1]); /* does not return */
+            /* The peer runs as a fresh program rather than as a copy of
+             * this one: after fork() only this thread exists, and any
+             * lock another thread held (a preloaded library's runtime,
+             * UCX's memory hooks) stays held in the copy for good. It
+             * runs without LD_PRELOAD: it is the remote side, not the
+             * program under test. */
+            {
+                char fdarg[16];
+                char **args = calloc((size_t)argc + 3, sizeof(*args));
+                int k;
+                snprintf(fdarg, sizeof(fdarg), "%d", sv[1]);
+                for (k = 0; args != NULL && k < argc; k++) {
+                    args[k] = argv[k];
+                }
+                if (args != NULL) {
+                    args[argc]     = "--peer-fd";
+                    args[argc + 1] = fdarg;
+                    unsetenv("LD_PRELOAD");
+                    execv("/proc/self/exe", args);
+                }
+            }
+            run_peer(sv[1]); /* exec failed: run in the copy */
         }
         close(sv[1]);
         g_peer_fd     = sv[0];
