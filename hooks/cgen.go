@@ -196,7 +196,7 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     {{- if .Before}}
     {{.Before}}({{.Args}});
     {{- end}}
-    if (UCXF_LIKELY(!ucxf_armed[{{.CName}}])) {
+    if (UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
     {{- if .After}}
         {{.Return}} ret = real({{.Args}});
         if (ret == UCS_OK) {

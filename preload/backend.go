@@ -276,6 +276,9 @@ func (b *cBackend) Info() control.Status {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("%d copies of libucp are mapped: %s",
 			n, strings.ReplaceAll(C.GoString(&buf[0]), "\n", ", ")))
 	}
+	for i := 0; i < int(C.ucxf_bypassed(C.int(i), &buf[0], C.size_t(len(buf)))) && i < 8; i++ {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%s was opened with RTLD_DEEPBIND: its UCX calls bypass the injector", C.GoString(&buf[0])))
+	}
 	if n := uint64(C.ucxf_defer_overflow()); n > 0 {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("%d failures on completion could not be tracked and were returned at once", n))
 	}

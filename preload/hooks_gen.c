@@ -295,7 +295,7 @@ ucs_status_t ucp_request_check_status(void *request)
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS])) {
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS]) && UCXF_LIKELY(!ucxf_defer_active())) {
         return real(request);
     }
     UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CHECK_STATUS, NULL, 0, (void *)request);
@@ -772,7 +772,7 @@ ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST])) {
+    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST]) && UCXF_LIKELY(!ucxf_defer_active())) {
         return real(request, info);
     }
     UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_TEST, NULL, 0, (void *)request);

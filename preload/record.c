@@ -307,7 +307,7 @@ int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
 #define UCXF_DEFER_TOMB  ((void *)1)
 static void *ucxf_defer_keys[UCXF_DEFER_SLOTS];
 static int8_t ucxf_defer_codes[UCXF_DEFER_SLOTS];
-static uint64_t ucxf_defer_count;
+uint64_t ucxf_defer_count;
 static uint64_t ucxf_defer_lost;
 
 /* Attaches code to a request the application now owns: status queries on

@@ -520,6 +520,7 @@ int ucxf_enter(struct ucxf_call *c)
         ucxf_wait_ready();
     }
     if (ucxf_caller_internal(c->caller)) {
+        c->internal = 1;
         return 0; /* libucp calling itself: never faulted, never counted */
     }
     cfg    = ucxf_current();
@@ -626,8 +627,21 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
 {
     int override = 0;
 
+    if (ucxf_hook_polls[c->hook] && c->req != NULL && status != UCS_INPROGRESS && !c->injected &&
+        !c->internal) {
+        /* A status query on a request that completed: deliver an attached
+         * failure, unless the request failed for real. This holds whether
+         * or not the query's own hook is on: the failure belongs to the
+         * operation. */
+        int code = ucxf_defer_peek(c->req);
+        if (code < 0 && status == UCS_OK) {
+            override    = code;
+            status      = code;
+            c->injected = 1;
+        }
+    }
     if (!c->counted) {
-        return 0;
+        return override;
     }
     if (UCXF_UNLIKELY(c->deferred_code != 0) && !c->injected) {
         int attached = 0;
@@ -647,16 +661,6 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
             status = override;
         }
         ucxf_defer_done(c, attached);
-    }
-    if (ucxf_hook_polls[c->hook] && c->req != NULL && status != UCS_INPROGRESS && !c->injected) {
-        /* A status query on a request that completed: deliver an attached
-         * failure, unless the request failed for real. */
-        int code = ucxf_defer_peek(c->req);
-        if (code < 0 && status == UCS_OK) {
-            override    = code;
-            status      = code;
-            c->injected = 1;
-        }
     }
     if (c->cfg->recording) {
         ucxf_record_append(c, status, request, ucxf_now_ns());

@@ -141,6 +141,7 @@ struct ucxf_thread {
 struct ucxf_call {
     int hook;
     int counted;
+    int internal; /* libucp calling itself */
     void *caller;
     void *ep;
     uint64_t size;
@@ -162,6 +163,7 @@ struct ucxf_call {
         (c)->size    = (size_);                       \
         (c)->req     = (req_);                        \
         (c)->counted = 0;                             \
+        (c)->internal = 0;                            \
         (c)->deferred_code = 0;                       \
         (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
@@ -191,6 +193,14 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
 ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const ucp_request_param_t *),
                                      ucp_ep_h ep, const ucp_request_param_t *param, int code);
 
+/* Requests carrying a failure to deliver on completion: status queries
+ * must look them up even when their own hook is not armed. */
+extern uint64_t ucxf_defer_count;
+static inline int ucxf_defer_active(void)
+{
+    return __atomic_load_n(&ucxf_defer_count, __ATOMIC_RELAXED) != 0;
+}
+
 /* Wrapper side. */
 void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size);
 void *ucxf_resolve(int hook);
@@ -209,6 +219,7 @@ void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
 void ucxf_set_socket_path(const char *path);
 int  ucxf_deepbind_seen(void);
 int  ucxf_libucp_copies(char *buf, size_t len);
+int  ucxf_bypassed(int i, char *buf, size_t len);
 void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);
 
 #endif
