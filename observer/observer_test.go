@@ -199,7 +199,11 @@ func TestObserveRealFailure(t *testing.T) {
 		}
 	}
 	for fn, calls := range byFn {
-		if fn != "ucp_request_check_status" && len(calls) != next[fn] {
+		switch fn {
+		case "ucp_request_check_status", "ucp_request_free", "ucp_ep_close_nbx":
+			continue // polls, and the example's completion and teardown calls
+		}
+		if len(calls) != next[fn] {
 			t.Errorf("%s: %d calls recorded, the program made %d", fn, len(calls), next[fn])
 		}
 	}
