@@ -84,6 +84,7 @@ static struct {
     unsigned long wait_ms;
     unsigned long linger_ms;
     int           quiet;
+    int           peer_fd; /* internal: this process is the tcp peer */
 } cfg;
 
 /* completion context of an nbx call in --completion callback mode */
@@ -1592,7 +1593,7 @@ static void parse_args(int argc, char **argv)
     enum {
         O_API = 256, O_OLD, O_SYNC, O_TRANSPORT, O_COMPLETION, O_OPS, O_SIZE,
         O_FLUSH, O_CLOSE, O_KILL, O_TIMEOUT, O_INTERVAL, O_WAIT, O_LINGER,
-        O_QUIET, O_HELP
+        O_QUIET, O_HELP, O_PEER_FD
     };
     static const struct option longopts[] = {
         { "api",                  required_argument, NULL, O_API },
@@ -1609,6 +1610,7 @@ static void parse_args(int argc, char **argv)
         { "interval-us",          required_argument, NULL, O_INTERVAL },
         { "wait-before-start-ms", required_argument, NULL, O_WAIT },
         { "linger-ms",            required_argument, NULL, O_LINGER },
+        { "peer-fd",              required_argument, NULL, O_PEER_FD },
         { "quiet",                no_argument,       NULL, O_QUIET },
         { "help",                 no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 }
@@ -1704,6 +1706,9 @@ static void parse_args(int argc, char **argv)
             cfg.wait_ms = parse_ulong("wait-before-start-ms", optarg,
                                       86400000UL);
             break;
+        case O_PEER_FD:
+            cfg.peer_fd = (int)parse_ulong("peer-fd", optarg, 65535UL);
+            break;
         case O_LINGER:
             cfg.linger_ms = parse_ulong("linger-ms", optarg, 86400000UL);
             break;
@@ -1773,6 +1778,9 @@ int main(int argc, char **argv)
     s.name   = "local";
     s.ctl_fd = -1;
 
+    if (cfg.peer_fd > 0) {
+        run_peer(cfg.peer_fd); /* does not return */
+    }
     if (cfg.tcp) {
         int sv[2];
 
@@ -1796,7 +1804,26 @@ int main(int argc, char **argv)
                 _exit(0);
             }
             close(sv[0]);
-            run_peer(sv[1]); /* does not return */
+            /* The peer runs as a fresh program, without LD_PRELOAD: after
+             * fork() only this thread exists, and a lock another thread
+             * held (a preloaded library's runtime, UCX's memory hooks)
+             * would stay held in the copy for good. */
+            {
+                char fdarg[16];
+                char **args = calloc((size_t)argc + 3, sizeof(*args));
+                int k;
+                snprintf(fdarg, sizeof(fdarg), "%d", sv[1]);
+                for (k = 0; args != NULL && k < argc; k++) {
+                    args[k] = argv[k];
+                }
+                if (args != NULL) {
+                    args[argc]     = "--peer-fd";
+                    args[argc + 1] = fdarg;
+                    unsetenv("LD_PRELOAD");
+                    execv("/proc/self/exe", args);
+                }
+            }
+            run_peer(sv[1]); /* exec failed: run in the copy */
         }
         close(sv[1]);
         g_peer_fd     = sv[0];
