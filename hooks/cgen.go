@@ -179,7 +179,9 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
 {
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
         __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
+    {{- if ne .Return.String "unsigned"}}
     struct ucxf_call call;
+    {{- end}}
     {{- if or .IsStatusPtr .IsStatus}}
     int code;
     {{- end}}
@@ -196,6 +198,11 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     {{- if .Before}}
     {{.Before}}({{.Args}});
     {{- end}}
+    {{- if eq .Return.String "unsigned"}}
+    /* Never faulted, counted or recorded: it runs millions of times a
+     * second, and only its Before hook matters. */
+    return real({{.Args}});
+    {{- else}}
     if (UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
     {{- if .After}}
         {{.Return}} ret = real({{.Args}});
@@ -215,13 +222,6 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     ucxf_enter(&call);
     real({{.Args}});
     ucxf_leave(&call, UCS_OK, NULL);
-    {{- else if eq .Return.String "unsigned"}}
-    ucxf_enter(&call);
-    {
-        unsigned ret = real({{.Args}});
-        ucxf_leave(&call, UCS_OK, NULL);
-        return ret;
-    }
     {{- else}}
     code = ucxf_enter(&call);
     if (code < 0) {
@@ -260,6 +260,7 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
         code = ucxf_leave(&call, ret, NULL);
         return code < 0 ? (ucs_status_t)code : ret;
     }
+    {{- end}}
     {{- end}}
     {{- end}}
 }
