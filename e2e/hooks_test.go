@@ -343,3 +343,40 @@ func TestPerftestRunsUnchangedUnderTheInjector(t *testing.T) {
 		}
 	}
 }
+
+// TestObserverRecordsTheNewHooks: the observer probes every row of the
+// table, so tag, stream and active-message calls of an uninstrumented
+// program are recorded one for one with what it printed.
+func TestObserverRecordsTheNewHooks(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	msg := h.msg(t)
+	for _, tc := range []struct {
+		api string
+		fns map[string]string // printed fn -> recorded function
+	}{
+		{"tag", map[string]string{"tag_send": "ucp_tag_send_nbx", "tag_recv": "ucp_tag_recv_nbx"}},
+		{"stream", map[string]string{"stream_send": "ucp_stream_send_nbx", "stream_recv": "ucp_stream_recv_nbx"}},
+		{"am", map[string]string{"am_send": "ucp_am_send_nbx"}},
+	} {
+		t.Run(tc.api, func(t *testing.T) {
+			e := testutil.StartExample(t, msg, "--api", tc.api, "--ops", "12", "--wait-before-start-ms", "1500")
+			p := h.observe(t, e)
+			out := e.Wait(t, 30*time.Second)
+			if !p.Complete {
+				t.Fatalf("recording incomplete: %+v", p.Lost)
+			}
+			for printed, fn := range tc.fns {
+				ops, calls := msgOps(out, printed), callsOf(p, fn)
+				if len(ops) != 12 || len(calls) != 12 {
+					t.Fatalf("%s: the program printed %d, the observer recorded %d %s calls, want 12", printed, len(ops), len(calls), fn)
+				}
+				for i, c := range calls {
+					if c.Status != 0 || c.Size != 8 {
+						t.Fatalf("%s call %d: %+v", fn, i, c)
+					}
+				}
+			}
+		})
+	}
+}
