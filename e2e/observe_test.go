@@ -62,7 +62,7 @@ func (h *harness) observeErr(dir string, pid int) (*recording.Process, error) {
 func TestObserveThenReplayReproducesARealFailure(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
-	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "1500"}
+	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "4000"}
 	// Uninstrumented: no preload at all.
 	real := testutil.StartExample(t, h.rma, append(args, "--kill-peer-at", "40")...)
 	p := h.observe(t, real)
@@ -112,7 +112,7 @@ func TestObserverAndInjectorCountAlike(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "20", "--seed", "4", "--record"},
-		"--ops", "60", "--seq", "put,putnbi,get,flush", "--wait-before-start-ms", "1500", "--linger-ms", "60000")
+		"--ops", "60", "--seq", "put,putnbi,get,flush", "--wait-before-start-ms", "4000", "--linger-ms", "60000")
 	type result struct {
 		p   *recording.Process
 		err error

@@ -103,7 +103,7 @@ func TestReplayReproducesRecordedOutcomes(t *testing.T) {
 	}
 	// A fresh run, nothing injected, waits before its first operation while
 	// the recording is loaded.
-	e := h.start(t, []string{"--disabled"}, "--ops", "150", "--seq", "put,get,flush", "--wait-before-start-ms", "1500")
+	e := h.start(t, []string{"--disabled"}, "--ops", "150", "--seq", "put,get,flush", "--wait-before-start-ms", "2500")
 	out := h.mustCtl(t, "replay", "--from", path)
 	if !strings.Contains(out, "replaying 45") { // 450 operations and the teardown
 		t.Fatalf("replay: %s", out)
@@ -122,7 +122,7 @@ func TestReplayReproducesRecordedOutcomes(t *testing.T) {
 func TestReplayByFunctionSurvivesOtherInterleaving(t *testing.T) {
 	h := newHarness(t)
 	ops, _, path := h.recordRun(t, []string{"--probability", "40", "--seed", "11"}, "--ops", "100", "--seq", "put,get")
-	e := h.start(t, []string{"--disabled"}, "--ops", "50", "--seq", "get,get,put,put", "--wait-before-start-ms", "1500")
+	e := h.start(t, []string{"--disabled"}, "--ops", "50", "--seq", "get,get,put,put", "--wait-before-start-ms", "2500")
 	h.mustCtl(t, "replay", "--from", path)
 	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
 	for _, op := range []string{"put", "get"} {
@@ -138,7 +138,7 @@ func TestReplayByFunctionSurvivesOtherInterleaving(t *testing.T) {
 	}
 	// --key global keeps one cursor: with another interleaving the outcomes
 	// land on other functions, which is why function is the default.
-	e = h.start(t, []string{"--disabled"}, "--ops", "100", "--seq", "put,get", "--wait-before-start-ms", "1500")
+	e = h.start(t, []string{"--disabled"}, "--ops", "100", "--seq", "put,get", "--wait-before-start-ms", "2500")
 	h.mustCtl(t, "replay", "--from", path, "--key", "global")
 	global := testutil.ParseOps(e.Wait(t, 60*time.Second))
 	for i := range ops {

@@ -82,7 +82,7 @@ func requireComplete(t *testing.T, p *recording.Process, st observer.Stats) {
 func TestObserveCountsCalls(t *testing.T) {
 	const n = 25
 	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "put,get,flush", "--size", "4096",
-		"--wait-before-start-ms", "1500")
+		"--wait-before-start-ms", "4000")
 	requireComplete(t, p, st)
 	ops := testutil.ParseOps(out)
 	if len(ops) != 3*n {
@@ -144,7 +144,7 @@ func TestObserveCountsCalls(t *testing.T) {
 
 func TestObserveDropsInternalCalls(t *testing.T) {
 	const n = 20
-	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "putnbi", "--wait-before-start-ms", "1500")
+	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "putnbi", "--wait-before-start-ms", "4000")
 	requireComplete(t, p, st)
 	if ops := testutil.ParseOps(out); len(ops) != n {
 		t.Fatalf("example printed %d OP lines, want %d", len(ops), n)
@@ -162,7 +162,7 @@ func TestObserveDropsInternalCalls(t *testing.T) {
 
 func TestObserveRealFailure(t *testing.T) {
 	p, st, out := observe(t, "--transport", "tcp", "--ops", "10", "--seq", "put,get,flush",
-		"--kill-peer-at", "14", "--wait-before-start-ms", "1500")
+		"--kill-peer-at", "14", "--wait-before-start-ms", "4000")
 	requireComplete(t, p, st)
 	ops := testutil.ParseOps(out)
 	if len(ops) != 30 {
@@ -214,7 +214,7 @@ func TestObserveTargetExits(t *testing.T) {
 	testutil.RequireBPF(t)
 	bin := testutil.BuildExample(t)
 	ex := testutil.StartExample(t, bin, "--ops", "0", "--seq", "put,flush", "--interval-us", "2000",
-		"--wait-before-start-ms", "1000")
+		"--wait-before-start-ms", "4000")
 	s, err := observer.Start(&observer.Options{PID: ex.PID})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
@@ -256,7 +256,7 @@ func TestObserveKilledTarget(t *testing.T) {
 	testutil.RequireBPF(t)
 	bin := testutil.BuildExample(t)
 	ex := testutil.StartExample(t, bin, "--ops", "0", "--seq", "put,get", "--interval-us", "500",
-		"--wait-before-start-ms", "1000")
+		"--wait-before-start-ms", "4000")
 	s, err := observer.Start(&observer.Options{PID: ex.PID, Hooks: []hooks.ID{0}})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
@@ -361,7 +361,7 @@ func TestStartWaitsForLibucp(t *testing.T) {
 func TestObserveThreads(t *testing.T) {
 	const threads, n = 3, 40
 	p, st, out := observe(t, "--threads", fmt.Sprint(threads), "--ops", fmt.Sprint(n), "--seq", "put,get",
-		"--size", "128", "--wait-before-start-ms", "1500")
+		"--size", "128", "--wait-before-start-ms", "4000")
 	requireComplete(t, p, st)
 	if ops := testutil.ParseOps(out); len(ops) != threads*n*2 {
 		t.Fatalf("example printed %d OP lines, want %d", len(ops), threads*n*2)
