@@ -219,7 +219,7 @@ func TestObserveTargetExits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	waitOps(t, ex, 100)
 	if st := s.Stats(); st.Calls == 0 {
 		t.Errorf("no calls seen while the example runs: %+v", st)
 	}
@@ -261,7 +261,7 @@ func TestObserveKilledTarget(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	waitOps(t, ex, 100)
 	ex.Cmd.Process.Kill()
 	<-ex.Done()
 	select {
@@ -397,5 +397,18 @@ func TestObserveThreads(t *testing.T) {
 			t.Errorf("endpoint ordinals %v: want %d distinct ordinals from 0", epOf, threads)
 		}
 		seen[ep] = true
+	}
+}
+
+// waitOps waits until the example has printed n operations (the probes are
+// attached before its first one).
+func waitOps(t *testing.T, ex *testutil.Example, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(testutil.ParseOps(ex.Output())) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the example printed fewer than %d operations in 30 s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
