@@ -335,22 +335,31 @@ int ucxf_entry(struct pt_regs *ctx)
 	ret_sp = sp;
 #endif
 
-	// Called through the injector's wrapper: the wrapper keeps a frame
-	// pointer (it is built with -fno-omit-frame-pointer), and at the real
-	// function's first instruction the frame pointer register is still
-	// the wrapper's, so the wrapper's own return address is at fp + 8.
+	// Called through the injector: its wrapper (or the wrapper's slow
+	// half) called the real function, so the return address seen here is
+	// the injector's. Its frames keep the frame pointer (it is built with
+	// -fno-omit-frame-pointer), and at the real function's first
+	// instruction the frame pointer register is still the injector's:
+	// walk up to three frames while the return address stays in it.
 	// (Probing the wrappers themselves would be simpler, but a uretprobe
 	// replaces the return address the injector reads to tell internal
 	// calls apart.)
-	if (in_ranges(&forwarder_ranges, caller)) {
+	{
 #if defined(__TARGET_ARCH_x86)
 		__u64 fp = ctx->rbp;
 #else
 		__u64 fp = ((const struct user_pt_regs *)ctx)->regs[29];
 #endif
-		__u64 outer = 0;
-		if (bpf_probe_read_user(&outer, sizeof(outer), (void *)(fp + 8)) == 0)
+		for (int i = 0; i < 3; i++) {
+			__u64 outer = 0, next = 0;
+			if (!in_ranges(&forwarder_ranges, caller))
+				break;
+			if (bpf_probe_read_user(&outer, sizeof(outer), (void *)(fp + 8)) ||
+			    bpf_probe_read_user(&next, sizeof(next), (void *)fp))
+				break;
 			caller = outer;
+			fp = next;
+		}
 	}
 
 	__u8 flags = 0;

@@ -174,36 +174,26 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
 {{- end}}
 };
 {{range .}}
-/* {{.Name}}: {{.Summary}}. */
+static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}});
+
+/* {{.Name}}: {{.Summary}}. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_{{.Name}}. */
 {{.Return}} {{.Name}}({{.Decl}})
 {
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
         __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
-    {{- if ne .Return.String "unsigned"}}
-    struct ucxf_call call;
-    {{- end}}
-    {{- if or .IsStatusPtr .IsStatus}}
-    int code;
-    {{- end}}
-    {{- if .Defers}}
-    ucp_request_param_t deferred_param;
-    {{- end}}
-
-    if (UCXF_UNLIKELY(real == NULL)) {
-        real = (__typeof__({{.Name}}) *)ucxf_resolve({{.CName}});
-        if (real == NULL) {
-            return {{.Unresolved}};
-        }
-    }
     {{- if .Before}}
+
     {{.Before}}({{.Args}});
     {{- end}}
     {{- if eq .Return.String "unsigned"}}
     /* Never faulted, counted or recorded: it runs millions of times a
-     * second, and only its Before hook matters. */
-    return real({{.Args}});
+     * second, and only its hook above matters. */
+    if (UCXF_LIKELY(real != NULL)) {
+        return real({{.Args}});
+    }
     {{- else}}
-    if (UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
     {{- if .After}}
         {{.Return}} ret = real({{.Args}});
         if (ret == UCS_OK) {
@@ -217,7 +207,53 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
         return real({{.Args}});
     {{- end}}
     }
-    UCXF_CALL_INIT(&call, {{.CName}}, {{.EpExpr}}, {{.SizeExpr}}, {{.ReqExpr}});
+    {{- end}}
+    {{- if .IsVoid}}
+    ucxf_slow_{{.Name}}(__builtin_return_address(0), {{.Args}});
+    {{- else}}
+    return ucxf_slow_{{.Name}}(__builtin_return_address(0), {{.Args}});
+    {{- end}}
+}
+
+static {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}})
+{
+    __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
+        __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
+    {{- if ne .Return.String "unsigned"}}
+    struct ucxf_call call;
+    {{- end}}
+    {{- if or .IsStatusPtr .IsStatus}}
+    int code;
+    {{- end}}
+    {{- if .Defers}}
+    ucp_request_param_t deferred_param;
+    {{- end}}
+
+    if (real == NULL) {
+        real = (__typeof__({{.Name}}) *)ucxf_resolve({{.CName}});
+        if (real == NULL) {
+            return {{.Unresolved}};
+        }
+    }
+    {{- if eq .Return.String "unsigned"}}
+    (void)caller;
+    return real({{.Args}});
+    {{- else}}
+    if (!ucxf_armed[{{.CName}}]{{if .Polls}} && !ucxf_defer_active(){{end}}) {
+    {{- if .After}}
+        {{.Return}} ret = real({{.Args}});
+        if (ret == UCS_OK) {
+            {{.After}}({{.Args}});
+        }
+        return ret;
+    {{- else if .IsVoid}}
+        real({{.Args}});
+        return;
+    {{- else}}
+        return real({{.Args}});
+    {{- end}}
+    }
+    UCXF_CALL_INIT(&call, {{.CName}}, caller, {{.EpExpr}}, {{.SizeExpr}}, {{.ReqExpr}});
     {{- if .IsVoid}}
     ucxf_enter(&call);
     real({{.Args}});

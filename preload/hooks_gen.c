@@ -176,8 +176,21 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     0, /* ucp_worker_progress */
 };
 
-/* ucp_put_nbx: RMA put. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+
+/* ucp_put_nbx: RMA put. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_put_nbx. */
 ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBX])) {
+        return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_put_nbx(__builtin_return_address(0), ep, buffer, count, remote_addr, rkey, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
@@ -185,16 +198,16 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_put_nbx) *)ucxf_resolve(UCXF_HOOK_PUT_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_PUT_NBX]) {
         return real(ep, buffer, count, remote_addr, rkey, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_PUT_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_PUT_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -211,8 +224,21 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
     }
 }
 
-/* ucp_get_nbx: RMA get. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_get_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+
+/* ucp_get_nbx: RMA get. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_get_nbx. */
 ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBX])) {
+        return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_get_nbx(__builtin_return_address(0), ep, buffer, count, remote_addr, rkey, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
@@ -220,16 +246,16 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_get_nbx) *)ucxf_resolve(UCXF_HOOK_GET_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_GET_NBX]) {
         return real(ep, buffer, count, remote_addr, rkey, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_GET_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_GET_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -246,8 +272,21 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
     }
 }
 
-/* ucp_ep_flush_nbx: flush an endpoint. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param);
+
+/* ucp_ep_flush_nbx: flush an endpoint. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_ep_flush_nbx. */
 ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX])) {
+        return real(ep, param);
+    }
+    return ucxf_slow_ucp_ep_flush_nbx(__builtin_return_address(0), ep, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
@@ -255,16 +294,16 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_ep_flush_nbx) *)ucxf_resolve(UCXF_HOOK_EP_FLUSH_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX]) {
         return real(ep, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_FLUSH_NBX, (void *)ep, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_FLUSH_NBX, caller, (void *)ep, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -281,24 +320,37 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
     }
 }
 
-/* ucp_request_check_status: poll a request's status. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_check_status(void *caller, void *request);
+
+/* ucp_request_check_status: poll a request's status. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_request_check_status. */
 ucs_status_t ucp_request_check_status(void *request)
+{
+    __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS]) && UCXF_LIKELY(!ucxf_defer_active())) {
+        return real(request);
+    }
+    return ucxf_slow_ucp_request_check_status(__builtin_return_address(0), request);
+}
+
+static ucs_status_t ucxf_slow_ucp_request_check_status(void *caller, void *request)
 {
     __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_request_check_status) *)ucxf_resolve(UCXF_HOOK_REQUEST_CHECK_STATUS);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS]) && UCXF_LIKELY(!ucxf_defer_active())) {
+    if (!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS] && !ucxf_defer_active()) {
         return real(request);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CHECK_STATUS, NULL, 0, (void *)request);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CHECK_STATUS, caller, NULL, 0, (void *)request);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -311,8 +363,21 @@ ucs_status_t ucp_request_check_status(void *request)
     }
 }
 
-/* ucp_tag_send_nbx: tagged send. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+
+/* ucp_tag_send_nbx: tagged send. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_tag_send_nbx. */
 ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
+        return real(ep, buffer, count, tag, param);
+    }
+    return ucxf_slow_ucp_tag_send_nbx(__builtin_return_address(0), ep, buffer, count, tag, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
@@ -320,16 +385,16 @@ ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count,
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_tag_send_nbx) *)ucxf_resolve(UCXF_HOOK_TAG_SEND_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX]) {
         return real(ep, buffer, count, tag, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -346,8 +411,21 @@ ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count,
     }
 }
 
-/* ucp_tag_send_sync_nbx: tagged synchronous send. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+
+/* ucp_tag_send_sync_nbx: tagged synchronous send. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_tag_send_sync_nbx. */
 ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
+        return real(ep, buffer, count, tag, param);
+    }
+    return ucxf_slow_ucp_tag_send_sync_nbx(__builtin_return_address(0), ep, buffer, count, tag, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
@@ -355,16 +433,16 @@ ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t c
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_tag_send_sync_nbx) *)ucxf_resolve(UCXF_HOOK_TAG_SEND_SYNC_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX]) {
         return real(ep, buffer, count, tag, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_SYNC_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_SYNC_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -381,8 +459,21 @@ ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t c
     }
 }
 
-/* ucp_tag_recv_nbx: tagged receive. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
+
+/* ucp_tag_recv_nbx: tagged receive. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_tag_recv_nbx. */
 ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
+        return real(worker, buffer, count, tag, tag_mask, param);
+    }
+    return ucxf_slow_ucp_tag_recv_nbx(__builtin_return_address(0), worker, buffer, count, tag, tag_mask, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
@@ -390,16 +481,16 @@ ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t coun
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_tag_recv_nbx) *)ucxf_resolve(UCXF_HOOK_TAG_RECV_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX]) {
         return real(worker, buffer, count, tag, tag_mask, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_RECV_NBX, NULL, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_RECV_NBX, caller, NULL, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -416,8 +507,21 @@ ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t coun
     }
 }
 
-/* ucp_stream_send_nbx: stream send. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
+
+/* ucp_stream_send_nbx: stream send. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_stream_send_nbx. */
 ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
+        return real(ep, buffer, count, param);
+    }
+    return ucxf_slow_ucp_stream_send_nbx(__builtin_return_address(0), ep, buffer, count, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
@@ -425,16 +529,16 @@ ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t cou
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_stream_send_nbx) *)ucxf_resolve(UCXF_HOOK_STREAM_SEND_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX]) {
         return real(ep, buffer, count, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_SEND_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_SEND_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -451,8 +555,21 @@ ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t cou
     }
 }
 
-/* ucp_stream_recv_nbx: stream receive. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
+
+/* ucp_stream_recv_nbx: stream receive. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_stream_recv_nbx. */
 ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
+        return real(ep, buffer, count, length, param);
+    }
+    return ucxf_slow_ucp_stream_recv_nbx(__builtin_return_address(0), ep, buffer, count, length, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
     __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
@@ -460,16 +577,16 @@ ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, si
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_stream_recv_nbx) *)ucxf_resolve(UCXF_HOOK_STREAM_RECV_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX]) {
         return real(ep, buffer, count, length, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_RECV_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_RECV_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -486,8 +603,21 @@ ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, si
     }
 }
 
-/* ucp_am_send_nbx: active message send. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(void *caller, ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
+
+/* ucp_am_send_nbx: active message send. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_am_send_nbx. */
 ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
+        return real(ep, id, header, header_length, buffer, count, param);
+    }
+    return ucxf_slow_ucp_am_send_nbx(__builtin_return_address(0), ep, id, header, header_length, buffer, count, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(void *caller, ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
@@ -495,16 +625,16 @@ ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, s
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_am_send_nbx) *)ucxf_resolve(UCXF_HOOK_AM_SEND_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_AM_SEND_NBX]) {
         return real(ep, id, header, header_length, buffer, count, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_AM_SEND_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_AM_SEND_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -521,8 +651,21 @@ ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, s
     }
 }
 
-/* ucp_am_recv_data_nbx: receive active message data. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(void *caller, ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
+
+/* ucp_am_recv_data_nbx: receive active message data. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_am_recv_data_nbx. */
 ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
+        return real(worker, data_desc, buffer, count, param);
+    }
+    return ucxf_slow_ucp_am_recv_data_nbx(__builtin_return_address(0), worker, data_desc, buffer, count, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(void *caller, ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
@@ -530,16 +673,16 @@ ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_am_recv_data_nbx) *)ucxf_resolve(UCXF_HOOK_AM_RECV_DATA_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX]) {
         return real(worker, data_desc, buffer, count, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_AM_RECV_DATA_NBX, NULL, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_AM_RECV_DATA_NBX, caller, NULL, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -556,8 +699,21 @@ ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void
     }
 }
 
-/* ucp_atomic_op_nbx: atomic operation. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(void *caller, ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+
+/* ucp_atomic_op_nbx: atomic operation. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_atomic_op_nbx. */
 ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
+        return real(ep, opcode, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_atomic_op_nbx(__builtin_return_address(0), ep, opcode, buffer, count, remote_addr, rkey, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(void *caller, ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
@@ -565,16 +721,16 @@ ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const vo
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_atomic_op_nbx) *)ucxf_resolve(UCXF_HOOK_ATOMIC_OP_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX]) {
         return real(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_OP_NBX, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_OP_NBX, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -591,8 +747,21 @@ ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const vo
     }
 }
 
-/* ucp_worker_flush_nbx: flush a worker. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(void *caller, ucp_worker_h worker, const ucp_request_param_t *param);
+
+/* ucp_worker_flush_nbx: flush a worker. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_worker_flush_nbx. */
 ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
+        return real(worker, param);
+    }
+    return ucxf_slow_ucp_worker_flush_nbx(__builtin_return_address(0), worker, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(void *caller, ucp_worker_h worker, const ucp_request_param_t *param)
 {
     __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
@@ -600,16 +769,16 @@ ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_par
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_worker_flush_nbx) *)ucxf_resolve(UCXF_HOOK_WORKER_FLUSH_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX]) {
         return real(worker, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_FLUSH_NBX, NULL, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_FLUSH_NBX, caller, NULL, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -626,8 +795,21 @@ ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_par
     }
 }
 
-/* ucp_ep_close_nbx: close an endpoint. */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param);
+
+/* ucp_ep_close_nbx: close an endpoint. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_ep_close_nbx. */
 ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NBX], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX])) {
+        return real(ep, param);
+    }
+    return ucxf_slow_ucp_ep_close_nbx(__builtin_return_address(0), ep, param);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NBX], __ATOMIC_ACQUIRE);
@@ -635,16 +817,16 @@ ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
     int code;
     ucp_request_param_t deferred_param;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_ep_close_nbx) *)ucxf_resolve(UCXF_HOOK_EP_CLOSE_NBX);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX])) {
+    if (!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX]) {
         return real(ep, param);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CLOSE_NBX, (void *)ep, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CLOSE_NBX, caller, (void *)ep, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -661,28 +843,45 @@ ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
     }
 }
 
-/* ucp_ep_create: create an endpoint. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_create(void *caller, ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+
+/* ucp_ep_create: create an endpoint. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_ep_create. */
 ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
-    struct ucxf_call call;
-    int code;
-
-    if (UCXF_UNLIKELY(real == NULL)) {
-        real = (__typeof__(ucp_ep_create) *)ucxf_resolve(UCXF_HOOK_EP_CREATE);
-        if (real == NULL) {
-            return UCS_ERR_UNSUPPORTED;
-        }
-    }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
         ucs_status_t ret = real(worker, params, ep_p);
         if (ret == UCS_OK) {
             ucxf_after_ep_create(worker, params, ep_p);
         }
         return ret;
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CREATE, NULL, 0, NULL);
+    return ucxf_slow_ucp_ep_create(__builtin_return_address(0), worker, params, ep_p);
+}
+
+static ucs_status_t ucxf_slow_ucp_ep_create(void *caller, ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
+{
+    __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_ep_create) *)ucxf_resolve(UCXF_HOOK_EP_CREATE);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (!ucxf_armed[UCXF_HOOK_EP_CREATE]) {
+        ucs_status_t ret = real(worker, params, ep_p);
+        if (ret == UCS_OK) {
+            ucxf_after_ep_create(worker, params, ep_p);
+        }
+        return ret;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CREATE, caller, NULL, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -698,24 +897,37 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
     }
 }
 
-/* ucp_mem_map: map or allocate memory. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_mem_map(void *caller, ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
+
+/* ucp_mem_map: map or allocate memory. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_mem_map. */
 ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
+{
+    __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
+        return real(context, params, memh_p);
+    }
+    return ucxf_slow_ucp_mem_map(__builtin_return_address(0), context, params, memh_p);
+}
+
+static ucs_status_t ucxf_slow_ucp_mem_map(void *caller, ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
     __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_mem_map) *)ucxf_resolve(UCXF_HOOK_MEM_MAP);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
+    if (!ucxf_armed[UCXF_HOOK_MEM_MAP]) {
         return real(context, params, memh_p);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_MEM_MAP, NULL, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_MEM_MAP, caller, NULL, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -728,24 +940,37 @@ ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *para
     }
 }
 
-/* ucp_ep_rkey_unpack: unpack a remote key (application calls only). */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(void *caller, ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
+
+/* ucp_ep_rkey_unpack: unpack a remote key (application calls only). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_ep_rkey_unpack. */
 ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
+{
+    __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
+        return real(ep, rkey_buffer, rkey_p);
+    }
+    return ucxf_slow_ucp_ep_rkey_unpack(__builtin_return_address(0), ep, rkey_buffer, rkey_p);
+}
+
+static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(void *caller, ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
     __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_ep_rkey_unpack) *)ucxf_resolve(UCXF_HOOK_EP_RKEY_UNPACK);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
+    if (!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK]) {
         return real(ep, rkey_buffer, rkey_p);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_RKEY_UNPACK, (void *)ep, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_RKEY_UNPACK, caller, (void *)ep, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -758,24 +983,37 @@ ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h
     }
 }
 
-/* ucp_request_test: poll a receive request. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_test(void *caller, void *request, ucp_tag_recv_info_t *info);
+
+/* ucp_request_test: poll a receive request. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_request_test. */
 ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
+{
+    __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST]) && UCXF_LIKELY(!ucxf_defer_active())) {
+        return real(request, info);
+    }
+    return ucxf_slow_ucp_request_test(__builtin_return_address(0), request, info);
+}
+
+static ucs_status_t ucxf_slow_ucp_request_test(void *caller, void *request, ucp_tag_recv_info_t *info)
 {
     __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_request_test) *)ucxf_resolve(UCXF_HOOK_REQUEST_TEST);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST]) && UCXF_LIKELY(!ucxf_defer_active())) {
+    if (!ucxf_armed[UCXF_HOOK_REQUEST_TEST] && !ucxf_defer_active()) {
         return real(request, info);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_TEST, NULL, 0, (void *)request);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_TEST, caller, NULL, 0, (void *)request);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -788,24 +1026,37 @@ ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
     }
 }
 
-/* ucp_put_nbi: RMA put, implicit completion. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_put_nbi(void *caller, ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+
+/* ucp_put_nbi: RMA put, implicit completion. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_put_nbi. */
 ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
+        return real(ep, buffer, length, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_put_nbi(__builtin_return_address(0), ep, buffer, length, remote_addr, rkey);
+}
+
+static ucs_status_t ucxf_slow_ucp_put_nbi(void *caller, ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_put_nbi) *)ucxf_resolve(UCXF_HOOK_PUT_NBI);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
+    if (!ucxf_armed[UCXF_HOOK_PUT_NBI]) {
         return real(ep, buffer, length, remote_addr, rkey);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_PUT_NBI, (void *)ep, (uint64_t)length, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_PUT_NBI, caller, (void *)ep, (uint64_t)length, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -818,24 +1069,37 @@ ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_
     }
 }
 
-/* ucp_get_nbi: RMA get, implicit completion. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_get_nbi(void *caller, ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+
+/* ucp_get_nbi: RMA get, implicit completion. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_get_nbi. */
 ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
+        return real(ep, buffer, length, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_get_nbi(__builtin_return_address(0), ep, buffer, length, remote_addr, rkey);
+}
+
+static ucs_status_t ucxf_slow_ucp_get_nbi(void *caller, ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_get_nbi) *)ucxf_resolve(UCXF_HOOK_GET_NBI);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
+    if (!ucxf_armed[UCXF_HOOK_GET_NBI]) {
         return real(ep, buffer, length, remote_addr, rkey);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_GET_NBI, (void *)ep, (uint64_t)length, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_GET_NBI, caller, (void *)ep, (uint64_t)length, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -848,24 +1112,37 @@ ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remo
     }
 }
 
-/* ucp_tag_send_nb: tagged send (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
+
+/* ucp_tag_send_nb: tagged send (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_tag_send_nb. */
 ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
+        return real(ep, buffer, count, datatype, tag, cb);
+    }
+    return ucxf_slow_ucp_tag_send_nb(__builtin_return_address(0), ep, buffer, count, datatype, tag, cb);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
     __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_tag_send_nb) *)ucxf_resolve(UCXF_HOOK_TAG_SEND_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_TAG_SEND_NB]) {
         return real(ep, buffer, count, datatype, tag, cb);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_NB, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_SEND_NB, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -879,24 +1156,37 @@ ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, 
     }
 }
 
-/* ucp_tag_recv_nb: tagged receive (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
+
+/* ucp_tag_recv_nb: tagged receive (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_tag_recv_nb. */
 ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
+{
+    __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
+        return real(worker, buffer, count, datatype, tag, tag_mask, cb);
+    }
+    return ucxf_slow_ucp_tag_recv_nb(__builtin_return_address(0), worker, buffer, count, datatype, tag, tag_mask, cb);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
     __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_tag_recv_nb) *)ucxf_resolve(UCXF_HOOK_TAG_RECV_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_TAG_RECV_NB]) {
         return real(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_RECV_NB, NULL, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_TAG_RECV_NB, caller, NULL, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -910,24 +1200,37 @@ ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count
     }
 }
 
-/* ucp_stream_send_nb: stream send (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
+
+/* ucp_stream_send_nb: stream send (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_stream_send_nb. */
 ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
+{
+    __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
+        return real(ep, buffer, count, datatype, cb, flags);
+    }
+    return ucxf_slow_ucp_stream_send_nb(__builtin_return_address(0), ep, buffer, count, datatype, cb, flags);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
     __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_stream_send_nb) *)ucxf_resolve(UCXF_HOOK_STREAM_SEND_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB]) {
         return real(ep, buffer, count, datatype, cb, flags);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_SEND_NB, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_SEND_NB, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -941,24 +1244,37 @@ ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t coun
     }
 }
 
-/* ucp_stream_recv_nb: stream receive (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(void *caller, ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
+
+/* ucp_stream_recv_nb: stream receive (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_stream_recv_nb. */
 ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
+{
+    __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
+        return real(ep, buffer, count, datatype, cb, length, flags);
+    }
+    return ucxf_slow_ucp_stream_recv_nb(__builtin_return_address(0), ep, buffer, count, datatype, cb, length, flags);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(void *caller, ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
     __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_stream_recv_nb) *)ucxf_resolve(UCXF_HOOK_STREAM_RECV_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB]) {
         return real(ep, buffer, count, datatype, cb, length, flags);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_RECV_NB, (void *)ep, (uint64_t)count, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_STREAM_RECV_NB, caller, (void *)ep, (uint64_t)count, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -972,24 +1288,37 @@ ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp
     }
 }
 
-/* ucp_ep_flush_nb: flush an endpoint (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(void *caller, ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
+
+/* ucp_ep_flush_nb: flush an endpoint (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_ep_flush_nb. */
 ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
+        return real(ep, flags, cb);
+    }
+    return ucxf_slow_ucp_ep_flush_nb(__builtin_return_address(0), ep, flags, cb);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(void *caller, ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
     __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_ep_flush_nb) *)ucxf_resolve(UCXF_HOOK_EP_FLUSH_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB]) {
         return real(ep, flags, cb);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_FLUSH_NB, (void *)ep, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_FLUSH_NB, caller, (void *)ep, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -1003,24 +1332,37 @@ ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_
     }
 }
 
-/* ucp_worker_flush_nb: flush a worker (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(void *caller, ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
+
+/* ucp_worker_flush_nb: flush a worker (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_worker_flush_nb. */
 ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
+        return real(worker, flags, cb);
+    }
+    return ucxf_slow_ucp_worker_flush_nb(__builtin_return_address(0), worker, flags, cb);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(void *caller, ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
     __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_worker_flush_nb) *)ucxf_resolve(UCXF_HOOK_WORKER_FLUSH_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB]) {
         return real(worker, flags, cb);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_FLUSH_NB, NULL, 0, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_FLUSH_NB, caller, NULL, 0, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -1034,24 +1376,37 @@ ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_se
     }
 }
 
-/* ucp_atomic_post: atomic post (old API), observed only. */
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_atomic_post(void *caller, ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
+
+/* ucp_atomic_post: atomic post (old API), observed only. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_atomic_post. */
 ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_POST])) {
+        return real(ep, opcode, value, op_size, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_atomic_post(__builtin_return_address(0), ep, opcode, value, op_size, remote_addr, rkey);
+}
+
+static ucs_status_t ucxf_slow_ucp_atomic_post(void *caller, ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_atomic_post) *)ucxf_resolve(UCXF_HOOK_ATOMIC_POST);
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_POST])) {
+    if (!ucxf_armed[UCXF_HOOK_ATOMIC_POST]) {
         return real(ep, opcode, value, op_size, remote_addr, rkey);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_POST, (void *)ep, (uint64_t)op_size, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_POST, caller, (void *)ep, (uint64_t)op_size, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -1064,24 +1419,37 @@ ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t 
     }
 }
 
-/* ucp_atomic_fetch_nb: atomic fetch (old API). */
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(void *caller, ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
+
+/* ucp_atomic_fetch_nb: atomic fetch (old API). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_atomic_fetch_nb. */
 ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
+{
+    __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
+        return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+    }
+    return ucxf_slow_ucp_atomic_fetch_nb(__builtin_return_address(0), ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+}
+
+static ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(void *caller, ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
     __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
     int code;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_atomic_fetch_nb) *)ucxf_resolve(UCXF_HOOK_ATOMIC_FETCH_NB);
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
+    if (!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB]) {
         return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_FETCH_NB, (void *)ep, (uint64_t)op_size, NULL);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_ATOMIC_FETCH_NB, caller, (void *)ep, (uint64_t)op_size, NULL);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
@@ -1095,91 +1463,150 @@ ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, 
     }
 }
 
-/* ucp_request_free: free a request, never faulted. */
+static __attribute__((noinline)) void ucxf_slow_ucp_request_free(void *caller, void *request);
+
+/* ucp_request_free: free a request, never faulted. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_request_free. */
 void ucp_request_free(void *request)
+{
+    __typeof__(ucp_request_free) *real = (__typeof__(ucp_request_free) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_FREE], __ATOMIC_ACQUIRE);
+
+    ucxf_before_request_free(request);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_FREE])) {
+        real(request);
+        return;
+    }
+    ucxf_slow_ucp_request_free(__builtin_return_address(0), request);
+}
+
+static void ucxf_slow_ucp_request_free(void *caller, void *request)
 {
     __typeof__(ucp_request_free) *real = (__typeof__(ucp_request_free) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_FREE], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_request_free) *)ucxf_resolve(UCXF_HOOK_REQUEST_FREE);
         if (real == NULL) {
             return ;
         }
     }
-    ucxf_before_request_free(request);
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_FREE])) {
+    if (!ucxf_armed[UCXF_HOOK_REQUEST_FREE]) {
         real(request);
         return;
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_FREE, NULL, 0, (void *)request);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_FREE, caller, NULL, 0, (void *)request);
     ucxf_enter(&call);
     real(request);
     ucxf_leave(&call, UCS_OK, NULL);
 }
 
-/* ucp_request_release: release a request, never faulted. */
+static __attribute__((noinline)) void ucxf_slow_ucp_request_release(void *caller, void *request);
+
+/* ucp_request_release: release a request, never faulted. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_request_release. */
 void ucp_request_release(void *request)
+{
+    __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_RELEASE], __ATOMIC_ACQUIRE);
+
+    ucxf_before_request_free(request);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_RELEASE])) {
+        real(request);
+        return;
+    }
+    ucxf_slow_ucp_request_release(__builtin_return_address(0), request);
+}
+
+static void ucxf_slow_ucp_request_release(void *caller, void *request)
 {
     __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_RELEASE], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_request_release) *)ucxf_resolve(UCXF_HOOK_REQUEST_RELEASE);
         if (real == NULL) {
             return ;
         }
     }
-    ucxf_before_request_free(request);
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_RELEASE])) {
+    if (!ucxf_armed[UCXF_HOOK_REQUEST_RELEASE]) {
         real(request);
         return;
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_RELEASE, NULL, 0, (void *)request);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_RELEASE, caller, NULL, 0, (void *)request);
     ucxf_enter(&call);
     real(request);
     ucxf_leave(&call, UCS_OK, NULL);
 }
 
-/* ucp_request_cancel: cancel a request, never faulted. */
+static __attribute__((noinline)) void ucxf_slow_ucp_request_cancel(void *caller, ucp_worker_h worker, void *request);
+
+/* ucp_request_cancel: cancel a request, never faulted. The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_request_cancel. */
 void ucp_request_cancel(ucp_worker_h worker, void *request)
+{
+    __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CANCEL], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CANCEL])) {
+        real(worker, request);
+        return;
+    }
+    ucxf_slow_ucp_request_cancel(__builtin_return_address(0), worker, request);
+}
+
+static void ucxf_slow_ucp_request_cancel(void *caller, ucp_worker_h worker, void *request)
 {
     __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CANCEL], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    if (real == NULL) {
         real = (__typeof__(ucp_request_cancel) *)ucxf_resolve(UCXF_HOOK_REQUEST_CANCEL);
         if (real == NULL) {
             return ;
         }
     }
-    if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CANCEL])) {
+    if (!ucxf_armed[UCXF_HOOK_REQUEST_CANCEL]) {
         real(worker, request);
         return;
     }
-    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CANCEL, NULL, 0, (void *)request);
+    UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CANCEL, caller, NULL, 0, (void *)request);
     ucxf_enter(&call);
     real(worker, request);
     ucxf_leave(&call, UCS_OK, NULL);
 }
 
-/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers). */
+static __attribute__((noinline)) unsigned ucxf_slow_ucp_worker_progress(void *caller, ucp_worker_h worker);
+
+/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers). The wrapper itself is a load, a branch and a
+ * tail call; everything else is in ucxf_slow_ucp_worker_progress. */
 unsigned ucp_worker_progress(ucp_worker_h worker)
 {
     __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_PROGRESS], __ATOMIC_ACQUIRE);
 
-    if (UCXF_UNLIKELY(real == NULL)) {
+    ucxf_before_worker_progress(worker);
+    /* Never faulted, counted or recorded: it runs millions of times a
+     * second, and only its hook above matters. */
+    if (UCXF_LIKELY(real != NULL)) {
+        return real(worker);
+    }
+    return ucxf_slow_ucp_worker_progress(__builtin_return_address(0), worker);
+}
+
+static unsigned ucxf_slow_ucp_worker_progress(void *caller, ucp_worker_h worker)
+{
+    __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_PROGRESS], __ATOMIC_ACQUIRE);
+
+    if (real == NULL) {
         real = (__typeof__(ucp_worker_progress) *)ucxf_resolve(UCXF_HOOK_WORKER_PROGRESS);
         if (real == NULL) {
             return 0;
         }
     }
-    ucxf_before_worker_progress(worker);
-    /* Never faulted, counted or recorded: it runs millions of times a
-     * second, and only its Before hook matters. */
+    (void)caller;
     return real(worker);
 }

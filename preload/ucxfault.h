@@ -155,10 +155,12 @@ struct ucxf_call {
     const struct ucxf_config *cfg;
 };
 
-#define UCXF_CALL_INIT(c, id, ep_, size_, req_)       \
+/* caller_ is the wrapper's return address: the application's code, or
+ * libucp's when libucp calls itself. */
+#define UCXF_CALL_INIT(c, id, caller_, ep_, size_, req_) \
     do {                                              \
         (c)->hook    = (id);                          \
-        (c)->caller  = __builtin_return_address(0);   \
+        (c)->caller  = (caller_);                     \
         (c)->ep      = (ep_);                         \
         (c)->size    = (size_);                       \
         (c)->req     = (req_);                        \
