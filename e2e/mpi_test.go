@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,29 +38,11 @@ var mpiEnv = []string{
 // (the tests run as root), and more ranks than cores are allowed.
 var mpirunFlags = []string{"--allow-run-as-root", "--oversubscribe"}
 
-// mpiBuffer is an output buffer written by exec and read by the test.
-type mpiBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *mpiBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *mpiBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // mpiJob is `mpirun -np 4 ucxfault inject ... -- rma ...`.
 type mpiJob struct {
 	cmd *exec.Cmd
 	// out is what mpirun printed; dir holds each rank's own output.
-	out  *mpiBuffer
+	out  *syncBuffer
 	dir  string
 	done chan struct{}
 	err  error
@@ -120,7 +101,7 @@ func (h *harness) startJob(t *testing.T, flags []string, rmaArgs ...string) *mpi
 	dir := t.TempDir()
 	args := append(append([]string{}, mpirunFlags...), "--output-filename", dir, "-np", strconv.Itoa(jobRanks), h.cli)
 	args = append(args, h.injectArgs(flags, rmaArgs...)...)
-	j := &mpiJob{cmd: exec.Command(mpirun, args...), out: &mpiBuffer{}, dir: dir, done: make(chan struct{})}
+	j := &mpiJob{cmd: exec.Command(mpirun, args...), out: &syncBuffer{}, dir: dir, done: make(chan struct{})}
 	j.cmd.Env = append(os.Environ(), mpiEnv...)
 	j.cmd.Stdout, j.cmd.Stderr = j.out, j.out
 	j.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -173,7 +173,21 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     {{.CompletionOnly}}, /* {{.Name}} */
 {{- end}}
 };
-{{range .}}
+{{define "plaincall"}}
+    {{- if .After}}
+        {{.Return}} ret = real({{.Args}});
+        if (ret == UCS_OK) {
+            {{.After}}({{.Args}});
+        }
+        return ret;
+    {{- else if .IsVoid}}
+        real({{.Args}});
+        return;
+    {{- else}}
+        return real({{.Args}});
+    {{- end}}
+{{- end}}
+{{- range .}}
 static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}});
 
 /* {{.Name}}: {{.Summary}}. The wrapper itself is a load, a branch and a
@@ -194,18 +208,7 @@ static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}(void *caller, {
     }
     {{- else}}
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
-    {{- if .After}}
-        {{.Return}} ret = real({{.Args}});
-        if (ret == UCS_OK) {
-            {{.After}}({{.Args}});
-        }
-        return ret;
-    {{- else if .IsVoid}}
-        real({{.Args}});
-        return;
-    {{- else}}
-        return real({{.Args}});
-    {{- end}}
+        {{- template "plaincall" .}}
     }
     {{- end}}
     {{- if .IsVoid}}
@@ -240,18 +243,7 @@ static {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}})
     return real({{.Args}});
     {{- else}}
     if (!ucxf_armed[{{.CName}}]{{if .Polls}} && !ucxf_defer_active(){{end}}) {
-    {{- if .After}}
-        {{.Return}} ret = real({{.Args}});
-        if (ret == UCS_OK) {
-            {{.After}}({{.Args}});
-        }
-        return ret;
-    {{- else if .IsVoid}}
-        real({{.Args}});
-        return;
-    {{- else}}
-        return real({{.Args}});
-    {{- end}}
+        {{- template "plaincall" .}}
     }
     UCXF_CALL_INIT(&call, {{.CName}}, caller, {{.EpExpr}}, {{.SizeExpr}}, {{.ReqExpr}});
     {{- if .IsVoid}}

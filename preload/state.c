@@ -32,6 +32,13 @@ volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS] = {
 
 static struct ucxf_config ucxf_default_config; /* disabled, all zero */
 static const struct ucxf_config *ucxf_cfg = &ucxf_default_config;
+
+/* Whether calls of hook h must go through ucxf_enter under cfg: the one
+ * definition behind ucxf_armed[] and the check at the top of ucxf_enter. */
+static inline int ucxf_hook_armed(const struct ucxf_config *cfg, int h)
+{
+    return (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills;
+}
 static uint64_t ucxf_generation;
 static int ucxf_ready;
 
@@ -397,7 +404,7 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
     }
     old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_ACQ_REL);
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
-        uint8_t armed = (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills;
+        uint8_t armed = (uint8_t)ucxf_hook_armed(cfg, h);
         if (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
             armed = 1; /* still waiting for ucxf_set_ready */
         }
@@ -415,7 +422,7 @@ void ucxf_set_ready(void)
     cfg = ucxf_current();
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         __atomic_store_n(&ucxf_armed[h],
-                         (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills,
+                         (uint8_t)ucxf_hook_armed(cfg, h),
                          __ATOMIC_RELEASE);
     }
 }
@@ -525,7 +532,7 @@ int ucxf_enter(struct ucxf_call *c)
     }
     cfg    = ucxf_current();
     c->cfg = cfg;
-    if (!((cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills)) {
+    if (!ucxf_hook_armed(cfg, h)) {
         return 0;
     }
     t = ucxf_thread_self();
