@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ucxfault/ucxfault/recording"
 )
 
 var (
@@ -104,6 +106,87 @@ func parseNs(s string) float64 {
 type variant struct {
 	name string
 	env  []string
+	// setup, when set, runs once putbench is ready and before its puts,
+	// with the process id (a control command, such as a replay).
+	setup func(pid int) error
+}
+
+// runPutbench runs putbench (under the command prefix, if any, such as
+// valgrind) with the variant's environment and returns its output.
+func runPutbench(v variant, timeout time.Duration, prefix []string, args ...string) (string, error) {
+	argv := append(append(append([]string(nil), prefix...), b("putbench")), args...)
+	if v.setup == nil {
+		return run(v.env, timeout, argv[0], argv[1:]...)
+	}
+	dir, err := os.MkdirTemp("", "ucxfault-bench")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	gofile := filepath.Join(dir, "go")
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], "-g", gofile)...)
+	cmd.Env = append(os.Environ(), v.env...)
+	var out strings.Builder
+	cmd.Stderr = &syncWriter{b: &out}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "READY") {
+			break
+		}
+	}
+	if err := v.setup(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", fmt.Errorf("setting up %s: %w", v.name, err)
+	}
+	if err := os.WriteFile(gofile, nil, 0o644); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", err
+	}
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	err = cmd.Wait()
+	return strings.Join(lines, "\n") + "\n" + trOutString(&out), err
+}
+
+// replaySetup returns a setup that replays, cycled, a recording of calls of
+// fn that all passed: the replay cursor's cost without changing the puts.
+func replaySetup(fn string) func(pid int) error {
+	return func(pid int) error {
+		dir, err := os.MkdirTemp("", "ucxfault-bench-rec")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		f := recording.New(recording.SourceInjector)
+		p := recording.Process{PID: pid, Hooks: []string{fn}, Complete: true}
+		for i := 0; i < 1000; i++ {
+			p.Calls = append(p.Calls, recording.Call{Seq: uint64(i), Fn: fn, Size: 8, How: recording.HowImmediate})
+		}
+		f.Processes = []recording.Process{p}
+		path := filepath.Join(dir, "rec.json")
+		if err := f.WriteFile(path); err != nil {
+			return err
+		}
+		o, err := run(nil, 30*time.Second, b("ucxfault"), "--socket-dir", sockTmp(), "--pid", strconv.Itoa(pid),
+			"replay", "--from", path, "--cycle")
+		if err != nil {
+			return fmt.Errorf("ucxfault replay: %v: %s", err, o)
+		}
+		return nil
+	}
 }
 
 func lib(extra ...string) []string {
@@ -137,20 +220,22 @@ func interleave(vs []variant, measure func(v variant) float64) map[string][]floa
 
 func partInterpose() {
 	vs := []variant{
-		{"no preload", nil},
-		{"minimal C interposer (floor)", []string{"LD_PRELOAD=" + b("libmininterpose.so")}},
-		{"ucxfault disabled", lib("UCX_FAULT_ENABLED=0")},
-		{"ucxfault enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0")},
-		{"ucxfault enabled 100 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=100")},
-		{"ucxfault recording", lib("UCX_FAULT_RECORD=1")},
-		{"ucxfault rule never matching", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx min-size=1M prob=100")},
+		{"no preload", nil, nil},
+		{"minimal C interposer (floor)", []string{"LD_PRELOAD=" + b("libmininterpose.so")}, nil},
+		{"ucxfault disabled", lib("UCX_FAULT_ENABLED=0"), nil},
+		{"ucxfault enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0"), nil},
+		{"ucxfault enabled 1 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=1"), nil},
+		{"ucxfault enabled 100 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=100"), nil},
+		{"ucxfault recording", lib("UCX_FAULT_RECORD=1"), nil},
+		{"ucxfault rule never matching", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx min-size=1M prob=100"), nil},
+		{"ucxfault replay (cycled, all pass)", lib(), replaySetup("ucp_put_nbx")},
 	}
 	var all []variant
 	for _, v := range vs {
 		all = append(all, v)
 	}
 	for _, i := range []int{0, 1, 2, 3} {
-		all = append(all, variant{vs[i].name + ", 2 threads", vs[i].env})
+		all = append(all, variant{vs[i].name + ", 2 threads", vs[i].env, vs[i].setup})
 	}
 	progress("interposition: %d variants x %d reps x %d puts", len(all), *reps, *calls)
 	res := interleave(all, func(v variant) float64 {
@@ -158,7 +243,7 @@ func partInterpose() {
 		if strings.HasSuffix(v.name, "2 threads") {
 			args = append(args, "-t", "2")
 		}
-		o, err := run(v.env, 2*time.Minute, b("putbench"), args...)
+		o, err := runPutbench(v, 2*time.Minute, nil, args...)
 		if err != nil {
 			progress("%s: %v: %s", v.name, err, o)
 		}
@@ -204,10 +289,12 @@ func instructions(vs []variant) {
 	for i, v := range vs {
 		irs := [2]float64{}
 		for j, n := range []int{n1, n2} {
-			args := []string{"--tool=callgrind", "--callgrind-out-file=/dev/null", b("putbench"), "-n", strconv.Itoa(n), "-w", "0"}
 			// Go's preemption signals (SIGURG) crash callgrind 3.19 in the
 			// preloaded Go runtime; the C hot path does not depend on them.
-			o, err := run(append([]string{"GODEBUG=asyncpreemptoff=1"}, v.env...), 5*time.Minute, "valgrind", args...)
+			cv := v
+			cv.env = append([]string{"GODEBUG=asyncpreemptoff=1"}, v.env...)
+			o, err := runPutbench(cv, 5*time.Minute, []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"},
+				"-n", strconv.Itoa(n), "-w", "0")
 			m := irRe.FindStringSubmatch(o)
 			if err != nil || m == nil {
 				progress("callgrind %s: %v", v.name, err)
@@ -270,9 +357,9 @@ func partPerftest() {
 	var rows []row
 	for _, test := range []string{"ucp_put_bw", "tag_bw"} {
 		vs := []variant{
-			{"without the library", nil},
-			{"loaded, disabled", lib("UCX_FAULT_ENABLED=0")},
-			{"enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0")},
+			{"without the library", nil, nil},
+			{"loaded, disabled", lib("UCX_FAULT_ENABLED=0"), nil},
+			{"enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0"), nil},
 		}
 		progress("ucx_perftest %s: %d variants x %d reps", test, len(vs), *reps)
 		res := interleave(vs, func(v variant) float64 { port++; return perftestRate(test, v.env, port) })

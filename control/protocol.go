@@ -133,7 +133,10 @@ type Status struct {
 	Hooks       []HookStatus      `json:"hooks"`
 	Mode        string            `json:"mode"`
 	Killed      []Kill            `json:"killed_endpoints,omitempty"`
-	Warnings    []string          `json:"warnings,omitempty"`
+	// KilledRequests counts requests that were in flight on an endpoint
+	// when it was killed and completed with the kill's code (deferred mode).
+	KilledRequests uint64   `json:"killed_requests,omitempty"`
+	Warnings       []string `json:"warnings,omitempty"`
 	// Rules are the fault rules in force with their counters; DelayNS is
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`

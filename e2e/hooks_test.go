@@ -255,6 +255,50 @@ func TestKillEndpointLikeADeadPeer(t *testing.T) {
 			t.Fatalf("after killing endpoint 1: per-thread ops %v, failed %v; want one thread all -25, the other none", after, failedBy)
 		}
 	})
+	for _, completion := range []string{"poll", "callback"} {
+		t.Run("requests in flight complete with the code, "+completion, func(t *testing.T) {
+			// Each get's request is held unprogressed for 200 ms, so the
+			// kill almost always arrives while one is in flight; when it
+			// lands between two operations instead, try again.
+			for attempt := 1; attempt <= 3; attempt++ {
+				e := h.start(t, []string{"--mode", "deferred", "--probability", "0", "--hooks", "ucp_get_nbx"},
+					"--transport", "tcp", "--ops", "0", "--seq", "get", "--size", "65536", "--hold-us", "200000",
+					"--completion", completion)
+				waitFor(t, 20*time.Second, "operations", func() bool { return len(testutil.ParseOps(e.Output())) >= 2 })
+				h.mustCtl(t, "kill-ep", "0")
+				mark := len(testutil.ParseOps(e.Output()))
+				waitFor(t, 20*time.Second, "operations after the kill", func() bool { return len(testutil.ParseOps(e.Output())) >= mark+3 })
+				st := h.status(t)[0]
+				e.Cmd.Process.Signal(os.Interrupt)
+				out := e.Wait(t, 30*time.Second)
+				ops := testutil.ParseOps(out)
+				if len(failedIndices(ops[:mark])) != 0 {
+					t.Fatalf("operations failed before the kill: %v\n%s", failedIndices(ops[:mark]), out)
+				}
+				first := ops[mark]
+				if first.Status == -80 && first.How == "immediate" && st.KilledRequests == 0 {
+					t.Logf("attempt %d: the kill came between two operations; again", attempt)
+					continue
+				}
+				if first.Status != -80 || first.How != "completion" {
+					t.Fatalf("the get in flight at the kill: %+v, want -80 on completion\n%s", first, out)
+				}
+				for _, op := range ops[mark+1:] {
+					if op.Status != -80 || op.How != "immediate" {
+						t.Fatalf("after the kill: %+v, want -80 at once\n%s", op, out)
+					}
+				}
+				if st.KilledRequests != 1 {
+					t.Fatalf("status killed_requests = %d, want 1", st.KilledRequests)
+				}
+				if n := strings.Count(out, "EPERR thread=0 status=-80"); n != 1 {
+					t.Fatalf("error handler called %d times with -80, want once:\n%s", n, out)
+				}
+				return
+			}
+			t.Fatal("in three attempts the kill never arrived while a request was in flight")
+		})
+	}
 	if r := h.ctl(t, "kill-ep", "x"); r.code != 2 {
 		t.Fatalf("kill-ep x: exit %d", r.code)
 	}

@@ -20,6 +20,10 @@ type cRow struct {
 	Unresolved, FailPrefix, FailSuffix string
 	IsStatusPtr, IsStatus, IsVoid      bool
 	CallbackConst                      string
+	// Fast rows try ucxf_fast_decide before ucxf_slow_*: faultable rows
+	// whose failure is only a returned code (no forced close, no status
+	// query).
+	Fast bool
 }
 
 // GenerateC renders the injector's generated C files from Table: a header
@@ -63,6 +67,7 @@ func GenerateC() (map[string][]byte, error) {
 		if h.Polls {
 			r.Polls = 1
 		}
+		r.Fast = r.Faultable == 1 && !h.Polls && !h.ForceClose
 		if h.Callback != "" {
 			if h.Param == "" || h.ArgIndex(h.Param) == 0 {
 				return nil, fmt.Errorf("hook %s: a callback needs its ucp_request_param_t parameter", h.Name)
@@ -188,10 +193,15 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     {{- end}}
 {{- end}}
 {{- range .}}
-static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}});
+static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}({{.Decl}});
+{{- if .Fast}}
+static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucxf_fast_{{.Name}}({{.Decl}});
+{{- end}}
 
-/* {{.Name}}: {{.Summary}}. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_{{.Name}}. */
+/* {{.Name}}: {{.Summary}}. The wrapper passes the call on when its hook
+ * is not armed, else jumps to {{if .Fast}}ucxf_fast_{{.Name}}{{else}}ucxf_slow_{{.Name}}{{end}}: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 {{.Return}} {{.Name}}({{.Decl}})
 {
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
@@ -206,20 +216,46 @@ static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}(void *caller, {
     if (UCXF_LIKELY(real != NULL)) {
         return real({{.Args}});
     }
+    {{- else if .Fast}}
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[{{.CName}}])) {
+            {{- template "plaincall" .}}
+        }
+        return ucxf_fast_{{.Name}}({{.Args}});
+    }
     {{- else}}
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
         {{- template "plaincall" .}}
     }
     {{- end}}
     {{- if .IsVoid}}
-    ucxf_slow_{{.Name}}(__builtin_return_address(0), {{.Args}});
+    ucxf_slow_{{.Name}}({{.Args}});
     {{- else}}
-    return ucxf_slow_{{.Name}}(__builtin_return_address(0), {{.Args}});
+    return ucxf_slow_{{.Name}}({{.Args}});
     {{- end}}
 }
+{{- if .Fast}}
 
-static {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}})
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static {{.Return}} ucxf_fast_{{.Name}}({{.Decl}})
 {
+    __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
+        __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide({{.CName}}, __builtin_return_address(0), {{.SizeExpr}}) == 0)) {
+        {{- template "plaincall" .}}
+    }
+    return ucxf_slow_{{.Name}}({{.Args}});
+}
+{{- end}}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static {{.Return}} ucxf_slow_{{.Name}}({{.Decl}})
+{
+    void *caller = __builtin_return_address(0);
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
         __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
     {{- if ne .Return.String "unsigned"}}
@@ -261,7 +297,7 @@ static {{.Return}} ucxf_slow_{{.Name}}(void *caller, {{.Decl}})
         {{- end}}
     }
     {{- if .Defers}}
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0{{if .Endpoint}} || ucxf_tracks(&call){{end}})) {
         {{.Param}} = ucxf_defer_param(&call, {{.Param}}, &deferred_param, {{.CallbackConst}});
     }
     {{- end}}

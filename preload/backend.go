@@ -247,7 +247,7 @@ func (b *cBackend) Counters() control.Counters {
 		h := &out.Hooks[i]
 		h.Calls = uint64(raw[i].calls)
 		h.Faults = uint64(raw[i].faults)
-		h.SinceFault = uint64(raw[i].calls_at_last_fault)
+		h.SinceFault = uint64(raw[i].calls_at_fault) // calls since, as ucxf_stats_sum totals it
 		for k := range h.Codes {
 			h.Codes[k] = uint64(raw[i].codes[k])
 		}
@@ -280,8 +280,9 @@ func (b *cBackend) Info() control.Status {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("%s was opened with RTLD_DEEPBIND: its UCX calls bypass the injector", C.GoString(&buf[0])))
 	}
 	if n := uint64(C.ucxf_defer_overflow()); n > 0 {
-		st.Warnings = append(st.Warnings, fmt.Sprintf("%d failures on completion could not be tracked and were returned at once", n))
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%d requests could not be followed: their failures on completion were returned at once, or a kill-ep could not fail them", n))
 	}
+	st.KilledRequests = uint64(C.ucxf_defer_kill_count())
 	return st
 }
 

@@ -72,6 +72,11 @@ static void ucxf_fire(struct ucxf_cb_ctx *x, void *request, ucs_status_t status)
 {
     x->request = request;
     x->status  = status;
+    if (x->code == 0) {
+        /* A followed request whose endpoint was killed while it was in
+         * flight (ucxf_defer_kill) completes with the kill's code. */
+        x->code = ucxf_defer_peek(request);
+    }
     if (x->in_call) {
         x->fired = 1; /* delivered from progress, see ucxf_defer_done */
         return;
@@ -106,18 +111,28 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
 {
     struct ucxf_cb_ctx *x;
 
-    if (param->op_attr_mask & UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL) {
+    if (c->deferred_code == 0) {
+        /* Only followed, for kill-ep: the operation runs as the application
+         * asked, and its trampoline (if it has a callback) asks the defer
+         * table at completion whether the endpoint died meanwhile. */
+        c->tracked = 1;
+        if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
+            return param;
+        }
+        *copy = *param;
+    } else if (param->op_attr_mask & UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL) {
         /* The application forbids a request: the failure can only be
          * immediate, or, where the function fails only on completion, none. */
         if (ucxf_hook_completion_only[c->hook]) {
             c->deferred_code = 0;
         }
         return param;
-    }
-    *copy = *param;
-    copy->op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
-    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
-        return copy; /* the application polls: the defer table answers */
+    } else {
+        *copy = *param;
+        copy->op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+        if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
+            return copy; /* the application polls: the defer table answers */
+        }
     }
     x = calloc(1, sizeof(*x));
     if (x == NULL) {

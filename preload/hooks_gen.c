@@ -176,22 +176,45 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     0, /* ucp_worker_progress */
 };
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
-/* ucp_put_nbx: RMA put. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_put_nbx. */
+/* ucp_put_nbx: RMA put. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_put_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBX])) {
         return real(ep, buffer, count, remote_addr, rkey, param);
+        }
+        return ucxf_fast_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
-    return ucxf_slow_ucp_put_nbx(__builtin_return_address(0), ep, buffer, count, remote_addr, rkey, param);
+    return ucxf_slow_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -213,7 +236,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(void *caller, ucp_ep_h ep, const v
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -224,22 +247,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(void *caller, ucp_ep_h ep, const v
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_get_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
-/* ucp_get_nbx: RMA get. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_get_nbx. */
+/* ucp_get_nbx: RMA get. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_get_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBX])) {
         return real(ep, buffer, count, remote_addr, rkey, param);
+        }
+        return ucxf_fast_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
-    return ucxf_slow_ucp_get_nbx(__builtin_return_address(0), ep, buffer, count, remote_addr, rkey, param);
+    return ucxf_slow_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -261,7 +307,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(void *caller, ucp_ep_h ep, void *b
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -272,22 +318,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(void *caller, ucp_ep_h ep, void *b
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 
-/* ucp_ep_flush_nbx: flush an endpoint. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_ep_flush_nbx. */
+/* ucp_ep_flush_nbx: flush an endpoint. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_ep_flush_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX])) {
         return real(ep, param);
+        }
+        return ucxf_fast_ucp_ep_flush_nbx(ep, param);
     }
-    return ucxf_slow_ucp_ep_flush_nbx(__builtin_return_address(0), ep, param);
+    return ucxf_slow_ucp_ep_flush_nbx(ep, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0) == 0)) {
+        return real(ep, param);
+    }
+    return ucxf_slow_ucp_ep_flush_nbx(ep, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -309,7 +378,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(void *caller, ucp_ep_h ep, co
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -320,10 +389,12 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(void *caller, ucp_ep_h ep, co
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_check_status(void *caller, void *request);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_check_status(void *request);
 
-/* ucp_request_check_status: poll a request's status. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_request_check_status. */
+/* ucp_request_check_status: poll a request's status. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_request_check_status: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_request_check_status(void *request)
 {
     __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
@@ -331,11 +402,14 @@ ucs_status_t ucp_request_check_status(void *request)
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS]) && UCXF_LIKELY(!ucxf_defer_active())) {
         return real(request);
     }
-    return ucxf_slow_ucp_request_check_status(__builtin_return_address(0), request);
+    return ucxf_slow_ucp_request_check_status(request);
 }
 
-static ucs_status_t ucxf_slow_ucp_request_check_status(void *caller, void *request)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_request_check_status(void *request)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -363,22 +437,45 @@ static ucs_status_t ucxf_slow_ucp_request_check_status(void *caller, void *reque
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
-/* ucp_tag_send_nbx: tagged send. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_tag_send_nbx. */
+/* ucp_tag_send_nbx: tagged send. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_tag_send_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
         return real(ep, buffer, count, tag, param);
+        }
+        return ucxf_fast_ucp_tag_send_nbx(ep, buffer, count, tag, param);
     }
-    return ucxf_slow_ucp_tag_send_nbx(__builtin_return_address(0), ep, buffer, count, tag, param);
+    return ucxf_slow_ucp_tag_send_nbx(ep, buffer, count, tag, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, tag, param);
+    }
+    return ucxf_slow_ucp_tag_send_nbx(ep, buffer, count, tag, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -400,7 +497,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(void *caller, ucp_ep_h ep, co
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -411,22 +508,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(void *caller, ucp_ep_h ep, co
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
-/* ucp_tag_send_sync_nbx: tagged synchronous send. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_tag_send_sync_nbx. */
+/* ucp_tag_send_sync_nbx: tagged synchronous send. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_tag_send_sync_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
         return real(ep, buffer, count, tag, param);
+        }
+        return ucxf_fast_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
     }
-    return ucxf_slow_ucp_tag_send_sync_nbx(__builtin_return_address(0), ep, buffer, count, tag, param);
+    return ucxf_slow_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, tag, param);
+    }
+    return ucxf_slow_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -448,7 +568,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(void *caller, ucp_ep_h e
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -459,22 +579,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(void *caller, ucp_ep_h e
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 
-/* ucp_tag_recv_nbx: tagged receive. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_tag_recv_nbx. */
+/* ucp_tag_recv_nbx: tagged receive. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_tag_recv_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
         return real(worker, buffer, count, tag, tag_mask, param);
+        }
+        return ucxf_fast_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
     }
-    return ucxf_slow_ucp_tag_recv_nbx(__builtin_return_address(0), worker, buffer, count, tag, tag_mask, param);
+    return ucxf_slow_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(worker, buffer, count, tag, tag_mask, param);
+    }
+    return ucxf_slow_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -507,22 +650,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(void *caller, ucp_worker_h wo
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 
-/* ucp_stream_send_nbx: stream send. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_stream_send_nbx. */
+/* ucp_stream_send_nbx: stream send. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_stream_send_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
         return real(ep, buffer, count, param);
+        }
+        return ucxf_fast_ucp_stream_send_nbx(ep, buffer, count, param);
     }
-    return ucxf_slow_ucp_stream_send_nbx(__builtin_return_address(0), ep, buffer, count, param);
+    return ucxf_slow_ucp_stream_send_nbx(ep, buffer, count, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(void *caller, ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, param);
+    }
+    return ucxf_slow_ucp_stream_send_nbx(ep, buffer, count, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -544,7 +710,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(void *caller, ucp_ep_h ep,
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -555,22 +721,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(void *caller, ucp_ep_h ep,
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 
-/* ucp_stream_recv_nbx: stream receive. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_stream_recv_nbx. */
+/* ucp_stream_recv_nbx: stream receive. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_stream_recv_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
     __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
         return real(ep, buffer, count, length, param);
+        }
+        return ucxf_fast_ucp_stream_recv_nbx(ep, buffer, count, length, param);
     }
-    return ucxf_slow_ucp_stream_recv_nbx(__builtin_return_address(0), ep, buffer, count, length, param);
+    return ucxf_slow_ucp_stream_recv_nbx(ep, buffer, count, length, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(void *caller, ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, length, param);
+    }
+    return ucxf_slow_ucp_stream_recv_nbx(ep, buffer, count, length, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -592,7 +781,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(void *caller, ucp_ep_h ep,
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV_STREAM);
     }
     {
@@ -603,22 +792,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(void *caller, ucp_ep_h ep,
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(void *caller, ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 
-/* ucp_am_send_nbx: active message send. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_am_send_nbx. */
+/* ucp_am_send_nbx: active message send. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_am_send_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
         return real(ep, id, header, header_length, buffer, count, param);
+        }
+        return ucxf_fast_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
     }
-    return ucxf_slow_ucp_am_send_nbx(__builtin_return_address(0), ep, id, header, header_length, buffer, count, param);
+    return ucxf_slow_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(void *caller, ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, id, header, header_length, buffer, count, param);
+    }
+    return ucxf_slow_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -640,7 +852,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(void *caller, ucp_ep_h ep, uns
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -651,22 +863,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(void *caller, ucp_ep_h ep, uns
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(void *caller, ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 
-/* ucp_am_recv_data_nbx: receive active message data. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_am_recv_data_nbx. */
+/* ucp_am_recv_data_nbx: receive active message data. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_am_recv_data_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
         return real(worker, data_desc, buffer, count, param);
+        }
+        return ucxf_fast_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
     }
-    return ucxf_slow_ucp_am_recv_data_nbx(__builtin_return_address(0), worker, data_desc, buffer, count, param);
+    return ucxf_slow_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(void *caller, ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(worker, data_desc, buffer, count, param);
+    }
+    return ucxf_slow_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -699,22 +934,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(void *caller, ucp_worker_
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(void *caller, ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
-/* ucp_atomic_op_nbx: atomic operation. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_atomic_op_nbx. */
+/* ucp_atomic_op_nbx: atomic operation. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_atomic_op_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
         return real(ep, opcode, buffer, count, remote_addr, rkey, param);
+        }
+        return ucxf_fast_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
-    return ucxf_slow_ucp_atomic_op_nbx(__builtin_return_address(0), ep, opcode, buffer, count, remote_addr, rkey, param);
+    return ucxf_slow_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(void *caller, ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, opcode, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -736,7 +994,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(void *caller, ucp_ep_h ep, u
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -747,22 +1005,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(void *caller, ucp_ep_h ep, u
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(void *caller, ucp_worker_h worker, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 
-/* ucp_worker_flush_nbx: flush a worker. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_worker_flush_nbx. */
+/* ucp_worker_flush_nbx: flush a worker. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_worker_flush_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
 {
     __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
         return real(worker, param);
+        }
+        return ucxf_fast_ucp_worker_flush_nbx(worker, param);
     }
-    return ucxf_slow_ucp_worker_flush_nbx(__builtin_return_address(0), worker, param);
+    return ucxf_slow_ucp_worker_flush_nbx(worker, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(void *caller, ucp_worker_h worker, const ucp_request_param_t *param)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
 {
+    __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0) == 0)) {
+        return real(worker, param);
+    }
+    return ucxf_slow_ucp_worker_flush_nbx(worker, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -795,10 +1076,12 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(void *caller, ucp_worker_
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 
-/* ucp_ep_close_nbx: close an endpoint. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_ep_close_nbx. */
+/* ucp_ep_close_nbx: close an endpoint. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_ep_close_nbx: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
@@ -806,11 +1089,14 @@ ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX])) {
         return real(ep, param);
     }
-    return ucxf_slow_ucp_ep_close_nbx(__builtin_return_address(0), ep, param);
+    return ucxf_slow_ucp_ep_close_nbx(ep, param);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(void *caller, ucp_ep_h ep, const ucp_request_param_t *param)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NBX], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -832,7 +1118,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(void *caller, ucp_ep_h ep, co
         ucxf_leave(&call, code, NULL);
         return ucxf_fault_ep_close((__typeof__(ucp_ep_close_nbx) *)real, ep, param, code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
     }
     {
@@ -843,26 +1129,53 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(void *caller, ucp_ep_h ep, co
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_create(void *caller, ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 
-/* ucp_ep_create: create an endpoint. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_ep_create. */
+/* ucp_ep_create: create an endpoint. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_ep_create: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
+        ucs_status_t ret = real(worker, params, ep_p);
+        if (ret == UCS_OK) {
+            ucxf_after_ep_create(worker, params, ep_p);
+        }
+        return ret;
+        }
+        return ucxf_fast_ucp_ep_create(worker, params, ep_p);
+    }
+    return ucxf_slow_ucp_ep_create(worker, params, ep_p);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
+{
+    __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_CREATE, __builtin_return_address(0), 0) == 0)) {
         ucs_status_t ret = real(worker, params, ep_p);
         if (ret == UCS_OK) {
             ucxf_after_ep_create(worker, params, ep_p);
         }
         return ret;
     }
-    return ucxf_slow_ucp_ep_create(__builtin_return_address(0), worker, params, ep_p);
+    return ucxf_slow_ucp_ep_create(worker, params, ep_p);
 }
 
-static ucs_status_t ucxf_slow_ucp_ep_create(void *caller, ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -897,22 +1210,45 @@ static ucs_status_t ucxf_slow_ucp_ep_create(void *caller, ucp_worker_h worker, c
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_mem_map(void *caller, ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
 
-/* ucp_mem_map: map or allocate memory. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_mem_map. */
+/* ucp_mem_map: map or allocate memory. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_mem_map: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
     __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
         return real(context, params, memh_p);
+        }
+        return ucxf_fast_ucp_mem_map(context, params, memh_p);
     }
-    return ucxf_slow_ucp_mem_map(__builtin_return_address(0), context, params, memh_p);
+    return ucxf_slow_ucp_mem_map(context, params, memh_p);
 }
 
-static ucs_status_t ucxf_slow_ucp_mem_map(void *caller, ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
+    __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0) == 0)) {
+        return real(context, params, memh_p);
+    }
+    return ucxf_slow_ucp_mem_map(context, params, memh_p);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -940,22 +1276,45 @@ static ucs_status_t ucxf_slow_ucp_mem_map(void *caller, ucp_context_h context, c
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(void *caller, ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
 
-/* ucp_ep_rkey_unpack: unpack a remote key (application calls only). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_ep_rkey_unpack. */
+/* ucp_ep_rkey_unpack: unpack a remote key (application calls only). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_ep_rkey_unpack: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
     __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
         return real(ep, rkey_buffer, rkey_p);
+        }
+        return ucxf_fast_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
     }
-    return ucxf_slow_ucp_ep_rkey_unpack(__builtin_return_address(0), ep, rkey_buffer, rkey_p);
+    return ucxf_slow_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
 }
 
-static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(void *caller, ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
+    __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0) == 0)) {
+        return real(ep, rkey_buffer, rkey_p);
+    }
+    return ucxf_slow_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -983,10 +1342,12 @@ static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(void *caller, ucp_ep_h ep, cons
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_test(void *caller, void *request, ucp_tag_recv_info_t *info);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_t *info);
 
-/* ucp_request_test: poll a receive request. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_request_test. */
+/* ucp_request_test: poll a receive request. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_request_test: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
 {
     __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
@@ -994,11 +1355,14 @@ ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST]) && UCXF_LIKELY(!ucxf_defer_active())) {
         return real(request, info);
     }
-    return ucxf_slow_ucp_request_test(__builtin_return_address(0), request, info);
+    return ucxf_slow_ucp_request_test(request, info);
 }
 
-static ucs_status_t ucxf_slow_ucp_request_test(void *caller, void *request, ucp_tag_recv_info_t *info)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_t *info)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1026,22 +1390,45 @@ static ucs_status_t ucxf_slow_ucp_request_test(void *caller, void *request, ucp_
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_put_nbi(void *caller, ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_put_nbi: RMA put, implicit completion. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_put_nbi. */
+/* ucp_put_nbi: RMA put, implicit completion. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_put_nbi: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
         return real(ep, buffer, length, remote_addr, rkey);
+        }
+        return ucxf_fast_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
     }
-    return ucxf_slow_ucp_put_nbi(__builtin_return_address(0), ep, buffer, length, remote_addr, rkey);
+    return ucxf_slow_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
 }
 
-static ucs_status_t ucxf_slow_ucp_put_nbi(void *caller, ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
+    __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length) == 0)) {
+        return real(ep, buffer, length, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1069,22 +1456,45 @@ static ucs_status_t ucxf_slow_ucp_put_nbi(void *caller, ucp_ep_h ep, const void 
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_get_nbi(void *caller, ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_get_nbi: RMA get, implicit completion. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_get_nbi. */
+/* ucp_get_nbi: RMA get, implicit completion. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_get_nbi: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
         return real(ep, buffer, length, remote_addr, rkey);
+        }
+        return ucxf_fast_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
     }
-    return ucxf_slow_ucp_get_nbi(__builtin_return_address(0), ep, buffer, length, remote_addr, rkey);
+    return ucxf_slow_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
 }
 
-static ucs_status_t ucxf_slow_ucp_get_nbi(void *caller, ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
+    __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length) == 0)) {
+        return real(ep, buffer, length, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1112,22 +1522,45 @@ static ucs_status_t ucxf_slow_ucp_get_nbi(void *caller, ucp_ep_h ep, void *buffe
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
 
-/* ucp_tag_send_nb: tagged send (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_tag_send_nb. */
+/* ucp_tag_send_nb: tagged send (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_tag_send_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
     __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
         return real(ep, buffer, count, datatype, tag, cb);
+        }
+        return ucxf_fast_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
     }
-    return ucxf_slow_ucp_tag_send_nb(__builtin_return_address(0), ep, buffer, count, datatype, tag, cb);
+    return ucxf_slow_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
+    __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, datatype, tag, cb);
+    }
+    return ucxf_slow_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1156,22 +1589,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(void *caller, ucp_ep_h ep, con
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
 
-/* ucp_tag_recv_nb: tagged receive (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_tag_recv_nb. */
+/* ucp_tag_recv_nb: tagged receive (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_tag_recv_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
     __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
         return real(worker, buffer, count, datatype, tag, tag_mask, cb);
+        }
+        return ucxf_fast_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
-    return ucxf_slow_ucp_tag_recv_nb(__builtin_return_address(0), worker, buffer, count, datatype, tag, tag_mask, cb);
+    return ucxf_slow_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(void *caller, ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
+    __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(worker, buffer, count, datatype, tag, tag_mask, cb);
+    }
+    return ucxf_slow_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1200,22 +1656,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(void *caller, ucp_worker_h wor
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
 
-/* ucp_stream_send_nb: stream send (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_stream_send_nb. */
+/* ucp_stream_send_nb: stream send (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_stream_send_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
     __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
         return real(ep, buffer, count, datatype, cb, flags);
+        }
+        return ucxf_fast_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
     }
-    return ucxf_slow_ucp_stream_send_nb(__builtin_return_address(0), ep, buffer, count, datatype, cb, flags);
+    return ucxf_slow_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(void *caller, ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
+    __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, datatype, cb, flags);
+    }
+    return ucxf_slow_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1244,22 +1723,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(void *caller, ucp_ep_h ep, 
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(void *caller, ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
 
-/* ucp_stream_recv_nb: stream receive (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_stream_recv_nb. */
+/* ucp_stream_recv_nb: stream receive (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_stream_recv_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
     __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
         return real(ep, buffer, count, datatype, cb, length, flags);
+        }
+        return ucxf_fast_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
     }
-    return ucxf_slow_ucp_stream_recv_nb(__builtin_return_address(0), ep, buffer, count, datatype, cb, length, flags);
+    return ucxf_slow_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(void *caller, ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
+    __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        return real(ep, buffer, count, datatype, cb, length, flags);
+    }
+    return ucxf_slow_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1288,22 +1790,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(void *caller, ucp_ep_h ep, 
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(void *caller, ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
 
-/* ucp_ep_flush_nb: flush an endpoint (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_ep_flush_nb. */
+/* ucp_ep_flush_nb: flush an endpoint (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_ep_flush_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
     __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
         return real(ep, flags, cb);
+        }
+        return ucxf_fast_ucp_ep_flush_nb(ep, flags, cb);
     }
-    return ucxf_slow_ucp_ep_flush_nb(__builtin_return_address(0), ep, flags, cb);
+    return ucxf_slow_ucp_ep_flush_nb(ep, flags, cb);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(void *caller, ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
+    __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0) == 0)) {
+        return real(ep, flags, cb);
+    }
+    return ucxf_slow_ucp_ep_flush_nb(ep, flags, cb);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1332,22 +1857,45 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(void *caller, ucp_ep_h ep, uns
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(void *caller, ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
 
-/* ucp_worker_flush_nb: flush a worker (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_worker_flush_nb. */
+/* ucp_worker_flush_nb: flush a worker (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_worker_flush_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
     __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
         return real(worker, flags, cb);
+        }
+        return ucxf_fast_ucp_worker_flush_nb(worker, flags, cb);
     }
-    return ucxf_slow_ucp_worker_flush_nb(__builtin_return_address(0), worker, flags, cb);
+    return ucxf_slow_ucp_worker_flush_nb(worker, flags, cb);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(void *caller, ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
+    __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0) == 0)) {
+        return real(worker, flags, cb);
+    }
+    return ucxf_slow_ucp_worker_flush_nb(worker, flags, cb);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1376,10 +1924,12 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(void *caller, ucp_worker_h
     }
 }
 
-static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_atomic_post(void *caller, ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_atomic_post: atomic post (old API), observed only. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_atomic_post. */
+/* ucp_atomic_post: atomic post (old API), observed only. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_atomic_post: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
@@ -1387,11 +1937,14 @@ ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t 
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_POST])) {
         return real(ep, opcode, value, op_size, remote_addr, rkey);
     }
-    return ucxf_slow_ucp_atomic_post(__builtin_return_address(0), ep, opcode, value, op_size, remote_addr, rkey);
+    return ucxf_slow_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
 }
 
-static ucs_status_t ucxf_slow_ucp_atomic_post(void *caller, ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1419,22 +1972,45 @@ static ucs_status_t ucxf_slow_ucp_atomic_post(void *caller, ucp_ep_h ep, ucp_ato
     }
 }
 
-static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(void *caller, ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
 
-/* ucp_atomic_fetch_nb: atomic fetch (old API). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_atomic_fetch_nb. */
+/* ucp_atomic_fetch_nb: atomic fetch (old API). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_fast_ucp_atomic_fetch_nb: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
     __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
+    if (UCXF_LIKELY(real != NULL)) {
+        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
         return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+        }
+        return ucxf_fast_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
-    return ucxf_slow_ucp_atomic_fetch_nb(__builtin_return_address(0), ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+    return ucxf_slow_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
 }
 
-static ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(void *caller, ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
+    __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size) == 0)) {
+        return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+    }
+    return ucxf_slow_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
+{
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1463,10 +2039,12 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(void *caller, ucp_ep_h ep,
     }
 }
 
-static __attribute__((noinline)) void ucxf_slow_ucp_request_free(void *caller, void *request);
+static __attribute__((noinline)) void ucxf_slow_ucp_request_free(void *request);
 
-/* ucp_request_free: free a request, never faulted. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_request_free. */
+/* ucp_request_free: free a request, never faulted. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_request_free: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 void ucp_request_free(void *request)
 {
     __typeof__(ucp_request_free) *real = (__typeof__(ucp_request_free) *)
@@ -1477,11 +2055,14 @@ void ucp_request_free(void *request)
         real(request);
         return;
     }
-    ucxf_slow_ucp_request_free(__builtin_return_address(0), request);
+    ucxf_slow_ucp_request_free(request);
 }
 
-static void ucxf_slow_ucp_request_free(void *caller, void *request)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static void ucxf_slow_ucp_request_free(void *request)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_request_free) *real = (__typeof__(ucp_request_free) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_FREE], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1502,10 +2083,12 @@ static void ucxf_slow_ucp_request_free(void *caller, void *request)
     ucxf_leave(&call, UCS_OK, NULL);
 }
 
-static __attribute__((noinline)) void ucxf_slow_ucp_request_release(void *caller, void *request);
+static __attribute__((noinline)) void ucxf_slow_ucp_request_release(void *request);
 
-/* ucp_request_release: release a request, never faulted. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_request_release. */
+/* ucp_request_release: release a request, never faulted. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_request_release: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 void ucp_request_release(void *request)
 {
     __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
@@ -1516,11 +2099,14 @@ void ucp_request_release(void *request)
         real(request);
         return;
     }
-    ucxf_slow_ucp_request_release(__builtin_return_address(0), request);
+    ucxf_slow_ucp_request_release(request);
 }
 
-static void ucxf_slow_ucp_request_release(void *caller, void *request)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static void ucxf_slow_ucp_request_release(void *request)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_RELEASE], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1541,10 +2127,12 @@ static void ucxf_slow_ucp_request_release(void *caller, void *request)
     ucxf_leave(&call, UCS_OK, NULL);
 }
 
-static __attribute__((noinline)) void ucxf_slow_ucp_request_cancel(void *caller, ucp_worker_h worker, void *request);
+static __attribute__((noinline)) void ucxf_slow_ucp_request_cancel(ucp_worker_h worker, void *request);
 
-/* ucp_request_cancel: cancel a request, never faulted. The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_request_cancel. */
+/* ucp_request_cancel: cancel a request, never faulted. The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_request_cancel: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 void ucp_request_cancel(ucp_worker_h worker, void *request)
 {
     __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
@@ -1553,11 +2141,14 @@ void ucp_request_cancel(ucp_worker_h worker, void *request)
         real(worker, request);
         return;
     }
-    ucxf_slow_ucp_request_cancel(__builtin_return_address(0), worker, request);
+    ucxf_slow_ucp_request_cancel(worker, request);
 }
 
-static void ucxf_slow_ucp_request_cancel(void *caller, ucp_worker_h worker, void *request)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static void ucxf_slow_ucp_request_cancel(ucp_worker_h worker, void *request)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CANCEL], __ATOMIC_ACQUIRE);
     struct ucxf_call call;
@@ -1578,10 +2169,12 @@ static void ucxf_slow_ucp_request_cancel(void *caller, ucp_worker_h worker, void
     ucxf_leave(&call, UCS_OK, NULL);
 }
 
-static __attribute__((noinline)) unsigned ucxf_slow_ucp_worker_progress(void *caller, ucp_worker_h worker);
+static __attribute__((noinline)) unsigned ucxf_slow_ucp_worker_progress(ucp_worker_h worker);
 
-/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers). The wrapper itself is a load, a branch and a
- * tail call; everything else is in ucxf_slow_ucp_worker_progress. */
+/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers). The wrapper passes the call on when its hook
+ * is not armed, else jumps to ucxf_slow_ucp_worker_progress: two loads, two branches
+ * and a tail call. Every jump is a tail call, so the next half sees the
+ * application's return address as its own. */
 unsigned ucp_worker_progress(ucp_worker_h worker)
 {
     __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
@@ -1593,11 +2186,14 @@ unsigned ucp_worker_progress(ucp_worker_h worker)
     if (UCXF_LIKELY(real != NULL)) {
         return real(worker);
     }
-    return ucxf_slow_ucp_worker_progress(__builtin_return_address(0), worker);
+    return ucxf_slow_ucp_worker_progress(worker);
 }
 
-static unsigned ucxf_slow_ucp_worker_progress(void *caller, ucp_worker_h worker)
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static unsigned ucxf_slow_ucp_worker_progress(ucp_worker_h worker)
 {
+    void *caller = __builtin_return_address(0);
     __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_PROGRESS], __ATOMIC_ACQUIRE);
 

@@ -9,7 +9,7 @@ package main
 
 /*
 #cgo CFLAGS: -O2 -g -Wall -fno-omit-frame-pointer
-#cgo LDFLAGS: -ldl -lpthread
+#cgo LDFLAGS: -ldl -lpthread -lm
 #include <stdlib.h>
 #include "ucxfault.h"
 #include "record.h"

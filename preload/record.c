@@ -278,6 +278,8 @@ void ucxf_ep_deliver_kills(void *worker)
         __atomic_sub_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
         ep = __atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE);
         cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
+        /* As in UCX, the outstanding requests fail before the handler runs. */
+        ucxf_defer_kill(ep, ucxf_ep_kill[s]);
         if (cb != NULL) {
             cb(ucxf_ep_err_arg[s], (ucp_ep_h)ep, (ucs_status_t)ucxf_ep_kill[s]);
         }
@@ -307,13 +309,16 @@ int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
 #define UCXF_DEFER_TOMB  ((void *)1)
 static void *ucxf_defer_keys[UCXF_DEFER_SLOTS];
 static int8_t ucxf_defer_codes[UCXF_DEFER_SLOTS];
+static void *ucxf_defer_eps[UCXF_DEFER_SLOTS]; /* the request's endpoint, or NULL */
 uint64_t ucxf_defer_count;
 static uint64_t ucxf_defer_lost;
+static uint64_t ucxf_defer_killed;
 
 /* Attaches code to a request the application now owns: status queries on
- * it return code once it has completed, until it is freed. Returns -1 when
- * the table is full. */
-int ucxf_defer_put(void *request, int code)
+ * it return code once it has completed, until it is freed. Code 0 only
+ * follows the request of an operation on ep, for ucxf_defer_kill. Returns
+ * -1 when the table is full. */
+int ucxf_defer_put(void *request, int code, void *ep)
 {
     uint64_t i = ucxf_ptr_hash(request), n;
 
@@ -324,6 +329,7 @@ int ucxf_defer_put(void *request, int code)
         if (k == NULL || k == UCXF_DEFER_TOMB) {
             void *expected = k;
             __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_eps[s], ep, __ATOMIC_RELAXED);
             if (__atomic_compare_exchange_n(&ucxf_defer_keys[s], &expected, request, 0,
                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
                 __atomic_add_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
@@ -375,6 +381,44 @@ int ucxf_defer_peek(void *request)
 void ucxf_defer_forget(void *request)
 {
     ucxf_defer_find(request, 1);
+}
+
+/*
+ * ep was killed: its followed requests still in flight will complete with
+ * code, as UCX completes a dead endpoint's outstanding requests with the
+ * error. A request that already completed keeps its status. Called from
+ * progress on the endpoint's worker, before its error handler, so the
+ * status check runs on the thread that owns the requests. Returns how many.
+ */
+int ucxf_defer_kill(void *ep, int code)
+{
+    __typeof__(ucp_request_check_status) *check =
+        (__typeof__(ucp_request_check_status) *)ucxf_resolve(UCXF_HOOK_REQUEST_CHECK_STATUS);
+    int s, n = 0;
+
+    if (__atomic_load_n(&ucxf_defer_count, __ATOMIC_RELAXED) == 0) {
+        return 0;
+    }
+    for (s = 0; s < UCXF_DEFER_SLOTS; s++) {
+        void *k = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
+        if (k == NULL || k == UCXF_DEFER_TOMB || __atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED) != ep ||
+            __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED) != 0) {
+            continue;
+        }
+        if (check != NULL && check(k) != UCS_INPROGRESS) {
+            continue;
+        }
+        __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
+        n++;
+    }
+    __atomic_add_fetch(&ucxf_defer_killed, (uint64_t)n, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* Requests failed by kill-ep while in flight, since the start. */
+uint64_t ucxf_defer_kill_count(void)
+{
+    return __atomic_load_n(&ucxf_defer_killed, __ATOMIC_RELAXED);
 }
 
 uint64_t ucxf_defer_pending(void)

@@ -36,13 +36,15 @@ int      ucxf_record_read(uint64_t index, struct ucxf_record *out);
 void     ucxf_replay_reset(void);
 uint64_t ucxf_defer_pending(void);
 uint64_t ucxf_defer_overflow(void);
+uint64_t ucxf_defer_kill_count(void);
 
 /* Hot path. */
 void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);
 uint64_t ucxf_record_replay_cursor_next(void);
 uint64_t ucxf_replay_cursor_next(int hook);
 int32_t  ucxf_ep_ordinal(void *ep);
-int      ucxf_defer_put(void *request, int code);
+int      ucxf_defer_put(void *request, int code, void *ep);
+int      ucxf_defer_kill(void *ep, int code);
 int      ucxf_defer_peek(void *request);
 void     ucxf_defer_forget(void *request);
 

@@ -79,15 +79,6 @@ static inline int32_t ucxf_rules_ep_ordinal(struct ucxf_thread *t, void *ep)
     return t->rule_ep_ordinal;
 }
 
-/* splitmix64 finaliser (the same draw as the global random strategy). */
-static inline uint64_t ucxf_rules_mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
 {
     uint32_t s;
@@ -143,7 +134,7 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     UCXF_RINC(t->rule[s].matches);
     switch (r->strategy) {
     case UCXF_STRATEGY_RANDOM:
-        x   = ucxf_rules_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)c->hook << 56) ^
+        x   = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)c->hook << 56) ^
                              ((uint64_t)t->ordinal << 40) ^ k);
         act = (((x >> 32) * UCXF_PROB_SCALE) >> 32) < r->prob_units;
         if (act && ncodes > 0) {
@@ -175,7 +166,7 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     if (r->delay_max_ns != 0) {
         d = r->delay_min_ns;
         if (r->delay_max_ns > r->delay_min_ns) {
-            uint64_t y = ucxf_rules_mix(x ^ cfg->seed ^ (r->uid << 32) ^ ((uint64_t)t->ordinal << 20) ^ k ^
+            uint64_t y = ucxf_mix(x ^ cfg->seed ^ (r->uid << 32) ^ ((uint64_t)t->ordinal << 20) ^ k ^
                                         0x5bd1e995ull);
             d += y % (r->delay_max_ns - r->delay_min_ns + 1);
         }

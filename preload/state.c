@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +27,12 @@ void *ucxf_real[UCXF_NUM_HOOKS];
  * a call must wait for it, or the first calls of a run would escape the
  * configured faults and a seeded run would not repeat.
  */
-volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS] = {
+UCXF_HIDDEN volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS] = {
     [0 ... UCXF_NUM_HOOKS - 1] = 1,
 };
 
 static struct ucxf_config ucxf_default_config; /* disabled, all zero */
-static const struct ucxf_config *ucxf_cfg = &ucxf_default_config;
+UCXF_HIDDEN const struct ucxf_config *ucxf_cfg = &ucxf_default_config;
 
 /* Whether calls of hook h must go through ucxf_enter under cfg: the one
  * definition behind ucxf_armed[] and the check at the top of ucxf_enter. */
@@ -50,7 +51,7 @@ struct ucxf_ranges {
     uintptr_t hi[UCXF_MAX_RANGES];
 };
 static struct ucxf_ranges ucxf_no_ranges;
-static const struct ucxf_ranges *ucxf_internal = &ucxf_no_ranges;
+UCXF_HIDDEN const struct ucxf_ranges *ucxf_internal = &ucxf_no_ranges;
 
 /* Per-thread counters; the list only grows, blocks of exited threads are reused. */
 static pthread_mutex_t ucxf_threads_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -59,8 +60,12 @@ static struct ucxf_thread *ucxf_free_threads;
 static struct ucxf_hook_counters ucxf_retired[UCXF_NUM_HOOKS];
 static uint32_t ucxf_next_ordinal;
 static pthread_key_t ucxf_thread_key;
-static __thread struct ucxf_thread *ucxf_self
-    __attribute__((tls_model("initial-exec")));
+/* A thread's state, or ucxf_no_thread until its first counted call (and
+ * after it exits): never NULL, so that ucxf_fast_decide need not test it.
+ * ucxf_no_thread's generation, 0, is that of the default configuration,
+ * whose fast[] is all 0, and its fast_caller[] stays NULL. */
+static struct ucxf_thread ucxf_no_thread;
+UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_model("initial-exec"))) = &ucxf_no_thread;
 
 static int ucxf_notify_pipe[2] = {-1, -1};
 static int ucxf_notified;
@@ -93,6 +98,7 @@ static void ucxf_thread_exit(void *arg)
     struct ucxf_thread *t = arg, **pp;
     int h, k;
 
+    ucxf_self = &ucxf_no_thread; /* the block is reused: a later call starts anew */
     pthread_mutex_lock(&ucxf_threads_lock);
     for (pp = &ucxf_threads; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == t) {
@@ -140,20 +146,18 @@ static struct ucxf_thread *ucxf_thread_new(void)
     pthread_mutex_unlock(&ucxf_threads_lock);
     if (t != NULL) {
         pthread_setspecific(ucxf_thread_key, t);
+        ucxf_self = t;
     }
-    ucxf_self = t;
     return t;
 }
 
+/* This thread's state, created at its first counted call; NULL when out of memory. */
 static inline struct ucxf_thread *ucxf_thread_self(void)
 {
     struct ucxf_thread *t = ucxf_self;
-    return UCXF_LIKELY(t != NULL) ? t : ucxf_thread_new();
+    return UCXF_LIKELY(t != &ucxf_no_thread) ? t : ucxf_thread_new();
 }
 
-/* Relaxed single-writer increment: no lock prefix, but Go's concurrent
- * loads never see a torn value. */
-#define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
 
 void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
 {
@@ -176,8 +180,8 @@ void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
                 out[h].size_faults[k] += __atomic_load_n(&t->h[h].size_faults[k], __ATOMIC_RELAXED);
             }
             /* Calls since the last fault, summed over threads. */
-            out[h].calls_at_last_fault +=
-                __atomic_load_n(&t->h[h].calls_at_last_fault, __ATOMIC_RELAXED);
+            out[h].calls_at_fault += __atomic_load_n(&t->h[h].calls, __ATOMIC_RELAXED) -
+                                     __atomic_load_n(&t->h[h].calls_at_fault, __ATOMIC_RELAXED);
         }
     }
     pthread_mutex_unlock(&ucxf_threads_lock);
@@ -256,6 +260,23 @@ static struct ucxf_scan ucxf_last_scan;
 /* Re-reads the UCX objects mapped now. Rare (once per newly resolved hook);
  * the superseded range table is left allocated because a hook on another
  * thread may still be reading it. */
+/* Callers were found outside UCX under the old internal ranges, or
+ * trusted under the old configuration: every thread goes through
+ * ucxf_enter again (which closes the race with its own store). */
+static void ucxf_forget_fast_callers(void)
+{
+    struct ucxf_thread *t;
+    int h;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+            __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
 static void ucxf_refresh_ranges(void)
 {
     struct ucxf_scan scan;
@@ -267,7 +288,8 @@ static void ucxf_refresh_ranges(void)
     }
     dl_iterate_phdr(ucxf_scan_object, &scan);
     ucxf_last_scan = scan;
-    __atomic_store_n(&ucxf_internal, scan.ranges, __ATOMIC_RELEASE);
+    __atomic_store_n(&ucxf_internal, scan.ranges, __ATOMIC_SEQ_CST);
+    ucxf_forget_fast_callers();
 }
 
 int ucxf_libucp_loaded(void)
@@ -402,7 +424,16 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
     if (cfg->strategy == UCXF_STRATEGY_PATTERN && cfg->pattern_len == 0) {
         cfg->strategy = UCXF_STRATEGY_NONE;
     }
-    old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_ACQ_REL);
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        /* What ucxf_enter would do for a counted call of h, decided here
+         * once: nothing but the random draw. */
+        cfg->fast[h] = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] &&
+                       !ucxf_hook_polls[h] && cfg->hook_nrules[h] == 0 && !cfg->recording &&
+                       !cfg->kills && cfg->strategy == UCXF_STRATEGY_RANDOM &&
+                       !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h]));
+    }
+    old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_SEQ_CST);
+    ucxf_forget_fast_callers();
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         uint8_t armed = (uint8_t)ucxf_hook_armed(cfg, h);
         if (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
@@ -447,9 +478,8 @@ static void ucxf_wait_ready(void)
 /* The decision (hot path when armed)                                   */
 /* ------------------------------------------------------------------ */
 
-static inline int ucxf_caller_internal(void *caller)
+static inline int ucxf_caller_internal(const struct ucxf_ranges *r, void *caller)
 {
-    const struct ucxf_ranges *r = __atomic_load_n(&ucxf_internal, __ATOMIC_ACQUIRE);
     uintptr_t a = (uintptr_t)caller;
     int i;
 
@@ -463,12 +493,46 @@ static inline int ucxf_caller_internal(void *caller)
 
 /* splitmix64 finaliser: a stateless, seeded draw per (hook, thread, call),
  * so a seeded run fails the same calls whatever else the process does. */
-static inline uint64_t ucxf_mix(uint64_t x)
+
+/* The number of calls that pass before the next random fault: geometric
+ * with the configured probability, from the uniform draw r. */
+static uint64_t ucxf_random_gap(const struct ucxf_config *cfg, uint64_t r)
 {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
+    double u, g;
+
+    if (cfg->prob_units >= UCXF_PROB_SCALE) {
+        return 0;
+    }
+    if (cfg->prob_units == 0) {
+        return UINT64_MAX;
+    }
+    u = ((double)(r >> 11) + 1.0) * 0x1p-53; /* in (0, 1] */
+    g = floor(log(u) / log1p(-(double)cfg->prob_units / UCXF_PROB_SCALE));
+    return g >= 0x1p63 ? UINT64_MAX : (uint64_t)g;
+}
+
+/* Sets the next random fault of hook h on thread t: after gap more passing
+ * calls, counting from the call whose count is n. */
+static void ucxf_random_schedule(struct ucxf_thread *t, int h, uint64_t n, uint64_t gap)
+{
+    t->next_fault[h] = gap >= UINT64_MAX - n ? UINT64_MAX : n + gap;
+}
+
+/* The seeded draw for call idx (counted from the configuration's start) of
+ * hook h on thread t: a pure function of them, so a seeded run repeats. */
+static uint64_t ucxf_random_draw(const struct ucxf_config *cfg, const struct ucxf_thread *t, int h, uint64_t idx)
+{
+    return ucxf_mix(cfg->seed ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ idx);
+}
+
+/* Call n of hook h, the one the schedule chose, fails: picks its code and
+ * schedules the next failure. */
+static int ucxf_random_fault(const struct ucxf_config *cfg, struct ucxf_thread *t, int h, uint64_t n)
+{
+    uint64_t r = ucxf_random_draw(cfg, t, h, n - t->base_calls[h]);
+
+    ucxf_random_schedule(t, h, n + 1, ucxf_random_gap(cfg, ucxf_mix(r)));
+    return cfg->codes[(uint32_t)r % cfg->ncodes];
 }
 
 static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
@@ -478,6 +542,11 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         t->base_calls[h]  = t->h[h].calls;
         t->base_faults[h] = t->h[h].faults;
+        t->next_fault[h]  = UINT64_MAX;
+        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0) {
+            ucxf_random_schedule(t, h, t->base_calls[h],
+                                 ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX)));
+        }
     }
     ucxf_rules_rebase(t, cfg);
     t->generation = cfg->generation;
@@ -515,18 +584,34 @@ ucxf_fault_marker(int hook, int code, void *ep, uint64_t size)
     __asm__ volatile("" : : "r"(hook), "r"(code), "r"(ep), "r"(size) : "memory");
 }
 
+/* Counts a failure injected now, without calling libucp, and shows it to
+ * the observer. Returns code. */
+static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep, uint64_t size, int bucket)
+{
+    struct ucxf_hook_counters *hc = &t->h[h];
+
+    UCXF_INC(hc->faults);
+    UCXF_INC(hc->codes[-code]);
+    UCXF_INC(hc->size_faults[bucket]);
+    __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
+    ucxf_fault_marker(h, code, ep, size);
+    return code;
+}
+
 int ucxf_enter(struct ucxf_call *c)
 {
     const struct ucxf_config *cfg;
     struct ucxf_thread *t;
     struct ucxf_hook_counters *hc;
-    uint64_t idx, r;
+    const struct ucxf_ranges *ranges;
+    uint64_t idx;
     int code = 0, h = c->hook;
 
     if (UCXF_UNLIKELY(!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE))) {
         ucxf_wait_ready();
     }
-    if (ucxf_caller_internal(c->caller)) {
+    ranges = __atomic_load_n(&ucxf_internal, __ATOMIC_ACQUIRE);
+    if (ucxf_caller_internal(ranges, c->caller)) {
         c->internal = 1;
         return 0; /* libucp calling itself: never faulted, never counted */
     }
@@ -541,16 +626,26 @@ int ucxf_enter(struct ucxf_call *c)
     }
     c->thread  = t;
     c->counted = 1;
+    if (cfg->fast[h]) {
+        /* Trusted from now on, unless the ranges or the configuration
+         * changed since this call read them: ucxf_refresh_ranges and
+         * ucxf_publish store theirs, then clear every fast_caller; this
+         * store comes before the second look. */
+        __atomic_store_n(&t->fast_caller[h], c->caller, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
+            __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
+            __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
+        }
+    } else {
+        t->fast_caller[h] = NULL;
+    }
     if (UCXF_UNLIKELY(t->generation != cfg->generation)) {
         ucxf_rebase(t, cfg);
     }
     hc  = &t->h[h];
     idx = hc->calls - t->base_calls[h];
     UCXF_INC(hc->calls);
-    c->size_bucket = c->size == 0 ? 0 : 64 - __builtin_clzll(c->size);
-    if (c->size_bucket >= UCXF_SIZE_BUCKETS) {
-        c->size_bucket = UCXF_SIZE_BUCKETS - 1;
-    }
+    c->size_bucket = ucxf_size_bucket(c->size);
     UCXF_INC(hc->size_calls[c->size_bucket]);
     if (cfg->recording) {
         c->t0 = ucxf_now_ns();
@@ -574,9 +669,8 @@ int ucxf_enter(struct ucxf_call *c)
     }
     switch (cfg->strategy) {
     case UCXF_STRATEGY_RANDOM:
-        r = ucxf_mix(cfg->seed ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ idx);
-        if ((((r >> 32) * UCXF_PROB_SCALE) >> 32) < cfg->prob_units) {
-            code = cfg->codes[(uint32_t)r % cfg->ncodes];
+        if (idx + t->base_calls[h] >= t->next_fault[h]) {
+            code = ucxf_random_fault(cfg, t, h, idx + t->base_calls[h]);
         }
         break;
     case UCXF_STRATEGY_PATTERN:
@@ -607,14 +701,8 @@ decided:
 inject:
     if (code < 0 && code >= -100) {
         c->injected = 1;
-        UCXF_INC(hc->faults);
-        UCXF_INC(hc->codes[-code]);
-        UCXF_INC(hc->size_faults[c->size_bucket]);
-        __atomic_store_n(&hc->calls_at_last_fault, 0, __ATOMIC_RELAXED);
-        ucxf_fault_marker(h, code, c->ep, c->size);
-        return code;
+        return ucxf_count_injected(t, h, code, c->ep, c->size, c->size_bucket);
     }
-    UCXF_INC(hc->calls_at_last_fault);
     return 0;
 }
 
@@ -658,7 +746,7 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
             /* Status queries find the failure in the table (when it has
              * room: ucxf_defer_overflow counts the misses); a callback
              * gets it from its trampoline. */
-            ucxf_defer_put(request, c->deferred_code);
+            ucxf_defer_put(request, c->deferred_code, c->ep);
             ucxf_count_fault(c, c->deferred_code);
             attached = 1;
         } else {
@@ -668,6 +756,13 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
             status = override;
         }
         ucxf_defer_done(c, attached);
+    } else if (UCXF_UNLIKELY(c->tracked)) {
+        /* Followed for kill-ep while in flight; a trampoline stays only
+         * for a request, as libucp calls no callback otherwise. */
+        if (request != NULL) {
+            ucxf_defer_put(request, 0, c->ep);
+        }
+        ucxf_defer_done(c, request != NULL);
     }
     if (c->cfg->recording) {
         ucxf_record_append(c, status, request, ucxf_now_ns());

@@ -16,6 +16,9 @@
 
 #include "hooks_gen.h"
 
+/* Internal to the library: one instruction to reach, no GOT entry. */
+#define UCXF_HIDDEN __attribute__((visibility("hidden")))
+
 #define UCXF_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define UCXF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -25,8 +28,8 @@
 #define UCXF_CODE_SLOTS   101
 #define UCXF_PROB_SCALE   10000u /* probability resolution: 0.01 % */
 /* Transfer sizes are counted in power-of-two buckets: 0 holds size 0,
- * b > 0 holds sizes in [2^(b-1), 2^b), the last bucket everything larger. */
-#define UCXF_SIZE_BUCKETS 42
+ * b > 0 holds sizes in [2^(b-1), 2^b), up to bucket 64. */
+#define UCXF_SIZE_BUCKETS 65
 /* Fault rules (docs/rules.md, evaluated in rules.c). */
 #define UCXF_MAX_RULES    32
 
@@ -97,6 +100,10 @@ struct ucxf_config {
     uint8_t  deferred_mode; /* failures arrive on completion where possible */
     uint8_t  kills;         /* some endpoint has been killed (kill-ep) */
     uint8_t  hook_enabled[UCXF_NUM_HOOKS];
+    /* Set by ucxf_publish where ucxf_fast_decide may decide a call of the
+     * hook alone: random faults now, no rules, kills, recording or
+     * failures on completion. */
+    uint8_t  fast[UCXF_NUM_HOOKS];
     int8_t   codes[UCXF_MAX_CODES];
     uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
     struct ucxf_schedule replay[UCXF_NUM_HOOKS];
@@ -113,10 +120,14 @@ struct ucxf_config {
 struct ucxf_hook_counters {
     uint64_t calls;
     uint64_t faults;
-    uint64_t calls_at_last_fault;
-    uint64_t codes[UCXF_CODE_SLOTS];
+    /* Per thread: the value of calls at the last failure injected at once,
+     * so that passing calls need not count it. In ucxf_stats_sum's totals:
+     * the calls since then, summed over threads. */
+    uint64_t calls_at_fault;
+    /* Next to calls: a passing call writes both, small sizes share the line. */
     uint64_t size_calls[UCXF_SIZE_BUCKETS];
     uint64_t size_faults[UCXF_SIZE_BUCKETS];
+    uint64_t codes[UCXF_CODE_SLOTS];
 };
 
 /* Per-thread state: written by its thread only, read by Go. */
@@ -125,6 +136,15 @@ struct ucxf_thread {
     uint32_t ordinal;
     int32_t  tid;
     uint64_t generation;                 /* config the bases belong to */
+    /* What ucxf_fast_decide reads, together near the start (one page). */
+    /* The last caller of each hook that ucxf_enter found outside UCX, in
+     * a configuration whose fast[] byte was set for the hook (else NULL):
+     * ucxf_fast_decide trusts it, and the configuration, without looking
+     * again, until ucxf_publish or ucxf_refresh_ranges clears it. */
+    void    *fast_caller[UCXF_NUM_HOOKS];
+    /* Random strategy: the value of h[hook].calls at the next call to
+     * fail; UINT64_MAX for never. */
+    uint64_t next_fault[UCXF_NUM_HOOKS];
     uint64_t base_calls[UCXF_NUM_HOOKS];  /* calls when that config arrived */
     uint64_t base_faults[UCXF_NUM_HOOKS];
     struct ucxf_hook_counters h[UCXF_NUM_HOOKS];
@@ -151,6 +171,7 @@ struct ucxf_call {
     int deferred_code; /* failure to deliver when the request completes */
     struct ucxf_cb_ctx *cb_ctx; /* the trampoline's context, if any */
     int injected;
+    int tracked; /* followed for kill-ep without an injected failure */
     struct ucxf_thread *thread;
     const struct ucxf_config *cfg;
 };
@@ -169,12 +190,13 @@ struct ucxf_call {
         (c)->deferred_code = 0;                       \
         (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
+        (c)->tracked = 0;                             \
     } while (0)
 
 /* Real functions, indexed by hook id; NULL until resolved. */
-extern void *ucxf_real[UCXF_NUM_HOOKS];
+extern UCXF_HIDDEN void *ucxf_real[UCXF_NUM_HOOKS];
 /* Non-zero when a hook must take the slow path. */
-extern volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS];
+extern UCXF_HIDDEN volatile uint8_t ucxf_armed[UCXF_NUM_HOOKS];
 
 /* Kinds of ucp_request_param_t callbacks (the member of its cb union). */
 enum {
@@ -195,6 +217,13 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
 ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const ucp_request_param_t *),
                                      ucp_ep_h ep, const ucp_request_param_t *param, int code);
 
+/* In deferred mode, a counted operation on an endpoint has its request
+ * followed, so that kill-ep can fail it if it is still in flight. */
+static inline int ucxf_tracks(const struct ucxf_call *c)
+{
+    return c->counted && c->ep != NULL && c->cfg->deferred_mode;
+}
+
 /* Requests carrying a failure to deliver on completion: status queries
  * must look them up even when their own hook is not armed. */
 extern uint64_t ucxf_defer_count;
@@ -208,6 +237,57 @@ void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size);
 void *ucxf_resolve(int hook);
 int  ucxf_enter(struct ucxf_call *c);
 int  ucxf_leave(struct ucxf_call *c, int status, void *request);
+
+/* The common case of an armed hook, inlined into each ucxf_fast_* half:
+ * an application caller this thread has already seen under the current
+ * configuration, whose fast[] byte allowed it. Returns
+ * 0 to pass the call on, or 1 when ucxf_enter must decide. The random
+ * strategy draws, per thread and hook, the index of the next call to fail
+ * (ucxf_enter, at a fault and when a thread adopts a configuration), so
+ * the calls in between cost a comparison and no draw. */
+extern UCXF_HIDDEN const struct ucxf_config *ucxf_cfg;
+struct ucxf_ranges;
+extern UCXF_HIDDEN const struct ucxf_ranges *ucxf_internal;
+extern UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_model("initial-exec")));
+
+/* Relaxed single-writer increment: no lock prefix, but Go's concurrent
+ * loads never see a torn value. */
+#define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
+
+/* Bucket b > 0 holds sizes in [2^(b-1), 2^b), bucket 0 size 0: a bsr and
+ * an add, no branch and no clamp (there are 65 buckets). */
+static inline unsigned ucxf_size_bucket(uint64_t size)
+{
+    return (unsigned)(63 ^ __builtin_clzll(size | 1)) + (size != 0);
+}
+
+static inline uint64_t ucxf_mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *caller, uint64_t size)
+{
+    struct ucxf_thread *t = ucxf_self;
+    struct ucxf_hook_counters *hc;
+    uint64_t n, *slot;
+
+    if (__atomic_load_n(&t->fast_caller[h], __ATOMIC_RELAXED) != caller) {
+        return 1;
+    }
+    hc = &t->h[h];
+    n  = hc->calls;
+    if (UCXF_UNLIKELY(n >= t->next_fault[h])) {
+        return 1; /* this call fails: ucxf_enter counts it and draws the next */
+    }
+    __atomic_store_n(&hc->calls, n + 1, __ATOMIC_RELAXED);
+    slot = &hc->size_calls[ucxf_size_bucket(size)];
+    __atomic_store_n(slot, *slot + 1, __ATOMIC_RELAXED);
+    return 0;
+}
 
 /* Control side (called from Go). */
 void ucxf_init(void);

@@ -165,6 +165,9 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 		for _, k := range st.Killed {
 			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)\n", st.PID, k.Endpoint, int(k.Code), k.Code)
 		}
+		if st.KilledRequests > 0 {
+			fmt.Fprintf(w, "pid %d: %d requests in flight on killed endpoints completed with the kill's code\n", st.PID, st.KilledRequests)
+		}
 		if st.RecordsLost > 0 {
 			fmt.Fprintf(w, "pid %d: %d records overwritten (raise UCX_FAULT_RECORD_CAPACITY)\n", st.PID, st.RecordsLost)
 		}

@@ -59,6 +59,7 @@ static struct {
     unsigned long op_timeout_ms;
     int           threads;
     unsigned long interval_us;
+    unsigned long hold_us;
     unsigned long print_every;
     int           quiet;
     unsigned long linger_ms;
@@ -579,9 +580,15 @@ static void send_cb(void *request, ucs_status_t status, void *user_data)
 static ucs_status_t wait_request(struct thread_state *ts, void *req,
                                  struct cb_ctx *ctx, const char **how)
 {
-    uint64_t     deadline = now_us() + cfg.op_timeout_ms * 1000ULL;
+    uint64_t     deadline;
     ucs_status_t status;
 
+    if (cfg.hold_us > 0) {
+        /* The request stays in flight, unprogressed, for a while: a window
+         * for an endpoint failure to arrive while it is outstanding. */
+        sleep_us(cfg.hold_us);
+    }
+    deadline = now_us() + cfg.op_timeout_ms * 1000ULL;
     for (;;) {
         ucp_worker_progress(ts->worker);
         if (ctx != NULL) {
@@ -771,6 +778,7 @@ static void usage(FILE *f, const char *prog)
         "  --op-timeout-ms MS      bound on waiting for a request (default 5000)\n"
         "  --threads T             threads, each with its own worker (self only)\n"
         "  --interval-us U         sleep after each iteration (default 0)\n"
+        "  --hold-us U             wait U us before progressing a returned request\n"
         "  --print-every N         print every Nth OP line (default 1)\n"
         "  --quiet                 print only READY, SUMMARY and DONE lines\n"
         "  --wait-before-start-ms MS  sleep after READY (default 0)\n"
@@ -831,7 +839,7 @@ static void parse_args(int argc, char **argv)
 {
     enum {
         O_OPS = 256, O_SEQ, O_SIZE, O_TRANSPORT, O_KILL, O_COMPLETION,
-        O_TIMEOUT, O_THREADS, O_INTERVAL, O_PRINT_EVERY, O_QUIET, O_WAIT,
+        O_TIMEOUT, O_THREADS, O_INTERVAL, O_HOLD, O_PRINT_EVERY, O_QUIET, O_WAIT,
         O_HELP,
         O_LINGER,
         O_PEER_FD
@@ -846,6 +854,7 @@ static void parse_args(int argc, char **argv)
         { "op-timeout-ms",        required_argument, NULL, O_TIMEOUT },
         { "threads",              required_argument, NULL, O_THREADS },
         { "interval-us",          required_argument, NULL, O_INTERVAL },
+        { "hold-us",              required_argument, NULL, O_HOLD },
         { "print-every",          required_argument, NULL, O_PRINT_EVERY },
         { "quiet",                no_argument,       NULL, O_QUIET },
         { "wait-before-start-ms", required_argument, NULL, O_WAIT },
@@ -911,6 +920,9 @@ static void parse_args(int argc, char **argv)
             break;
         case O_INTERVAL:
             cfg.interval_us = parse_ulong("interval-us", optarg, ~0UL);
+            break;
+        case O_HOLD:
+            cfg.hold_us = parse_ulong("hold-us", optarg, 60000000UL);
             break;
         case O_PRINT_EVERY:
             cfg.print_every = parse_ulong("print-every", optarg, ~0UL);
