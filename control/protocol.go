@@ -137,6 +137,10 @@ type Status struct {
 	// when it was killed and completed with the kill's code (deferred mode).
 	KilledRequests uint64   `json:"killed_requests,omitempty"`
 	Warnings       []string `json:"warnings,omitempty"`
+	// LibucpCopies lists, when two or more libucp files are mapped, each
+	// copy and how many hooked calls were routed to it (each call goes to
+	// the copy its caller is linked with).
+	LibucpCopies []LibucpCopy `json:"libucp_copies,omitempty"`
 	// Rules are the fault rules in force with their counters; DelayNS is
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`
@@ -219,4 +223,10 @@ func sortedCodeKeys(m map[string]uint64) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// LibucpCopy is one of several libucp files mapped in a process.
+type LibucpCopy struct {
+	Path  string `json:"path"`
+	Calls uint64 `json:"calls"`
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -154,9 +155,12 @@ func TestDeferredFailuresArriveOnCompletion(t *testing.T) {
 		})
 	}
 	t.Run("ucp_put_nbx", func(t *testing.T) {
-		for _, completion := range []string{"callback", "poll"} {
-			ops, out := h.run(t, []string{"--mode", "deferred", "--pattern", "XO", "--hooks", "ucp_put_nbx,ucp_get_nbx"},
-				"--ops", "10", "--seq", "put,get", "--completion", completion)
+		for _, completion := range []string{"callback", "poll", "callback --app-request", "poll --app-request"} {
+			// With --app-request every operation reuses one request of the
+			// program's own memory: a failure attached to it must end with
+			// the operation, not leak into the next one.
+			args := append([]string{"--ops", "10", "--seq", "put,get", "--completion"}, strings.Fields(completion)...)
+			ops, out := h.run(t, []string{"--mode", "deferred", "--pattern", "XO", "--hooks", "ucp_put_nbx,ucp_get_nbx"}, args...)
 			for _, fn := range []string{"put", "get"} {
 				for i, op := range opsOf(ops, fn) {
 					failed := op.Status != 0
@@ -326,6 +330,67 @@ func TestPluginOpenedLocalIsFaultedDeepbindIsReported(t *testing.T) {
 	}
 	if n := len(failedIndices(testutil.ParseOps(stdout.String()))); n != 0 {
 		t.Fatalf("deepbind: %d failures; its calls cannot be reached", n)
+	}
+}
+
+// TestTwoLibucpCopiesEachCallToItsOwn maps two libucp files, as a Python
+// wheel with its own bundled UCX does next to the system's: the second is a
+// copy renamed the way wheels rename it, and each plugin links one. Every
+// hooked call must reach the copy its caller is linked with.
+func TestTwoLibucpCopiesEachCallToItsOwn(t *testing.T) {
+	h := newHarness(t)
+	sys, err := exec.Command("gcc", "-print-file-name=libucp.so.0").Output()
+	if err != nil {
+		t.Fatalf("finding libucp: %v", err)
+	}
+	sysPath, err := filepath.EvalSymlinks(strings.TrimSpace(string(sys)))
+	if err != nil {
+		t.Fatalf("libucp.so.0 not found: %v", err)
+	}
+	data, err := os.ReadFile(sysPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same length, so the ELF stays valid: only the soname changes.
+	renamed := bytes.Replace(data, []byte("libucp.so.0\x00"), []byte("libucp-2.so\x00"), 1)
+	if bytes.Equal(renamed, data) {
+		t.Fatalf("%s has no soname libucp.so.0", sysPath)
+	}
+	dir := t.TempDir()
+	copyPath := filepath.Join(dir, "libucp-2.so")
+	if err := os.WriteFile(copyPath, renamed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	plugin1 := buildExampleC(t, "plugin.so", "gcc", "-shared", "-fPIC", "examples/plugin/plugin.c", "-lucp", "-lucs")
+	plugin2 := filepath.Join(dir, "plugin2.so")
+	cmd := exec.Command("gcc", "-O2", "-g", "-Wall", "-Wextra", "-shared", "-fPIC", "-o", plugin2, "examples/plugin/plugin.c",
+		"-L"+dir, "-l:libucp-2.so", "-lucs", "-Wl,-rpath,"+dir)
+	cmd.Dir = testutil.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building plugin2: %v\n%s", err, out)
+	}
+	loader := buildExampleC(t, "loader", "gcc", "examples/plugin/loader.c", "-ldl")
+	e := testutil.StartExample(t, h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--probability", "100",
+		"--codes", "-6", "--hooks", "ucp_put_nbx", "--", loader, "--mode", "local", "--ops", "5", "--linger-ms", "20000", plugin1, plugin2)
+	waitFor(t, 30*time.Second, "both plugins", func() bool { return strings.Contains(e.Output(), "DONE") })
+	st := h.status(t)[0]
+	e.Cmd.Process.Signal(os.Interrupt)
+	out := e.Wait(t, 30*time.Second)
+	for _, p := range []string{plugin1, plugin2} {
+		if !strings.Contains(out, "PLUGIN "+p+" failed=5") {
+			t.Fatalf("%s: want its 5 puts failed\n%s", p, out)
+		}
+	}
+	calls := map[string]uint64{}
+	for _, c := range st.LibucpCopies {
+		real, err := filepath.EvalSymlinks(c.Path)
+		if err != nil {
+			real = c.Path
+		}
+		calls[real] = c.Calls
+	}
+	if len(st.LibucpCopies) != 2 || calls[sysPath] == 0 || calls[copyPath] == 0 {
+		t.Fatalf("calls routed per copy %+v; want calls to both %s and %s (warnings %q)", st.LibucpCopies, sysPath, copyPath, st.Warnings)
 	}
 }
 

@@ -213,7 +213,7 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
     {{- if eq .Return.String "unsigned"}}
     /* Never faulted, counted or recorded: it runs millions of times a
      * second, and only its hook above matters. */
-    if (UCXF_LIKELY(real != NULL)) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_multi_copy)) {
         return real({{.Args}});
     }
     {{- else if .Fast}}
@@ -274,8 +274,10 @@ static {{.Return}} ucxf_slow_{{.Name}}({{.Decl}})
             return {{.Unresolved}};
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__({{.Name}}) *)ucxf_route({{.CName}}, caller, (void *)real);
+    }
     {{- if eq .Return.String "unsigned"}}
-    (void)caller;
     return real({{.Args}});
     {{- else}}
     if (!ucxf_armed[{{.CName}}]{{if .Polls}} && !ucxf_defer_active(){{end}}) {

@@ -273,8 +273,15 @@ func (b *cBackend) Info() control.Status {
 	}
 	var buf [1024]C.char
 	if n := int(C.ucxf_libucp_copies(&buf[0], C.size_t(len(buf)))); n > 1 {
-		st.Warnings = append(st.Warnings, fmt.Sprintf("%d copies of libucp are mapped: %s",
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%d copies of libucp are mapped: %s; each call goes to the copy its caller is linked with",
 			n, strings.ReplaceAll(C.GoString(&buf[0]), "\n", ", ")))
+		for i := 0; ; i++ {
+			var calls C.uint64_t
+			if i >= int(C.ucxf_route_copy(C.int(i), &buf[0], C.size_t(len(buf)), &calls)) {
+				break
+			}
+			st.LibucpCopies = append(st.LibucpCopies, control.LibucpCopy{Path: C.GoString(&buf[0]), Calls: uint64(calls)})
+		}
 	}
 	for i := 0; i < int(C.ucxf_bypassed(C.int(i), &buf[0], C.size_t(len(buf)))) && i < 8; i++ {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("%s was opened with RTLD_DEEPBIND: its UCX calls bypass the injector", C.GoString(&buf[0])))

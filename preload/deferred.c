@@ -298,6 +298,9 @@ void *dlopen(const char *file, int mode)
         __atomic_store_n(&real_dlopen, next, __ATOMIC_RELEASE);
     }
     handle = next(file, mode);
+    if (handle != NULL) {
+        ucxf_after_dlopen();
+    }
     if (handle != NULL && (mode & RTLD_DEEPBIND) && file != NULL) {
         void *sym = dlsym(handle, "ucp_put_nbx");
         Dl_info mine, theirs;

@@ -227,6 +227,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, s
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_put_nbx) *)ucxf_route(UCXF_HOOK_PUT_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_PUT_NBX]) {
         return real(ep, buffer, count, remote_addr, rkey, param);
     }
@@ -297,6 +300,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t 
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_get_nbx) *)ucxf_route(UCXF_HOOK_GET_NBX, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_GET_NBX]) {
         return real(ep, buffer, count, remote_addr, rkey, param);
@@ -369,6 +375,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_reques
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_flush_nbx) *)ucxf_route(UCXF_HOOK_EP_FLUSH_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX]) {
         return real(ep, param);
     }
@@ -420,6 +429,9 @@ static ucs_status_t ucxf_slow_ucp_request_check_status(void *request)
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_request_check_status) *)ucxf_route(UCXF_HOOK_REQUEST_CHECK_STATUS, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS] && !ucxf_defer_active()) {
         return real(request);
@@ -487,6 +499,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buff
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_tag_send_nbx) *)ucxf_route(UCXF_HOOK_TAG_SEND_NBX, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX]) {
         return real(ep, buffer, count, tag, param);
@@ -559,6 +574,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void 
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_tag_send_sync_nbx) *)ucxf_route(UCXF_HOOK_TAG_SEND_SYNC_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX]) {
         return real(ep, buffer, count, tag, param);
     }
@@ -629,6 +647,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *bu
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_tag_recv_nbx) *)ucxf_route(UCXF_HOOK_TAG_RECV_NBX, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX]) {
         return real(worker, buffer, count, tag, tag_mask, param);
@@ -701,6 +722,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *b
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_stream_send_nbx) *)ucxf_route(UCXF_HOOK_STREAM_SEND_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX]) {
         return real(ep, buffer, count, param);
     }
@@ -771,6 +795,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer,
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_stream_recv_nbx) *)ucxf_route(UCXF_HOOK_STREAM_RECV_NBX, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX]) {
         return real(ep, buffer, count, length, param);
@@ -843,6 +870,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, cons
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_am_send_nbx) *)ucxf_route(UCXF_HOOK_AM_SEND_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_AM_SEND_NBX]) {
         return real(ep, id, header, header_length, buffer, count, param);
     }
@@ -913,6 +943,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_am_recv_data_nbx) *)ucxf_route(UCXF_HOOK_AM_RECV_DATA_NBX, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX]) {
         return real(worker, data_desc, buffer, count, param);
@@ -985,6 +1018,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_atomic_op_nbx) *)ucxf_route(UCXF_HOOK_ATOMIC_OP_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX]) {
         return real(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
@@ -1056,6 +1092,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, cons
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_flush_nbx) *)ucxf_route(UCXF_HOOK_WORKER_FLUSH_NBX, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX]) {
         return real(worker, param);
     }
@@ -1108,6 +1147,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_reques
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_close_nbx) *)ucxf_route(UCXF_HOOK_EP_CLOSE_NBX, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX]) {
         return real(ep, param);
@@ -1187,6 +1229,9 @@ static ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_pa
             return UCS_ERR_UNSUPPORTED;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_create) *)ucxf_route(UCXF_HOOK_EP_CREATE, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_EP_CREATE]) {
         ucs_status_t ret = real(worker, params, ep_p);
         if (ret == UCS_OK) {
@@ -1260,6 +1305,9 @@ static ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_m
             return UCS_ERR_UNSUPPORTED;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_mem_map) *)ucxf_route(UCXF_HOOK_MEM_MAP, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_MEM_MAP]) {
         return real(context, params, memh_p);
     }
@@ -1326,6 +1374,9 @@ static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_b
             return UCS_ERR_UNSUPPORTED;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_rkey_unpack) *)ucxf_route(UCXF_HOOK_EP_RKEY_UNPACK, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK]) {
         return real(ep, rkey_buffer, rkey_p);
     }
@@ -1373,6 +1424,9 @@ static ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_request_test) *)ucxf_route(UCXF_HOOK_REQUEST_TEST, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_REQUEST_TEST] && !ucxf_defer_active()) {
         return real(request, info);
@@ -1440,6 +1494,9 @@ static ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_
             return UCS_ERR_UNSUPPORTED;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_put_nbi) *)ucxf_route(UCXF_HOOK_PUT_NBI, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_PUT_NBI]) {
         return real(ep, buffer, length, remote_addr, rkey);
     }
@@ -1506,6 +1563,9 @@ static ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t leng
             return UCS_ERR_UNSUPPORTED;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_get_nbi) *)ucxf_route(UCXF_HOOK_GET_NBI, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_GET_NBI]) {
         return real(ep, buffer, length, remote_addr, rkey);
     }
@@ -1571,6 +1631,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffe
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_tag_send_nb) *)ucxf_route(UCXF_HOOK_TAG_SEND_NB, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_TAG_SEND_NB]) {
         return real(ep, buffer, count, datatype, tag, cb);
@@ -1639,6 +1702,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buf
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_tag_recv_nb) *)ucxf_route(UCXF_HOOK_TAG_RECV_NB, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_TAG_RECV_NB]) {
         return real(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
@@ -1705,6 +1771,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *bu
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_stream_send_nb) *)ucxf_route(UCXF_HOOK_STREAM_SEND_NB, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB]) {
         return real(ep, buffer, count, datatype, cb, flags);
@@ -1773,6 +1842,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, 
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_stream_recv_nb) *)ucxf_route(UCXF_HOOK_STREAM_RECV_NB, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB]) {
         return real(ep, buffer, count, datatype, cb, length, flags);
     }
@@ -1839,6 +1911,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, u
         if (real == NULL) {
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_flush_nb) *)ucxf_route(UCXF_HOOK_EP_FLUSH_NB, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB]) {
         return real(ep, flags, cb);
@@ -1907,6 +1982,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsig
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_flush_nb) *)ucxf_route(UCXF_HOOK_WORKER_FLUSH_NB, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB]) {
         return real(worker, flags, cb);
     }
@@ -1955,6 +2033,9 @@ static ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t 
         if (real == NULL) {
             return UCS_ERR_UNSUPPORTED;
         }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_atomic_post) *)ucxf_route(UCXF_HOOK_ATOMIC_POST, caller, (void *)real);
     }
     if (!ucxf_armed[UCXF_HOOK_ATOMIC_POST]) {
         return real(ep, opcode, value, op_size, remote_addr, rkey);
@@ -2022,6 +2103,9 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fe
             return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_atomic_fetch_nb) *)ucxf_route(UCXF_HOOK_ATOMIC_FETCH_NB, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB]) {
         return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
@@ -2073,6 +2157,9 @@ static void ucxf_slow_ucp_request_free(void *request)
             return ;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_request_free) *)ucxf_route(UCXF_HOOK_REQUEST_FREE, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_REQUEST_FREE]) {
         real(request);
         return;
@@ -2117,6 +2204,9 @@ static void ucxf_slow_ucp_request_release(void *request)
             return ;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_request_release) *)ucxf_route(UCXF_HOOK_REQUEST_RELEASE, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_REQUEST_RELEASE]) {
         real(request);
         return;
@@ -2159,6 +2249,9 @@ static void ucxf_slow_ucp_request_cancel(ucp_worker_h worker, void *request)
             return ;
         }
     }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_request_cancel) *)ucxf_route(UCXF_HOOK_REQUEST_CANCEL, caller, (void *)real);
+    }
     if (!ucxf_armed[UCXF_HOOK_REQUEST_CANCEL]) {
         real(worker, request);
         return;
@@ -2183,7 +2276,7 @@ unsigned ucp_worker_progress(ucp_worker_h worker)
     ucxf_before_worker_progress(worker);
     /* Never faulted, counted or recorded: it runs millions of times a
      * second, and only its hook above matters. */
-    if (UCXF_LIKELY(real != NULL)) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_multi_copy)) {
         return real(worker);
     }
     return ucxf_slow_ucp_worker_progress(worker);
@@ -2203,6 +2296,8 @@ static unsigned ucxf_slow_ucp_worker_progress(ucp_worker_h worker)
             return 0;
         }
     }
-    (void)caller;
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_progress) *)ucxf_route(UCXF_HOOK_WORKER_PROGRESS, caller, (void *)real);
+    }
     return real(worker);
 }

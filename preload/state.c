@@ -207,17 +207,24 @@ void ucxf_rule_stats_sum(struct ucxf_rule_counters *out)
 /* Resolution of the real functions                                     */
 /* ------------------------------------------------------------------ */
 
-static int ucxf_is_ucx_object(const char *name)
+/*
+ * Whether the object at path is part of UCX: libucp, libucs, libuct or
+ * libucm, under its usual name (libucp.so.0) or a renamed copy
+ * (libucp-3f2a1b9c.so.0.0.0, as Python wheels bundle it). Sets *libucp for
+ * a libucp.
+ */
+static int ucxf_is_ucx_object(const char *path, int *libucp)
 {
-    static const char *const libs[] = {"libucp.so", "libucs.so", "libuct.so", "libucm.so"};
-    size_t i;
+    const char *base = strrchr(path, '/');
 
-    for (i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
-        if (strstr(name, libs[i]) != NULL) {
-            return 1;
-        }
+    base = base != NULL ? base + 1 : path;
+    *libucp = 0;
+    if (strncmp(base, "libuc", 5) != 0 || strchr("pstm", base[5]) == NULL || base[5] == '\0' ||
+        (base[6] != '.' && base[6] != '-') || strstr(base, ".so") == NULL) {
+        return 0;
     }
-    return 0;
+    *libucp = base[5] == 'p';
+    return 1;
 }
 
 struct ucxf_scan {
@@ -229,13 +236,13 @@ struct ucxf_scan {
 static int ucxf_scan_object(struct dl_phdr_info *info, size_t size, void *arg)
 {
     struct ucxf_scan *scan = arg;
-    int i;
+    int i, libucp;
 
     (void)size;
-    if (info->dlpi_name == NULL || !ucxf_is_ucx_object(info->dlpi_name)) {
+    if (info->dlpi_name == NULL || !ucxf_is_ucx_object(info->dlpi_name, &libucp)) {
         return 0;
     }
-    if (strstr(info->dlpi_name, "libucp.so") != NULL) {
+    if (libucp) {
         if (scan->libucp_copies < 4) {
             snprintf(scan->libucp_path[scan->libucp_copies], sizeof(scan->libucp_path[0]),
                      "%s", info->dlpi_name);
@@ -255,11 +262,14 @@ static int ucxf_scan_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-static struct ucxf_scan ucxf_last_scan;
+static struct ucxf_scan ucxf_last_scan; /* under ucxf_scan_lock */
+static int ucxf_nresolved; /* hooks resolved so far */
+static pthread_mutex_t ucxf_scan_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Re-reads the UCX objects mapped now. Rare (once per newly resolved hook);
- * the superseded range table is left allocated because a hook on another
- * thread may still be reading it. */
+/* Two or more libucp files are mapped: each call is routed to the copy its
+ * caller is linked with (ucxf_route), and every hook takes the slow half. */
+UCXF_HIDDEN int ucxf_multi_copy;
+
 /* Callers were found outside UCX under the old internal ranges, or
  * trusted under the old configuration: every thread goes through
  * ucxf_enter again (which closes the race with its own store). */
@@ -277,18 +287,41 @@ static void ucxf_forget_fast_callers(void)
     pthread_mutex_unlock(&ucxf_threads_lock);
 }
 
+/* Re-reads the UCX objects mapped now: after a hook is first resolved and
+ * after every dlopen(). A new table is published only when something
+ * changed; a superseded one is left allocated, because a hook on another
+ * thread may still be reading it. */
 static void ucxf_refresh_ranges(void)
 {
+    const struct ucxf_ranges *cur;
     struct ucxf_scan scan;
+    int h;
 
     memset(&scan, 0, sizeof(scan));
     scan.ranges = calloc(1, sizeof(*scan.ranges));
     if (scan.ranges == NULL) {
         return;
     }
+    pthread_mutex_lock(&ucxf_scan_lock);
     dl_iterate_phdr(ucxf_scan_object, &scan);
+    cur = __atomic_load_n(&ucxf_internal, __ATOMIC_ACQUIRE);
+    if (cur->n == scan.ranges->n && memcmp(cur->lo, scan.ranges->lo, sizeof(cur->lo)) == 0 &&
+        memcmp(cur->hi, scan.ranges->hi, sizeof(cur->hi)) == 0 &&
+        ucxf_last_scan.libucp_copies == scan.libucp_copies) {
+        pthread_mutex_unlock(&ucxf_scan_lock);
+        free(scan.ranges);
+        return;
+    }
     ucxf_last_scan = scan;
+    if (scan.libucp_copies > 1) {
+        /* Before the ranges: ucxf_enter trusts no caller once it sees both. */
+        __atomic_store_n(&ucxf_multi_copy, 1, __ATOMIC_SEQ_CST);
+        for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+            __atomic_store_n(&ucxf_armed[h], 1, __ATOMIC_RELEASE);
+        }
+    }
     __atomic_store_n(&ucxf_internal, scan.ranges, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&ucxf_scan_lock);
     ucxf_forget_fast_callers();
 }
 
@@ -381,6 +414,7 @@ void *ucxf_resolve(int hook)
     }
     ucxf_refresh_ranges();
     __atomic_store_n(&ucxf_real[hook], p, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&ucxf_nresolved, 1, __ATOMIC_RELEASE);
     /* Tell the control plane that libucp is here (it starts the socket
      * only for processes that use UCX). write() is safe anywhere. */
     if (__atomic_exchange_n(&ucxf_notified, 1, __ATOMIC_RELAXED) == 0 && ucxf_notify_pipe[1] >= 0) {
@@ -388,6 +422,162 @@ void *ucxf_resolve(int hook)
         (void)rc;
     }
     return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Two copies of libucp: each call to its caller's own                  */
+/* ------------------------------------------------------------------ */
+
+/* An object that calls hooked functions, and where its calls go. */
+struct ucxf_route {
+    uintptr_t lo, hi;   /* its executable segments */
+    char path[256];     /* as the loader names it; "" for the program */
+    void *fn[UCXF_NUM_HOOKS];
+    int8_t copy[UCXF_NUM_HOOKS]; /* index in ucxf_route_copies, -1 if none */
+};
+#define UCXF_MAX_ROUTES 64
+#define UCXF_MAX_COPIES 4
+static struct ucxf_route ucxf_routes[UCXF_MAX_ROUTES];
+static int ucxf_nroutes;
+static pthread_mutex_t ucxf_route_lock = PTHREAD_MUTEX_INITIALIZER;
+static char ucxf_route_copies[UCXF_MAX_COPIES][256];
+static int ucxf_ncopies;
+static uint64_t ucxf_routed[UCXF_MAX_COPIES]; /* calls sent to each copy */
+
+struct ucxf_route_find {
+    uintptr_t addr;
+    struct ucxf_route *r;
+};
+
+static int ucxf_route_scan(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct ucxf_route_find *f = arg;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    int i;
+
+    (void)size;
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+            lo          = a < lo ? a : lo;
+            hi          = a + ph->p_memsz > hi ? a + ph->p_memsz : hi;
+        }
+    }
+    if (f->addr < lo || f->addr >= hi) {
+        return 0;
+    }
+    f->r->lo = lo;
+    f->r->hi = hi;
+    snprintf(f->r->path, sizeof(f->r->path), "%s", info->dlpi_name != NULL ? info->dlpi_name : "");
+    return 1;
+}
+
+/* The index of the libucp copy that defines p, added if new. Under the lock. */
+static int ucxf_route_copy_of(void *p)
+{
+    Dl_info info;
+    int i;
+
+    if (dladdr(p, &info) == 0 || info.dli_fname == NULL) {
+        return -1;
+    }
+    for (i = 0; i < ucxf_ncopies; i++) {
+        if (strcmp(ucxf_route_copies[i], info.dli_fname) == 0) {
+            return i;
+        }
+    }
+    if (ucxf_ncopies == UCXF_MAX_COPIES) {
+        return -1;
+    }
+    snprintf(ucxf_route_copies[ucxf_ncopies], sizeof(ucxf_route_copies[0]), "%s", info.dli_fname);
+    return ucxf_ncopies++;
+}
+
+/*
+ * With two libucp copies mapped, the function a call must reach: the one
+ * its caller's object would have bound to without the injector, that is
+ * the definition found in the caller's own dependencies (dlsym on its
+ * handle, which does not search the preloaded injector). libucp calling its
+ * own exported functions is routed to itself the same way. The program and
+ * objects whose dependencies define nothing get dflt. Resolved once per
+ * object and function; the slow half calls it only when ucxf_multi_copy.
+ */
+void *ucxf_route(int hook, void *caller, void *dflt)
+{
+    uintptr_t a = (uintptr_t)caller;
+    struct ucxf_route *r = NULL;
+    int i, n = __atomic_load_n(&ucxf_nroutes, __ATOMIC_ACQUIRE), copy;
+    void *fn;
+
+    for (i = 0; i < n; i++) {
+        if (a >= ucxf_routes[i].lo && a < ucxf_routes[i].hi) {
+            r = &ucxf_routes[i];
+            break;
+        }
+    }
+    if (r == NULL || (fn = __atomic_load_n(&r->fn[hook], __ATOMIC_ACQUIRE)) == NULL) {
+        pthread_mutex_lock(&ucxf_route_lock);
+        if (r == NULL) {
+            struct ucxf_route_find f = {a, NULL};
+            if (ucxf_nroutes == UCXF_MAX_ROUTES) {
+                pthread_mutex_unlock(&ucxf_route_lock);
+                return dflt;
+            }
+            f.r = &ucxf_routes[ucxf_nroutes];
+            memset(f.r, 0, sizeof(*f.r));
+            if (!dl_iterate_phdr(ucxf_route_scan, &f)) {
+                pthread_mutex_unlock(&ucxf_route_lock);
+                return dflt;
+            }
+            r = f.r;
+            __atomic_store_n(&ucxf_nroutes, ucxf_nroutes + 1, __ATOMIC_RELEASE);
+        }
+        fn = r->fn[hook];
+        if (fn == NULL) {
+            void *h = r->path[0] != '\0' ? dlopen(r->path, RTLD_NOLOAD | RTLD_LAZY) : NULL;
+            fn = h != NULL ? dlsym(h, ucxf_hook_names[hook]) : NULL;
+            if (h != NULL) {
+                dlclose(h); /* RTLD_NOLOAD took a reference */
+            }
+            if (fn == NULL || ucxf_is_ours(fn)) {
+                fn = dflt;
+            }
+            r->copy[hook] = (int8_t)ucxf_route_copy_of(fn);
+            __atomic_store_n(&r->fn[hook], fn, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&ucxf_route_lock);
+    }
+    copy = r->copy[hook];
+    if (copy >= 0) {
+        __atomic_add_fetch(&ucxf_routed[copy], 1, __ATOMIC_RELAXED);
+    }
+    return fn;
+}
+
+/* The i-th libucp copy calls were routed to: its path in buf and the calls
+ * sent to it. Returns how many copies there are. */
+int ucxf_route_copy(int i, char *buf, size_t len, uint64_t *calls)
+{
+    int n;
+
+    pthread_mutex_lock(&ucxf_route_lock);
+    n = ucxf_ncopies;
+    if (i >= 0 && i < n) {
+        snprintf(buf, len, "%s", ucxf_route_copies[i]);
+        *calls = __atomic_load_n(&ucxf_routed[i], __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&ucxf_route_lock);
+    return n;
+}
+
+/* A dlopen() may have mapped UCX objects: another libucp copy, or the
+ * first one, opened RTLD_LOCAL by a plugin. */
+void ucxf_after_dlopen(void)
+{
+    if (__atomic_load_n(&ucxf_nresolved, __ATOMIC_ACQUIRE) != 0) {
+        ucxf_refresh_ranges();
+    }
 }
 
 int ucxf_notify_fd(void)
@@ -435,7 +625,7 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
     old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_SEQ_CST);
     ucxf_forget_fast_callers();
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
-        uint8_t armed = (uint8_t)ucxf_hook_armed(cfg, h);
+        uint8_t armed = (uint8_t)(ucxf_hook_armed(cfg, h) || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_ACQUIRE));
         if (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
             armed = 1; /* still waiting for ucxf_set_ready */
         }
@@ -453,7 +643,7 @@ void ucxf_set_ready(void)
     cfg = ucxf_current();
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         __atomic_store_n(&ucxf_armed[h],
-                         (uint8_t)ucxf_hook_armed(cfg, h),
+                         (uint8_t)(ucxf_hook_armed(cfg, h) || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_ACQUIRE)),
                          __ATOMIC_RELEASE);
     }
 }
@@ -626,7 +816,7 @@ int ucxf_enter(struct ucxf_call *c)
     }
     c->thread  = t;
     c->counted = 1;
-    if (cfg->fast[h]) {
+    if (cfg->fast[h] && !__atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
         /* Trusted from now on, unless the ranges or the configuration
          * changed since this call read them: ucxf_refresh_ranges and
          * ucxf_publish store theirs, then clear every fast_caller; this
@@ -763,6 +953,10 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
             ucxf_defer_put(request, 0, c->ep);
         }
         ucxf_defer_done(c, request != NULL);
+    } else if (request != NULL && ucxf_defer_active()) {
+        /* A request pointer used again (the application's own request
+         * memory, UCP_OP_ATTR_FIELD_REQUEST) carries nothing over. */
+        ucxf_defer_forget(request);
     }
     if (c->cfg->recording) {
         ucxf_record_append(c, status, request, ucxf_now_ns());

@@ -233,6 +233,9 @@ static inline int ucxf_defer_active(void)
 }
 
 /* Wrapper side. */
+extern UCXF_HIDDEN int ucxf_multi_copy;
+void *ucxf_route(int hook, void *caller, void *dflt);
+void ucxf_after_dlopen(void);
 void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size);
 void *ucxf_resolve(int hook);
 int  ucxf_enter(struct ucxf_call *c);
@@ -302,6 +305,7 @@ void ucxf_set_socket_path(const char *path);
 int  ucxf_deepbind_seen(void);
 int  ucxf_libucp_copies(char *buf, size_t len);
 int  ucxf_bypassed(int i, char *buf, size_t len);
+int  ucxf_route_copy(int i, char *buf, size_t len, uint64_t *calls);
 void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);
 
 #endif

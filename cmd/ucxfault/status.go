@@ -165,6 +165,9 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 		for _, k := range st.Killed {
 			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)\n", st.PID, k.Endpoint, int(k.Code), k.Code)
 		}
+		for _, c := range st.LibucpCopies {
+			fmt.Fprintf(w, "pid %d: %d calls routed to %s\n", st.PID, c.Calls, c.Path)
+		}
 		if st.KilledRequests > 0 {
 			fmt.Fprintf(w, "pid %d: %d requests in flight on killed endpoints completed with the kill's code\n", st.PID, st.KilledRequests)
 		}

@@ -2,7 +2,7 @@
  * loader.c - loads examples/plugin/plugin.so with dlopen() and runs it.
  *
  *   loader --mode local|deepbind|global --ops N [--wait-before-start-ms MS]
- *          [--linger-ms MS] PATH_TO_plugin.so
+ *          [--linger-ms MS] PLUGIN.so...
  *
  * mode local:    dlopen(RTLD_NOW | RTLD_LOCAL)
  *      deepbind: dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)
@@ -10,8 +10,9 @@
  *
  * The loader does not link libucp (build it with -ldl only): UCX arrives in
  * the process only as a dependency of the plugin, as with Python extensions
- * or NIXL's UCX backend. It prints READY before dlopen, then the plugin's OP
- * lines, then DONE failed=<n>.
+ * or NIXL's UCX backend. It opens every plugin given, then runs each in
+ * turn. It prints READY before dlopen, then each plugin's OP lines and a
+ * line PLUGIN <path> failed=<n>, then DONE failed=<total>.
  *
  * Build:
  *   gcc -O2 -g -Wall -Wextra -Werror -o loader loader.c -ldl
@@ -30,6 +31,7 @@
 
 #define EXIT_USAGE 2
 #define EXIT_SETUP 3
+#define MAX_PLUGINS 8
 
 static volatile sig_atomic_t g_stop;
 
@@ -69,7 +71,7 @@ static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
         "Usage: %s --mode local|deepbind|global [--ops N]\n"
-        "          [--wait-before-start-ms MS] [--linger-ms MS] PLUGIN.so\n",
+        "          [--wait-before-start-ms MS] [--linger-ms MS] PLUGIN.so...\n",
         prog);
 }
 
@@ -87,7 +89,8 @@ int main(int argc, char **argv)
     const char      *mode  = NULL;
     unsigned long    ops   = 10, wait_ms = 0, linger_ms = 0;
     int              flags = 0, c, failed;
-    void            *handle;
+    void            *handles[MAX_PLUGINS];
+    int              nplugins, i, total = 0;
     int            (*run)(int);
     struct sigaction sa;
     char            *err;
@@ -116,7 +119,7 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (mode == NULL || optind != argc - 1) {
+    if (mode == NULL || optind >= argc || argc - optind > MAX_PLUGINS) {
         usage(stderr, argv[0]);
         return EXIT_USAGE;
     }
@@ -143,34 +146,42 @@ int main(int argc, char **argv)
         sleep_ms(wait_ms);
     }
 
-    handle = dlopen(argv[optind], flags);
-    if (handle == NULL) {
+    /* Every plugin is opened before any runs: with plugins linked against
+     * different copies of libucp, both copies are mapped throughout. */
+    nplugins = argc - optind;
+    for (i = 0; i < nplugins; i++) {
+        handles[i] = dlopen(argv[optind + i], flags);
+        if (handles[i] == NULL) {
+            err = dlerror();
+            fprintf(stderr, "SETUP-ERROR dlopen %s: %s\n", argv[optind + i],
+                    err != NULL ? err : "unknown error");
+            return EXIT_SETUP;
+        }
+    }
+    for (i = 0; i < nplugins; i++) {
+        dlerror();
+        *(void **)&run = dlsym(handles[i], "plugin_run");
         err = dlerror();
-        fprintf(stderr, "SETUP-ERROR dlopen %s: %s\n", argv[optind],
-                err != NULL ? err : "unknown error");
-        return EXIT_SETUP;
+        if (err != NULL || run == NULL) {
+            fprintf(stderr, "SETUP-ERROR dlsym plugin_run: %s\n",
+                    err != NULL ? err : "NULL symbol");
+            return EXIT_SETUP;
+        }
+        failed = run((int)ops);
+        if (failed < 0) {
+            fprintf(stderr, "SETUP-ERROR plugin_run failed to set up UCX\n");
+            return EXIT_SETUP;
+        }
+        total += failed;
+        printf("PLUGIN %s failed=%d\n", argv[optind + i], failed);
     }
-    dlerror();
-    *(void **)&run = dlsym(handle, "plugin_run");
-    err = dlerror();
-    if (err != NULL || run == NULL) {
-        fprintf(stderr, "SETUP-ERROR dlsym plugin_run: %s\n",
-                err != NULL ? err : "NULL symbol");
-        dlclose(handle);
-        return EXIT_SETUP;
-    }
-
-    failed = run((int)ops);
-    if (failed < 0) {
-        fprintf(stderr, "SETUP-ERROR plugin_run failed to set up UCX\n");
-        dlclose(handle);
-        return EXIT_SETUP;
-    }
-    printf("DONE failed=%d\n", failed);
+    printf("DONE failed=%d\n", total);
     fflush(stdout);
     if (linger_ms > 0 && !g_stop) {
         sleep_ms(linger_ms);
     }
-    dlclose(handle);
+    for (i = nplugins - 1; i >= 0; i--) {
+        dlclose(handles[i]);
+    }
     return 0;
 }

@@ -60,6 +60,7 @@ static struct {
     int           threads;
     unsigned long interval_us;
     unsigned long hold_us;
+    int           app_request; /* supply request memory (UCP_OP_ATTR_FIELD_REQUEST) */
     unsigned long print_every;
     int           quiet;
     unsigned long linger_ms;
@@ -83,6 +84,7 @@ struct thread_state {
     volatile int    ep_failed; /* set by the error handler */
     int             had_error; /* any operation on the ep failed */
     unsigned long   ops, ok, failed;
+    void           *app_req;   /* --app-request: this thread's one request */
     const char     *setup_what;
     ucs_status_t    setup_status;
 };
@@ -105,6 +107,7 @@ struct peer_hello {
 
 static volatile sig_atomic_t g_stop;
 static ucp_context_h         g_context;
+static size_t                g_request_size; /* UCP's part of a request */
 static pid_t                 g_child_pid = -1;
 static int                   g_child_alive;
 static int                   g_peer_fd = -1;
@@ -536,6 +539,10 @@ static void close_ep(struct thread_state *ts)
 static void teardown(struct thread_state *ts)
 {
     close_ep(ts);
+    if (ts->app_req != NULL) {
+        free((char *)ts->app_req - g_request_size);
+        ts->app_req = NULL;
+    }
     if (ts->rkey != NULL) {
         ucp_rkey_destroy(ts->rkey);
         ts->rkey = NULL;
@@ -575,6 +582,17 @@ static void send_cb(void *request, ucs_status_t status, void *user_data)
     c->done   = 1;
 }
 
+/* A cancelled request of the application's own memory may be reused only
+ * once UCX has completed it. */
+static void wait_cancelled(struct thread_state *ts, void *req)
+{
+    uint64_t deadline = now_us() + CLOSE_TIMEOUT_US;
+
+    while (ucp_request_check_status(req) == UCS_INPROGRESS && now_us() < deadline) {
+        ucp_worker_progress(ts->worker);
+    }
+}
+
 /* Wait (bounded) for a request returned by an nbx call. ctx != NULL selects
  * callback completion. Consumes the request and ctx. */
 static ucs_status_t wait_request(struct thread_state *ts, void *req,
@@ -608,12 +626,18 @@ static ucs_status_t wait_request(struct thread_state *ts, void *req,
                 ctx->abandoned = 1; /* the callback frees it, if ever */
             }
             ucp_request_cancel(ts->worker, req);
-            ucp_request_free(req);
+            if (req != ts->app_req) {
+                ucp_request_free(req);
+            } else {
+                wait_cancelled(ts, req);
+            }
             *how = "timeout";
             return UCS_ERR_TIMED_OUT;
         }
     }
-    ucp_request_free(req);
+    if (req != ts->app_req) {
+        ucp_request_free(req); /* the application's own memory is reused */
+    }
     *how = "completion";
     return status;
 }
@@ -633,11 +657,24 @@ static void do_op(struct thread_state *ts, unsigned long seq,
     char                name[128];
 
     memset(&param, 0, sizeof(param));
+    if (nbx && cfg.app_request) {
+        if (ts->app_req == NULL) {
+            /* UCP's part of the request lies before the pointer given. */
+            char *mem = calloc(1, g_request_size + 64);
+            if (mem == NULL) {
+                fprintf(stderr, "SETUP-ERROR calloc request\n");
+                exit(EXIT_SETUP);
+            }
+            ts->app_req = mem + g_request_size;
+        }
+        param.op_attr_mask |= UCP_OP_ATTR_FIELD_REQUEST;
+        param.request       = ts->app_req;
+    }
     if (nbx && cfg.callback) {
         ctx = calloc(1, sizeof(*ctx));
         if (ctx != NULL) {
-            param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                                 UCP_OP_ATTR_FIELD_USER_DATA;
+            param.op_attr_mask |= UCP_OP_ATTR_FIELD_CALLBACK |
+                                  UCP_OP_ATTR_FIELD_USER_DATA;
             param.cb.send      = send_cb;
             param.user_data    = ctx;
         }
@@ -779,6 +816,7 @@ static void usage(FILE *f, const char *prog)
         "  --threads T             threads, each with its own worker (self only)\n"
         "  --interval-us U         sleep after each iteration (default 0)\n"
         "  --hold-us U             wait U us before progressing a returned request\n"
+        "  --app-request           supply request memory (UCP_OP_ATTR_FIELD_REQUEST)\n"
         "  --print-every N         print every Nth OP line (default 1)\n"
         "  --quiet                 print only READY, SUMMARY and DONE lines\n"
         "  --wait-before-start-ms MS  sleep after READY (default 0)\n"
@@ -839,7 +877,7 @@ static void parse_args(int argc, char **argv)
 {
     enum {
         O_OPS = 256, O_SEQ, O_SIZE, O_TRANSPORT, O_KILL, O_COMPLETION,
-        O_TIMEOUT, O_THREADS, O_INTERVAL, O_HOLD, O_PRINT_EVERY, O_QUIET, O_WAIT,
+        O_TIMEOUT, O_THREADS, O_INTERVAL, O_HOLD, O_APP_REQUEST, O_PRINT_EVERY, O_QUIET, O_WAIT,
         O_HELP,
         O_LINGER,
         O_PEER_FD
@@ -855,6 +893,7 @@ static void parse_args(int argc, char **argv)
         { "threads",              required_argument, NULL, O_THREADS },
         { "interval-us",          required_argument, NULL, O_INTERVAL },
         { "hold-us",              required_argument, NULL, O_HOLD },
+        { "app-request",          no_argument,       NULL, O_APP_REQUEST },
         { "print-every",          required_argument, NULL, O_PRINT_EVERY },
         { "quiet",                no_argument,       NULL, O_QUIET },
         { "wait-before-start-ms", required_argument, NULL, O_WAIT },
@@ -923,6 +962,9 @@ static void parse_args(int argc, char **argv)
             break;
         case O_HOLD:
             cfg.hold_us = parse_ulong("hold-us", optarg, 60000000UL);
+            break;
+        case O_APP_REQUEST:
+            cfg.app_request = 1;
             break;
         case O_PRINT_EVERY:
             cfg.print_every = parse_ulong("print-every", optarg, ~0UL);
@@ -1052,6 +1094,17 @@ int main(int argc, char **argv)
         setup_error("ucp_init", status);
         stop_peer();
         return EXIT_SETUP;
+    }
+    {
+        ucp_context_attr_t attr = { .field_mask = UCP_ATTR_FIELD_REQUEST_SIZE };
+        status = ucp_context_query(g_context, &attr);
+        if (status != UCS_OK) {
+            setup_error("ucp_context_query", status);
+            ucp_cleanup(g_context);
+            stop_peer();
+            return EXIT_SETUP;
+        }
+        g_request_size = attr.request_size;
     }
 
     ts = calloc((size_t)cfg.threads, sizeof(*ts));
