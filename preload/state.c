@@ -599,6 +599,27 @@ const struct ucxf_config *ucxf_current(void)
     return __atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE);
 }
 
+/* The size buckets (see struct ucxf_config) where some rule of hook h can
+ * match: a rule whose size range meets the bucket's. 0 without rules. */
+static uint64_t ucxf_rule_buckets(const struct ucxf_config *cfg, int h)
+{
+    uint64_t mask = 0;
+    uint32_t i;
+    int b;
+
+    for (i = 0; i < cfg->hook_nrules[h]; i++) {
+        const struct ucxf_rule *r = &cfg->rules[cfg->hook_rules[h][i]];
+        for (b = 0; b < UCXF_SIZE_BUCKETS; b++) {
+            uint64_t lo = b == 0 ? 0 : 1ull << (b - 1);
+            uint64_t hi = b == 0 ? 0 : (b == 64 ? UINT64_MAX : (1ull << b) - 1);
+            if (r->min_size <= hi && r->max_size >= lo) {
+                mask |= 1ull << (b < 63 ? b : 63);
+            }
+        }
+    }
+    return mask;
+}
+
 /* Publishes cfg and returns the configuration it replaces. The caller (Go)
  * frees the old one after a grace period: a hook reads a configuration for
  * nanoseconds, never across a sleep or a call into libucp. */
@@ -616,10 +637,12 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
     }
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         /* What ucxf_enter would do for a counted call of h, decided here
-         * once: nothing but the random draw. */
+         * once: nothing but the random draw, or rules that no call of
+         * some sizes can match. */
+        cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h);
         cfg->fast[h] = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] &&
-                       !ucxf_hook_polls[h] && cfg->hook_nrules[h] == 0 && !cfg->recording &&
-                       !cfg->kills && cfg->strategy == UCXF_STRATEGY_RANDOM &&
+                       !ucxf_hook_polls[h] && !cfg->recording && !cfg->kills &&
+                       (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM) &&
                        !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h]));
     }
     old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_SEQ_CST);
@@ -733,7 +756,7 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
         t->base_calls[h]  = t->h[h].calls;
         t->base_faults[h] = t->h[h].faults;
         t->next_fault[h]  = UINT64_MAX;
-        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0) {
+        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0) {
             ucxf_random_schedule(t, h, t->base_calls[h],
                                  ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX)));
         }
@@ -821,6 +844,7 @@ int ucxf_enter(struct ucxf_call *c)
          * changed since this call read them: ucxf_refresh_ranges and
          * ucxf_publish store theirs, then clear every fast_caller; this
          * store comes before the second look. */
+        t->slow_buckets[h] = cfg->rule_buckets[h];
         __atomic_store_n(&t->fast_caller[h], c->caller, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
             __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {

@@ -104,6 +104,10 @@ struct ucxf_config {
      * hook alone: random faults now, no rules, kills, recording or
      * failures on completion. */
     uint8_t  fast[UCXF_NUM_HOOKS];
+    /* For a hook with rules: bit b (b < 63) set where some rule can match
+     * a size of bucket b, bit 63 for buckets 63 and 64. Calls of the other
+     * sizes match no rule and pass in ucxf_fast_decide. */
+    uint64_t rule_buckets[UCXF_NUM_HOOKS];
     int8_t   codes[UCXF_MAX_CODES];
     uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
     struct ucxf_schedule replay[UCXF_NUM_HOOKS];
@@ -142,6 +146,7 @@ struct ucxf_thread {
      * ucxf_fast_decide trusts it, and the configuration, without looking
      * again, until ucxf_publish or ucxf_refresh_ranges clears it. */
     void    *fast_caller[UCXF_NUM_HOOKS];
+    uint64_t slow_buckets[UCXF_NUM_HOOKS]; /* the configuration's rule_buckets */
     /* Random strategy: the value of h[hook].calls at the next call to
      * fail; UINT64_MAX for never. */
     uint64_t next_fault[UCXF_NUM_HOOKS];
@@ -277,17 +282,19 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
     struct ucxf_thread *t = ucxf_self;
     struct ucxf_hook_counters *hc;
     uint64_t n, *slot;
+    unsigned bucket;
 
     if (__atomic_load_n(&t->fast_caller[h], __ATOMIC_RELAXED) != caller) {
         return 1;
     }
-    hc = &t->h[h];
-    n  = hc->calls;
-    if (UCXF_UNLIKELY(n >= t->next_fault[h])) {
-        return 1; /* this call fails: ucxf_enter counts it and draws the next */
+    hc     = &t->h[h];
+    n      = hc->calls;
+    bucket = ucxf_size_bucket(size);
+    if (UCXF_UNLIKELY(n >= t->next_fault[h]) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
+        return 1; /* this call fails, or a rule may match its size: ucxf_enter decides */
     }
     __atomic_store_n(&hc->calls, n + 1, __ATOMIC_RELAXED);
-    slot = &hc->size_calls[ucxf_size_bucket(size)];
+    slot = &hc->size_calls[bucket];
     __atomic_store_n(slot, *slot + 1, __ATOMIC_RELAXED);
     return 0;
 }
