@@ -724,13 +724,6 @@ static uint64_t ucxf_random_gap(const struct ucxf_config *cfg, uint64_t r)
     return g >= 0x1p63 ? UINT64_MAX : (uint64_t)g;
 }
 
-/* Sets the next random fault of hook h on thread t: after gap more passing
- * calls, counting from the call whose count is n. */
-static void ucxf_random_schedule(struct ucxf_thread *t, int h, uint64_t n, uint64_t gap)
-{
-    t->next_fault[h] = gap >= UINT64_MAX - n ? UINT64_MAX : n + gap;
-}
-
 /* The seeded draw for call idx (counted from the configuration's start) of
  * hook h on thread t: a pure function of them, so a seeded run repeats. */
 static uint64_t ucxf_random_draw(const struct ucxf_config *cfg, const struct ucxf_thread *t, int h, uint64_t idx)
@@ -738,13 +731,13 @@ static uint64_t ucxf_random_draw(const struct ucxf_config *cfg, const struct ucx
     return ucxf_mix(cfg->seed ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ idx);
 }
 
-/* Call n of hook h, the one the schedule chose, fails: picks its code and
- * schedules the next failure. */
-static int ucxf_random_fault(const struct ucxf_config *cfg, struct ucxf_thread *t, int h, uint64_t n)
+/* Call idx of hook h, the one the schedule chose, fails: picks its code
+ * and draws how many calls pass before the next failure. */
+static int ucxf_random_fault(const struct ucxf_config *cfg, struct ucxf_thread *t, int h, uint64_t idx)
 {
-    uint64_t r = ucxf_random_draw(cfg, t, h, n - t->base_calls[h]);
+    uint64_t r = ucxf_random_draw(cfg, t, h, idx);
 
-    ucxf_random_schedule(t, h, n + 1, ucxf_random_gap(cfg, ucxf_mix(r)));
+    t->until_fault[h] = ucxf_random_gap(cfg, ucxf_mix(r));
     return cfg->codes[(uint32_t)r % cfg->ncodes];
 }
 
@@ -755,10 +748,9 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         t->base_calls[h]  = t->h[h].calls;
         t->base_faults[h] = t->h[h].faults;
-        t->next_fault[h]  = UINT64_MAX;
+        t->until_fault[h] = UINT64_MAX;
         if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0) {
-            ucxf_random_schedule(t, h, t->base_calls[h],
-                                 ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX)));
+            t->until_fault[h] = ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX));
         }
     }
     ucxf_rules_rebase(t, cfg);
@@ -883,8 +875,11 @@ int ucxf_enter(struct ucxf_call *c)
     }
     switch (cfg->strategy) {
     case UCXF_STRATEGY_RANDOM:
-        if (idx + t->base_calls[h] >= t->next_fault[h]) {
-            code = ucxf_random_fault(cfg, t, h, idx + t->base_calls[h]);
+        /* The same countdown ucxf_fast_decide keeps. */
+        if (t->until_fault[h] == 0) {
+            code = ucxf_random_fault(cfg, t, h, idx);
+        } else {
+            t->until_fault[h]--;
         }
         break;
     case UCXF_STRATEGY_PATTERN:

@@ -147,9 +147,9 @@ struct ucxf_thread {
      * again, until ucxf_publish or ucxf_refresh_ranges clears it. */
     void    *fast_caller[UCXF_NUM_HOOKS];
     uint64_t slow_buckets[UCXF_NUM_HOOKS]; /* the configuration's rule_buckets */
-    /* Random strategy: the value of h[hook].calls at the next call to
-     * fail; UINT64_MAX for never. */
-    uint64_t next_fault[UCXF_NUM_HOOKS];
+    /* Random strategy: how many calls pass before the next to fail;
+     * UINT64_MAX for never (and for hooks the strategy does not decide). */
+    uint64_t until_fault[UCXF_NUM_HOOKS];
     uint64_t base_calls[UCXF_NUM_HOOKS];  /* calls when that config arrived */
     uint64_t base_faults[UCXF_NUM_HOOKS];
     struct ucxf_hook_counters h[UCXF_NUM_HOOKS];
@@ -262,6 +262,16 @@ extern UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_mod
  * loads never see a torn value. */
 #define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
 
+/* The same in one instruction (an aligned add to memory, which no reader
+ * sees torn), where the compiler would otherwise load, add and store. */
+#if defined(__x86_64__)
+#define UCXF_ADD1(field) __asm__ volatile("addq $1, %0" : "+m"(field))
+#define UCXF_SUB1(field) __asm__ volatile("subq $1, %0" : "+m"(field))
+#else
+#define UCXF_ADD1(field) UCXF_INC(field)
+#define UCXF_SUB1(field) __atomic_store_n(&(field), (field) - 1, __ATOMIC_RELAXED)
+#endif
+
 /* Bucket b > 0 holds sizes in [2^(b-1), 2^b), bucket 0 size 0: a bsr and
  * an add, no branch and no clamp (there are 65 buckets). */
 static inline unsigned ucxf_size_bucket(uint64_t size)
@@ -281,21 +291,19 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
 {
     struct ucxf_thread *t = ucxf_self;
     struct ucxf_hook_counters *hc;
-    uint64_t n, *slot;
     unsigned bucket;
 
     if (__atomic_load_n(&t->fast_caller[h], __ATOMIC_RELAXED) != caller) {
         return 1;
     }
-    hc     = &t->h[h];
-    n      = hc->calls;
     bucket = ucxf_size_bucket(size);
-    if (UCXF_UNLIKELY(n >= t->next_fault[h]) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
+    if (UCXF_UNLIKELY(t->until_fault[h] == 0) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
         return 1; /* this call fails, or a rule may match its size: ucxf_enter decides */
     }
-    __atomic_store_n(&hc->calls, n + 1, __ATOMIC_RELAXED);
-    slot = &hc->size_calls[bucket];
-    __atomic_store_n(slot, *slot + 1, __ATOMIC_RELAXED);
+    hc = &t->h[h];
+    UCXF_SUB1(t->until_fault[h]);
+    UCXF_ADD1(hc->calls);
+    UCXF_ADD1(hc->size_calls[bucket]);
     return 0;
 }
 
