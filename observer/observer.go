@@ -420,14 +420,22 @@ func (s *Session) PID() int { return s.pid }
 // Hooks returns the probed functions.
 func (s *Session) Hooks() []hooks.ID { return slices.Clone(s.hookIDs) }
 
+// readPoll bounds how long an event can wait in the ring buffer.
+const readPoll = 20 * time.Millisecond
+
 // readLoop drains the ring buffer until it is flushed or closed.
 func (s *Session) readLoop() {
 	defer close(s.readDone)
 	var rec ringbuf.Record
 	for {
+		// The probes do not wake the reader for each event (submit() in
+		// bpf/observer.bpf.c): poll at least this often.
+		s.reader.SetDeadline(time.Now().Add(readPoll))
 		err := s.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
 			return
 		default:
