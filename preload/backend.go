@@ -28,6 +28,15 @@ import (
 // thread descheduled in between by orders of magnitude.
 const retireGrace = 10 * time.Second
 
+// A client sending commands in a loop would keep ten seconds of
+// configurations (12.5 KB each): past retireMax of them, the oldest are
+// freed once retireMinGrace old, still thousands of times longer than a
+// decision holds one.
+const (
+	retireMax      = 256
+	retireMinGrace = 100 * time.Millisecond
+)
+
 // defaultRecordCapacity is the call log's size when UCX_FAULT_RECORD_CAPACITY
 // is not set: 262144 records of 56 bytes, allocated when recording starts.
 const defaultRecordCapacity = 1 << 18
@@ -191,8 +200,9 @@ func (b *cBackend) Apply(s control.Settings) error {
 		b.retired = append(b.retired, retired{at: now, cfg: unsafe.Pointer(old), alloc: prevLive})
 	}
 	keep := b.retired[:0]
-	for _, r := range b.retired {
-		if now.Sub(r.at) < retireGrace {
+	for i, r := range b.retired {
+		age := now.Sub(r.at)
+		if age < retireGrace && (len(b.retired)-i <= retireMax || age < retireMinGrace) {
 			keep = append(keep, r)
 			continue
 		}

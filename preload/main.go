@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 	"unsafe"
@@ -48,6 +49,13 @@ func debugf(format string, args ...any) {
 }
 
 func init() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The control plane answers one short request at a time: one P
+		// keeps the Go runtime from handing work between OS threads (a
+		// futex wake-up and a context switch each) and off the host's
+		// cores.
+		runtime.GOMAXPROCS(1)
+	}
 	C.ucxf_init()
 	debug, _ = control.ParseBool(os.Getenv(control.EnvDebug))
 	backend = newCBackend()
