@@ -21,8 +21,8 @@ type cRow struct {
 	IsStatusPtr, IsStatus, IsVoid      bool
 	CallbackConst                      string
 	// Fast rows try ucxf_fast_decide before ucxf_slow_*: faultable rows
-	// whose failure is only a returned code (no forced close, no status
-	// query).
+	// whose failure is only a returned code (no forced close). A status
+	// query takes it only while no request carries a failure.
 	Fast bool
 }
 
@@ -67,7 +67,7 @@ func GenerateC() (map[string][]byte, error) {
 		if h.Polls {
 			r.Polls = 1
 		}
-		r.Fast = r.Faultable == 1 && !h.Polls && !h.ForceClose
+		r.Fast = r.Faultable == 1 && !h.ForceClose
 		if h.Callback != "" {
 			if h.Param == "" || h.ArgIndex(h.Param) == 0 {
 				return nil, fmt.Errorf("hook %s: a callback needs its ucp_request_param_t parameter", h.Name)
@@ -217,10 +217,10 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
         return real({{.Args}});
     }
     {{- else if .Fast}}
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
+        {{- template "plaincall" .}}
+    }
     if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[{{.CName}}])) {
-            {{- template "plaincall" .}}
-        }
         return ucxf_fast_{{.Name}}({{.Args}});
     }
     {{- else}}
@@ -244,7 +244,7 @@ static {{.Return}} ucxf_fast_{{.Name}}({{.Decl}})
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
         __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
 
-    if (UCXF_LIKELY(ucxf_fast_decide({{.CName}}, __builtin_return_address(0), {{.SizeExpr}}) == 0)) {
+    if ({{if .Polls}}UCXF_LIKELY(!ucxf_defer_active()) && {{end}}UCXF_LIKELY(ucxf_fast_decide({{.CName}}, __builtin_return_address(0), {{.SizeExpr}}) == 0)) {
         {{- template "plaincall" .}}
     }
     return ucxf_slow_{{.Name}}({{.Args}});

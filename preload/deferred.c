@@ -44,7 +44,7 @@ struct ucxf_cb_ctx {
 };
 
 /* Callbacks fired inside a call, waiting for this thread's next progress. */
-static __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
+UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
 
 static void ucxf_deliver(struct ucxf_cb_ctx *x)
 {
@@ -187,7 +187,7 @@ void ucxf_defer_done(struct ucxf_call *c, int attached)
     }
 }
 
-void ucxf_before_worker_progress(ucp_worker_h worker)
+void ucxf_progress_deliver(ucp_worker_h worker)
 {
     if (UCXF_UNLIKELY(ucxf_pending_cbs != NULL)) {
         struct ucxf_cb_ctx *x = ucxf_pending_cbs;
@@ -203,7 +203,7 @@ void ucxf_before_worker_progress(ucp_worker_h worker)
     }
 }
 
-void ucxf_before_request_free(void *request)
+void ucxf_request_forget(void *request)
 {
     ucxf_defer_forget(request);
 }

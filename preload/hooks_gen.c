@@ -187,10 +187,10 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
 {
     __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBX])) {
         return real(ep, buffer, count, remote_addr, rkey, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
     return ucxf_slow_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
@@ -261,10 +261,10 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
 {
     __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBX])) {
         return real(ep, buffer, count, remote_addr, rkey, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
     return ucxf_slow_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
@@ -335,10 +335,10 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NBX])) {
         return real(ep, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_ep_flush_nbx(ep, param);
     }
     return ucxf_slow_ucp_ep_flush_nbx(ep, param);
@@ -399,9 +399,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_reques
 }
 
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_check_status(void *request);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_request_check_status(void *request);
 
 /* ucp_request_check_status: poll a request's status. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_request_check_status: two loads, two branches
+ * is not armed, else jumps to ucxf_fast_ucp_request_check_status: two loads, two branches
  * and a tail call. Every jump is a tail call, so the next half sees the
  * application's return address as its own. */
 ucs_status_t ucp_request_check_status(void *request)
@@ -409,6 +410,23 @@ ucs_status_t ucp_request_check_status(void *request)
     __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CHECK_STATUS]) && UCXF_LIKELY(!ucxf_defer_active())) {
+        return real(request);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_request_check_status(request);
+    }
+    return ucxf_slow_ucp_request_check_status(request);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_request_check_status(void *request)
+{
+    __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_CHECK_STATUS, __builtin_return_address(0), 0) == 0)) {
         return real(request);
     }
     return ucxf_slow_ucp_request_check_status(request);
@@ -460,10 +478,10 @@ ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count,
 {
     __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NBX])) {
         return real(ep, buffer, count, tag, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_tag_send_nbx(ep, buffer, count, tag, param);
     }
     return ucxf_slow_ucp_tag_send_nbx(ep, buffer, count, tag, param);
@@ -534,10 +552,10 @@ ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t c
 {
     __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_SYNC_NBX])) {
         return real(ep, buffer, count, tag, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
     }
     return ucxf_slow_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
@@ -608,10 +626,10 @@ ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t coun
 {
     __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NBX])) {
         return real(worker, buffer, count, tag, tag_mask, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
     }
     return ucxf_slow_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
@@ -682,10 +700,10 @@ ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t cou
 {
     __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NBX])) {
         return real(ep, buffer, count, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_stream_send_nbx(ep, buffer, count, param);
     }
     return ucxf_slow_ucp_stream_send_nbx(ep, buffer, count, param);
@@ -756,10 +774,10 @@ ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, si
 {
     __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NBX])) {
         return real(ep, buffer, count, length, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_stream_recv_nbx(ep, buffer, count, length, param);
     }
     return ucxf_slow_ucp_stream_recv_nbx(ep, buffer, count, length, param);
@@ -830,10 +848,10 @@ ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, s
 {
     __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_SEND_NBX])) {
         return real(ep, id, header, header_length, buffer, count, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
     }
     return ucxf_slow_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
@@ -904,10 +922,10 @@ ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void
 {
     __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_AM_RECV_DATA_NBX])) {
         return real(worker, data_desc, buffer, count, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
     }
     return ucxf_slow_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
@@ -978,10 +996,10 @@ ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const vo
 {
     __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_OP_NBX])) {
         return real(ep, opcode, buffer, count, remote_addr, rkey, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
     return ucxf_slow_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
@@ -1052,10 +1070,10 @@ ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_par
 {
     __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NBX])) {
         return real(worker, param);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_worker_flush_nbx(worker, param);
     }
     return ucxf_slow_ucp_worker_flush_nbx(worker, param);
@@ -1182,14 +1200,14 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
 {
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
         ucs_status_t ret = real(worker, params, ep_p);
         if (ret == UCS_OK) {
             ucxf_after_ep_create(worker, params, ep_p);
         }
         return ret;
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_ep_create(worker, params, ep_p);
     }
     return ucxf_slow_ucp_ep_create(worker, params, ep_p);
@@ -1266,10 +1284,10 @@ ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *para
 {
     __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_MAP])) {
         return real(context, params, memh_p);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_mem_map(context, params, memh_p);
     }
     return ucxf_slow_ucp_mem_map(context, params, memh_p);
@@ -1335,10 +1353,10 @@ ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h
 {
     __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_RKEY_UNPACK])) {
         return real(ep, rkey_buffer, rkey_p);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
     }
     return ucxf_slow_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
@@ -1394,9 +1412,10 @@ static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_b
 }
 
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_t *info);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_request_test(void *request, ucp_tag_recv_info_t *info);
 
 /* ucp_request_test: poll a receive request. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_request_test: two loads, two branches
+ * is not armed, else jumps to ucxf_fast_ucp_request_test: two loads, two branches
  * and a tail call. Every jump is a tail call, so the next half sees the
  * application's return address as its own. */
 ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
@@ -1404,6 +1423,23 @@ ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
     __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_TEST]) && UCXF_LIKELY(!ucxf_defer_active())) {
+        return real(request, info);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_request_test(request, info);
+    }
+    return ucxf_slow_ucp_request_test(request, info);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_request_test(void *request, ucp_tag_recv_info_t *info)
+{
+    __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
+
+    if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_TEST, __builtin_return_address(0), 0) == 0)) {
         return real(request, info);
     }
     return ucxf_slow_ucp_request_test(request, info);
@@ -1455,10 +1491,10 @@ ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_
 {
     __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_PUT_NBI])) {
         return real(ep, buffer, length, remote_addr, rkey);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
     }
     return ucxf_slow_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
@@ -1524,10 +1560,10 @@ ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remo
 {
     __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_GET_NBI])) {
         return real(ep, buffer, length, remote_addr, rkey);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
     }
     return ucxf_slow_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
@@ -1593,10 +1629,10 @@ ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, 
 {
     __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_SEND_NB])) {
         return real(ep, buffer, count, datatype, tag, cb);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
     }
     return ucxf_slow_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
@@ -1663,10 +1699,10 @@ ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count
 {
     __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_TAG_RECV_NB])) {
         return real(worker, buffer, count, datatype, tag, tag_mask, cb);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
     return ucxf_slow_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
@@ -1733,10 +1769,10 @@ ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t coun
 {
     __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_SEND_NB])) {
         return real(ep, buffer, count, datatype, cb, flags);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
     }
     return ucxf_slow_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
@@ -1803,10 +1839,10 @@ ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp
 {
     __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_STREAM_RECV_NB])) {
         return real(ep, buffer, count, datatype, cb, length, flags);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
     }
     return ucxf_slow_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
@@ -1873,10 +1909,10 @@ ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_
 {
     __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_FLUSH_NB])) {
         return real(ep, flags, cb);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_ep_flush_nb(ep, flags, cb);
     }
     return ucxf_slow_ucp_ep_flush_nb(ep, flags, cb);
@@ -1943,10 +1979,10 @@ ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_se
 {
     __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_FLUSH_NB])) {
         return real(worker, flags, cb);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_worker_flush_nb(worker, flags, cb);
     }
     return ucxf_slow_ucp_worker_flush_nb(worker, flags, cb);
@@ -2064,10 +2100,10 @@ ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, 
 {
     __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
-    if (UCXF_LIKELY(real != NULL)) {
-        if (UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_FETCH_NB])) {
         return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
-        }
+    }
+    if (UCXF_LIKELY(real != NULL)) {
         return ucxf_fast_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
     return ucxf_slow_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);

@@ -143,7 +143,7 @@ static int8_t ucxf_ep_kill[UCXF_EP_SLOTS];
 static uint8_t ucxf_ep_kill_undelivered[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_next;
 /* Non-zero while a killed endpoint's error handler waits for progress. */
-int ucxf_kill_pending;
+UCXF_HIDDEN int ucxf_kill_pending;
 
 static inline uint64_t ucxf_ptr_hash(const void *p)
 {
@@ -310,7 +310,7 @@ int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
 static void *ucxf_defer_keys[UCXF_DEFER_SLOTS];
 static int8_t ucxf_defer_codes[UCXF_DEFER_SLOTS];
 static void *ucxf_defer_eps[UCXF_DEFER_SLOTS]; /* the request's endpoint, or NULL */
-uint64_t ucxf_defer_count;
+UCXF_HIDDEN uint64_t ucxf_defer_count;
 static uint64_t ucxf_defer_lost;
 static uint64_t ucxf_defer_killed;
 

@@ -49,7 +49,7 @@ int      ucxf_defer_peek(void *request);
 void     ucxf_defer_forget(void *request);
 
 /* Endpoints. */
-extern int ucxf_kill_pending;
+extern UCXF_HIDDEN int ucxf_kill_pending;
 void  ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg);
 void *ucxf_ep_worker(void *ep);
 int   ucxf_ep_kill_ordinal(int32_t ordinal, int code);

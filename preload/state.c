@@ -641,7 +641,7 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
          * some sizes can match. */
         cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h);
         cfg->fast[h] = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] &&
-                       !ucxf_hook_polls[h] && !cfg->recording && !cfg->kills &&
+                       !cfg->recording && !cfg->kills &&
                        (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM) &&
                        !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h]));
     }

@@ -216,8 +216,8 @@ struct ucxf_cb_ctx;
 const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_request_param_t *param,
                                             ucp_request_param_t *copy, int kind);
 void ucxf_defer_done(struct ucxf_call *c, int attached);
-void ucxf_before_worker_progress(ucp_worker_h worker);
-void ucxf_before_request_free(void *request);
+void ucxf_progress_deliver(ucp_worker_h worker);
+void ucxf_request_forget(void *request);
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const ucp_request_param_t *),
                                      ucp_ep_h ep, const ucp_request_param_t *param, int code);
@@ -231,10 +231,34 @@ static inline int ucxf_tracks(const struct ucxf_call *c)
 
 /* Requests carrying a failure to deliver on completion: status queries
  * must look them up even when their own hook is not armed. */
-extern uint64_t ucxf_defer_count;
+extern UCXF_HIDDEN uint64_t ucxf_defer_count;
 static inline int ucxf_defer_active(void)
 {
     return __atomic_load_n(&ucxf_defer_count, __ATOMIC_RELAXED) != 0;
+}
+
+/* The hooks before ucp_worker_progress and ucp_request_free/_release run
+ * on every call, millions of times a second: inline, they cost a load and a
+ * branch or two when there is nothing to do. */
+extern UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
+extern UCXF_HIDDEN int ucxf_kill_pending;
+
+/* Callbacks kept for this thread's next progress, and error handlers of
+ * killed endpoints, are delivered from progress, as UCX delivers them. */
+static inline void ucxf_before_worker_progress(ucp_worker_h worker)
+{
+    if (UCXF_UNLIKELY(ucxf_pending_cbs != NULL) ||
+        UCXF_UNLIKELY(__atomic_load_n(&ucxf_kill_pending, __ATOMIC_RELAXED))) {
+        ucxf_progress_deliver(worker);
+    }
+}
+
+/* A freed request's pointer carries nothing to its next use. */
+static inline void ucxf_before_request_free(void *request)
+{
+    if (UCXF_UNLIKELY(ucxf_defer_active())) {
+        ucxf_request_forget(request);
+    }
 }
 
 /* Wrapper side. */
