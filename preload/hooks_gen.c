@@ -201,10 +201,10 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, remote_addr, rkey, param);
     }
     return ucxf_slow_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
@@ -275,10 +275,10 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, remote_addr, rkey, param);
     }
     return ucxf_slow_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
@@ -349,10 +349,10 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
         return real(ep, param);
     }
     return ucxf_slow_ucp_ep_flush_nbx(ep, param);
@@ -423,10 +423,10 @@ ucs_status_t ucp_request_check_status(void *request)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_request_check_status(void *request)
 {
-    __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_CHECK_STATUS, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
         return real(request);
     }
     return ucxf_slow_ucp_request_check_status(request);
@@ -492,10 +492,10 @@ ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count,
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, tag, param);
     }
     return ucxf_slow_ucp_tag_send_nbx(ep, buffer, count, tag, param);
@@ -566,10 +566,10 @@ ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t c
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, tag, param);
     }
     return ucxf_slow_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
@@ -640,10 +640,10 @@ ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t coun
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
         return real(worker, buffer, count, tag, tag_mask, param);
     }
     return ucxf_slow_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
@@ -714,10 +714,10 @@ ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t cou
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, param);
     }
     return ucxf_slow_ucp_stream_send_nbx(ep, buffer, count, param);
@@ -788,10 +788,10 @@ ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, si
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, length, param);
     }
     return ucxf_slow_ucp_stream_recv_nbx(ep, buffer, count, length, param);
@@ -862,10 +862,10 @@ ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, s
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
         return real(ep, id, header, header_length, buffer, count, param);
     }
     return ucxf_slow_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
@@ -936,10 +936,10 @@ ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
         return real(worker, data_desc, buffer, count, param);
     }
     return ucxf_slow_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
@@ -1010,10 +1010,10 @@ ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const vo
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
         return real(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
     return ucxf_slow_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
@@ -1084,10 +1084,10 @@ ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_par
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
 {
-    __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
         return real(worker, param);
     }
     return ucxf_slow_ucp_worker_flush_nbx(worker, param);
@@ -1218,10 +1218,10 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
-    __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_CREATE, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
         ucs_status_t ret = real(worker, params, ep_p);
         if (ret == UCS_OK) {
             ucxf_after_ep_create(worker, params, ep_p);
@@ -1298,10 +1298,10 @@ ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *para
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
-    __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
         return real(context, params, memh_p);
     }
     return ucxf_slow_ucp_mem_map(context, params, memh_p);
@@ -1367,10 +1367,10 @@ ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
-    __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
         return real(ep, rkey_buffer, rkey_p);
     }
     return ucxf_slow_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
@@ -1436,10 +1436,10 @@ ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_request_test(void *request, ucp_tag_recv_info_t *info)
 {
-    __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_TEST, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
         return real(request, info);
     }
     return ucxf_slow_ucp_request_test(request, info);
@@ -1505,10 +1505,10 @@ ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
         return real(ep, buffer, length, remote_addr, rkey);
     }
     return ucxf_slow_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
@@ -1574,10 +1574,10 @@ ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remo
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
         return real(ep, buffer, length, remote_addr, rkey);
     }
     return ucxf_slow_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
@@ -1643,10 +1643,10 @@ ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, 
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
-    __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, datatype, tag, cb);
     }
     return ucxf_slow_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
@@ -1713,10 +1713,10 @@ ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
-    __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
         return real(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
     return ucxf_slow_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
@@ -1783,10 +1783,10 @@ ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t coun
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
-    __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, datatype, cb, flags);
     }
     return ucxf_slow_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
@@ -1853,10 +1853,10 @@ ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
-    __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, datatype, cb, length, flags);
     }
     return ucxf_slow_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
@@ -1923,10 +1923,10 @@ ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
-    __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
         return real(ep, flags, cb);
     }
     return ucxf_slow_ucp_ep_flush_nb(ep, flags, cb);
@@ -1993,10 +1993,10 @@ ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_se
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
-    __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
         return real(worker, flags, cb);
     }
     return ucxf_slow_ucp_worker_flush_nb(worker, flags, cb);
@@ -2114,10 +2114,10 @@ ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, 
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
-    __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
-        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
-
     if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
         return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
     return ucxf_slow_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
