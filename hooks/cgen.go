@@ -206,17 +206,21 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
 {
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
         __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
+    {{- if eq .Return.String "unsigned"}}
+    /* Never faulted, counted or recorded: it runs millions of times a
+     * second, and only its hook matters, when there is work for it
+     * (callbacks to deliver, a kill, two libucp copies to route between). */
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!__atomic_load_n(&ucxf_progress_work, __ATOMIC_ACQUIRE))) {
+        return real({{.Args}});
+    }
+    {{- if .Before}}
+    {{.Before}}({{.Args}});
+    {{- end}}
+    {{- else if .Fast}}
     {{- if .Before}}
 
     {{.Before}}({{.Args}});
     {{- end}}
-    {{- if eq .Return.String "unsigned"}}
-    /* Never faulted, counted or recorded: it runs millions of times a
-     * second, and only its hook above matters. */
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_multi_copy)) {
-        return real({{.Args}});
-    }
-    {{- else if .Fast}}
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
         {{- template "plaincall" .}}
     }
@@ -224,6 +228,10 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
         return ucxf_fast_{{.Name}}({{.Args}});
     }
     {{- else}}
+    {{- if .Before}}
+
+    {{.Before}}({{.Args}});
+    {{- end}}
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
         {{- template "plaincall" .}}
     }

@@ -46,6 +46,11 @@ struct ucxf_cb_ctx {
 /* Callbacks fired inside a call, waiting for this thread's next progress. */
 UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
 
+/* Callbacks waiting in some thread's list, kills waiting for progress, and
+ * 1 << 20 once two libucp copies are mapped: while it is 0 the
+ * ucp_worker_progress wrapper is one load and a branch. */
+UCXF_HIDDEN int ucxf_progress_work;
+
 static void ucxf_deliver(struct ucxf_cb_ctx *x)
 {
     /* A real error wins over an injected one. */
@@ -184,6 +189,7 @@ void ucxf_defer_done(struct ucxf_call *c, int attached)
     if (x->fired) {
         x->next          = ucxf_pending_cbs;
         ucxf_pending_cbs = x;
+        __atomic_add_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
     }
 }
 
@@ -195,6 +201,7 @@ void ucxf_progress_deliver(ucp_worker_h worker)
         while (x != NULL) {
             struct ucxf_cb_ctx *next = x->next;
             ucxf_deliver(x);
+            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
             x = next;
         }
     }

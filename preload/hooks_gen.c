@@ -2308,13 +2308,13 @@ unsigned ucp_worker_progress(ucp_worker_h worker)
 {
     __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_PROGRESS], __ATOMIC_ACQUIRE);
-
-    ucxf_before_worker_progress(worker);
     /* Never faulted, counted or recorded: it runs millions of times a
-     * second, and only its hook above matters. */
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_multi_copy)) {
+     * second, and only its hook matters, when there is work for it
+     * (callbacks to deliver, a kill, two libucp copies to route between). */
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!__atomic_load_n(&ucxf_progress_work, __ATOMIC_ACQUIRE))) {
         return real(worker);
     }
+    ucxf_before_worker_progress(worker);
     return ucxf_slow_ucp_worker_progress(worker);
 }
 

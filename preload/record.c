@@ -242,6 +242,7 @@ int ucxf_ep_kill_ordinal(int32_t ordinal, int code)
         __atomic_store_n(&ucxf_ep_kill_undelivered[s], 1, __ATOMIC_RELAXED);
         __atomic_store_n(&ucxf_ep_kill[s], (int8_t)code, __ATOMIC_RELEASE);
         __atomic_add_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
         return 0;
     }
     return -1;
@@ -276,6 +277,7 @@ void ucxf_ep_deliver_kills(void *worker)
             continue;
         }
         __atomic_sub_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
+        __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
         ep = __atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE);
         cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
         /* As in UCX, the outstanding requests fail before the handler runs. */

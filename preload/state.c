@@ -313,9 +313,10 @@ static void ucxf_refresh_ranges(void)
         return;
     }
     ucxf_last_scan = scan;
-    if (scan.libucp_copies > 1) {
+    if (scan.libucp_copies > 1 && !__atomic_load_n(&ucxf_multi_copy, __ATOMIC_ACQUIRE)) {
         /* Before the ranges: ucxf_enter trusts no caller once it sees both. */
         __atomic_store_n(&ucxf_multi_copy, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&ucxf_progress_work, 1 << 20, __ATOMIC_SEQ_CST);
         for (h = 0; h < UCXF_NUM_HOOKS; h++) {
             __atomic_store_n(&ucxf_armed[h], 1, __ATOMIC_RELEASE);
         }

@@ -242,6 +242,7 @@ static inline int ucxf_defer_active(void)
  * branch or two when there is nothing to do. */
 extern UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
 extern UCXF_HIDDEN int ucxf_kill_pending;
+extern UCXF_HIDDEN int ucxf_progress_work;
 
 /* Callbacks kept for this thread's next progress, and error handlers of
  * killed endpoints, are delivered from progress, as UCX delivers them. */
