@@ -1002,14 +1002,21 @@ static void ucxf_atexit(void)
     }
 }
 
+/* The injector's locks, taken around fork() in the order they nest
+ * (routing may open a library, whose scan clears the threads' callers), so
+ * that the child never inherits one held by a thread that is gone. */
 static void ucxf_atfork_prepare(void)
 {
+    pthread_mutex_lock(&ucxf_route_lock);
+    pthread_mutex_lock(&ucxf_scan_lock);
     pthread_mutex_lock(&ucxf_threads_lock);
 }
 
 static void ucxf_atfork_parent(void)
 {
     pthread_mutex_unlock(&ucxf_threads_lock);
+    pthread_mutex_unlock(&ucxf_scan_lock);
+    pthread_mutex_unlock(&ucxf_route_lock);
 }
 
 static void ucxf_atfork_child(void)
@@ -1018,6 +1025,8 @@ static void ucxf_atfork_child(void)
      * stays as it was (rules in force keep applying, counters go on), there
      * is no control plane in the child, and nothing here calls Go. */
     pthread_mutex_init(&ucxf_threads_lock, NULL);
+    pthread_mutex_init(&ucxf_scan_lock, NULL);
+    pthread_mutex_init(&ucxf_route_lock, NULL);
     ucxf_is_fork_child = 1;
     ucxf_record_atfork_child();
 }
