@@ -117,7 +117,8 @@ static void ucxf_rules_sleep(struct ucxf_call *c, struct ucxf_thread *t, uint32_
     UCXF_RADD(t->rule[s].delay_ns, t1 - t0);
     c->cfg = ucxf_current();
     if (c->cfg->recording && !was_recording) {
-        c->t0 = t0; /* recording started while we slept */
+        c->t0        = t0; /* recording started while we slept */
+        c->recording = 1;
     }
 }
 

@@ -855,7 +855,8 @@ int ucxf_enter(struct ucxf_call *c)
     c->size_bucket = ucxf_size_bucket(c->size);
     UCXF_INC(hc->size_calls[c->size_bucket]);
     if (cfg->recording) {
-        c->t0 = ucxf_now_ns();
+        c->t0        = ucxf_now_ns();
+        c->recording = 1;
     }
     if (UCXF_UNLIKELY(cfg->kills) && c->ep != NULL && ucxf_hook_faultable[h]) {
         /* A killed endpoint fails every later operation at once, as UCX
@@ -978,7 +979,9 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
          * memory, UCP_OP_ATTR_FIELD_REQUEST) carries nothing over. */
         ucxf_defer_forget(request);
     }
-    if (c->cfg->recording) {
+    if (c->recording) {
+        /* Decided at entry: the configuration read then may be freed by
+         * now, if the real call took long and commands kept coming. */
         ucxf_record_append(c, status, request, ucxf_now_ns());
     }
     return override;

@@ -176,7 +176,8 @@ struct ucxf_call {
     int deferred_code; /* failure to deliver when the request completes */
     struct ucxf_cb_ctx *cb_ctx; /* the trampoline's context, if any */
     int injected;
-    int tracked; /* followed for kill-ep without an injected failure */
+    int tracked;   /* followed for kill-ep without an injected failure */
+    int recording; /* logged when it returns (decided at entry) */
     struct ucxf_thread *thread;
     const struct ucxf_config *cfg;
 };
@@ -196,6 +197,7 @@ struct ucxf_call {
         (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
         (c)->tracked = 0;                             \
+        (c)->recording = 0;                           \
     } while (0)
 
 /* Real functions, indexed by hook id; NULL until resolved. */
