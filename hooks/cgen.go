@@ -198,10 +198,11 @@ static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}({{.Decl}});
 static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucxf_fast_{{.Name}}({{.Decl}});
 {{- end}}
 
-/* {{.Name}}: {{.Summary}}. The wrapper passes the call on when its hook
- * is not armed, else jumps to {{if .Fast}}ucxf_fast_{{.Name}}{{else}}ucxf_slow_{{.Name}}{{end}}: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* {{.Name}}: {{.Summary}}.
+ * The wrapper passes the call on when {{if eq .Return.String "unsigned"}}progress has no work for the
+ * injector{{else}}its hook is not armed{{end}}, else jumps to {{if .Fast}}ucxf_fast_{{.Name}}{{else}}ucxf_slow_{{.Name}}{{end}}: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 {{.Return}} {{.Name}}({{.Decl}})
 {
     __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)

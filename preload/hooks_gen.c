@@ -179,10 +179,10 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
-/* ucp_put_nbx: RMA put. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_put_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_put_nbx: RMA put.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_put_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
@@ -253,10 +253,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, s
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
-/* ucp_get_nbx: RMA get. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_get_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_get_nbx: RMA get.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_get_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
@@ -327,10 +327,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 
-/* ucp_ep_flush_nbx: flush an endpoint. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_ep_flush_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_ep_flush_nbx: flush an endpoint.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_flush_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
@@ -401,10 +401,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_reques
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_check_status(void *request);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_request_check_status(void *request);
 
-/* ucp_request_check_status: poll a request's status. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_request_check_status: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_request_check_status: poll a request's status.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_request_check_status: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_request_check_status(void *request)
 {
     __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
@@ -470,10 +470,10 @@ static ucs_status_t ucxf_slow_ucp_request_check_status(void *request)
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
-/* ucp_tag_send_nbx: tagged send. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_tag_send_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_tag_send_nbx: tagged send.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
@@ -544,10 +544,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buff
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
-/* ucp_tag_send_sync_nbx: tagged synchronous send. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_tag_send_sync_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_tag_send_sync_nbx: tagged synchronous send.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_sync_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
@@ -618,10 +618,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 
-/* ucp_tag_recv_nbx: tagged receive. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_tag_recv_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_tag_recv_nbx: tagged receive.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_recv_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
     __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
@@ -692,10 +692,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *bu
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 
-/* ucp_stream_send_nbx: stream send. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_stream_send_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_stream_send_nbx: stream send.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_send_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
@@ -766,10 +766,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *b
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 
-/* ucp_stream_recv_nbx: stream receive. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_stream_recv_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_stream_recv_nbx: stream receive.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_recv_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
     __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
@@ -840,10 +840,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer,
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 
-/* ucp_am_send_nbx: active message send. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_am_send_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_am_send_nbx: active message send.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_am_send_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
@@ -914,10 +914,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, cons
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 
-/* ucp_am_recv_data_nbx: receive active message data. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_am_recv_data_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_am_recv_data_nbx: receive active message data.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_am_recv_data_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
     __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
@@ -988,10 +988,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
-/* ucp_atomic_op_nbx: atomic operation. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_atomic_op_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_atomic_op_nbx: atomic operation.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_op_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
     __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
@@ -1062,10 +1062,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 
-/* ucp_worker_flush_nbx: flush a worker. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_worker_flush_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_worker_flush_nbx: flush a worker.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_flush_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
 {
     __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
@@ -1135,10 +1135,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, cons
 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 
-/* ucp_ep_close_nbx: close an endpoint. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_ep_close_nbx: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_ep_close_nbx: close an endpoint.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_ep_close_nbx: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
@@ -1192,10 +1192,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_reques
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 
-/* ucp_ep_create: create an endpoint. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_ep_create: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_ep_create: create an endpoint.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_create: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
@@ -1276,10 +1276,10 @@ static ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_pa
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
 
-/* ucp_mem_map: map or allocate memory. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_mem_map: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_mem_map: map or allocate memory.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_mem_map: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
     __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
@@ -1345,10 +1345,10 @@ static ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_m
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
 
-/* ucp_ep_rkey_unpack: unpack a remote key (application calls only). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_ep_rkey_unpack: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_ep_rkey_unpack: unpack a remote key (application calls only).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_rkey_unpack: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
     __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
@@ -1414,10 +1414,10 @@ static ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_b
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_t *info);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_request_test(void *request, ucp_tag_recv_info_t *info);
 
-/* ucp_request_test: poll a receive request. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_request_test: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_request_test: poll a receive request.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_request_test: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
 {
     __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
@@ -1483,10 +1483,10 @@ static ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_put_nbi: RMA put, implicit completion. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_put_nbi: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_put_nbi: RMA put, implicit completion.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_put_nbi: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
@@ -1552,10 +1552,10 @@ static ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_get_nbi: RMA get, implicit completion. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_get_nbi: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_get_nbi: RMA get, implicit completion.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_get_nbi: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
@@ -1621,10 +1621,10 @@ static ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t leng
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
 
-/* ucp_tag_send_nb: tagged send (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_tag_send_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_tag_send_nb: tagged send (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
     __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
@@ -1691,10 +1691,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffe
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
 
-/* ucp_tag_recv_nb: tagged receive (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_tag_recv_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_tag_recv_nb: tagged receive (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_recv_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
     __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
@@ -1761,10 +1761,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buf
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
 
-/* ucp_stream_send_nb: stream send (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_stream_send_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_stream_send_nb: stream send (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_send_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
     __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
@@ -1831,10 +1831,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *bu
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
 
-/* ucp_stream_recv_nb: stream receive (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_stream_recv_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_stream_recv_nb: stream receive (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_recv_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
     __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
@@ -1901,10 +1901,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
 
-/* ucp_ep_flush_nb: flush an endpoint (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_ep_flush_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_ep_flush_nb: flush an endpoint (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_flush_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
     __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
@@ -1971,10 +1971,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, u
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
 
-/* ucp_worker_flush_nb: flush a worker (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_worker_flush_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_worker_flush_nb: flush a worker (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_flush_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
     __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
@@ -2040,10 +2040,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsig
 
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_atomic_post: atomic post (old API), observed only. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_atomic_post: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_atomic_post: atomic post (old API), observed only.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_atomic_post: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
 {
     __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
@@ -2092,10 +2092,10 @@ static ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
 
-/* ucp_atomic_fetch_nb: atomic fetch (old API). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_fast_ucp_atomic_fetch_nb: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_atomic_fetch_nb: atomic fetch (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_fetch_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
     __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
@@ -2161,10 +2161,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fe
 
 static __attribute__((noinline)) void ucxf_slow_ucp_request_free(void *request);
 
-/* ucp_request_free: free a request, never faulted. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_request_free: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_request_free: free a request, never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_request_free: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 void ucp_request_free(void *request)
 {
     __typeof__(ucp_request_free) *real = (__typeof__(ucp_request_free) *)
@@ -2208,10 +2208,10 @@ static void ucxf_slow_ucp_request_free(void *request)
 
 static __attribute__((noinline)) void ucxf_slow_ucp_request_release(void *request);
 
-/* ucp_request_release: release a request, never faulted. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_request_release: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_request_release: release a request, never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_request_release: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 void ucp_request_release(void *request)
 {
     __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
@@ -2255,10 +2255,10 @@ static void ucxf_slow_ucp_request_release(void *request)
 
 static __attribute__((noinline)) void ucxf_slow_ucp_request_cancel(ucp_worker_h worker, void *request);
 
-/* ucp_request_cancel: cancel a request, never faulted. The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_request_cancel: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_request_cancel: cancel a request, never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_request_cancel: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 void ucp_request_cancel(ucp_worker_h worker, void *request)
 {
     __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
@@ -2300,10 +2300,11 @@ static void ucxf_slow_ucp_request_cancel(ucp_worker_h worker, void *request)
 
 static __attribute__((noinline)) unsigned ucxf_slow_ucp_worker_progress(ucp_worker_h worker);
 
-/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers). The wrapper passes the call on when its hook
- * is not armed, else jumps to ucxf_slow_ucp_worker_progress: two loads, two branches
- * and a tail call. Every jump is a tail call, so the next half sees the
- * application's return address as its own. */
+/* ucp_worker_progress: progress a worker, never faulted (delivers kill-ep error handlers).
+ * The wrapper passes the call on when progress has no work for the
+ * injector, else jumps to ucxf_slow_ucp_worker_progress: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
 unsigned ucp_worker_progress(ucp_worker_h worker)
 {
     __typeof__(ucp_worker_progress) *real = (__typeof__(ucp_worker_progress) *)
