@@ -251,14 +251,14 @@ func sockTmp() string {
 // interleave runs each variant reps times, rotating the start each round.
 // Sample i of every variant comes from round i (-1 where a run failed), so
 // that variants can be compared round by round (paired).
-func interleave(vs []variant, measure func(v variant) float64) map[string][]float64 {
+func interleave(vs []variant, rounds int, measure func(v variant) float64) map[string][]float64 {
 	res := map[string][]float64{}
-	for r := 0; r < *reps; r++ {
+	for r := 0; r < rounds; r++ {
 		for i := range vs {
 			v := vs[(i+r)%len(vs)]
 			res[v.name] = append(res[v.name], measure(v))
 		}
-		progress("round %d/%d done", r+1, *reps)
+		progress("round %d/%d done", r+1, rounds)
 	}
 	return res
 }
@@ -284,11 +284,9 @@ func partInterpose() {
 	}
 	// A run takes a fraction of a second and lands in this VM's fast or
 	// slow mode as a whole: at least eleven repetitions for a median.
-	saved := *reps
-	*reps = max(*reps, 11)
-	defer func() { *reps = saved }()
-	progress("interposition: %d variants x %d reps x %d puts", len(all), *reps, *calls)
-	res := interleave(all, func(v variant) float64 {
+	rounds := max(*reps, 11)
+	progress("interposition: %d variants x %d reps x %d puts", len(all), rounds, *calls)
+	res := interleave(all, rounds, func(v variant) float64 {
 		args := []string{"-n", strconv.Itoa(*calls)}
 		if strings.HasSuffix(v.name, "2 threads") {
 			args = append(args, "-t", "2")
@@ -424,13 +422,11 @@ func partPerftest() {
 			{"loaded, disabled", lib("UCX_FAULT_ENABLED=0"), nil},
 			{"enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0"), nil},
 		}
-		progress("ucx_perftest %s: %d variants x %d reps", test, len(vs), max(*reps, 9))
 		// Rates on a small VM come out in two modes (two spinning processes
 		// and their neighbours): at least nine repetitions for a median.
-		saved := *reps
-		*reps = max(*reps, 9)
-		res := interleave(vs, func(v variant) float64 { port++; return perftestRate(test, v.env, port) })
-		*reps = saved
+		rounds := max(*reps, 9)
+		progress("ucx_perftest %s: %d variants x %d reps", test, len(vs), rounds)
+		res := interleave(vs, rounds, func(v variant) float64 { port++; return perftestRate(test, v.env, port) })
 		for _, v := range vs {
 			r := row{Part: "perftest", Name: test + ": " + v.name, Value: median(res[v.name]) / 1e6, Unit: "M msg/s", Samples: res[v.name]}
 			if v.name != vs[0].name {
@@ -446,48 +442,30 @@ func partPerftest() {
 	printTable("2. ucx_perftest message rate, 8 bytes, 1,000,000 messages (library in server and client; compared: median of the ratios within each round)", rows)
 }
 
-// probeRun starts putbench waiting on a go-file, attaches a tracer (if any),
-// waits for it to be ready, starts the puts and returns ns per call plus the
+// probeRun runs putbench with a tracer (if any) attached once it is set up
+// and ready, before the puts start, and returns ns per call plus the
 // tracer's output.
 func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string) (float64, string) {
-	dir, _ := os.MkdirTemp("", "ucxfault-bench")
-	defer os.RemoveAll(dir)
-	gofile := filepath.Join(dir, "go")
-	pb := exec.Command(b("putbench"), "-n", strconv.Itoa(n), "-w", "1000", "-g", gofile)
-	stdout, _ := pb.StdoutPipe()
-	if err := pb.Start(); err != nil {
-		return -1, err.Error()
-	}
-	sc := bufio.NewScanner(stdout)
-	pid := 0
-	var lines []string
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "READY") {
-			pid = pb.Process.Pid
-			break
-		}
-	}
 	var tr *exec.Cmd
 	var trOut strings.Builder
+	v := variant{name: "probe"}
 	if tracer != nil {
-		tr = tracer(pid)
-		tr.Stdout, tr.Stderr = &syncWriter{b: &trOut}, &syncWriter{b: &trOut}
-		if err := tr.Start(); err != nil {
-			pb.Process.Kill()
-			pb.Wait()
-			return -1, err.Error()
+		v.setup = func(pid int) error {
+			tr = tracer(pid)
+			tr.Stdout, tr.Stderr = &syncWriter{b: &trOut}, &syncWriter{b: &trOut}
+			if err := tr.Start(); err != nil {
+				tr = nil
+				return err
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(trOutString(&trOut), ready) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond)
+			return nil
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(trOutString(&trOut), ready) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		time.Sleep(500 * time.Millisecond)
 	}
-	os.WriteFile(gofile, nil, 0o644)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	pb.Wait()
+	o, err := runPutbench(v, 2*time.Minute, nil, "-n", strconv.Itoa(n), "-w", "1000")
 	if tr != nil {
 		tr.Process.Signal(syscall.SIGINT)
 		done := make(chan struct{})
@@ -499,7 +477,10 @@ func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string) (float64, str
 			<-done
 		}
 	}
-	return parseNs(strings.Join(lines, "\n")), trOutString(&trOut)
+	if err != nil {
+		return -1, err.Error()
+	}
+	return parseNs(o), trOutString(&trOut)
 }
 
 func partObserver() {

@@ -64,17 +64,7 @@ func (h *harness) runProgram(t *testing.T, flags []string, prog string, args ...
 // msgOps returns the OP lines of msg's local side for fn, as key=value maps.
 func msgOps(out, fn string) []map[string]string {
 	var ops []map[string]string
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "OP" {
-			continue
-		}
-		kv := map[string]string{}
-		for _, x := range f[1:] {
-			if k, v, ok := strings.Cut(x, "="); ok {
-				kv[k] = v
-			}
-		}
+	for _, kv := range testutil.OpFields(out) {
 		if kv["fn"] == fn && kv["side"] == "local" {
 			ops = append(ops, kv)
 		}

@@ -217,17 +217,6 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
     {{- if .Before}}
     {{.Before}}({{.Args}});
     {{- end}}
-    {{- else if .Fast}}
-    {{- if .Before}}
-
-    {{.Before}}({{.Args}});
-    {{- end}}
-    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
-        {{- template "plaincall" .}}
-    }
-    if (UCXF_LIKELY(real != NULL)) {
-        return ucxf_fast_{{.Name}}({{.Args}});
-    }
     {{- else}}
     {{- if .Before}}
 
@@ -236,6 +225,11 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[{{.CName}}]){{if .Polls}} && UCXF_LIKELY(!ucxf_defer_active()){{end}}) {
         {{- template "plaincall" .}}
     }
+    {{- if .Fast}}
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_{{.Name}}({{.Args}});
+    }
+    {{- end}}
     {{- end}}
     {{- if .IsVoid}}
     ucxf_slow_{{.Name}}({{.Args}});

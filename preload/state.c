@@ -790,15 +790,21 @@ ucxf_fault_marker(int hook, int code, void *ep, uint64_t size)
     __asm__ volatile("" : : "r"(hook), "r"(code), "r"(ep), "r"(size) : "memory");
 }
 
+/* Counts a failure of hook counters hc, with its code and size bucket. */
+static void ucxf_count_code(struct ucxf_hook_counters *hc, int code, int bucket)
+{
+    UCXF_INC(hc->faults);
+    UCXF_INC(hc->codes[-code]);
+    UCXF_INC(hc->size_faults[bucket]);
+}
+
 /* Counts a failure injected now, without calling libucp, and shows it to
  * the observer. Returns code. */
 static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep, uint64_t size, int bucket)
 {
     struct ucxf_hook_counters *hc = &t->h[h];
 
-    UCXF_INC(hc->faults);
-    UCXF_INC(hc->codes[-code]);
-    UCXF_INC(hc->size_faults[bucket]);
+    ucxf_count_code(hc, code, bucket);
     __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
     ucxf_fault_marker(h, code, ep, size);
     return code;
@@ -832,19 +838,21 @@ int ucxf_enter(struct ucxf_call *c)
     }
     c->thread  = t;
     c->counted = 1;
-    if (cfg->fast[h] && !__atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+    if (!cfg->fast[h] || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+        t->fast_caller[h] = NULL;
+    } else if (__atomic_load_n(&t->fast_caller[h], __ATOMIC_RELAXED) != c->caller) {
         /* Trusted from now on, unless the ranges or the configuration
          * changed since this call read them: ucxf_refresh_ranges and
          * ucxf_publish store theirs, then clear every fast_caller; this
-         * store comes before the second look. */
+         * store comes before the second look. (A caller already trusted
+         * has not been cleared since, so a call that failed or matched a
+         * rule in the slow half stores nothing.) */
         t->slow_buckets[h] = cfg->rule_buckets[h];
         __atomic_store_n(&t->fast_caller[h], c->caller, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
             __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
             __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
         }
-    } else {
-        t->fast_caller[h] = NULL;
     }
     if (UCXF_UNLIKELY(t->generation != cfg->generation)) {
         ucxf_rebase(t, cfg);
@@ -881,7 +889,7 @@ int ucxf_enter(struct ucxf_call *c)
         if (t->until_fault[h] == 0) {
             code = ucxf_random_fault(cfg, t, h, idx);
         } else {
-            t->until_fault[h]--;
+            UCXF_DEC(t->until_fault[h]);
         }
         break;
     case UCXF_STRATEGY_PATTERN:
@@ -917,14 +925,11 @@ inject:
     return 0;
 }
 
+/* Counts a failure attached to an operation that ran (on completion). */
 static void ucxf_count_fault(struct ucxf_call *c, int code)
 {
-    struct ucxf_hook_counters *hc = &c->thread->h[c->hook];
-
     c->injected = 1;
-    UCXF_INC(hc->faults);
-    UCXF_INC(hc->codes[-code]);
-    UCXF_INC(hc->size_faults[c->size_bucket]);
+    ucxf_count_code(&c->thread->h[c->hook], code, c->size_bucket);
 }
 
 /* After the real call: delivers failures that arrive on completion, and

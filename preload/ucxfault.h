@@ -285,18 +285,16 @@ struct ucxf_ranges;
 extern UCXF_HIDDEN const struct ucxf_ranges *ucxf_internal;
 extern UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_model("initial-exec")));
 
-/* Relaxed single-writer increment: no lock prefix, but Go's concurrent
- * loads never see a torn value. */
-#define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
-
-/* The same in one instruction (an aligned add to memory, which no reader
- * sees torn), where the compiler would otherwise load, add and store. */
+/* Single-writer increment and decrement of a counter that may be read
+ * concurrently: no lock prefix, and no reader ever sees a torn value. On
+ * x86-64 one instruction (an aligned add to memory), which also keeps the
+ * value out of a register the caller would have to save. */
 #if defined(__x86_64__)
-#define UCXF_ADD1(field) __asm__ volatile("addq $1, %0" : "+m"(field))
-#define UCXF_SUB1(field) __asm__ volatile("subq $1, %0" : "+m"(field))
+#define UCXF_INC(field) __asm__ volatile("addq $1, %0" : "+m"(field))
+#define UCXF_DEC(field) __asm__ volatile("subq $1, %0" : "+m"(field))
 #else
-#define UCXF_ADD1(field) UCXF_INC(field)
-#define UCXF_SUB1(field) __atomic_store_n(&(field), (field) - 1, __ATOMIC_RELAXED)
+#define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
+#define UCXF_DEC(field) __atomic_store_n(&(field), (field) - 1, __ATOMIC_RELAXED)
 #endif
 
 /* Bucket b > 0 holds sizes in [2^(b-1), 2^b), bucket 0 size 0: a bsr and
@@ -328,9 +326,9 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
         return 1; /* this call fails, or a rule may match its size: ucxf_enter decides */
     }
     hc = &t->h[h];
-    UCXF_SUB1(t->until_fault[h]);
-    UCXF_ADD1(hc->calls);
-    UCXF_ADD1(hc->size_calls[bucket]);
+    UCXF_DEC(t->until_fault[h]);
+    UCXF_INC(hc->calls);
+    UCXF_INC(hc->size_calls[bucket]);
     return 0;
 }
 

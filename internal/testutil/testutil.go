@@ -169,10 +169,10 @@ type Op struct {
 	US  uint64
 }
 
-// ParseOps returns the OP lines of the example's output, in order. Other
-// lines, and OP lines that do not parse, are skipped.
-func ParseOps(output string) []Op {
-	var ops []Op
+// OpFields returns the key=value fields of each line of output that starts
+// with OP (the examples' operation lines), in order.
+func OpFields(output string) []map[string]string {
+	var lines []map[string]string
 	for _, line := range strings.Split(output, "\n") {
 		fields := strings.Fields(line)
 		if len(fields) == 0 || fields[0] != "OP" {
@@ -184,6 +184,16 @@ func ParseOps(output string) []Op {
 				kv[k] = v
 			}
 		}
+		lines = append(lines, kv)
+	}
+	return lines
+}
+
+// ParseOps returns the OP lines of the example's output, in order. Other
+// lines, and OP lines that do not parse, are skipped.
+func ParseOps(output string) []Op {
+	var ops []Op
+	for _, kv := range OpFields(output) {
 		var op Op
 		var errs []error
 		atoi := func(k string) int {
