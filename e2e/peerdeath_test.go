@@ -1,0 +1,428 @@
+package e2e
+
+// The peer-death oracle: what an application sees when its TCP peer really
+// dies, measured on the machine's libucp with the conformance program
+// testdata/peerdeath.c. The emulation (kill-ep) is held to these logs.
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ucxfault/ucxfault/internal/testutil"
+)
+
+// peerDeath is how the peer dies in one run of the conformance program.
+type peerDeath int
+
+const (
+	// deathKill SIGKILLs the server once the batch is posted.
+	deathKill peerDeath = iota
+	// deathStop leaves the server stopped: a peer that never answers.
+	deathStop
+	// deathEmulated runs the client under the injector and kills its
+	// endpoint with `ucxfault kill-ep` while the server stays alive (it
+	// is resumed 300 ms after the kill).
+	deathEmulated
+)
+
+// peerRun describes one run of testdata/peerdeath.c.
+type peerRun struct {
+	scenario string
+	args     []string // more client arguments
+	// stopFirst SIGSTOPs the server before the batch is posted, so that
+	// the batch is still in flight when the peer dies.
+	stopFirst bool
+	death     peerDeath
+	killEP    int      // the endpoint kill-ep names (deathEmulated)
+	inject    []string // injector flags (deathEmulated)
+	env       []string
+}
+
+// peerResult is what one run showed the application.
+type peerResult struct {
+	out    string
+	events []testutil.PeerEvent
+	// deathUs is the wall-clock time of the SIGKILL or kill-ep in
+	// microseconds (0 for deathStop).
+	deathUs int64
+	// code is what this libucp reports for a dead TCP peer.
+	code     int
+	handlers int
+}
+
+var peerdeathProg struct {
+	path string
+}
+
+// buildPeerdeath builds the conformance program once per test binary.
+func buildPeerdeath(t *testing.T) string {
+	t.Helper()
+	if peerdeathProg.path == "" {
+		testutil.BuildExample(t) // the same requirements: gcc and the UCX headers
+		src, err := filepath.Abs(filepath.Join("testdata", "peerdeath.c"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, err := os.MkdirTemp("", "ucxf-pd-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "peerdeath")
+		cflags := []string{"-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out, src}
+		libs := []string{"-lucp", "-lucs"}
+		// A libucp chosen with PKG_CONFIG_PATH (another UCX version) is
+		// built against its own headers, included as system headers.
+		if pc, err := exec.Command("pkg-config", "--cflags-only-I", "--libs", "ucx").Output(); err == nil && os.Getenv("PKG_CONFIG_PATH") != "" {
+			for _, f := range strings.Fields(string(pc)) {
+				if inc, ok := strings.CutPrefix(f, "-I"); ok {
+					cflags = append(cflags, "-isystem", inc)
+				} else {
+					libs = append(libs, f)
+				}
+			}
+		}
+		if msg, err := exec.Command("gcc", append(cflags, libs...)...).CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", src, err, msg)
+		}
+		peerdeathProg.path = out
+	}
+	return peerdeathProg.path
+}
+
+// peerEnv is the environment of both processes: TCP over loopback only, so
+// that the death is a TCP peer's.
+func peerEnv(extra []string) []string {
+	return append(os.Environ(), append([]string{"UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo",
+		"UCX_WARN_UNUSED_ENV_VARS=n"}, extra...)...)
+}
+
+// runPeer runs the server and the client of one scenario and kills (or
+// stops, or emulates the death of) the server at the client's POSTED line.
+// h is needed for deathEmulated only.
+func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
+	t.Helper()
+	prog := buildPeerdeath(t)
+	hello := filepath.Join(t.TempDir(), "hello")
+
+	srv := exec.Command(prog, "server", "--hello", hello)
+	srv.Env = peerEnv(r.env)
+	server := testutil.StartCmd(t, srv)
+	t.Cleanup(func() {
+		server.Cmd.Process.Signal(syscall.SIGCONT)
+		server.Cmd.Process.Kill()
+	})
+
+	args := append([]string{"client", "--hello", hello, "--scenario", r.scenario}, r.args...)
+	var cli *exec.Cmd
+	if r.death == deathEmulated {
+		a := append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet"}, r.inject...)
+		cli = exec.Command(h.cli, append(append(a, "--", prog), args...)...)
+	} else {
+		cli = exec.Command(prog, args...)
+	}
+	cli.Env = peerEnv(r.env)
+	stdin, err := cli.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := testutil.StartCmd(t, cli)
+	if r.stopFirst {
+		if err := server.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the client's POSTED line", func() bool { return strings.Contains(client.Output(), "\nPOSTED ") })
+
+	var res peerResult
+	switch r.death {
+	case deathKill:
+		res.deathUs = time.Now().UnixMicro()
+		server.Cmd.Process.Kill()
+	case deathEmulated:
+		res.deathUs = time.Now().UnixMicro()
+		h.mustCtl(t, "kill-ep", fmt.Sprint(r.killEP))
+		time.Sleep(300 * time.Millisecond)
+		server.Cmd.Process.Signal(syscall.SIGCONT)
+	}
+	res.out = client.Wait(t, 40*time.Second)
+	stdin.Close()
+	if res.events, err = testutil.ParsePeerEvents(res.out); err != nil {
+		t.Fatal(err)
+	}
+	maj, min, _, err := testutil.UCXVersion(res.out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.out)
+	}
+	res.code = testutil.DeadPeerCode(maj, min)
+	if _, err := fmt.Sscanf(res.out[strings.Index(res.out, "DONE "):], "DONE handlers=%d", &res.handlers); err != nil {
+		t.Fatalf("no DONE line: %v\n%s", err, res.out)
+	}
+	return res
+}
+
+// phase returns the events of one phase.
+func (r peerResult) phase(name string) []testutil.PeerEvent {
+	var out []testutil.PeerEvent
+	for _, e := range r.events {
+		if e.Phase == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// requireHandlerOnce checks that the error handler ran exactly once, with
+// code, on endpoint ep, within limit of the death, and never again (the
+// program progresses --linger-ms after the close).
+func (r peerResult) requireHandlerOnce(t *testing.T, ep int, limit time.Duration) testutil.PeerEvent {
+	t.Helper()
+	var hs []testutil.PeerEvent
+	for _, e := range r.events {
+		if e.Kind == "handler" {
+			hs = append(hs, e)
+		}
+	}
+	if len(hs) != 1 || r.handlers != 1 {
+		t.Fatalf("error handler ran %d times (program counted %d), want once:\n%s", len(hs), r.handlers, r.out)
+	}
+	e := hs[0]
+	if e.Status != r.code || e.Via != "callback" || e.EP != ep || e.Phase != "inflight" {
+		t.Fatalf("handler %s, want status=%d on ep %d in phase inflight:\n%s", e.Canonical(), r.code, ep, r.out)
+	}
+	if d := time.Duration(e.TUs-r.deathUs) * time.Microsecond; d > limit {
+		t.Fatalf("handler ran %v after the death, want within %v", d, limit)
+	}
+	t.Logf("handler %d after the kill: %v", e.Status, time.Duration(e.TUs-r.deathUs)*time.Microsecond)
+	return e
+}
+
+// requireInflight checks that each operation of the batch that did not
+// complete at once (phase post) completed in phase inflight, with one of
+// the codes of its kind, through via(op), within limit of the death.
+func (r peerResult) requireInflight(t *testing.T, kinds map[string][]int, via func(testutil.PeerEvent) string, limit time.Duration) {
+	t.Helper()
+	immediate := map[int]bool{}
+	for _, e := range r.phase("post") {
+		immediate[e.Op] = true
+	}
+	done := map[int]testutil.PeerEvent{}
+	for _, e := range r.phase("inflight") {
+		if e.Kind != "handler" {
+			done[e.Op] = e
+		}
+	}
+	seen := 0
+	for _, e := range r.events {
+		if e.Phase != "post" || e.Via != "immediate" {
+			continue
+		}
+		if e.Status != 0 {
+			t.Fatalf("batch operation failed at once before the death: %s", e.Canonical())
+		}
+	}
+	for op := 0; ; op++ {
+		e, ok := done[op]
+		if !ok {
+			if immediate[op] {
+				continue
+			}
+			break
+		}
+		seen++
+		codes, known := kinds[e.Kind]
+		if !known {
+			t.Fatalf("unexpected completion %s", e.Canonical())
+		}
+		if !containsInt(codes, e.Status) || e.Via != via(e) {
+			t.Fatalf("in-flight %s, want status in %v via %s:\n%s", e.Canonical(), codes, via(e), r.out)
+		}
+		if d := time.Duration(e.TUs-r.deathUs) * time.Microsecond; d > limit {
+			t.Fatalf("in-flight %s completed %v after the death, want within %v", e.Canonical(), d, limit)
+		}
+	}
+	if seen == 0 {
+		t.Fatalf("no operation was in flight at the death:\n%s", r.out)
+	}
+	if p := r.phase("pending"); len(p) != 0 {
+		t.Fatalf("operations never completed: %v\n%s", p, r.out)
+	}
+}
+
+// requireAfter checks that every operation posted on the failed endpoint
+// failed at once with the code, except the kinds listed in pending, which
+// stay in progress.
+func (r peerResult) requireAfter(t *testing.T, pending ...string) {
+	t.Helper()
+	after := r.phase("after")
+	if len(after) < 3 {
+		t.Fatalf("%d operations after the death, want at least 3:\n%s", len(after), r.out)
+	}
+	for _, e := range after {
+		if containsStr(pending, e.Kind) {
+			if e.Via != "pending" {
+				t.Fatalf("after the death: %s, want still pending:\n%s", e.Canonical(), r.out)
+			}
+			continue
+		}
+		if e.Status != r.code || e.Via != "immediate" {
+			t.Fatalf("after the death: %s, want status=%d via=immediate:\n%s", e.Canonical(), r.code, r.out)
+		}
+	}
+}
+
+// requireClose checks the close of the failed endpoint: the close's own
+// event is the one given.
+func (r peerResult) requireClose(t *testing.T, status int, via string) {
+	t.Helper()
+	for _, e := range r.phase("close") {
+		if e.Kind == "close" {
+			if e.Status != status || e.Via != via {
+				t.Fatalf("close: %s, want status=%d via=%s:\n%s", e.Canonical(), status, via, r.out)
+			}
+			return
+		}
+	}
+	t.Fatalf("no close event:\n%s", r.out)
+}
+
+// viaAll expects every completion through via.
+func viaAll(via string) func(testutil.PeerEvent) string {
+	return func(testutil.PeerEvent) string { return via }
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+func containsStr(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+// connectionReset is UCS_ERR_CONNECTION_RESET: on 1.13.1 an endpoint flush
+// in flight when the peer dies completes with it when no put was pending
+// (the TCP transport's own flush fails first), with the dead-peer code
+// otherwise (measured, 5 runs each).
+const connectionReset = -25
+
+// The limits are generous for a loaded 2-core machine: on an idle one the
+// handler runs 1-3 ms after the SIGKILL and the purge follows within 2 ms.
+const deathLimit = 2 * time.Second
+
+func TestRealPeerDeath(t *testing.T) {
+	t.Run("polled puts and gets, then a flush, in flight", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "rma", stopFirst: true, death: deathKill,
+			args: []string{"--size", "1048576", "--close", "force"}})
+		h := r.requireHandlerOnce(t, 0, deathLimit)
+		r.requireInflight(t, map[string][]int{"put": {r.code}, "get": {r.code}, "flush": {r.code, connectionReset}},
+			viaAll("poll"), deathLimit)
+		// Polled requests are seen after the progress call that ran the
+		// handler: the handler comes first.
+		if in := r.phase("inflight"); in[0] != h {
+			t.Fatalf("first event after the death: %s, want the handler", in[0].Canonical())
+		}
+		r.requireAfter(t)
+		// 1.13.1: a forced close of a failed endpoint succeeds at once.
+		r.requireClose(t, 0, "immediate")
+	})
+	t.Run("callback sends and a flush in flight", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "cbsend", stopFirst: true, death: deathKill,
+			args: []string{"--size", "1048576", "--close", "flush"}})
+		r.requireHandlerOnce(t, 0, deathLimit)
+		r.requireInflight(t, map[string][]int{"tagsend": {r.code}, "amsend": {r.code}, "flush": {r.code, connectionReset}},
+			viaAll("callback"), deathLimit)
+		r.requireAfter(t)
+		// 1.13.1: a flush-mode close of a failed endpoint fails at once
+		// with the endpoint's code.
+		r.requireClose(t, r.code, "immediate")
+	})
+	t.Run("pending stream receives", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "stream", death: deathKill,
+			args: []string{"--close", "force", "--wait-ms", "1000"}})
+		r.requireHandlerOnce(t, 0, deathLimit)
+		r.requireInflight(t, map[string][]int{"streamrecv": {r.code}},
+			// receive 0 has a callback, receive 1 is polled
+			func(e testutil.PeerEvent) string { return []string{"callback", "poll"}[e.Op] }, deathLimit)
+		// A stream receive posted on the failed endpoint does not fail:
+		// it stays pending until the close cancels it.
+		r.requireAfter(t, "streamrecv")
+		var cancelled bool
+		for _, e := range r.phase("close") {
+			cancelled = cancelled || (e.Kind == "streamrecv" && e.Status == -16 && e.Via == "callback")
+		}
+		if !cancelled {
+			t.Fatalf("the stream receive posted after the death was not cancelled (-16) by the close:\n%s", r.out)
+		}
+	})
+	for _, mode := range []string{"force", "flush"} {
+		t.Run("close of the failed endpoint, "+mode, func(t *testing.T) {
+			r := runPeer(t, nil, peerRun{scenario: "idle", death: deathKill, args: []string{"--close", mode}})
+			r.requireHandlerOnce(t, 0, deathLimit)
+			r.requireAfter(t)
+			if mode == "force" {
+				r.requireClose(t, 0, "immediate")
+			} else {
+				r.requireClose(t, r.code, "immediate")
+			}
+		})
+	}
+	t.Run("close and reconnect rounds, death in the last", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "reconnect", death: deathKill, args: []string{"--rounds", "3", "--close", "force"}})
+		eps := map[int]bool{}
+		for _, e := range r.phase("warm") {
+			eps[e.EP] = true
+			if e.Status != 0 {
+				t.Fatalf("round on a live peer: %s, want success:\n%s", e.Canonical(), r.out)
+			}
+		}
+		if len(eps) != 3 {
+			t.Fatalf("rounds on endpoints %v, want 0, 1, 2:\n%s", eps, r.out)
+		}
+		r.requireHandlerOnce(t, 2, deathLimit)
+		r.requireAfter(t)
+	})
+	t.Run("a stopped peer: nothing completes, a forced close cancels", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "cbsend", stopFirst: true, death: deathStop,
+			args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "1500", "--linger-ms", "300"}})
+		if r.handlers != 0 {
+			t.Fatalf("error handler ran for a stopped peer:\n%s", r.out)
+		}
+		pending := r.phase("pending")
+		if len(pending) == 0 {
+			t.Fatalf("nothing in flight at the stop:\n%s", r.out)
+		}
+		// Each request pending at the stop completes with -16 only once
+		// the endpoint is force-closed (in the close or linger phase).
+		for _, p := range pending {
+			found := false
+			for _, e := range r.events {
+				if (e.Phase == "close" || e.Phase == "linger") && e.Op == p.Op && e.Kind == p.Kind && e.Status == -16 {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("%s pending at the stop was not cancelled by the forced close:\n%s", p.Canonical(), r.out)
+			}
+		}
+		r.requireClose(t, 0, "immediate")
+	})
+}
