@@ -28,8 +28,11 @@ const (
 	deathStop
 	// deathEmulated runs the client under the injector and kills its
 	// endpoint with `ucxfault kill-ep` while the server stays alive (it
-	// is resumed 300 ms after the kill).
+	// is resumed a second after the kill).
 	deathEmulated
+	// deathEmulatedThenKill is deathEmulated, but the server is then
+	// SIGKILLed instead of resumed: a real death after the emulated one.
+	deathEmulatedThenKill
 )
 
 // peerRun describes one run of testdata/peerdeath.c.
@@ -121,7 +124,8 @@ func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
 
 	args := append([]string{"client", "--hello", hello, "--scenario", r.scenario}, r.args...)
 	var cli *exec.Cmd
-	if r.death == deathEmulated {
+	emulated := r.death == deathEmulated || r.death == deathEmulatedThenKill
+	if emulated {
 		a := append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet"}, r.inject...)
 		cli = exec.Command(h.cli, append(append(a, "--", prog), args...)...)
 	} else {
@@ -148,10 +152,13 @@ func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
 	case deathKill:
 		res.deathUs = time.Now().UnixMicro()
 		server.Cmd.Process.Kill()
-	case deathEmulated:
+	case deathEmulated, deathEmulatedThenKill:
 		res.deathUs = time.Now().UnixMicro()
 		h.mustCtl(t, "kill-ep", fmt.Sprint(r.killEP))
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(time.Second)
+		if r.death == deathEmulatedThenKill {
+			server.Cmd.Process.Kill()
+		}
 		server.Cmd.Process.Signal(syscall.SIGCONT)
 	}
 	res.out = client.Wait(t, 40*time.Second)
@@ -375,7 +382,7 @@ func TestRealPeerDeath(t *testing.T) {
 	})
 	for _, mode := range []string{"force", "flush"} {
 		t.Run("close of the failed endpoint, "+mode, func(t *testing.T) {
-			r := runPeer(t, nil, peerRun{scenario: "idle", death: deathKill, args: []string{"--close", mode}})
+			r := runPeer(t, nil, peerRun{scenario: "idle", death: deathKill, args: []string{"--close", mode, "--hold-ms", "300"}})
 			r.requireHandlerOnce(t, 0, deathLimit)
 			r.requireAfter(t)
 			if mode == "force" {
@@ -425,4 +432,59 @@ func TestRealPeerDeath(t *testing.T) {
 		}
 		r.requireClose(t, 0, "immediate")
 	})
+}
+
+// emulatedEnv runs TestEmulatedPeerDeath instead of skipping it.
+const emulatedEnv = "UCXFAULT_PEERDEATH_EMULATED"
+
+// TestEmulatedPeerDeath runs each scenario with a real death and again
+// with `kill-ep` on a live peer, and compares what the application saw.
+func TestEmulatedPeerDeath(t *testing.T) {
+	if os.Getenv(emulatedEnv) != "1" {
+		t.Skip("kill-ep does not yet look like a real peer death (measured on 1.13.1, docs/peer-death.md): " +
+			"a forced ucp_ep_close_nbx of a killed endpoint returns -80 (real: UCS_OK); " +
+			"requests in flight complete only when the live peer answers (real: within ms of the death), " +
+			"so a rendezvous tag send and pending stream receives never complete; " +
+			"the flush (-25) and stream-receive callbacks real UCX delivers before the handler come after it; " +
+			"a stream receive posted after the kill fails at once (real: pending until the close cancels it, -16); " +
+			"a real death after kill-ep calls the handler a second time. " + emulatedEnv + "=1 runs the comparison")
+	}
+	h := newHarness(t)
+	inject := []string{"--mode", "deferred", "--probability", "0"}
+	for _, tc := range []struct {
+		name string
+		run  peerRun
+	}{
+		{"rma", peerRun{scenario: "rma", stopFirst: true, args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "2000"}}},
+		{"cbsend", peerRun{scenario: "cbsend", stopFirst: true, args: []string{"--size", "1048576", "--close", "flush", "--wait-ms", "2000"}}},
+		{"stream", peerRun{scenario: "stream", args: []string{"--close", "force", "--wait-ms", "1000"}}},
+		{"close-force", peerRun{scenario: "idle", args: []string{"--close", "force"}}},
+		{"close-flush", peerRun{scenario: "idle", args: []string{"--close", "flush"}}},
+		{"reconnect", peerRun{scenario: "reconnect", killEP: 2, args: []string{"--rounds", "3", "--close", "force"}}},
+		{"real death after kill-ep", peerRun{scenario: "idle", args: []string{"--close", "force", "--hold-ms", "1000"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			real := tc.run
+			real.death = deathKill
+			emu := tc.run
+			emu.death = deathEmulated
+			if tc.name == "real death after kill-ep" {
+				emu.death = deathEmulatedThenKill
+			}
+			emu.inject = inject
+			r := runPeer(t, h, real)
+			e := runPeer(t, h, emu)
+			if err := testutil.ComparePeerLogs(r.events, e.events); err != nil {
+				t.Errorf("%v\nreal:\n%s\nemulated:\n%s", err, r.out, e.out)
+			}
+			// Equal logs are not enough: a real death completes what was
+			// in flight at once (within 2 ms of the handler, measured),
+			// not when the live peer later answers (a second on).
+			for _, ev := range e.phase("inflight") {
+				if lag := time.Duration(ev.TUs-e.deathUs) * time.Microsecond; lag > 500*time.Millisecond {
+					t.Errorf("emulated %s delivered %v after kill-ep", ev.Canonical(), lag)
+				}
+			}
+		})
+	}
 }

@@ -6,7 +6,7 @@
  *   peerdeath server --hello FILE
  *   peerdeath client --hello FILE --scenario S [--close force|flush]
  *                    [--count N] [--size BYTES] [--rounds R]
- *                    [--wait-ms MS] [--linger-ms MS]
+ *                    [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]
  *
  * The server maps a buffer, writes its worker address, the buffer's address
  * and its packed rkey to FILE, prints "READY pid=<pid>" and progresses until
@@ -18,7 +18,9 @@
  * on stdin: the moment the test chooses (it stops the server first when it
  * wants requests in flight at the death). It then posts the scenario's
  * batch, prints POSTED, and progresses until the error handler has run and
- * every request has completed, or --wait-ms passes. Then it posts one
+ * every request has completed, or --wait-ms passes, and --hold-ms more with
+ * the endpoint still open (a later second handler call shows there). Then
+ * it posts one
  * operation of each kind on the endpoint (phase "after"), closes it
  * (--close, phase "close"), progresses --linger-ms more (a second handler
  * call would show there) and prints DONE.
@@ -37,7 +39,7 @@
  *
  *   PD ev=<n> phase=<p> ep=<e> op=<i> kind=<k> status=<code> via=<v> t_us=<us>
  *
- * phase: warm, post, inflight, pending, after, close, linger; ep: the
+ * phase: warm, post, inflight, pending, hold, after, close, linger; ep: the
  * endpoint's number in creation order; op: the operation's index within its
  * phase (-1 for the handler); kind: put, get, flush, tagsend, amsend,
  * streamrecv, close, handler; via: immediate (the call's return value),
@@ -92,8 +94,9 @@ static struct {
     size_t        size;
     int           rounds;
     unsigned      wait_ms;
+    unsigned      hold_ms;
     unsigned      linger_ms;
-} cfg = {NULL, NULL, 1, 4, 262144, 3, 5000, 500};
+} cfg = {NULL, NULL, 1, 4, 262144, 3, 5000, 0, 500};
 
 static ucp_context_h g_ctx;
 static ucp_worker_h  g_worker;
@@ -600,6 +603,13 @@ static int run_client(void)
         report_pending(g_first);
     }
     printf("SETTLED t_us=%llu\n", (unsigned long long)now_us());
+    begin("hold");
+    {
+        uint64_t end = mono_us() + (uint64_t)cfg.hold_ms * 1000ull;
+        while (mono_us() < end) {
+            settle();
+        }
+    }
     /* the batch's requests still pending stay where they are: the close
      * below decides their fate, and they are printed when they complete */
     post_after();
@@ -622,7 +632,7 @@ static void usage(void)
     fprintf(stderr, "usage: peerdeath server --hello FILE\n"
                     "       peerdeath client --hello FILE --scenario rma|cbsend|stream|idle|reconnect\n"
                     "                 [--close force|flush] [--count N] [--size BYTES]\n"
-                    "                 [--rounds R] [--wait-ms MS] [--linger-ms MS]\n");
+                    "                 [--rounds R] [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]\n");
     exit(2);
 }
 
@@ -645,6 +655,7 @@ int main(int argc, char **argv)
         {"close", required_argument, NULL, 'c'},    {"count", required_argument, NULL, 'n'},
         {"size", required_argument, NULL, 'z'},     {"rounds", required_argument, NULL, 'r'},
         {"wait-ms", required_argument, NULL, 'w'},  {"linger-ms", required_argument, NULL, 'l'},
+        {"hold-ms", required_argument, NULL, 'o'},
         {NULL, 0, NULL, 0}};
     int server, c;
 
@@ -674,6 +685,7 @@ int main(int argc, char **argv)
         case 'z': cfg.size = (size_t)num(optarg, PD_SMALL, 1 << 20); break;
         case 'r': cfg.rounds = (int)num(optarg, 1, 32); break;
         case 'w': cfg.wait_ms = (unsigned)num(optarg, 1, 600000); break;
+        case 'o': cfg.hold_ms = (unsigned)num(optarg, 0, 600000); break;
         case 'l': cfg.linger_ms = (unsigned)num(optarg, 0, 600000); break;
         default: usage();
         }

@@ -11,7 +11,7 @@ import (
 //
 //	PD ev=<n> phase=<p> ep=<e> op=<i> kind=<k> status=<code> via=<v> t_us=<us>
 type PeerEvent struct {
-	// Phase is warm, post, inflight, pending, after, close or linger.
+	// Phase is warm, post, inflight, pending, hold, after, close or linger.
 	Phase string
 	// EP is the endpoint's number in the program's order of creation.
 	EP int
