@@ -407,6 +407,53 @@ func TestRealPeerDeath(t *testing.T) {
 		r.requireHandlerOnce(t, 2, deathLimit)
 		r.requireAfter(t)
 	})
+	// A client/server endpoint has two connections to the peer (the
+	// connection manager's and the transport's): on 1.13.1 whichever sees
+	// the death first names the code, -25 (3 of 10 runs) or -80, to the
+	// handler and to what was in flight; later operations get -80.
+	t.Run("client/server endpoint: polled batch in flight", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "rma", stopFirst: true, death: deathKill,
+			args: []string{"--connect", "sockaddr", "--size", "1048576", "--close", "force"}})
+		var hs []testutil.PeerEvent
+		for _, e := range r.events {
+			if e.Kind == "handler" {
+				hs = append(hs, e)
+			}
+		}
+		if len(hs) != 1 || r.handlers != 1 || !containsInt([]int{r.code, connectionReset}, hs[0].Status) {
+			t.Fatalf("handler calls %v, want one with %d or %d:\n%s", hs, r.code, connectionReset, r.out)
+		}
+		t.Logf("handler %d", hs[0].Status)
+		r.requireInflight(t, map[string][]int{"put": {hs[0].Status}, "get": {hs[0].Status}, "flush": {hs[0].Status}},
+			viaAll("poll"), deathLimit)
+		for _, e := range r.phase("after") {
+			if e.Status != r.code || (e.Via != "immediate" && !(e.Kind == "flush" && e.Via == "poll")) {
+				t.Fatalf("after the death: %s, want status=%d at once (a flush may be polled):\n%s", e.Canonical(), r.code, r.out)
+			}
+		}
+		r.requireClose(t, 0, "immediate")
+	})
+	t.Run("client/server endpoint: reconnect rounds through the listener", func(t *testing.T) {
+		r := runPeer(t, nil, peerRun{scenario: "reconnect", death: deathKill,
+			args: []string{"--connect", "sockaddr", "--rounds", "3", "--close", "flush"}})
+		for _, e := range r.phase("warm") {
+			if e.Status != 0 {
+				t.Fatalf("round on a live peer: %s, want success:\n%s", e.Canonical(), r.out)
+			}
+		}
+		if n := len(r.phase("after")); n != 3 {
+			t.Fatalf("%d operations after the death, want 3:\n%s", n, r.out)
+		}
+		var hs []testutil.PeerEvent
+		for _, e := range r.events {
+			if e.Kind == "handler" {
+				hs = append(hs, e)
+			}
+		}
+		if len(hs) != 1 || hs[0].EP != 2 {
+			t.Fatalf("handler calls %v, want one, on endpoint 2:\n%s", hs, r.out)
+		}
+	})
 	t.Run("a stopped peer: nothing completes, a forced close cancels", func(t *testing.T) {
 		r := runPeer(t, nil, peerRun{scenario: "cbsend", stopFirst: true, death: deathStop,
 			args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "1500", "--linger-ms", "300"}})

@@ -4,16 +4,21 @@
  * compared by.
  *
  *   peerdeath server --hello FILE
- *   peerdeath client --hello FILE --scenario S [--close force|flush]
+ *   peerdeath client --hello FILE --scenario S [--connect address|sockaddr]
+ *                    [--close force|flush]
  *                    [--count N] [--size BYTES] [--rounds R]
  *                    [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]
  *
  * The server maps a buffer, writes its worker address, the buffer's address
  * and its packed rkey to FILE, prints "READY pid=<pid>" and progresses until
  * it is killed. It posts no receive: a rendezvous send to it stays in flight.
+ * It also listens on 127.0.0.1 (a port of the system's choice, in FILE) and
+ * accepts every connection request with an endpoint of its own.
  *
- * The client connects to the worker address in FILE with
- * UCP_ERR_HANDLING_MODE_PEER and an error handler, checks the endpoint with
+ * The client connects with UCP_ERR_HANDLING_MODE_PEER and an error handler,
+ * to the worker address in FILE (--connect address, the default) or to the
+ * server's listener (--connect sockaddr, a client/server endpoint; its rkey
+ * is unpacked once a flush has completed the wireup), checks the endpoint with
  * a put, a get and a flush, prints "READY pid=<pid>", and waits for a line
  * on stdin: the moment the test chooses (it stops the server first when it
  * wants requests in flight at the death). It then posts the scenario's
@@ -54,7 +59,9 @@
 #define _GNU_SOURCE
 #include <ucp/api/ucp.h>
 
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,7 +78,7 @@ struct hello {
     uint32_t magic;
     uint32_t addr_len;
     uint32_t rkey_len;
-    uint32_t pad;
+    uint32_t port; /* the listener's, host order */
     uint64_t raddr;
     uint64_t rlen;
 };
@@ -89,6 +96,7 @@ struct op {
 static struct {
     const char   *hello;
     const char   *scenario;
+    int           sockaddr;
     int           force_close;
     int           count;
     size_t        size;
@@ -96,7 +104,7 @@ static struct {
     unsigned      wait_ms;
     unsigned      hold_ms;
     unsigned      linger_ms;
-} cfg = {NULL, NULL, 1, 4, 262144, 3, 5000, 0, 500};
+} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, 500};
 
 static ucp_context_h g_ctx;
 static ucp_worker_h  g_worker;
@@ -207,6 +215,56 @@ static void init_ucp(void)
 /* ------------------------------------------------------------------------ */
 /* server                                                                   */
 
+static void on_server_ep_error(void *arg, ucp_ep_h ep, ucs_status_t st)
+{
+    (void)arg;
+    (void)ep;
+    (void)st;
+}
+
+/* on_conn accepts a client/server connection; the endpoint is never closed:
+ * the server lives until it is killed. */
+static void on_conn(ucp_conn_request_h req, void *arg)
+{
+    ucp_ep_params_t ep;
+    ucp_ep_h        h;
+
+    (void)arg;
+    memset(&ep, 0, sizeof(ep));
+    ep.field_mask      = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                         UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.conn_request    = req;
+    ep.err_mode        = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb  = on_server_ep_error;
+    ep.err_handler.arg = NULL;
+    if (ucp_ep_create(g_worker, &ep, &h) != UCS_OK) {
+        fprintf(stderr, "server: accepting a connection failed\n");
+    }
+}
+
+static uint16_t listen_on_loopback(void)
+{
+    ucp_listener_params_t lp;
+    ucp_listener_attr_t   la;
+    ucp_listener_h        l;
+    struct sockaddr_in    sin;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family      = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    memset(&lp, 0, sizeof(lp));
+    lp.field_mask         = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+    lp.sockaddr.addr      = (const struct sockaddr *)&sin;
+    lp.sockaddr.addrlen   = sizeof(sin);
+    lp.conn_handler.cb    = on_conn;
+    lp.conn_handler.arg   = NULL;
+    CHECK("ucp_listener_create", ucp_listener_create(g_worker, &lp, &l));
+    memset(&la, 0, sizeof(la));
+    la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+    CHECK("ucp_listener_query", ucp_listener_query(l, &la));
+    return ntohs(((struct sockaddr_in *)&la.sockaddr)->sin_port);
+}
+
 static int run_server(void)
 {
     ucp_mem_map_params_t   mp;
@@ -241,6 +299,7 @@ static int run_server(void)
     h.magic    = PD_HELLO_MG;
     h.addr_len = (uint32_t)addr_len;
     h.rkey_len = (uint32_t)rkey_len;
+    h.port     = listen_on_loopback();
     h.raddr    = (uint64_t)(uintptr_t)buf;
     h.rlen     = len;
     /* written under another name and renamed: a reader never sees half */
@@ -263,18 +322,49 @@ static int run_server(void)
 /* ------------------------------------------------------------------------ */
 /* client                                                                   */
 
-static void connect_ep(const ucp_address_t *addr, const void *rkey)
+static void connect_ep(const ucp_address_t *addr, uint16_t port, const void *rkey)
 {
-    ucp_ep_params_t ep;
+    ucp_ep_params_t     ep;
+    ucp_request_param_t p;
+    struct sockaddr_in  sin;
+    ucs_status_ptr_t    r;
+    ucs_status_t        st = UCS_OK;
 
     memset(&ep, 0, sizeof(ep));
-    ep.field_mask      = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                         UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    ep.address         = addr;
+    ep.field_mask      = UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.err_mode        = UCP_ERR_HANDLING_MODE_PEER;
     ep.err_handler.cb  = on_ep_error;
     ep.err_handler.arg = (void *)(intptr_t)g_epno;
+    if (cfg.sockaddr) {
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family          = AF_INET;
+        sin.sin_addr.s_addr     = htonl(INADDR_LOOPBACK);
+        sin.sin_port            = htons(port);
+        ep.field_mask          |= UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
+        ep.flags                = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+        ep.sockaddr.addr        = (const struct sockaddr *)&sin;
+        ep.sockaddr.addrlen     = sizeof(sin);
+    } else {
+        ep.field_mask |= UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+        ep.address     = addr;
+    }
     CHECK("ucp_ep_create", ucp_ep_create(g_worker, &ep, &g_ep));
+    if (cfg.sockaddr) {
+        /* the rkey needs the endpoint's final configuration: wait for the
+         * wireup (a flush completes after it) */
+        memset(&p, 0, sizeof(p));
+        r = ucp_ep_flush_nbx(g_ep, &p);
+        if (UCS_PTR_IS_ERR(r)) {
+            st = UCS_PTR_STATUS(r);
+        } else if (r != NULL) {
+            do {
+                ucp_worker_progress(g_worker);
+                st = ucp_request_check_status(r);
+            } while (st == UCS_INPROGRESS);
+            ucp_request_free(r);
+        }
+        CHECK("connecting to the listener", st);
+    }
     CHECK("ucp_ep_rkey_unpack", ucp_ep_rkey_unpack(g_ep, rkey, &g_rkey));
 }
 
@@ -581,7 +671,7 @@ static int run_client(void)
 
     for (round = 0;; round++) {
         g_epno = round;
-        connect_ep(addr, rkey);
+        connect_ep(addr, (uint16_t)h.port, rkey);
         check_ep();
         if (strcmp(cfg.scenario, "reconnect") != 0 || round == cfg.rounds - 1) {
             break;
@@ -631,6 +721,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: peerdeath server --hello FILE\n"
                     "       peerdeath client --hello FILE --scenario rma|cbsend|stream|idle|reconnect\n"
+                    "                 [--connect address|sockaddr]\n"
                     "                 [--close force|flush] [--count N] [--size BYTES]\n"
                     "                 [--rounds R] [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]\n");
     exit(2);
@@ -655,7 +746,7 @@ int main(int argc, char **argv)
         {"close", required_argument, NULL, 'c'},    {"count", required_argument, NULL, 'n'},
         {"size", required_argument, NULL, 'z'},     {"rounds", required_argument, NULL, 'r'},
         {"wait-ms", required_argument, NULL, 'w'},  {"linger-ms", required_argument, NULL, 'l'},
-        {"hold-ms", required_argument, NULL, 'o'},
+        {"hold-ms", required_argument, NULL, 'o'},  {"connect", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
     int server, c;
 
@@ -685,6 +776,13 @@ int main(int argc, char **argv)
         case 'z': cfg.size = (size_t)num(optarg, PD_SMALL, 1 << 20); break;
         case 'r': cfg.rounds = (int)num(optarg, 1, 32); break;
         case 'w': cfg.wait_ms = (unsigned)num(optarg, 1, 600000); break;
+        case 'C':
+            if (strcmp(optarg, "sockaddr") == 0) {
+                cfg.sockaddr = 1;
+            } else if (strcmp(optarg, "address") != 0) {
+                usage();
+            }
+            break;
         case 'o': cfg.hold_ms = (unsigned)num(optarg, 0, 600000); break;
         case 'l': cfg.linger_ms = (unsigned)num(optarg, 0, 600000); break;
         default: usage();
