@@ -91,6 +91,7 @@ struct op {
     int         index;
     int         done;    /* set by the callback */
     ucs_status_t cb_status;
+    size_t      length;  /* a stream receive's: lives as long as the request */
 };
 
 static struct {
@@ -460,7 +461,7 @@ static void post_stream(int polled)
 {
     ucp_request_param_t p;
     struct op          *o = new_op("streamrecv", polled);
-    size_t              len = 0;
+    char               *buf;
 
     memset(&p, 0, sizeof(p));
     if (!polled) {
@@ -468,9 +469,10 @@ static void post_stream(int polled)
         p.cb.recv_stream = on_stream;
         p.user_data     = o;
     }
-    /* two receives never share bytes: each has its own part of the buffer */
-    track(o, ucp_stream_recv_nbx(g_ep, (char *)g_lbuf + (size_t)(o - g_ops) * PD_SMALL, PD_SMALL,
-                                 &len, &p));
+    /* receives never share bytes with each other or with the batch's puts
+     * and gets: each has its own slot after those */
+    buf = (char *)g_lbuf + (size_t)cfg.count * cfg.size + (size_t)(o - g_ops) * PD_SMALL;
+    track(o, ucp_stream_recv_nbx(g_ep, buf, PD_SMALL, &o->length, &p));
 }
 
 /* outstanding counts the requests of this phase not yet seen complete. */
