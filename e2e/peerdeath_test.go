@@ -357,6 +357,14 @@ func TestRealPeerDeath(t *testing.T) {
 		// 1.13.1: a forced close of a failed endpoint succeeds at once.
 		r.requireClose(t, 0, "immediate")
 	})
+	t.Run("the oracle repeats: two real deaths compare equal", func(t *testing.T) {
+		run := peerRun{scenario: "cbsend", stopFirst: true, death: deathKill,
+			args: []string{"--size", "1048576", "--close", "force", "--linger-ms", "100"}}
+		a, b := runPeer(t, nil, run), runPeer(t, nil, run)
+		if err := testutil.ComparePeerLogs(a.events, b.events); err != nil {
+			t.Fatalf("%v\nfirst:\n%s\nsecond:\n%s", err, a.out, b.out)
+		}
+	})
 	t.Run("callback sends and a flush in flight", func(t *testing.T) {
 		r := runPeer(t, nil, peerRun{scenario: "cbsend", stopFirst: true, death: deathKill,
 			args: []string{"--size", "1048576", "--close", "flush"}})
@@ -462,7 +470,7 @@ func TestRealPeerDeath(t *testing.T) {
 	})
 	t.Run("a stopped peer: nothing completes, a forced close cancels", func(t *testing.T) {
 		r := runPeer(t, nil, peerRun{scenario: "cbsend", stopFirst: true, death: deathStop,
-			args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "1500", "--linger-ms", "300"}})
+			args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "1000", "--linger-ms", "300"}})
 		if r.handlers != 0 {
 			t.Fatalf("error handler ran for a stopped peer:\n%s", r.out)
 		}
