@@ -716,7 +716,12 @@ static int run_client(void)
     }
     report_pending(0);
     printf("DONE handlers=%d\n", g_handlers);
-    return 0;
+    /* Leave without exit()'s destructors: once, under load, a client on
+     * UCX 1.22.0 printed DONE and then never exited (not reproduced in 8
+     * runs since; the cause is not known). What the application saw is
+     * printed; the kernel frees the rest. */
+    fflush(stdout);
+    _exit(0);
 }
 
 static void usage(void)
