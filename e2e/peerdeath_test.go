@@ -177,8 +177,12 @@ func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
 		t.Fatalf("%v\n%s", err, res.out)
 	}
 	res.code = testutil.DeadPeerCode(maj, min)
-	if _, err := fmt.Sscanf(res.out[strings.Index(res.out, "DONE "):], "DONE handlers=%d", &res.handlers); err != nil {
-		t.Fatalf("no DONE line: %v\n%s", err, res.out)
+	i := strings.Index(res.out, "\nDONE ")
+	if i < 0 {
+		t.Fatalf("no DONE line:\n%s", res.out)
+	}
+	if _, err := fmt.Sscanf(res.out[i+1:], "DONE handlers=%d", &res.handlers); err != nil {
+		t.Fatalf("parsing the DONE line: %v\n%s", err, res.out)
 	}
 	return res
 }
@@ -469,7 +473,10 @@ func TestRealPeerDeath(t *testing.T) {
 		}
 	})
 	t.Run("a stopped peer: nothing completes, a forced close cancels", func(t *testing.T) {
+		// A UCP keepalive ten times a second does not notice: the stopped
+		// peer's kernel keeps the connection up.
 		r := runPeer(t, nil, peerRun{scenario: "cbsend", stopFirst: true, death: deathStop,
+			env:  []string{"UCX_KEEPALIVE_INTERVAL=0.1s"},
 			args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "1000", "--linger-ms", "300"}})
 		if r.handlers != 0 {
 			t.Fatalf("error handler ran for a stopped peer:\n%s", r.out)
@@ -508,7 +515,8 @@ func TestEmulatedPeerDeath(t *testing.T) {
 			"so a rendezvous tag send and pending stream receives never complete; " +
 			"the flush (-25) and stream-receive callbacks real UCX delivers before the handler come after it; " +
 			"a stream receive posted after the kill fails at once (real: pending until the close cancels it, -16); " +
-			"a real death after kill-ep calls the handler a second time. " + emulatedEnv + "=1 runs the comparison")
+			"a real death after kill-ep calls the handler a second time; " +
+			"on UCX 1.14 and later kill-ep's default code -80 differs from the real -25. " + emulatedEnv + "=1 runs the comparison")
 	}
 	h := newHarness(t)
 	inject := []string{"--mode", "deferred", "--probability", "0"}
@@ -539,7 +547,7 @@ func TestEmulatedPeerDeath(t *testing.T) {
 				t.Errorf("%v\nreal:\n%s\nemulated:\n%s", err, r.out, e.out)
 			}
 			// Equal logs are not enough: a real death completes what was
-			// in flight at once (within 2 ms of the handler, measured),
+			// in flight at once (within 7 ms of the handler, measured),
 			// not when the live peer later answers (a second on).
 			for _, ev := range e.phase("inflight") {
 				if lag := time.Duration(ev.TUs-e.deathUs) * time.Microsecond; lag > 500*time.Millisecond {
