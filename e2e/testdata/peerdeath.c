@@ -23,12 +23,14 @@
  * on stdin: the moment the test chooses (it stops the server first when it
  * wants requests in flight at the death). It then posts the scenario's
  * batch, prints POSTED, and progresses until the error handler has run and
- * every request has completed, or --wait-ms passes, and --hold-ms more with
- * the endpoint still open (a later second handler call shows there). Then
- * it posts one
- * operation of each kind on the endpoint (phase "after"), closes it
- * (--close, phase "close"), progresses --linger-ms more (a second handler
- * call would show there) and prints DONE.
+ * every request has completed, or --wait-ms passes (phase "inflight"; what
+ * is still in progress then is printed in phase "pending"), and --hold-ms
+ * more with the endpoint still open (phase "hold": a second handler call
+ * shows there). Then it posts one operation of each kind on the endpoint
+ * (phase "after"), closes it (--close, phase "close"), progresses
+ * --linger-ms more (phase "linger") and prints "DONE handlers=<calls>".
+ * Requests of an earlier phase that complete later are printed in the
+ * phase in which they complete, with their first index.
  *
  * Scenarios (--scenario):
  *   rma      N puts and N gets of BYTES, polled with ucp_request_check_status,
@@ -37,8 +39,9 @@
  *            with callbacks
  *   stream   two pending stream receives: one with a callback, one polled
  *   idle     nothing in flight: the handler and the close alone
- *   reconnect R rounds of connect, check, close (flush mode) to the same
- *            peer; the death comes in the last round, on endpoint R-1
+ *   reconnect R rounds of connect, check, close (flush mode, phase "warm")
+ *            to the same peer; the death comes in the last round, on
+ *            endpoint R-1
  *
  * Every event the application sees is one line:
  *
