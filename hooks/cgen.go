@@ -65,6 +65,9 @@ func GenerateC() (map[string][]byte, error) {
 			r.Faultable = 1
 		}
 		if h.Polls {
+			if h.Return != Status || h.Request == "" {
+				return nil, fmt.Errorf("hook %s: a status query returns ucs_status_t and names its request", h.Name)
+			}
 			r.Polls = 1
 		}
 		r.Fast = r.Faultable == 1 && !h.ForceClose
@@ -287,7 +290,19 @@ static {{.Return}} ucxf_slow_{{.Name}}({{.Decl}})
         {{- template "plaincall" .}}
     }
     UCXF_CALL_INIT(&call, {{.CName}}, caller, {{.EpExpr}}, {{.SizeExpr}}, {{.ReqExpr}});
-    {{- if .IsVoid}}
+    {{- if .Polls}}
+    /* libucp answers first: a fault may replace the status of a request
+     * whose operation has completed, never report one still in flight as
+     * finished (ucxf_enter decides with call.poll_status). */
+    call.poll_status = real({{.Args}});
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return {{.FailPrefix}}code{{.FailSuffix}};
+    }
+    code = ucxf_leave(&call, call.poll_status, NULL);
+    return code < 0 ? (ucs_status_t)code : call.poll_status;
+    {{- else if .IsVoid}}
     ucxf_enter(&call);
     real({{.Args}});
     ucxf_leave(&call, UCS_OK, NULL);

@@ -67,9 +67,16 @@ type Hook struct {
 	// ReturnsRequest is true when a successful call may return a request
 	// whose final status arrives later.
 	ReturnsRequest bool
-	// Polls is true for status queries on a request: they are never
-	// replayed by position (their number depends on timing); a replayed
-	// failure on completion is delivered through them instead.
+	// Polls is true for status queries on a request. A poll reports the
+	// status of the operation that made the request, as in UCX, which
+	// never fails a poll by itself: it delivers the failure decided for
+	// that operation (in deferred mode, or replayed), is never replayed by
+	// position (how often a program polls depends on timing), and is drawn
+	// on its own only when named (OptIn). Even then libucp answers first,
+	// and only a request whose operation has completed may be failed: one
+	// still in flight stays UCS_INPROGRESS, since a program that believes
+	// it finished reuses the request's memory and buffers (Open MPI keeps
+	// requests on its stack) while libucp still owns them.
 	Polls bool
 	// Callback names the member of ucp_request_param_t's cb union that the
 	// function uses (send, recv, recv_stream, recv_am): a failure on
@@ -94,7 +101,10 @@ type Hook struct {
 	Before, After string
 	// OptIn rows are off until named (in --hooks, UCX_FAULT_HOOKS or
 	// `hook enable`): failing set-up calls (ucp_ep_create, ucp_mem_map)
-	// stops most programs before they do anything worth testing.
+	// stops most programs before they do anything worth testing, and
+	// failing polls on their own makes which operation fails depend on
+	// how often the program polls (NIXL polls about 1000 times per
+	// transfer), not on the seed.
 	OptIn bool
 	// NoProbe keeps the observer off this function unless it is asked for
 	// by name (ucp_worker_progress runs millions of times a second).
@@ -143,7 +153,7 @@ var Table = []Hook{
 	{
 		Name: "ucp_request_check_status", Return: Status, Params: []Param{{"void *", "request"}},
 		Request:   "request",
-		Faultable: true, Polls: true, Summary: "poll a request's status",
+		Faultable: true, Polls: true, OptIn: true, Summary: "poll a request's status",
 	},
 	{
 		Name: "ucp_tag_send_nbx", Return: StatusPtr, Params: tagSendParams,
@@ -224,7 +234,7 @@ var Table = []Hook{
 	{
 		Name: "ucp_request_test", Return: Status,
 		Params:  []Param{{"void *", "request"}, {"ucp_tag_recv_info_t *", "info"}},
-		Request: "request", Faultable: true, Polls: true, Summary: "poll a receive request",
+		Request: "request", Faultable: true, Polls: true, OptIn: true, Summary: "poll a receive request",
 	},
 	{
 		Name: "ucp_put_nbi", Return: Status, Params: nbiParams("const void *"),

@@ -455,16 +455,17 @@ static ucs_status_t ucxf_slow_ucp_request_check_status(void *request)
         return real(request);
     }
     UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CHECK_STATUS, caller, NULL, 0, (void *)request);
+    /* libucp answers first: a fault may replace the status of a request
+     * whose operation has completed, never report one still in flight as
+     * finished (ucxf_enter decides with call.poll_status). */
+    call.poll_status = real(request);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
         return (ucs_status_t)(code);
     }
-    {
-        ucs_status_t ret = real(request);
-        code = ucxf_leave(&call, ret, NULL);
-        return code < 0 ? (ucs_status_t)code : ret;
-    }
+    code = ucxf_leave(&call, call.poll_status, NULL);
+    return code < 0 ? (ucs_status_t)code : call.poll_status;
 }
 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
@@ -1468,16 +1469,17 @@ static ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_
         return real(request, info);
     }
     UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_TEST, caller, NULL, 0, (void *)request);
+    /* libucp answers first: a fault may replace the status of a request
+     * whose operation has completed, never report one still in flight as
+     * finished (ucxf_enter decides with call.poll_status). */
+    call.poll_status = real(request, info);
     code = ucxf_enter(&call);
     if (code < 0) {
         ucxf_leave(&call, code, NULL);
         return (ucs_status_t)(code);
     }
-    {
-        ucs_status_t ret = real(request, info);
-        code = ucxf_leave(&call, ret, NULL);
-        return code < 0 ? (ucs_status_t)code : ret;
-    }
+    code = ucxf_leave(&call, call.poll_status, NULL);
+    return code < 0 ? (ucs_status_t)code : call.poll_status;
 }
 
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);

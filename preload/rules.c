@@ -154,6 +154,12 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     if (!act) {
         return 0;
     }
+    if (code < 0 && ucxf_hook_polls[c->hook] && c->poll_status != UCS_OK) {
+        /* A status query fails only a request whose operation completed
+         * (ucxf_poll_fault): the rule does not act on this poll, and
+         * spends no budget on it. */
+        return 0;
+    }
     if (r->max_faults != 0) {
         /* Read first: once the budget is spent the line is only read. */
         if (__atomic_load_n(r->spent, __ATOMIC_RELAXED) >= r->max_faults ||

@@ -810,6 +810,30 @@ static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep,
     return code;
 }
 
+/*
+ * A status query (named by the user: polls are opt-in) drew a failure.
+ * libucp has already answered (c->poll_status). Only a request whose
+ * operation completed successfully may be failed, its status replaced: a
+ * program told that an operation finished frees or reuses the request and
+ * its buffers (Open MPI keeps requests on its stack), which libucp still
+ * owns while the operation is in flight; UCX itself never fails a poll of
+ * a request in flight. So an operation in flight stays UCS_INPROGRESS and a
+ * real error stands; the draw is spent and nothing is counted. libucp was
+ * called, so the observer saw the call: no marker.
+ */
+static int ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code)
+{
+    struct ucxf_hook_counters *hc = &t->h[c->hook];
+
+    if (c->poll_status != UCS_OK || code < UCS_ERR_LAST) {
+        return 0;
+    }
+    c->injected = 1;
+    ucxf_count_code(hc, code, c->size_bucket);
+    __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
+    return code;
+}
+
 int ucxf_enter(struct ucxf_call *c)
 {
     const struct ucxf_config *cfg;
@@ -916,6 +940,9 @@ decided:
         /* The operation runs; its completion carries the failure. */
         c->deferred_code = code;
         return 0;
+    }
+    if (code < 0 && ucxf_hook_polls[h]) {
+        return ucxf_poll_fault(c, t, code);
     }
 inject:
     if (code < 0 && code >= -100) {

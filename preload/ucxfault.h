@@ -174,6 +174,9 @@ struct ucxf_call {
     uint64_t t0;
     int size_bucket;
     int deferred_code; /* failure to deliver when the request completes */
+    /* A status query's answer from libucp, asked before the decision: only
+     * UCS_OK (the operation completed) may be replaced by a fault. */
+    int poll_status;
     struct ucxf_cb_ctx *cb_ctx; /* the trampoline's context, if any */
     int injected;
     int tracked;   /* followed for kill-ep without an injected failure */
@@ -194,6 +197,7 @@ struct ucxf_call {
         (c)->counted = 0;                             \
         (c)->internal = 0;                            \
         (c)->deferred_code = 0;                       \
+        (c)->poll_status = UCS_INPROGRESS;            \
         (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
         (c)->tracked = 0;                             \
