@@ -293,13 +293,10 @@ static {{.Return}} ucxf_slow_{{.Name}}({{.Decl}})
     {{- if .Polls}}
     /* libucp answers first: a fault may replace the status of a request
      * whose operation has completed, never report one still in flight as
-     * finished (ucxf_enter decides with call.poll_status). */
+     * finished (ucxf_enter decides with call.poll_status, ucxf_leave
+     * delivers). */
     call.poll_status = real({{.Args}});
-    code = ucxf_enter(&call);
-    if (code < 0) {
-        ucxf_leave(&call, code, NULL);
-        return {{.FailPrefix}}code{{.FailSuffix}};
-    }
+    ucxf_enter(&call);
     code = ucxf_leave(&call, call.poll_status, NULL);
     return code < 0 ? (ucs_status_t)code : call.poll_status;
     {{- else if .IsVoid}}

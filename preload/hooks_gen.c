@@ -457,13 +457,10 @@ static ucs_status_t ucxf_slow_ucp_request_check_status(void *request)
     UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_CHECK_STATUS, caller, NULL, 0, (void *)request);
     /* libucp answers first: a fault may replace the status of a request
      * whose operation has completed, never report one still in flight as
-     * finished (ucxf_enter decides with call.poll_status). */
+     * finished (ucxf_enter decides with call.poll_status, ucxf_leave
+     * delivers). */
     call.poll_status = real(request);
-    code = ucxf_enter(&call);
-    if (code < 0) {
-        ucxf_leave(&call, code, NULL);
-        return (ucs_status_t)(code);
-    }
+    ucxf_enter(&call);
     code = ucxf_leave(&call, call.poll_status, NULL);
     return code < 0 ? (ucs_status_t)code : call.poll_status;
 }
@@ -1471,13 +1468,10 @@ static ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_
     UCXF_CALL_INIT(&call, UCXF_HOOK_REQUEST_TEST, caller, NULL, 0, (void *)request);
     /* libucp answers first: a fault may replace the status of a request
      * whose operation has completed, never report one still in flight as
-     * finished (ucxf_enter decides with call.poll_status). */
+     * finished (ucxf_enter decides with call.poll_status, ucxf_leave
+     * delivers). */
     call.poll_status = real(request, info);
-    code = ucxf_enter(&call);
-    if (code < 0) {
-        ucxf_leave(&call, code, NULL);
-        return (ucs_status_t)(code);
-    }
+    ucxf_enter(&call);
     code = ucxf_leave(&call, call.poll_status, NULL);
     return code < 0 ? (ucs_status_t)code : call.poll_status;
 }

@@ -818,20 +818,21 @@ static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep,
  * its buffers (Open MPI keeps requests on its stack), which libucp still
  * owns while the operation is in flight; UCX itself never fails a poll of
  * a request in flight. So an operation in flight stays UCS_INPROGRESS and a
- * real error stands; the draw is spent and nothing is counted. libucp was
- * called, so the observer saw the call: no marker.
+ * real error stands; the draw is spent and nothing is counted. The failure
+ * is counted here and delivered by ucxf_leave, where a failure attached to
+ * the request for delivery on completion is delivered too: libucp was
+ * called, and the observer saw the call, as for those.
  */
-static int ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code)
+static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code)
 {
     struct ucxf_hook_counters *hc = &t->h[c->hook];
 
-    if (c->poll_status != UCS_OK || code < UCS_ERR_LAST) {
-        return 0;
+    if (c->poll_status != UCS_OK || c->req == NULL || code < UCS_ERR_LAST) {
+        return;
     }
-    c->injected = 1;
+    c->poll_code = code;
     ucxf_count_code(hc, code, c->size_bucket);
     __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
-    return code;
 }
 
 int ucxf_enter(struct ucxf_call *c)
@@ -942,7 +943,8 @@ decided:
         return 0;
     }
     if (code < 0 && ucxf_hook_polls[h]) {
-        return ucxf_poll_fault(c, t, code);
+        ucxf_poll_fault(c, t, code);
+        return 0;
     }
 inject:
     if (code < 0 && code >= -100) {
@@ -965,14 +967,14 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
 {
     int override = 0;
 
-    if (ucxf_hook_polls[c->hook] && c->req != NULL && status != UCS_INPROGRESS && !c->injected &&
-        !c->internal) {
-        /* A status query on a request that completed: deliver an attached
-         * failure, unless the request failed for real. This holds whether
-         * or not the query's own hook is on: the failure belongs to the
-         * operation. */
-        int code = ucxf_defer_peek(c->req);
-        if (code < 0 && status == UCS_OK) {
+    if (ucxf_hook_polls[c->hook] && c->req != NULL && status == UCS_OK && !c->injected && !c->internal) {
+        /* A status query on a request that completed: deliver the failure
+         * the query drew (its hook named, ucxf_poll_fault), or else one
+         * attached to the request, unless the request failed for real. An
+         * attached failure is delivered whether or not the query's own hook
+         * is on: it belongs to the operation. */
+        int code = c->poll_code != 0 ? c->poll_code : ucxf_defer_peek(c->req);
+        if (code < 0) {
             override    = code;
             status      = code;
             c->injected = 1;

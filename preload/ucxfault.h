@@ -175,8 +175,10 @@ struct ucxf_call {
     int size_bucket;
     int deferred_code; /* failure to deliver when the request completes */
     /* A status query's answer from libucp, asked before the decision: only
-     * UCS_OK (the operation completed) may be replaced by a fault. */
+     * UCS_OK (the operation completed) may be replaced by a fault, the
+     * failure the query drew (poll_code, delivered by ucxf_leave). */
     int poll_status;
+    int poll_code;
     struct ucxf_cb_ctx *cb_ctx; /* the trampoline's context, if any */
     int injected;
     int tracked;   /* followed for kill-ep without an injected failure */
@@ -198,6 +200,7 @@ struct ucxf_call {
         (c)->internal = 0;                            \
         (c)->deferred_code = 0;                       \
         (c)->poll_status = UCS_INPROGRESS;            \
+        (c)->poll_code = 0;                           \
         (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
         (c)->tracked = 0;                             \
