@@ -416,9 +416,11 @@ func ReplayFromWire(w *WireReplay) (*Replay, error) {
 // ErrNoCalls is returned by ScheduleFromRecording for an empty recording.
 var ErrNoCalls = errors.New("recording holds no calls")
 
-// ScheduleFromCalls turns recorded calls into a replay schedule. Calls of
-// ucp_request_check_status are left out: a failure learned through them is
-// replayed as the completion status of the operation it belonged to.
+// ScheduleFromCalls turns recorded calls into a replay schedule. Status
+// queries (ucp_request_check_status, ucp_request_test) are left out, named
+// or not: they are no decision points (how often a program polls depends on
+// timing), and a failure learned through them is replayed as the completion
+// status of the operation it belonged to.
 func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source string) *WireReplay {
 	w := &WireReplay{Key: key, Cycle: cycle, Source: source, Calls: map[string][]Outcome{}}
 	for _, c := range calls {

@@ -29,14 +29,11 @@ type Raw struct {
 	Injected bool
 }
 
-// checkStatus is the hook whose returns give requests their final status.
-var checkStatus = func() hooks.ID {
-	id, _, err := hooks.Lookup("ucp_request_check_status")
-	if err != nil {
-		panic(err)
-	}
-	return id
-}()
+// polls reports whether hook is a status query (ucp_request_check_status,
+// ucp_request_test): its returns give requests their final status.
+func polls(hook hooks.ID) bool {
+	return int(hook) < len(hooks.Table) && hooks.Table[hook].Polls
+}
 
 // BuildStats counts what Build could not resolve.
 type BuildStats struct {
@@ -46,7 +43,9 @@ type BuildStats struct {
 
 // Build orders raw calls by time and gives each operation its final
 // status: a call that returned a request takes the status of the first
-// later ucp_request_check_status on that pointer that is not INPROGRESS.
+// later status query (ucp_request_check_status, ucp_request_test) on that
+// pointer that is not INPROGRESS, injected or not: a query delivers its
+// operation's outcome, and is not itself a decision to replay.
 // A pointer returned again before it completed, or never completed, leaves
 // the earlier operation with HowUnknown.
 func Build(raws []Raw) ([]Call, BuildStats) {
@@ -86,7 +85,7 @@ func Build(raws []Raw) ([]Call, BuildStats) {
 		switch {
 		case r.Status < 0:
 			c.Status = r.Status
-		case r.Status == int(ucs.InProgress) && r.Hook != checkStatus && r.Request != 0:
+		case r.Status == int(ucs.InProgress) && !polls(r.Hook) && r.Request != 0:
 			if old, dup := pending[r.Request]; dup {
 				calls[old].How = HowUnknown
 				st.Unknown++
@@ -94,7 +93,7 @@ func Build(raws []Raw) ([]Call, BuildStats) {
 			pending[r.Request] = len(calls)
 			c.How = HowUnknown // until its completion is seen
 		}
-		if r.Hook == checkStatus && r.Status != int(ucs.InProgress) {
+		if polls(r.Hook) && r.Status != int(ucs.InProgress) {
 			if op, ok := pending[r.Request]; ok {
 				delete(pending, r.Request)
 				calls[op].How = HowCompletion

@@ -59,12 +59,17 @@ func TestParseRefuses(t *testing.T) {
 func TestBuildFollowsRequests(t *testing.T) {
 	put, _, _ := hooks.Lookup("ucp_put_nbx")
 	chk, _, _ := hooks.Lookup("ucp_request_check_status")
+	recv, _, _ := hooks.Lookup("ucp_tag_recv_nbx")
+	test, _, _ := hooks.Lookup("ucp_request_test")
 	calls, st := Build([]Raw{
 		{TimeNS: 10, ThreadKey: 5, Hook: put, EndpointKey: 0xa, Status: 1, Request: 0x100},
 		{TimeNS: 20, ThreadKey: 5, Hook: chk, Status: 1, Request: 0x100},
 		{TimeNS: 30, ThreadKey: 5, Hook: put, EndpointKey: 0xb, Status: 1, Request: 0x200},
 		{TimeNS: 40, ThreadKey: 5, Hook: chk, Status: -80, Request: 0x100},
 		{TimeNS: 50, ThreadKey: 6, Hook: put, EndpointKey: 0xa, Status: 0},
+		{TimeNS: 60, ThreadKey: 5, Hook: recv, Status: 1, Request: 0x300},
+		{TimeNS: 70, ThreadKey: 5, Hook: test, Status: 1, Request: 0x300},
+		{TimeNS: 80, ThreadKey: 5, Hook: test, Status: -3, Request: 0x300, Injected: true},
 	})
 	if calls[0].Status != -80 || calls[0].How != HowCompletion || calls[0].Endpoint != 0 {
 		t.Fatalf("first put: %+v", calls[0])
@@ -74,6 +79,10 @@ func TestBuildFollowsRequests(t *testing.T) {
 	}
 	if calls[4].Thread != 1 || calls[4].Endpoint != 0 || calls[4].TimeNS != 40 {
 		t.Fatalf("third put: %+v", calls[4])
+	}
+	// ucp_request_test delivers a receive's outcome as check_status does.
+	if calls[5].Status != -3 || calls[5].How != HowCompletion || !calls[5].Injected {
+		t.Fatalf("receive failed through ucp_request_test: %+v", calls[5])
 	}
 }
 
