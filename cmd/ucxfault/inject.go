@@ -132,7 +132,14 @@ exit status and signals are PROGRAM's. Injection starts on; without
 	f.StringVar(&o.probability, "probability", "", "fail calls at random with this probability in percent")
 	f.StringVar(&o.pattern, "pattern", "", "fail calls by a repeating X/O pattern (X = fail)")
 	f.StringVar(&o.codes, "codes", "", "codes to fail with (default -3,-6,-20), numbers or names")
-	f.StringVar(&o.hooks, "hooks", "", "hooks to fault (default all): "+strings.Join(hooks.Names(), ","))
+	var optIn []string
+	for _, h := range hooks.Table {
+		if h.OptIn {
+			optIn = append(optIn, h.Name)
+		}
+	}
+	f.StringVar(&o.hooks, "hooks", "", "hooks to fault (default: all but the opt-in "+strings.Join(optIn, ",")+
+		", which fault only when named; polls then are timing-dependent): "+strings.Join(hooks.Names(), ","))
 	f.StringVar(&o.seed, "seed", "", "seed for random faults (default: random, shown by status)")
 	f.BoolVar(&o.record, "record", false, "record calls from the start")
 	f.BoolVar(&o.disabled, "disabled", false, "start with injection off")
