@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ucxfault/ucxfault/internal/testutil"
+	"github.com/ucxfault/ucxfault/recording"
 )
 
 // pollsOps is the number of operations of each polls run: a third each of
@@ -252,5 +253,58 @@ func TestMPIPollFaultKeepsOnStackRequests(t *testing.T) {
 			t.Fatalf("%s failed from its tenth call on, yet Open MPI reported no error:\n%s", hook, out)
 		}
 		t.Logf("%s: %d MPI errors reported", hook, n)
+	}
+}
+
+// A recording made with the polls named gives each failure a poll delivered
+// to the operation that made the request; replay keys on operations, never
+// on polls, and fails the same operations the same way (on completion where
+// a poll delivered the failure), however often the new run polls.
+func TestPollsNamedFaultsReplayOnTheirOperations(t *testing.T) {
+	h := newHarness(t)
+	bin := buildFixture(t, "polls")
+	dir := t.TempDir()
+	hold, gate, path := filepath.Join(dir, "hold"), filepath.Join(dir, "gate"), filepath.Join(dir, "rec.json")
+	ops := strconv.Itoa(pollsOps)
+	e := h.startProg(t, []string{"--probability", "5", "--seed", "1", "--record",
+		"--hooks", "ucp_put_nbx,ucp_get_nbx,ucp_tag_recv_nbx,ucp_request_check_status,ucp_request_test"},
+		bin, ops, "8", "-", hold)
+	waitFor(t, 60*time.Second, "the operations", func() bool { return strings.Contains(e.Output(), "POLLS ") })
+	h.mustCtl(t, "--pid", strconv.Itoa(e.PID), "record-dump", "records", "-o", path)
+	if err := os.WriteFile(hold, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recorded := parsePollsRun(t, e.Wait(t, 60*time.Second)).ops
+	_, hows := failedSeqs(recorded)
+	if hows["immediate"] == 0 || hows["completion"] == 0 {
+		t.Fatalf("the recorded run needs failures at the call and through polls: %v", hows)
+	}
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fn, hook := range map[string]string{"put": "ucp_put_nbx", "get": "ucp_get_nbx", "recv": "ucp_tag_recv_nbx"} {
+		calls, printed := callsOf(&f.Processes[0], hook), opsOf(recorded, fn)
+		if len(calls) != len(printed) {
+			t.Fatalf("%d calls of %s recorded, the program made %d", len(calls), hook, len(printed))
+		}
+		for i, c := range calls {
+			if c.Status != printed[i].Status || (c.Status != 0 && (c.How != printed[i].How || !c.Injected)) {
+				t.Fatalf("%s %d: recorded %+v, the program saw %+v", fn, i, c, printed[i])
+			}
+		}
+	}
+
+	e = h.startProg(t, []string{"--disabled"}, bin, ops, "8", gate)
+	h.mustCtl(t, "--pid", strconv.Itoa(e.PID), "replay", "--from", path)
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	replayed := parsePollsRun(t, e.Wait(t, 60*time.Second)).ops
+	for i := range recorded {
+		if replayed[i].Status != recorded[i].Status || (recorded[i].Status != 0 && replayed[i].How != recorded[i].How) {
+			t.Fatalf("%s %d: recorded %d (%s), replayed %d (%s)", recorded[i].Fn, recorded[i].Seq, recorded[i].Status,
+				recorded[i].How, replayed[i].Status, replayed[i].How)
+		}
 	}
 }

@@ -2,7 +2,7 @@
  * polls.c: operations whose requests are in flight and polled a random
  * number of times.
  *
- *   polls OPS MAXPOLLS [GATE]
+ *   polls OPS MAXPOLLS [GATE [HOLD]]
  *
  * Two workers of one context talk over TCP on loopback (UCX_TLS=tcp and
  * UCX_NET_DEVICES=lo unless set), so that an operation stays in flight until
@@ -20,8 +20,10 @@
  * request is polled a random number of times, 0 to MAXPOLLS, before the
  * workers are progressed (the request is in flight meanwhile), then
  * progressed and polled until it completes. The poll counts are drawn from
- * the pid and the clock, so they differ from run to run. With GATE, the
- * program waits (at most 30 s) after READY until the file GATE exists.
+ * the pid and the clock, so they differ from run to run. With GATE (not
+ * "-"), the program waits (at most 30 s) after READY until the file GATE
+ * exists; with HOLD, it waits likewise for the file HOLD after the POLLS
+ * line, before it tears down (while a recording is dumped).
  *
  * Every poll that reports an error is checked against libucp's own
  * ucp_request_check_status (found through libucp's handle, which an
@@ -244,15 +246,25 @@ static void teardown(void)
     ucp_cleanup(ctx);
 }
 
+/* Waits, at most 30 s, until the file at path exists. */
+static void wait_file(const char *path)
+{
+    uint64_t    deadline = fx_now_us() + 30000000ull;
+    struct stat sb;
+
+    while (stat(path, &sb) != 0 && fx_now_us() < deadline) {
+        fx_sleep_ms(2);
+    }
+}
+
 int main(int argc, char **argv)
 {
     unsigned long ops, seq, maxpolls;
     unsigned      rnd;
     void         *libucp;
-    struct stat   sb;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: polls OPS MAXPOLLS [GATE]\n");
+        fprintf(stderr, "usage: polls OPS MAXPOLLS [GATE [HOLD]]\n");
         return 2;
     }
     ops      = strtoul(argv[1], NULL, 10);
@@ -270,11 +282,8 @@ int main(int argc, char **argv)
     setup();
     printf("READY pid=%d\n", (int)getpid());
     fflush(stdout);
-    if (argc > 3) {
-        uint64_t deadline = fx_now_us() + 30000000ull;
-        while (stat(argv[3], &sb) != 0 && fx_now_us() < deadline) {
-            fx_sleep_ms(2);
-        }
+    if (argc > 3 && strcmp(argv[3], "-") != 0) {
+        wait_file(argv[3]);
     }
     for (seq = 0; seq < ops; seq++) {
         const char  *how;
@@ -283,6 +292,10 @@ int main(int argc, char **argv)
         fx_print_op(0, seq, op_names[seq % OP_KINDS], 8, st, how);
     }
     printf("POLLS total=%lu early=%lu early_inflight=%lu\n", total_polls, early_polls, early_inflight);
+    fflush(stdout);
+    if (argc > 4) {
+        wait_file(argv[4]);
+    }
     teardown();
     printf("DONE\n");
     return 0;
