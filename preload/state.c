@@ -818,10 +818,10 @@ static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep,
  * its buffers (Open MPI keeps requests on its stack), which libucp still
  * owns while the operation is in flight; UCX itself never fails a poll of
  * a request in flight. So an operation in flight stays UCS_INPROGRESS and a
- * real error stands; the draw is spent and nothing is counted. The failure
- * is counted here and delivered by ucxf_leave, where a failure attached to
- * the request for delivery on completion is delivered too: libucp was
- * called, and the observer saw the call, as for those.
+ * real error stands: the draw is spent, and no fault is counted. A failure
+ * that may be delivered is counted here and delivered by ucxf_leave, where
+ * failures attached to a request for delivery on completion are delivered
+ * too: libucp was called, and the observer saw the call, as for those.
  */
 static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code)
 {
