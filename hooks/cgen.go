@@ -68,6 +68,11 @@ func GenerateC() (map[string][]byte, error) {
 			if h.Return != Status || h.Request == "" {
 				return nil, fmt.Errorf("hook %s: a status query returns ucs_status_t and names its request", h.Name)
 			}
+			if !h.OptIn {
+				// UCX never fails a poll by itself: drawn by default, a
+				// poll would decide by timing which operation fails.
+				return nil, fmt.Errorf("hook %s: a status query delivers its operation's outcome and must be OptIn", h.Name)
+			}
 			r.Polls = 1
 		}
 		r.Fast = r.Faultable == 1 && !h.ForceClose
