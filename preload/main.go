@@ -10,6 +10,11 @@ package main
 /*
 #cgo CFLAGS: -O2 -g -Wall -fno-omit-frame-pointer
 #cgo LDFLAGS: -ldl -lpthread -lm
+// The library's own calls that can take a lock of the host's libraries go
+// through forkgate.c, so that fork() never copies one held (docs/safety.md).
+#cgo LDFLAGS: -Wl,--wrap=mmap -Wl,--wrap=munmap -Wl,--wrap=pthread_create
+#cgo LDFLAGS: -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc -Wl,--wrap=free
+#cgo LDFLAGS: -Wl,--wrap=dlsym -Wl,--wrap=dladdr -Wl,--wrap=dl_iterate_phdr
 #include <stdlib.h>
 #include "ucxfault.h"
 #include "record.h"

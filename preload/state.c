@@ -672,6 +672,18 @@ void ucxf_set_ready(void)
     }
 }
 
+/* One line on stderr, with this process's pid, written with write(2): it
+ * may run in a fork() child, where stdio is best left alone. */
+static void ucxf_say(const char *what)
+{
+    char buf[256];
+    int  n = snprintf(buf, sizeof(buf), "ucxfault[%d]: %s\n", (int)getpid(), what);
+
+    if (n > 0 && write(2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1) < 0) {
+        /* nowhere else to say it */
+    }
+}
+
 static void ucxf_wait_ready(void)
 {
     static int warned;
@@ -680,7 +692,9 @@ static void ucxf_wait_ready(void)
 
     while (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
         if (ucxf_now_ns() > deadline) {
-            ucxf_warn_once(&warned, "%s", "control plane not ready after 2 s; hooks pass through");
+            if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED) == 0) {
+                ucxf_say("the injector has not read its settings after 2 s; calls pass through until it has");
+            }
             ucxf_set_ready();
             return;
         }
@@ -1039,18 +1053,45 @@ static void ucxf_atexit(void)
     }
 }
 
-/* The injector's locks, taken around fork() in the order they nest
- * (routing may open a library, whose scan clears the threads' callers), so
- * that the child never inherits one held by a thread that is gone. */
+/* What the last fork() found, for the child to act on. */
+static int ucxf_fork_unread;    /* the settings were not read yet */
+static int ucxf_fork_gate_late; /* an injector thread was still inside libc */
+static int ucxf_fork_runtime;   /* the Go runtime had started */
+
+/* Around fork(), in this order (see forkgate.c and docs/safety.md):
+ * 1. If the Go runtime is reading the settings (it starts on a thread of
+ *    its own while the host starts), wait until it has, at most 2 s: the
+ *    child decides with the settings in force, and no control plane can
+ *    arrive in it later.
+ * 2. The injector's locks, in the order they nest (routing may open a
+ *    library, whose scan clears the threads' callers), so that the child
+ *    never inherits one held by a thread that is gone.
+ * 3. The gate: no thread of the injector is inside a call that can hold a
+ *    lock of the host's libraries (libucm's, the loader's) when the process
+ *    is copied. Last, because a thread waiting at the gate may hold one of
+ *    the locks of step 2 only before it enters the gate, never inside. */
 static void ucxf_atfork_prepare(void)
 {
+    struct timespec pause = {0, 100000};
+    uint64_t        deadline;
+
+    ucxf_fork_runtime = ucxf_gate_runtime_started();
+    if (ucxf_fork_runtime && !__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
+        deadline = ucxf_now_ns() + 2000000000ull;
+        while (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE) && ucxf_now_ns() < deadline) {
+            nanosleep(&pause, NULL);
+        }
+    }
+    ucxf_fork_unread = !__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&ucxf_route_lock);
     pthread_mutex_lock(&ucxf_scan_lock);
     pthread_mutex_lock(&ucxf_threads_lock);
+    ucxf_fork_gate_late = ucxf_gate_close() != 0;
 }
 
 static void ucxf_atfork_parent(void)
 {
+    ucxf_gate_open();
     pthread_mutex_unlock(&ucxf_threads_lock);
     pthread_mutex_unlock(&ucxf_scan_lock);
     pthread_mutex_unlock(&ucxf_route_lock);
@@ -1058,14 +1099,30 @@ static void ucxf_atfork_parent(void)
 
 static void ucxf_atfork_child(void)
 {
-    /* Only this thread survives the fork, and no Go thread: the C state
-     * stays as it was (rules in force keep applying, counters go on), there
-     * is no control plane in the child, and nothing here calls Go. */
+    ucxf_gate_child();
     pthread_mutex_init(&ucxf_threads_lock, NULL);
     pthread_mutex_init(&ucxf_scan_lock, NULL);
     pthread_mutex_init(&ucxf_route_lock, NULL);
-    ucxf_is_fork_child = 1;
     ucxf_record_atfork_child();
+    if (!ucxf_fork_runtime) {
+        /* Forked by a constructor that ran before the library's Go
+         * runtime started: the runtime starts in this process, which is
+         * then a process of its own for the injector. */
+        ucxf_owner_pid = getpid();
+        return;
+    }
+    /* Only this thread survives the fork, and no Go thread: the C state
+     * stays as it was (rules in force keep applying, counters go on), there
+     * is no control plane in the child, and nothing here calls Go. */
+    ucxf_is_fork_child = 1;
+    if (ucxf_fork_unread) {
+        /* No settings will ever come: do not wait for them. */
+        ucxf_set_ready();
+        ucxf_say("forked before the injector had read its settings; no faults in this process, calls pass through");
+    }
+    if (ucxf_fork_gate_late) {
+        ucxf_say("forked while a thread of the injector had been inside libc for 2 s; UCX may hang in this process");
+    }
 }
 
 static pthread_once_t ucxf_once = PTHREAD_ONCE_INIT;

@@ -345,6 +345,16 @@ struct ucxf_config *ucxf_config_new(void);
 const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg);
 const struct ucxf_config *ucxf_current(void);
 void ucxf_set_ready(void);
+
+/* The fork gate (forkgate.c): ucxf_gate_close waits, at most 2 s, until no
+ * thread of the injector is inside a libc call that can hold a host lock
+ * (0; -1 when the time ran out), ucxf_gate_open and ucxf_gate_child reopen
+ * it after fork() in the parent and in the child. */
+int  ucxf_gate_close(void);
+void ucxf_gate_open(void);
+void ucxf_gate_child(void);
+/* Whether the library's Go runtime has started (created its first thread). */
+int  ucxf_gate_runtime_started(void);
 int  ucxf_libucp_loaded(void);
 int  ucxf_notify_fd(void);
 void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
