@@ -5,6 +5,15 @@
 // record.c) and never call Go. This package is the control plane: it reads
 // the UCX_FAULT_* environment at start, publishes settings to the C side,
 // and serves the control socket (or polls the command file).
+//
+// The runtime neither sizes GOMAXPROCS from the cgroup nor re-reads it
+// every second: init sets one P, and the cgroup-aware default kept two
+// descriptors of the host open for the process's life and read
+// /proc/self/mountinfo at every start of every process that inherits the
+// preload (shells, compilers). docs/safety.md.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 /*
@@ -80,8 +89,14 @@ func init() {
 		backend.Apply(settings)
 	}
 	engine = control.NewEngine(backend, settings)
-	C.ucxf_set_ready()
 	debugf("loaded: enabled=%v strategy=%s seed=%d", settings.Enabled, settings.Strategy, settings.Seed)
+	// The library's constructor waits for this before the host's main runs
+	// (ucxf_constructor): every file descriptor the runtime and the control
+	// plane open at start-up is open by then. Opened later, on a thread of
+	// their own, they took the number a single-threaded host had just
+	// closed on purpose (dash's redirections: close(1), then dup2(f, 1)),
+	// and the runtime then closed the host's descriptor (docs/safety.md).
+	defer C.ucxf_set_ready()
 
 	ipc, err := control.ParseBackend(os.Getenv(control.EnvIPCBackend))
 	if err != nil {
@@ -95,12 +110,14 @@ func init() {
 	// A process that never loads libucp gets no socket: wait, without a
 	// thread of our own (the pipe is read through the runtime's poller),
 	// for the first hook to find libucp.
+	fd := int(C.ucxf_notify_fd())
+	if fd < 0 {
+		return
+	}
+	// Here, not in the goroutine: registering the pipe with the poller
+	// opens the poller's own descriptors (epoll, eventfd).
+	f := os.NewFile(uintptr(fd), "ucxfault-notify")
 	go func() {
-		fd := int(C.ucxf_notify_fd())
-		if fd < 0 {
-			return
-		}
-		f := os.NewFile(uintptr(fd), "ucxfault-notify")
 		var b [1]byte
 		if n, _ := f.Read(b[:]); n == 1 {
 			startControl(ipc)

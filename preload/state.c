@@ -1153,9 +1153,30 @@ void ucxf_init(void)
     pthread_once(&ucxf_once, ucxf_init_once);
 }
 
+/*
+ * Runs after the Go runtime's own constructor (the link puts
+ * _rt0_amd64_linux_lib first in .init_array), which only starts the runtime
+ * on a thread of its own. Waiting here, at most 2 s, until it has read the
+ * settings and opened its descriptors means that the host's main never runs
+ * alongside the runtime's start-up: a single-threaded host (a shell) may
+ * close a descriptor and reuse its number, and a descriptor the runtime
+ * opened and closed meanwhile was the host's (docs/safety.md, "Processes
+ * that never use UCX"). It costs the host the runtime's start-up (about a
+ * millisecond, docs/benchmarks.md), which it paid in parallel before.
+ */
 __attribute__((constructor)) static void ucxf_constructor(void)
 {
+    struct timespec pause = {0, 20000};
+    uint64_t        deadline;
+
     ucxf_init();
+    if (!ucxf_gate_runtime_started()) {
+        return; /* no Go runtime to wait for */
+    }
+    deadline = ucxf_now_ns() + 2000000000ull;
+    while (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE) && ucxf_now_ns() < deadline) {
+        nanosleep(&pause, NULL);
+    }
 }
 
 int ucxf_deepbind_seen(void)

@@ -1,6 +1,9 @@
 #!/bin/sh
 # Benchmarks: builds the benchmark programs in bench/ and runs the driver.
-# Usage: scripts/bench.sh [interpose|perftest|observer|control|startup|observer-rate|all]...
+# Usage: scripts/bench.sh [interpose|perftest|observer|control|startup|fork|nonucx|observer-rate|all]...
+# fork (about 3 minutes) runs a fork-at-start-up UCX program 1000 times on an
+# idle machine and 1000 times with every core busy; nonucx (about 2 minutes)
+# measures what a process that never uses UCX pays, and runs a shell 10,000 times.
 # observer-rate (about 70 s, root) observes 20,000+ puts a second for a minute
 # and reports the events lost (target: none).
 # Environment: BENCH_REPS (default 5), BENCH_JSON (default build/bench.json).
@@ -17,6 +20,7 @@ done
 echo "building the benchmark programs" >&2
 $CC -O2 -g -Wall -Wextra -Werror -o $BUILD/putbench bench/c/putbench.c -lucp -lucs -lpthread
 $CC -O2 -g -Wall -Wextra -Werror -shared -fPIC -o $BUILD/libmininterpose.so bench/c/mininterpose.c -ldl
+$CC -O2 -g -Wall -Wextra -Werror -o $BUILD/forkinit e2e/testdata/forkinit.c -lucp -lucs
 $GO build -o $BUILD/benchdrv ./bench
 echo "## machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), $(ucx_info -v 2>/dev/null | sed -n "s/^# Version /UCX /p")"
 

@@ -8,12 +8,16 @@
  * program may still be starting). The child does ucp_config_read, ucp_init,
  * ucp_worker_create and one ucp_mem_map (the first hooked call), prints
  *
- *   CHILD pid=<pid> init-us=<n> first-hook-us=<n>
+ *   CHILD pid=<pid> init-us=<n> first-hook-us=<n> first-hook-status=<n>
  *
- * (the time its UCP set-up took and the time the first hooked call took)
+ * (the time its UCP set-up took, the time the first hooked call took and
+ * what it returned: an injected failure proves the injector's settings
+ * apply in the child)
  * and calls _exit(0). The parent waits at most 10 s and prints
  *
- *   CHILD-EXIT pid=<pid> status=<exit status or -signal> hang=<0|1>
+ *   CHILD-EXIT pid=<pid> status=<exit status or -signal> hang=<0|1> fork-us=<n>
+ *
+ * (fork-us: how long the fork() call took in the parent).
  *
  * A hung child is left stopped for a debugger when FORKINIT_KEEP is set
  * (its pid is printed), else killed. Exit status: 0, or 1 on a hang.
@@ -48,6 +52,7 @@ static void child(void)
     ucp_mem_h           memh;
     static char         buf[4096];
     uint64_t            t0, t1, t2;
+    ucs_status_t        st;
 
     t0 = now_us();
     if (ucp_config_read(NULL, NULL, &config) != UCS_OK) {
@@ -71,12 +76,10 @@ static void child(void)
     mp.address    = buf;
     mp.length     = sizeof(buf);
     t1 = now_us();
-    if (ucp_mem_map(ctx, &mp, &memh) != UCS_OK) {
-        _exit(4);
-    }
+    st = ucp_mem_map(ctx, &mp, &memh);
     t2 = now_us();
-    printf("CHILD pid=%d init-us=%llu first-hook-us=%llu\n", (int)getpid(),
-           (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+    printf("CHILD pid=%d init-us=%llu first-hook-us=%llu first-hook-status=%d\n", (int)getpid(),
+           (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1), (int)st);
     fflush(stdout);
     _exit(0);
 }
@@ -85,9 +88,11 @@ int main(void)
 {
     pid_t    pid, r;
     int      wstatus = 0, hang = 0, code;
-    uint64_t deadline;
+    uint64_t deadline, t0, fork_us;
 
-    pid = fork();
+    t0      = now_us();
+    pid     = fork();
+    fork_us = now_us() - t0;
     if (pid < 0) {
         perror("fork");
         return 3;
@@ -105,7 +110,8 @@ int main(void)
             hang = 1;
             if (getenv("FORKINIT_KEEP") != NULL) {
                 kill(pid, SIGSTOP);
-                printf("CHILD-EXIT pid=%d status=0 hang=1 kept\n", (int)pid);
+                printf("CHILD-EXIT pid=%d status=0 hang=1 fork-us=%llu kept\n", (int)pid,
+                       (unsigned long long)fork_us);
                 return 1;
             }
             kill(pid, SIGKILL);
@@ -115,6 +121,7 @@ int main(void)
         usleep(1000);
     }
     code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -WTERMSIG(wstatus);
-    printf("CHILD-EXIT pid=%d status=%d hang=%d\n", (int)pid, code, hang);
+    printf("CHILD-EXIT pid=%d status=%d hang=%d fork-us=%llu\n", (int)pid, code, hang,
+           (unsigned long long)fork_us);
     return hang;
 }
