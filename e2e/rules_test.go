@@ -73,9 +73,7 @@ func TestRuleSizeFilterFailsOnlyLargeTransfers(t *testing.T) {
 }
 
 // TestRuleEndpointFilter runs the self transport: its tcp transport would
-// do as well (one endpoint), but a tcp peer started under the injector
-// sometimes hangs in ucp_init after the fork (a known problem of the
-// injector with fork, not of rules).
+// do as well (one endpoint), at the cost of a peer process.
 func TestRuleEndpointFilter(t *testing.T) {
 	h := newHarness(t)
 	for _, c := range []struct {
