@@ -163,7 +163,14 @@ func startControl(ipc string) {
 	cpath := C.CString(path)
 	C.ucxf_set_socket_path(cpath)
 	C.free(unsafe.Pointer(cpath))
+	// The exit handler may already have run its unlink: then a socket made
+	// now would outlive the process. ucxf_listen_begin says so, and makes
+	// an exit that starts from now on wait for the socket to exist.
+	if C.ucxf_listen_begin() != 0 {
+		return
+	}
 	l, err := control.Listen(path)
+	C.ucxf_listen_end()
 	if err != nil {
 		logf("%v; control socket off", err)
 		return

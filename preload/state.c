@@ -1044,8 +1044,40 @@ void ucxf_set_socket_path(const char *path)
     snprintf(ucxf_socket_path, sizeof(ucxf_socket_path), "%s", path);
 }
 
+/* The control plane is creating its socket (ucxf_listen_begin/_end), and
+ * the process is exiting: each side sets its own flag, then reads the
+ * other's (sequentially consistent), so at least one sees the other. */
+static int ucxf_listening;
+static int ucxf_exiting;
+
+int ucxf_listen_begin(void)
+{
+    __atomic_store_n(&ucxf_listening, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ucxf_exiting, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&ucxf_listening, 0, __ATOMIC_SEQ_CST);
+        return -1; /* too late: no socket, nothing left behind */
+    }
+    return 0;
+}
+
+void ucxf_listen_end(void)
+{
+    __atomic_store_n(&ucxf_listening, 0, __ATOMIC_SEQ_CST);
+}
+
 static void ucxf_atexit(void)
 {
+    struct timespec pause = {0, 100000};
+    uint64_t        deadline;
+
+    /* A socket being created right now (libucp came late, the control
+     * plane starts on a thread of its own) would appear after the unlink
+     * below and outlive the process: wait for it, at most 200 ms. */
+    __atomic_store_n(&ucxf_exiting, 1, __ATOMIC_SEQ_CST);
+    deadline = ucxf_now_ns() + 200000000ull;
+    while (__atomic_load_n(&ucxf_listening, __ATOMIC_SEQ_CST) && ucxf_now_ns() < deadline) {
+        nanosleep(&pause, NULL);
+    }
     /* Only the process that created the socket removes it: a forked child
      * exiting must not take its parent's socket away. */
     if (ucxf_socket_path[0] != '\0' && getpid() == ucxf_owner_pid) {

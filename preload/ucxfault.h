@@ -359,6 +359,12 @@ int  ucxf_libucp_loaded(void);
 int  ucxf_notify_fd(void);
 void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
 void ucxf_set_socket_path(const char *path);
+/* Around the creation of the control socket: ucxf_listen_begin returns -1
+ * when the process is already exiting (then no socket must be made), else
+ * 0, and the exit handler waits for ucxf_listen_end before it removes the
+ * socket. */
+int  ucxf_listen_begin(void);
+void ucxf_listen_end(void);
 int  ucxf_deepbind_seen(void);
 int  ucxf_libucp_copies(char *buf, size_t len);
 int  ucxf_bypassed(int i, char *buf, size_t len);
