@@ -71,11 +71,11 @@ func partFork() {
 	const runs = 1000
 	var rows []row
 	for _, loaded := range []bool{false, true} {
-		name := "idle machine"
+		name := "no added load"
 		var stop chan struct{}
 		var wg *sync.WaitGroup
 		if loaded {
-			name = "every core busy"
+			name = "every core kept busy"
 			stop = make(chan struct{})
 			wg = burn(stop)
 		}
