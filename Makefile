@@ -18,7 +18,7 @@ CFILES  := $(wildcard preload/*.c preload/*.h)
 # Bounded fuzzing inside `make test`; `make fuzz` runs longer.
 FUZZTIME ?= 10s
 
-.PHONY: all deps deps-generate deps-mpi deps-bench test test-go lint demo bench generate \
+.PHONY: all deps deps-generate deps-mpi deps-bench test test-go test-c lint demo bench generate \
 	check-generate fuzz clean
 
 all: $(CLI) $(LIB) $(EXAMPLE)
@@ -53,7 +53,18 @@ lint: $(CFILES)
 	$(GO) vet ./...
 	$(CC) -fsyntax-only -Wall -Wextra -Werror -Ipreload preload/*.c
 
-test: deps deps-mpi all lint check-generate check-vagrant test-go
+test: deps deps-mpi all lint check-generate check-vagrant test-c test-go
+
+# The injector's shared tables (record.c) under many threads, built with
+# ThreadSanitizer: a wrong entry or a data race fails it (TSan exits 66).
+STRESS := $(BUILD)/tables_stress_tsan
+$(STRESS): preload/testdata/tables_stress.c preload/record.c preload/record.h preload/ucxfault.h
+	@mkdir -p $(BUILD)
+	clang -O1 -g -fsanitize=thread -Wall -Wextra -Werror -Ipreload -o $@ \
+		preload/testdata/tables_stress.c preload/record.c -lpthread
+
+test-c: $(STRESS)
+	TSAN_OPTIONS=halt_on_error=1 $(STRESS) 200
 
 test-go: all
 	UCXFAULT_CLI=$(abspath $(CLI)) UCXFAULT_LIB=$(abspath $(LIB)) UCXFAULT_EXAMPLE=$(abspath $(EXAMPLE)) \

@@ -16,6 +16,11 @@
 #include "ucxfault.h"
 #include "record.h"
 
+/* The stamp of a slot being filled: never index + 1. */
+#define UCXF_REC_WRITING UINT64_MAX
+#define UCXF_REC_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define UCXF_REC_GET(dst, field) ((dst) = __atomic_load_n(&(field), __ATOMIC_RELAXED))
+
 static struct ucxf_record *ucxf_ring;
 static uint64_t ucxf_ring_mask;
 static uint64_t ucxf_ring_head;
@@ -54,26 +59,40 @@ void ucxf_record_append(const struct ucxf_call *c, int status, void *request, ui
 {
     struct ucxf_record *ring = __atomic_load_n(&ucxf_ring, __ATOMIC_ACQUIRE);
     struct ucxf_record *slot;
-    uint64_t i;
+    uint64_t i, stamp;
 
     if (ring == NULL) {
         return;
     }
     i    = __atomic_fetch_add(&ucxf_ring_head, 1, __ATOMIC_RELAXED);
     slot = &ring[i & ucxf_ring_mask];
-    __atomic_store_n(&slot->seq, 0, __ATOMIC_RELAXED);
+    /* Claim the slot: a writer descheduled after taking its index may
+     * meet the writer one lap ahead in the same slot, and two writers
+     * filling one slot would leave a record of mixed fields under a valid
+     * stamp. The slot goes to one of them; a record that finds the slot
+     * held, or holding a newer record, is dropped (the reader counts it
+     * lost, as an overwritten one). */
+    stamp = __atomic_load_n(&slot->seq, __ATOMIC_RELAXED);
+    if (stamp == UCXF_REC_WRITING || stamp > i + 1 ||
+        !__atomic_compare_exchange_n(&slot->seq, &stamp, UCXF_REC_WRITING, 0, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED)) {
+        return;
+    }
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    slot->t_ns        = c->t0;
-    slot->duration_ns = now > c->t0 ? now - c->t0 : 0;
-    slot->size        = c->size;
-    slot->req         = (uint64_t)(uintptr_t)(c->req != NULL ? c->req : request);
-    slot->thread      = c->thread != NULL ? c->thread->ordinal : 0;
-    slot->tid         = c->thread != NULL ? (uint32_t)c->thread->tid : 0;
-    slot->ep          = c->ep != NULL ? ucxf_ep_ordinal(c->ep) : -1;
-    slot->hook        = (uint16_t)c->hook;
-    slot->status      = (int8_t)status;
-    slot->flags       = (uint8_t)((c->injected ? UCXF_REC_INJECTED : 0) |
-                                  (c->deferred_code ? UCXF_REC_DEFERRED : 0));
+    /* Relaxed atomic stores: plain moves, but a reader copying the slot
+     * while a lapping writer fills it is not a data race (the stamp tells
+     * it to drop what it read). */
+    UCXF_REC_SET(slot->t_ns, c->t0);
+    UCXF_REC_SET(slot->duration_ns, now > c->t0 ? now - c->t0 : 0);
+    UCXF_REC_SET(slot->size, c->size);
+    UCXF_REC_SET(slot->req, (uint64_t)(uintptr_t)(c->req != NULL ? c->req : request));
+    UCXF_REC_SET(slot->thread, c->thread != NULL ? c->thread->ordinal : 0);
+    UCXF_REC_SET(slot->tid, c->thread != NULL ? (uint32_t)c->thread->tid : 0);
+    UCXF_REC_SET(slot->ep, c->ep != NULL ? ucxf_ep_ordinal(c->ep) : -1);
+    UCXF_REC_SET(slot->hook, (uint16_t)c->hook);
+    UCXF_REC_SET(slot->status, (int8_t)status);
+    UCXF_REC_SET(slot->flags, (uint8_t)((c->injected ? UCXF_REC_INJECTED : 0) |
+                                        (c->deferred_code ? UCXF_REC_DEFERRED : 0)));
     __atomic_store_n(&slot->seq, i + 1, __ATOMIC_RELEASE);
 }
 
@@ -91,9 +110,20 @@ int ucxf_record_read(uint64_t index, struct ucxf_record *out)
     if (__atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE) != index + 1) {
         return 0;
     }
-    memcpy(out, slot, sizeof(*out));
+    memset(out, 0, sizeof(*out));
+    out->seq = index + 1;
+    UCXF_REC_GET(out->t_ns, slot->t_ns);
+    UCXF_REC_GET(out->duration_ns, slot->duration_ns);
+    UCXF_REC_GET(out->size, slot->size);
+    UCXF_REC_GET(out->req, slot->req);
+    UCXF_REC_GET(out->thread, slot->thread);
+    UCXF_REC_GET(out->tid, slot->tid);
+    UCXF_REC_GET(out->ep, slot->ep);
+    UCXF_REC_GET(out->hook, slot->hook);
+    UCXF_REC_GET(out->status, slot->status);
+    UCXF_REC_GET(out->flags, slot->flags);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == index + 1 && out->seq == index + 1;
+    return __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == index + 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -308,13 +338,38 @@ int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
 /* ------------------------------------------------------------------ */
 
 #define UCXF_DEFER_SLOTS 4096
-#define UCXF_DEFER_TOMB  ((void *)1)
+/*
+ * A slot's key is its state: NULL (never used: a probe stops here), TOMB
+ * (free again), NEW (claimed by an insert that is writing the code and the
+ * endpoint), BUSY (held by the thread removing or killing the request that
+ * was there), or the request. Code and endpoint are written only by the
+ * thread that holds the slot (NEW or BUSY), and a key is published with a
+ * release store after them: whoever reads a request key with acquire sees
+ * that request's code and endpoint, never another's. A probe skips NEW
+ * (the insert is for a request not yet returned to the application) and
+ * waits out BUSY (a few instructions: the request there may be the one
+ * sought).
+ */
+#define UCXF_DEFER_TOMB ((void *)1)
+#define UCXF_DEFER_NEW  ((void *)2)
+#define UCXF_DEFER_BUSY ((void *)3)
 static void *ucxf_defer_keys[UCXF_DEFER_SLOTS];
 static int8_t ucxf_defer_codes[UCXF_DEFER_SLOTS];
 static void *ucxf_defer_eps[UCXF_DEFER_SLOTS]; /* the request's endpoint, or NULL */
 UCXF_HIDDEN uint64_t ucxf_defer_count;
 static uint64_t ucxf_defer_lost;
 static uint64_t ucxf_defer_killed;
+
+/* The key of slot s once no thread holds it as BUSY. */
+static inline void *ucxf_defer_key(uint64_t s)
+{
+    void *k;
+
+    while ((k = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE)) == UCXF_DEFER_BUSY) {
+        ucxf_cpu_relax();
+    }
+    return k;
+}
 
 /* Attaches code to a request the application now owns: status queries on
  * it return code once it has completed, until it is freed. Code 0 only
@@ -328,15 +383,15 @@ int ucxf_defer_put(void *request, int code, void *ep)
     for (n = 0; n < UCXF_DEFER_SLOTS; n++, i++) {
         uint64_t s = i & (UCXF_DEFER_SLOTS - 1);
         void *k    = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
-        if (k == NULL || k == UCXF_DEFER_TOMB) {
-            void *expected = k;
+        /* Claim first: only the thread whose CAS won writes the slot. */
+        if ((k == NULL || k == UCXF_DEFER_TOMB) &&
+            __atomic_compare_exchange_n(&ucxf_defer_keys[s], &k, UCXF_DEFER_NEW, 0,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
             __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
             __atomic_store_n(&ucxf_defer_eps[s], ep, __ATOMIC_RELAXED);
-            if (__atomic_compare_exchange_n(&ucxf_defer_keys[s], &expected, request, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-                __atomic_add_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
-                return 0;
-            }
+            __atomic_add_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_keys[s], request, __ATOMIC_RELEASE); /* publish */
+            return 0;
         }
     }
     __atomic_add_fetch(&ucxf_defer_lost, 1, __ATOMIC_RELAXED);
@@ -345,30 +400,42 @@ int ucxf_defer_put(void *request, int code, void *ep)
 
 static int ucxf_defer_find(void *request, int remove)
 {
-    uint64_t i = ucxf_ptr_hash(request), n;
+    uint64_t i, n;
 
     if (__atomic_load_n(&ucxf_defer_count, __ATOMIC_RELAXED) == 0) {
         return 0;
     }
+again:
+    i = ucxf_ptr_hash(request);
     for (n = 0; n < UCXF_DEFER_SLOTS; n++, i++) {
         uint64_t s = i & (UCXF_DEFER_SLOTS - 1);
-        void *k    = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
+        void *k    = ucxf_defer_key(s);
+        int8_t code;
+
         if (k == NULL) {
             return 0;
         }
-        if (k == request) {
-            int8_t code    = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
-            void *expected = request;
-            if (!remove) {
-                return code;
-            }
-            if (__atomic_compare_exchange_n(&ucxf_defer_keys[s], &expected, UCXF_DEFER_TOMB, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-                __atomic_sub_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
-                return code;
-            }
-            return 0;
+        if (k != request) {
+            continue;
         }
+        if (!remove) {
+            code = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
+            /* Still this request's slot after the read (not removed and
+             * given to another request meanwhile)? Otherwise look again. */
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (ucxf_defer_key(s) == request) {
+                return code;
+            }
+            goto again;
+        }
+        if (!__atomic_compare_exchange_n(&ucxf_defer_keys[s], &k, UCXF_DEFER_BUSY, 0,
+                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            goto again; /* another thread removed or is killing it */
+        }
+        code = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&ucxf_defer_keys[s], UCXF_DEFER_TOMB, __ATOMIC_RELEASE);
+        return code;
     }
     return 0;
 }
@@ -390,7 +457,9 @@ void ucxf_defer_forget(void *request)
  * code, as UCX completes a dead endpoint's outstanding requests with the
  * error. A request that already completed keeps its status. Called from
  * progress on the endpoint's worker, before its error handler, so the
- * status check runs on the thread that owns the requests. Returns how many.
+ * status check runs on the thread that owns the requests. Each slot is held
+ * (BUSY) while it is examined, so the code lands on the request that was
+ * checked, never on one inserted into the slot meanwhile. Returns how many.
  */
 int ucxf_defer_kill(void *ep, int code)
 {
@@ -403,15 +472,24 @@ int ucxf_defer_kill(void *ep, int code)
     }
     for (s = 0; s < UCXF_DEFER_SLOTS; s++) {
         void *k = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
-        if (k == NULL || k == UCXF_DEFER_TOMB || __atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED) != ep ||
+        if (k == NULL || k == UCXF_DEFER_TOMB || k == UCXF_DEFER_NEW || k == UCXF_DEFER_BUSY ||
+            __atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED) != ep ||
             __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED) != 0) {
             continue;
         }
-        if (check != NULL && check(k) != UCS_INPROGRESS) {
-            continue;
+        if (!__atomic_compare_exchange_n(&ucxf_defer_keys[s], &k, UCXF_DEFER_BUSY, 0,
+                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            continue; /* removed meanwhile */
         }
-        __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
-        n++;
+        /* Held: the endpoint and code read before the claim may have been
+         * another request's; read them again. */
+        if (__atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED) == ep &&
+            __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED) == 0 &&
+            (check == NULL || check(k) == UCS_INPROGRESS)) {
+            __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
+            n++;
+        }
+        __atomic_store_n(&ucxf_defer_keys[s], k, __ATOMIC_RELEASE);
     }
     __atomic_add_fetch(&ucxf_defer_killed, (uint64_t)n, __ATOMIC_RELAXED);
     return n;

@@ -7,8 +7,8 @@ want=""
 for set in "${@:-base}"; do
 	case "$set" in
 	base) want="$want gcc make libucx-dev ucx-utils bpftool" ;;
-	generate) want="$want clang llvm libbpf-dev" ;;
-	mpi) want="$want openmpi-bin libopenmpi-dev" ;;
+	generate) want="$want clang llvm libbpf-dev libclang-rt-dev" ;;
+	mpi) want="$want openmpi-bin libopenmpi-dev mpich libmpich-dev" ;;
 	bench) want="$want bpftrace linux-perf valgrind hyperfine python3" ;;
 	dist) want="$want gcc-aarch64-linux-gnu libc6-dev-arm64-cross file" ;;
 	*) echo "deps.sh: unknown set '$set' (accepted: base generate mpi bench dist)" >&2; exit 2 ;;
