@@ -112,9 +112,16 @@ func (e *Engine) Handle(req *Request) Response {
 	return r
 }
 
+// handle builds the settings req asks for and applies them. Whatever else
+// the command changes (counters' baseline, the call log) is done by the
+// functions in after, run only once the backend has applied the settings:
+// a command that fails changes nothing.
 func (e *Engine) handle(req *Request) (string, error) {
 	next := e.s.Clone()
-	var msg string
+	var (
+		msg   string
+		after []func()
+	)
 	switch req.Cmd {
 	case CmdStatus, CmdRecordDump:
 		return "", nil
@@ -180,8 +187,7 @@ func (e *Engine) handle(req *Request) (string, error) {
 		next = DefaultSettings()
 		// A dead endpoint stays dead, as a peer that died does not return.
 		next.Seed, next.Kills = seed, kills
-		e.base = e.b.Counters()
-		e.b.RecordClear()
+		after = append(after, func() { e.base = e.b.Counters() }, e.b.RecordClear)
 		msg = "reset: injection off, default settings, counters and records cleared"
 	case CmdHooks:
 		if req.On == nil || len(req.Hooks) == 0 {
@@ -205,8 +211,8 @@ func (e *Engine) handle(req *Request) (string, error) {
 		}
 		msg = onOff("recording", next.Recording)
 	case CmdRecordClear:
-		e.b.RecordClear()
-		return "records cleared", nil
+		after = append(after, e.b.RecordClear)
+		msg = "records cleared"
 	case CmdReplay:
 		r, err := ReplayFromWire(req.Schedule)
 		if err != nil {
@@ -231,7 +237,7 @@ func (e *Engine) handle(req *Request) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		e.b.RecordClear()
+		after = append(after, e.b.RecordClear)
 		next.Replay, next.Strategy, next.Enabled, next.Recording = r, StrategyReplay, true, false
 		msg = fmt.Sprintf("replaying %d recorded outcomes", r.Len())
 	case CmdRules:
@@ -278,10 +284,15 @@ func (e *Engine) handle(req *Request) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: unknown command %q", ErrInvalid, req.Cmd)
 	}
-	if err := e.b.Apply(next); err != nil {
-		return "", fmt.Errorf("applying settings: %w", err)
+	if req.Cmd != CmdRecordClear { // the one command that leaves the settings as they are
+		if err := e.b.Apply(next); err != nil {
+			return "", fmt.Errorf("applying settings: %w", err)
+		}
+		e.s = next
 	}
-	e.s = next
+	for _, f := range after {
+		f()
+	}
 	return msg, nil
 }
 

@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -135,4 +136,81 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("response %q is not one line", resp)
 		}
 	})
+}
+
+// countingBackend is a memBackend whose counters grow with every read and
+// whose call log holds one call, to see what a failed command changed.
+type countingBackend struct {
+	memBackend
+	reads uint64
+}
+
+func (c *countingBackend) Counters() Counters {
+	c.reads += 10
+	cs := Counters{Hooks: make([]HookCounters, len(hooks.Table))}
+	cs.Hooks[0].Calls = c.reads
+	return cs
+}
+
+func (c *countingBackend) Records(int) (*recording.Process, error) {
+	return &recording.Process{Calls: []recording.Call{{Fn: hooks.Table[0].Name, Status: -3}}}, nil
+}
+
+// A command whose settings the backend refuses changes nothing: not the
+// settings, not the counters' baseline, not the call log; and a kill that
+// failed does not count as done for the next one.
+func TestEngineFailedCommandChangesNothing(t *testing.T) {
+	b := &countingBackend{}
+	e := NewEngine(b, DefaultSettings())
+	before := e.Settings()
+	calls := func() uint64 {
+		r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdStatus})
+		return r.Status.Calls
+	}
+	if got := calls(); got != 10 {
+		t.Fatalf("first status: %d calls, want 10", got)
+	}
+	b.fail = errors.New("refused")
+	for _, req := range []*Request{
+		{Cmd: CmdReset},
+		{Cmd: CmdReplaySelf},
+		{Cmd: CmdKillEP, Endpoint: ptr(1)},
+	} {
+		req.V = ProtocolVersion
+		r := e.Handle(req)
+		if r.OK || !strings.Contains(r.Error, "refused") {
+			t.Fatalf("%s with a refusing backend: %+v", req.Cmd, r)
+		}
+		if got := e.Settings(); !settingsEqual(got, before) {
+			t.Fatalf("%s failed but changed the settings: %+v", req.Cmd, got)
+		}
+		if b.cleared != 0 {
+			t.Fatalf("%s failed but cleared the call log", req.Cmd)
+		}
+	}
+	b.fail = nil
+	// The failed reset did not move the baseline: status still counts from
+	// the start (each read of the counters adds 10; a reset that read them
+	// as its baseline would leave 10 here).
+	if got := calls(); got != 20 {
+		t.Fatalf("after a failed reset status shows %d calls, want 20 (the baseline moved)", got)
+	}
+	if r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdKillEP, Endpoint: ptr(2)}); !r.OK {
+		t.Fatalf("kill-ep 2 after a failed kill-ep 1: %+v", r)
+	}
+	if k := e.Settings().Kills; len(k) != 1 || k[0].Endpoint != 2 {
+		t.Fatalf("kills after a failed kill-ep 1 and kill-ep 2: %+v, want endpoint 2 only", k)
+	}
+	if r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdRecordClear}); !r.OK || b.cleared != 1 {
+		t.Fatalf("record-clear: %+v, %d clears", r, b.cleared)
+	}
+	if r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdReset}); !r.OK || b.cleared != 2 {
+		t.Fatalf("reset: %+v, %d clears", r, b.cleared)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func settingsEqual(a, b Settings) bool {
+	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b)
 }

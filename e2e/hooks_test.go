@@ -223,6 +223,14 @@ func TestKillEndpointLikeADeadPeer(t *testing.T) {
 	t.Run("another endpoint keeps working", func(t *testing.T) {
 		e := h.start(t, []string{"--disabled"}, "--threads", "2", "--ops", "0", "--interval-us", "500", "--seq", "put")
 		waitFor(t, 20*time.Second, "operations", func() bool { return len(testutil.ParseOps(e.Output())) > 20 })
+		// A kill that fails changes nothing and does not stand in the way
+		// of the next one.
+		if r := h.ctl(t, "kill-ep", "7"); r.code != 1 || !strings.Contains(r.stderr, "no endpoint 7") {
+			t.Fatalf("kill-ep 7 of a process with two endpoints: exit %d, %q", r.code, r.stderr)
+		}
+		if st := h.status(t)[0]; len(st.Killed) != 0 {
+			t.Fatalf("a failed kill-ep left killed endpoints %+v", st.Killed)
+		}
 		h.mustCtl(t, "kill-ep", "1", "--code", "CONNECTION_RESET")
 		mark := len(testutil.ParseOps(e.Output()))
 		waitFor(t, 20*time.Second, "operations after the kill", func() bool { return len(testutil.ParseOps(e.Output())) > mark+100 })

@@ -61,13 +61,15 @@ type cBackend struct {
 	start     time.Time
 	ipc       string
 	rules     ruleSlots // the rules in force, see backend_rules.go
-	// killsApplied counts the Settings.Kills already applied to the C
-	// endpoint table (a kill cannot be undone).
-	killsApplied int
+	// killed holds the endpoint ordinals already killed in the C endpoint
+	// table (a kill cannot be undone). Kept by ordinal, not by position in
+	// Settings.Kills: settings that failed to apply must not shift which
+	// kills count as done.
+	killed map[int]bool
 }
 
 func newCBackend() *cBackend {
-	b := &cBackend{recCap: defaultRecordCapacity, rank: -1, start: time.Now()}
+	b := &cBackend{recCap: defaultRecordCapacity, rank: -1, start: time.Now(), killed: map[int]bool{}}
 	if v := os.Getenv(control.EnvRecordCapacity); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil || n == 0 || n > 1<<28 {
@@ -109,9 +111,23 @@ func (b *cBackend) cBytes(n int) unsafe.Pointer {
 	return p
 }
 
-// Apply builds a C configuration from s and publishes it.
+// Apply builds a C configuration from s and publishes it. It applies s
+// whole or not at all: every step that can fail comes first, and what
+// cannot be undone (killing an endpoint, restarting the replay cursors)
+// happens only once nothing can fail any more.
 func (b *cBackend) Apply(s control.Settings) error {
+	var kills []control.Kill
+	for _, k := range s.Kills {
+		if b.killed[k.Endpoint] {
+			continue
+		}
+		if C.ucxf_ep_has_ordinal(C.int32_t(k.Endpoint)) == 0 {
+			return fmt.Errorf("no endpoint %d in this process yet (endpoints are numbered from 0 in order of creation or first use)", k.Endpoint)
+		}
+		kills = append(kills, k)
+	}
 	if s.Recording && C.ucxf_record_capacity() == 0 {
+		// Allocated once and kept: an unused call log changes nothing.
 		if C.ucxf_record_alloc(C.uint64_t(b.recCap)) != 0 {
 			return fmt.Errorf("allocating a call log of %d records: out of memory", b.recCap)
 		}
@@ -126,14 +142,6 @@ func (b *cBackend) Apply(s control.Settings) error {
 	cfg.enabled = boolC(s.Enabled)
 	cfg.recording = boolC(s.Recording)
 	cfg.deferred_mode = boolC(s.Mode == control.ModeDeferred)
-	for _, k := range s.Kills[min(b.killsApplied, len(s.Kills)):] {
-		if C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code)) != 0 {
-			C.free(unsafe.Pointer(cfg))
-			b.live = prevLive
-			return fmt.Errorf("no endpoint %d in this process yet (endpoints are numbered from 0 in order of creation or first use)", k.Endpoint)
-		}
-		b.killsApplied++
-	}
 	cfg.kills = boolC(len(s.Kills) > 0)
 	switch s.Strategy {
 	case control.StrategyRandom:
@@ -185,6 +193,13 @@ func (b *cBackend) Apply(s control.Settings) error {
 				cfg.replay[i] = b.schedule(outs)
 			}
 		}
+	}
+	// Nothing fails from here on.
+	for _, k := range kills {
+		// An endpoint never leaves the table, so the ordinal found above
+		// is still there.
+		C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code))
+		b.killed[k.Endpoint] = true
 	}
 	if s.Replay != b.replay {
 		// A new schedule starts at its first outcome.

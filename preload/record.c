@@ -254,6 +254,20 @@ void *ucxf_ep_worker(void *ep)
     return s < 0 ? NULL : ucxf_ep_workers[s];
 }
 
+/* 1 when an endpoint has that ordinal (endpoints are never removed). */
+int ucxf_ep_has_ordinal(int32_t ordinal)
+{
+    int s;
+
+    for (s = 0; s < UCXF_EP_SLOTS; s++) {
+        if (__atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE) != NULL &&
+            __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) == ordinal + 1) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Kills the endpoint of that ordinal: its error handler is called once from
  * the next progress of its worker, and every later operation on it fails
  * with code. Returns 0, or -1 when no endpoint has that ordinal yet. */

@@ -52,6 +52,7 @@ void     ucxf_defer_forget(void *request);
 extern UCXF_HIDDEN int ucxf_kill_pending;
 void  ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg);
 void *ucxf_ep_worker(void *ep);
+int   ucxf_ep_has_ordinal(int32_t ordinal);
 int   ucxf_ep_kill_ordinal(int32_t ordinal, int code);
 int   ucxf_ep_kill_code(void *ep);
 void  ucxf_ep_deliver_kills(void *worker);
