@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +38,7 @@ func SocketPath(dir string, pid int) string {
 
 var socketName = regexp.MustCompile(`^ucx-fault-([0-9]+)\.sock$`)
 
-// Target is one injected process found by Discover.
+// Target is one injected process found by Discover or Lookup.
 type Target struct {
 	PID  int
 	Path string
@@ -46,18 +47,44 @@ type Target struct {
 // Discovery is the result of scanning a socket directory.
 type Discovery struct {
 	Targets []Target
-	// Removed lists sockets of processes that no longer exist, removed.
-	Removed []Target
+	// Removed lists sockets of processes proven gone, removed (see
+	// RemoveIfStale).
+	Removed []Removal
 }
 
-// Discover lists the sockets in dir whose process is alive, and removes
-// those whose process is gone.
+// Removal is a socket removed by RemoveIfStale, and the proof its process
+// was gone.
+type Removal struct {
+	Target
+	Why string
+}
+
+// Discover lists the control sockets in dir and removes those whose process
+// is proven gone (see RemoveIfStale); every other socket is listed, whether
+// or not its process will answer.
 func Discover(dir string) (Discovery, error) {
 	var d Discovery
+	list, err := List(dir)
+	if err != nil {
+		return d, err
+	}
+	for _, t := range list {
+		if removed, why := RemoveIfStale(t); removed {
+			d.Removed = append(d.Removed, Removal{t, why})
+			continue
+		}
+		d.Targets = append(d.Targets, t)
+	}
+	return d, nil
+}
+
+// List lists the control sockets in dir by pid, and touches none.
+func List(dir string) ([]Target, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return d, fmt.Errorf("reading socket directory: %w", err)
+		return nil, fmt.Errorf("reading socket directory: %w", err)
 	}
+	var list []Target
 	for _, ent := range entries {
 		m := socketName.FindStringSubmatch(ent.Name())
 		if m == nil {
@@ -67,22 +94,132 @@ func Discover(dir string) (Discovery, error) {
 		if err != nil || pid <= 0 {
 			continue
 		}
-		t := Target{PID: pid, Path: filepath.Join(dir, ent.Name())}
-		if !processAlive(pid) {
-			if os.Remove(t.Path) == nil {
-				d.Removed = append(d.Removed, t)
-			}
-			continue
-		}
-		d.Targets = append(d.Targets, t)
+		list = append(list, Target{PID: pid, Path: filepath.Join(dir, ent.Name())})
 	}
-	sort.Slice(d.Targets, func(i, j int) bool { return d.Targets[i].PID < d.Targets[j].PID })
-	return d, nil
+	sort.Slice(list, func(i, j int) bool { return list[i].PID < list[j].PID })
+	return list, nil
 }
 
-func processAlive(pid int) bool {
+// Lookup returns the control sockets of pids in dir, and looks at no other
+// socket. A pid without a socket is an ErrNoProcess; a socket whose process
+// is proven gone is removed and returned in removed instead.
+func Lookup(dir string, pids []int) (targets []Target, removed []Removal, err error) {
+	for _, pid := range pids {
+		t := Target{PID: pid, Path: SocketPath(dir, pid)}
+		if _, err := os.Lstat(t.Path); err != nil {
+			return nil, removed, fmt.Errorf("%w: no control socket for pid %d in %s (is it running under ucxfault inject?)", ErrNoProcess, pid, dir)
+		}
+		if ok, why := RemoveIfStale(t); ok {
+			removed = append(removed, Removal{t, why})
+			continue
+		}
+		targets = append(targets, t)
+	}
+	return targets, removed, nil
+}
+
+// ErrNotAnswering is returned by Broadcast for a live process that did not
+// answer in time, or whose socket refused the connection while the process
+// is not proven gone (a process between creating its socket and listening
+// on it). Its socket is kept.
+var ErrNotAnswering = errors.New("not answering")
+
+// RemoveIfStale removes t's socket if, and only if, its process is proven
+// gone, and says why. Proven gone means both:
+//
+//   - the pid names no process, or a process that started after the socket
+//     was created (the socket's modification time: nothing writes a socket
+//     file after bind), so the pid was reused; and
+//   - nobody listens on the socket: a connection is refused. A socket that
+//     accepts belongs to a live process, even one this pid namespace does
+//     not show as t.PID.
+//
+// Anything less (the pid is alive and older than the socket, the start
+// times cannot be read, the connection times out) keeps the socket. The
+// file removed is the one judged: it is renamed aside first and removed
+// only if it is still the same file, so a socket that its process re-created
+// meanwhile under the same name stays.
+func RemoveIfStale(t Target) (bool, string) {
+	fi, err := os.Lstat(t.Path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return false, ""
+	}
+	why := fmt.Sprintf("process %d no longer exists", t.PID)
+	if processExists(t.PID) {
+		started, err := processStartWall(t.PID)
+		if err != nil || !started.After(fi.ModTime()) {
+			return false, ""
+		}
+		why = fmt.Sprintf("pid %d now belongs to a process started at %s, after the socket was created at %s",
+			t.PID, started.Format("15:04:05.000"), fi.ModTime().Format("15:04:05.000"))
+	}
+	conn, err := net.DialTimeout("unix", t.Path, time.Second)
+	if err == nil {
+		conn.Close()
+		return false, ""
+	}
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		return false, ""
+	}
+	return removeSame(t.Path, fi), why
+}
+
+// removeSame removes path if it is still the file fi describes. Unix has
+// no "unlink if this inode": the file is renamed to a private name first
+// (atomic), checked there, and put back with link(2) if it was another.
+func removeSame(path string, fi os.FileInfo) bool {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return false
+	}
+	aside := filepath.Join(filepath.Dir(path), fmt.Sprintf(".ucx-fault-removing-%d-%x", os.Getpid(), rnd))
+	if os.Rename(path, aside) != nil {
+		return false
+	}
+	now, err := os.Lstat(aside)
+	if err == nil && os.SameFile(fi, now) {
+		os.Remove(aside)
+		return true
+	}
+	// Another socket took the name between the judgement and the rename:
+	// it goes back (link fails only if yet another took the name, and that
+	// one is newer still).
+	os.Link(aside, path)
+	os.Remove(aside)
+	return false
+}
+
+func processExists(pid int) bool {
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// userHZ is the unit of the start time in /proc/PID/stat (USER_HZ, 100 on
+// every Linux architecture).
+const userHZ = 100
+
+// processStartWall is when pid started, on the wall clock: /proc/stat's
+// btime plus field 22 of /proc/PID/stat. btime is in whole seconds and
+// rounded down, so the result is never later than the true start.
+func processStartWall(pid int) (time.Time, error) {
+	ticks, err := ProcessStartTime(pid)
+	if err != nil {
+		return time.Time{}, err
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading boot time: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("parsing boot time: %w", err)
+			}
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / userHZ), nil
+		}
+	}
+	return time.Time{}, errors.New("reading boot time: no btime in /proc/stat")
 }
 
 // ProcessStartTime reads field 22 of /proc/PID/stat: the start time in
@@ -122,8 +259,9 @@ func startTime(path string) (uint64, error) {
 	return v, nil
 }
 
-// ErrStale is returned by Send when the socket's process is not the one that
-// created it (it exited and its pid was reused) or no longer listens.
+// ErrStale is returned by Send when nobody listens on the socket (the
+// connection is refused, or the file is gone). That alone does not prove
+// the process gone: it may be about to listen (see RemoveIfStale).
 var ErrStale = errors.New("stale control socket")
 
 // Send sends one request to the socket at path and returns the response.
@@ -217,9 +355,12 @@ type Result struct {
 }
 
 // Broadcast sends req to every target at once and returns the results in
-// target order. A target whose socket is stale (nobody listens) is removed
-// and reported with ErrStale; an answer from a process that does not hold
-// the target's pid (see CheckIdentity) is reported with ErrWrongProcess.
+// target order. A target whose socket refuses the connection is removed and
+// reported with ErrStale only if its process is proven gone (see
+// RemoveIfStale); a live process that refuses or does not answer in time is
+// reported with ErrNotAnswering and its socket kept. An answer from a
+// process that does not hold the target's pid (see CheckIdentity) is
+// reported with ErrWrongProcess.
 func Broadcast(targets []Target, req *Request, timeout time.Duration) []Result {
 	out := make([]Result, len(targets))
 	var wg sync.WaitGroup
@@ -235,14 +376,32 @@ func Broadcast(targets []Target, req *Request, timeout time.Duration) []Result {
 			if err == nil {
 				err = CheckIdentity(t, resp)
 			}
-			// Only a socket nobody listens on is removed: one that
-			// answers belongs to a live process, even a misnamed one.
-			if errors.Is(err, ErrStale) {
-				os.Remove(t.Path)
-			}
-			out[i] = Result{Target: t, Resp: resp, Err: err}
+			out[i] = Result{Target: t, Resp: resp, Err: judge(t, err)}
 		}()
 	}
 	wg.Wait()
 	return out
+}
+
+// judge turns a failure to reach t into ErrStale (the process is gone, and
+// its socket was removed or had already gone) or ErrNotAnswering (it may be
+// alive: the socket stays).
+func judge(t Target, err error) error {
+	var ne net.Error
+	switch {
+	case err == nil || errors.Is(err, ErrWrongProcess):
+		return err
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%w: %s is gone (the process exited)", ErrStale, t.Path)
+	case errors.Is(err, ErrStale):
+		if removed, why := RemoveIfStale(t); removed {
+			return fmt.Errorf("removed stale socket: %w; %s", err, why)
+		}
+		return fmt.Errorf("%w: nobody listens on %s, but process %d is not proven gone (starting, or its control plane is off); the socket is kept",
+			ErrNotAnswering, t.Path, t.PID)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: %v (busy? the socket is kept)", ErrNotAnswering, err)
+	default:
+		return fmt.Errorf("%w: %v", ErrNotAnswering, err)
+	}
 }

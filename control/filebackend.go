@@ -245,7 +245,7 @@ func ReadStates(dir string) (states []Status, removed []int, err error) {
 		if err := json.Unmarshal(b, &st); err != nil {
 			continue
 		}
-		if !processAlive(pid) {
+		if !processExists(pid) {
 			os.Remove(path)
 			removed = append(removed, pid)
 			continue

@@ -315,6 +315,53 @@ func TestSafetyStaleSocketOfKilledProcess(t *testing.T) {
 	}
 }
 
+// A live process that does not answer in time (here: stopped) is reported
+// as not answering and keeps its socket; commands given --pid look at that
+// pid's socket only, and leave a stale socket of another process alone.
+func TestSafetyLiveProcessKeepsItsSocket(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--interval-us", "1000", "--seq", "put")
+	waitFor(t, 10*time.Second, "the control socket", func() bool {
+		_, err := os.Stat(h.socketOf(e.PID))
+		return err == nil
+	})
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := h.socketOf(gone.Process.Pid)
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+
+	if err := e.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ctl(t, "status", "--pid", strconv.Itoa(e.PID), "--timeout", "300ms")
+	e.Cmd.Process.Signal(syscall.SIGCONT)
+	if want := fmt.Sprintf("pid %d: not answering", e.PID); r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("status of a stopped process: exit %d, stderr %q; want %q", r.code, r.stderr, want)
+	}
+	if strings.Contains(r.stderr, strconv.Itoa(gone.Process.Pid)) {
+		t.Fatalf("status --pid %d spoke of another pid's socket: %q", e.PID, r.stderr)
+	}
+	for _, p := range []string{h.socketOf(e.PID), stale} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("status --pid removed %s: %v", p, err)
+		}
+	}
+	if st := h.status(t, "--pid", strconv.Itoa(e.PID)); len(st) != 1 || st[0].PID != e.PID {
+		t.Fatalf("status --pid after SIGCONT: %+v", st)
+	}
+	// Without --pid the directory is swept: the stale socket goes.
+	if r := h.ctl(t, "status"); r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("removed stale socket of dead process %d", gone.Process.Pid)) {
+		t.Fatalf("status: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 func TestSafetySocketOfReusedPid(t *testing.T) {
 	h := newHarness(t)
 	// A live process that was never injected, and a socket file named for
@@ -333,10 +380,26 @@ func TestSafetySocketOfReusedPid(t *testing.T) {
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
 
+	// The socket is younger than the process: for all the CLI can tell, a
+	// live process between creating its socket and listening on it. It is
+	// reported as not answering and kept.
 	r := h.ctl(t, "status")
-	want := fmt.Sprintf("pid %d: removed stale socket", other.Process.Pid)
-	if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "connection refused") {
-		t.Fatalf("status: exit %d, stderr %q; want %q (connection refused)", r.code, r.stderr, want)
+	if want := fmt.Sprintf("pid %d: not answering", other.Process.Pid); r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("status with a socket younger than its live pid: exit %d, stderr %q; want %q", r.code, r.stderr, want)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the socket of a live process that does not answer was removed: %v", err)
+	}
+	// Created before the process started: the pid was reused, and the
+	// socket is stale.
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	r = h.ctl(t, "status")
+	want := fmt.Sprintf("removed stale socket of dead process %d", other.Process.Pid)
+	if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "after the socket was created") {
+		t.Fatalf("status: exit %d, stderr %q; want %q (pid reused after the socket was created)", r.code, r.stderr, want)
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("stale socket still there (stat: %v)", err)

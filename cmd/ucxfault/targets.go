@@ -39,32 +39,32 @@ func parseRanks(text string) (map[int]bool, error) {
 	return set, nil
 }
 
-// targets finds the injected processes the command is for.
+// targets finds the injected processes the command is for. With --pid it
+// looks at those pids' sockets only; with --rank it asks every socket's
+// process for its rank and removes nothing (a process that does not answer
+// cannot say its rank). Otherwise it sweeps the directory: sockets of
+// processes proven gone are removed and reported (control.RemoveIfStale).
 func targets(stderr io.Writer) ([]control.Target, error) {
-	d, err := control.Discover(global.socketDir)
+	var (
+		list    []control.Target
+		removed []control.Removal
+		err     error
+	)
+	switch {
+	case len(global.pids) > 0:
+		list, removed, err = control.Lookup(global.socketDir, global.pids)
+	case global.ranks != "":
+		list, err = control.List(global.socketDir)
+	default:
+		var d control.Discovery
+		d, err = control.Discover(global.socketDir)
+		list, removed = d.Targets, d.Removed
+	}
+	for _, t := range removed {
+		fmt.Fprintf(stderr, "removed stale socket of dead process %d (%s): %s\n", t.PID, t.Path, t.Why)
+	}
 	if err != nil {
 		return nil, err
-	}
-	for _, t := range d.Removed {
-		fmt.Fprintf(stderr, "removed stale socket of dead process %d (%s)\n", t.PID, t.Path)
-	}
-	list := d.Targets
-	if len(global.pids) > 0 {
-		want := map[int]bool{}
-		for _, p := range global.pids {
-			want[p] = true
-		}
-		var kept []control.Target
-		for _, t := range list {
-			if want[t.PID] {
-				kept = append(kept, t)
-				delete(want, t.PID)
-			}
-		}
-		for p := range want {
-			return nil, fmt.Errorf("%w: no control socket for pid %d in %s (is it running under ucxfault inject?)", control.ErrNoProcess, p, global.socketDir)
-		}
-		list = kept
 	}
 	if global.ranks != "" {
 		ranks, err := parseRanks(global.ranks)
@@ -73,8 +73,14 @@ func targets(stderr io.Writer) ([]control.Target, error) {
 		}
 		var kept []control.Target
 		for _, r := range control.Broadcast(list, &control.Request{Cmd: control.CmdStatus}, global.timeout) {
-			if r.Err == nil && r.Resp.Status != nil && ranks[r.Resp.Status.Rank] {
-				kept = append(kept, r.Target)
+			switch {
+			case r.Err == nil && r.Resp.Status != nil:
+				if ranks[r.Resp.Status.Rank] {
+					kept = append(kept, r.Target)
+				}
+			case errors.Is(r.Err, control.ErrNotAnswering):
+				// It may hold one of the ranks asked for: say so.
+				fmt.Fprintf(stderr, "pid %d: rank unknown: %v\n", r.Target.PID, r.Err)
 			}
 		}
 		list = kept
@@ -98,8 +104,8 @@ func sendAll(stderr io.Writer, req *control.Request) ([]control.Result, error) {
 	var ok []control.Result
 	for _, r := range results {
 		switch {
-		case errors.Is(r.Err, control.ErrStale):
-			fmt.Fprintf(stderr, "pid %d: removed stale socket: %v\n", r.Target.PID, r.Err)
+		case errors.Is(r.Err, control.ErrStale), errors.Is(r.Err, control.ErrNotAnswering):
+			fmt.Fprintf(stderr, "pid %d: %v\n", r.Target.PID, r.Err)
 			failed++
 		case r.Err != nil:
 			fmt.Fprintf(stderr, "pid %d: %v\n", r.Target.PID, r.Err)
