@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -436,4 +437,160 @@ func TestMPIControlThroughMpirun(t *testing.T) {
 		}
 	}
 	j.stop(t)
+}
+
+// mpiStarts is how many jobs TestMPIStatusDuringStartup starts per launcher
+// and size: UCXFAULT_MPI_STARTS, or 2 (make test's bound); the figures in
+// docs/safety.md come from 20.
+func mpiStarts(t *testing.T) int {
+	if v := os.Getenv("UCXFAULT_MPI_STARTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("UCXFAULT_MPI_STARTS=%q is not a positive count", v)
+		}
+		return n
+	}
+	return 2
+}
+
+// statusLine is a line `ucxfault status` may print on stderr while a job
+// starts: a rank that is not answering yet, a socket of a dead process
+// removed, the summary, or no process yet. Anything else is a failure.
+var statusLine = regexp.MustCompile(`^(pid (\d+): not answering: .*|removed stale socket of dead process (\d+) .*|pid (\d+): removed stale socket: .*|ucxfault: \d+ of \d+ processes did not apply status|ucxfault: no injected process found .*)$`)
+
+// TestMPIStatusDuringStartup runs `status` again and again while MPICH and
+// Open MPI jobs of 2 and 4 ranks start, from a moment that varies from job
+// to job: a rank is listed or reported as not answering, never taken for
+// dead, and in the end every rank is listed, so no live rank lost its
+// socket. MPICH runs with MPIR_CVAR_NOLOCAL=1 (its ch4:ucx device for ranks
+// on one host too), where live ranks once lost their sockets.
+func TestMPIStatusDuringStartup(t *testing.T) {
+	h := newHarness(t)
+	starts := mpiStarts(t)
+	type launcher struct {
+		name, cc string
+		require  func(testing.TB) string
+		args     func(n int) []string
+		env      []string
+	}
+	launchers := []launcher{
+		{"mpich", "mpicc.mpich", testutil.RequireMPICH,
+			func(n int) []string { return []string{"-n", strconv.Itoa(n)} },
+			[]string{"MPIR_CVAR_NOLOCAL=1"}},
+		{"openmpi", "mpicc.openmpi", testutil.RequireMPI,
+			func(n int) []string {
+				return append(append([]string{}, mpirunFlags...), "-np", strconv.Itoa(n), "--mca", "pml", "ucx",
+					"--mca", "osc", "ucx", "--mca", "pml_ucx_tls", "any", "--mca", "pml_ucx_devices", "any")
+			},
+			mpiEnv},
+	}
+	for _, l := range launchers {
+		t.Run(l.name, func(t *testing.T) {
+			launch := l.require(t)
+			ring := buildExampleC(t, "ring-"+l.name, l.cc, "examples/mpi/ring.c")
+			var polls, notAnswering, removedDead int
+			for _, n := range []int{2, 4} {
+				for i := 0; i < starts; i++ {
+					// From 0 to 0.95 s after the launch (the ranks create
+					// their sockets within about 0.5 s here), a different
+					// moment each job.
+					delay := time.Duration((i*13+n/2-1)%20) * 50 * time.Millisecond
+					p, na, rd := h.statusWhileStarting(t, launch, l.args(n), l.env, ring, n, delay)
+					polls, notAnswering, removedDead = polls+p, notAnswering+na, removedDead+rd
+				}
+			}
+			t.Logf("%s: %d jobs, %d status calls, %d times a rank was not answering yet, %d sockets of dead processes removed, no live rank's socket removed",
+				l.name, 2*starts, polls, notAnswering, removedDead)
+		})
+	}
+}
+
+// statusWhileStarting starts one job of n ranks, waits delay, then runs
+// status until every rank is listed, checking each answer. It returns the
+// number of status calls, of not-answering reports and of dead sockets
+// removed.
+func (h *harness) statusWhileStarting(t *testing.T, launch string, args, env []string, ring string, n int, delay time.Duration) (polls, notAnswering, removedDead int) {
+	t.Helper()
+	args = append(args, h.cli)
+	args = append(args, h.injectArgs([]string{"--mode", "deferred", "--probability", "0"})...)
+	// injectArgs ends with the example's path: run ring instead.
+	args = append(args[:len(args)-1], ring, "--iters", "100000000", "--quiet")
+	cmd := exec.Command(launch, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", launch, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	var ranks []int // the pids status listed, killed by pid too (the launcher may put them in another group)
+	defer func() {
+		for _, pid := range ranks {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		// The killed ranks leave their sockets: clear them for the next job.
+		for _, s := range h.sockets(t) {
+			os.Remove(filepath.Join(h.dir, s))
+		}
+	}()
+	time.Sleep(delay)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("%s exited while starting\n%s", launch, out)
+		default:
+		}
+		r := h.ctl(t, "status", "-o", "json", "--timeout", "2s")
+		polls++
+		var st []control.Status
+		if strings.TrimSpace(r.stdout) != "" {
+			if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+				t.Fatalf("decoding status: %v\n%s", err, r.stdout)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+			if line == "" {
+				continue
+			}
+			m := statusLine.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("status while %d ranks start: unexpected %q\nstderr: %s", n, line, r.stderr)
+			}
+			if m[2] != "" {
+				notAnswering++
+			}
+			for _, dead := range []string{m[3], m[4]} {
+				if dead == "" {
+					continue
+				}
+				pid, _ := strconv.Atoi(dead)
+				if syscall.Kill(pid, 0) == nil {
+					t.Fatalf("status removed the socket of live process %d: %q", pid, line)
+				}
+				removedDead++
+			}
+		}
+		for _, s := range st {
+			if !slices.Contains(ranks, s.PID) {
+				ranks = append(ranks, s.PID)
+			}
+		}
+		if len(st) == n {
+			for _, s := range st {
+				if _, err := os.Stat(h.socketOf(s.PID)); err != nil {
+					t.Fatalf("rank %d (pid %d) answered but its socket is gone: %v", s.Rank, s.PID, err)
+				}
+			}
+			return polls, notAnswering, removedDead
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60 s, %d of %d ranks listed; last status stderr %q\n%s", len(st), n, r.stderr, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

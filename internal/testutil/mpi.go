@@ -38,3 +38,33 @@ func RequireMPI(tb testing.TB) string {
 	}
 	return mpi.path
 }
+
+var mpich struct {
+	once sync.Once
+	path string
+	skip string
+}
+
+// RequireMPICH skips the test unless MPICH's launcher (mpiexec.mpich) and
+// compiler wrapper (mpicc.mpich) are installed (or, with
+// UCXFAULT_REQUIRE_BPF=1, fails it), and returns the launcher's path.
+// `make deps-mpi` installs MPICH beside Open MPI.
+func RequireMPICH(tb testing.TB) string {
+	tb.Helper()
+	mpich.once.Do(func() {
+		path, err := exec.LookPath("mpiexec.mpich")
+		if err != nil {
+			mpich.skip = "mpiexec.mpich not found (install MPICH: make deps-mpi)"
+			return
+		}
+		if _, err := exec.LookPath("mpicc.mpich"); err != nil {
+			mpich.skip = "mpicc.mpich not found (install libmpich-dev: make deps-mpi)"
+			return
+		}
+		mpich.path = path
+	})
+	if mpich.skip != "" {
+		skip(tb, mpich.skip)
+	}
+	return mpich.path
+}
