@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -177,26 +178,38 @@ func serveConn(conn net.Conn, e *Engine) {
 }
 
 // Listen creates the control socket at path with mode 0600, replacing a
-// stale socket left by a dead process of the same pid.
+// stale socket left by a dead process of the same pid. The socket is bound
+// and listening under a private name first and then renamed into place, so
+// the path never names a socket that refuses connections: between bind and
+// listen it would, and a CLI could take it for a dead process's. (Under MPI
+// start-up, with every core busy, that window was seen to last long enough
+// for a status call to hit it.)
 func Listen(path string) (net.Listener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale socket: %w", err)
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing an unfinished socket: %w", err)
 	}
 	// No umask change: umask is process-wide and this runs inside the host.
-	// The socket is 0600 a moment after it exists, and peers are checked by
+	// The socket is 0600 before it takes its name, and peers are checked by
 	// their credentials on every connection anyway.
-	l, err := net.Listen("unix", path)
+	l, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("listening on control socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("setting control socket mode: %w", err)
 	}
 	// The injector removes the socket at exit from C (atexit); Go must not
 	// unlink it again on Close, possibly after a new owner took the path.
 	if ul, ok := l.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		l.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("setting control socket mode: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("naming control socket: %w", err)
 	}
 	return l, nil
 }
