@@ -2,6 +2,7 @@
 #   make          build the CLI, the injector library and the example
 #   make demo     install what is missing, then run the main job on the example
 #   make test     install what is missing, then run every test
+#   make test-c   the shared C tables under many threads, with ThreadSanitizer
 #   make bench    benchmarks (tables on stdout, JSON in build/bench.json)
 #   make generate regenerate the C wrappers and the BPF objects
 #   make deps     install the system packages (Debian/Ubuntu)
