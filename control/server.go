@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -185,7 +186,9 @@ func serveConn(conn net.Conn, e *Engine) {
 // start-up, with every core busy, that window was seen to last long enough
 // for a status call to hit it.)
 func Listen(path string) (net.Listener, error) {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+	// The private name is no longer than the final one (a socket path
+	// is limited to 107 bytes), and not one the CLI looks for.
+	tmp := filepath.Join(filepath.Dir(path), "."+strings.TrimSuffix(filepath.Base(path), ".sock")+".n")
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("removing an unfinished socket: %w", err)
 	}
