@@ -164,9 +164,13 @@ func RemoveIfStale(t Target) (bool, string) {
 	return removeSame(t.Path, fi), why
 }
 
-// removeSame removes path if it is still the file fi describes. Unix has
-// no "unlink if this inode": the file is renamed to a private name first
-// (atomic), checked there, and put back with link(2) if it was another.
+// removeSame removes path if it is still the file fi describes, and
+// nobody listens on it. Unix has no "unlink if this inode": the file is
+// renamed to a private name first (atomic), checked there, and put back
+// with link(2) if it is another file or a live socket. The inode number and
+// modification time identify the file (a file system hands a freed inode
+// number to the next file, and timestamps are as coarse as a clock tick, so
+// neither alone does); the connection decides when both match.
 func removeSame(path string, fi os.FileInfo) bool {
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -176,14 +180,18 @@ func removeSame(path string, fi os.FileInfo) bool {
 	if os.Rename(path, aside) != nil {
 		return false
 	}
-	now, err := os.Lstat(aside)
-	if err == nil && os.SameFile(fi, now) {
-		os.Remove(aside)
-		return true
+	if now, err := os.Lstat(aside); err == nil && os.SameFile(fi, now) && fi.ModTime().Equal(now.ModTime()) {
+		conn, err := net.DialTimeout("unix", aside, time.Second)
+		if err == nil {
+			conn.Close()
+		} else if errors.Is(err, unix.ECONNREFUSED) {
+			os.Remove(aside)
+			return true
+		}
 	}
-	// Another socket took the name between the judgement and the rename:
-	// it goes back (link fails only if yet another took the name, and that
-	// one is newer still).
+	// Another socket took the name between the judgement and the rename,
+	// or this one listens now: it goes back (link fails only if yet
+	// another took the name, and that one is newer still).
 	os.Link(aside, path)
 	os.Remove(aside)
 	return false

@@ -2,8 +2,13 @@ package control
 
 import (
 	"errors"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ucxfault/ucxfault/recording"
 )
@@ -38,5 +43,102 @@ func TestCheckIdentity(t *testing.T) {
 		if !tc.ok && !errors.Is(err, ErrWrongProcess) {
 			t.Errorf("%s: got %v, want ErrWrongProcess", tc.name, err)
 		}
+	}
+}
+
+// deadSocket leaves a socket file at SocketPath(dir, pid) that nobody
+// listens on, as a process killed with SIGKILL leaves it.
+func deadSocket(t *testing.T, dir string, pid int) Target {
+	t.Helper()
+	tg := Target{PID: pid, Path: SocketPath(dir, pid)}
+	l, err := net.Listen("unix", tg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	return tg
+}
+
+func TestRemoveIfStaleNeedsProof(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+
+	// No such pid, nobody listens: gone.
+	gone := deadSocket(t, dir, pidMax+1)
+	if ok, why := RemoveIfStale(gone); !ok || !strings.Contains(why, "no longer exists") {
+		t.Fatalf("socket of pid %d (above pid_max): removed %v (%q), want removed", gone.PID, ok, why)
+	}
+	// A live pid older than the socket, nobody listens: a process about
+	// to listen, kept.
+	self := deadSocket(t, dir, os.Getpid())
+	if ok, _ := RemoveIfStale(self); ok {
+		t.Fatal("the socket of a live process older than the socket was removed")
+	}
+	// The same socket made older than the process: the pid was reused.
+	if err := os.Chtimes(self.Path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := RemoveIfStale(self); !ok || !strings.Contains(why, "after the socket was created") {
+		t.Fatalf("socket older than its live pid: removed %v (%q), want removed", ok, why)
+	}
+	// Proven gone by pid, but someone listens: kept.
+	listening := Target{PID: pidMax + 2, Path: SocketPath(dir, pidMax+2)}
+	l, err := net.Listen("unix", listening.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if ok, _ := RemoveIfStale(listening); ok {
+		t.Fatal("a socket someone listens on was removed")
+	}
+	// The file judged is the one removed: a live socket that took the
+	// name since (here often with the same inode number) is put back.
+	judged := deadSocket(t, dir, pidMax+3)
+	fi, err := os.Lstat(judged.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(judged.Path)
+	l2, err := net.Listen("unix", judged.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if removeSame(judged.Path, fi) {
+		t.Fatal("removeSame removed a live socket that replaced the one judged")
+	}
+	if c, err := net.Dial("unix", judged.Path); err != nil {
+		t.Fatalf("the replacing socket is not back in place: %v", err)
+	} else {
+		c.Close()
+	}
+	// A dead socket that took the name since, told apart by its time, is
+	// put back too: it is not the file judged.
+	judged = deadSocket(t, dir, pidMax+4)
+	if fi, err = os.Lstat(judged.Path); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(judged.Path)
+	deadSocket(t, dir, pidMax+4)
+	if err := os.Chtimes(judged.Path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if removeSame(judged.Path, fi) {
+		t.Fatal("removeSame removed a socket other than the one judged")
+	}
+	if _, err := os.Lstat(judged.Path); err != nil {
+		t.Fatalf("the replacing socket is not back in place: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".ucx-fault-removing-*")); len(left) != 0 {
+		t.Fatalf("files left aside: %v", left)
 	}
 }
