@@ -337,11 +337,26 @@ func TestSafetyLiveProcessKeepsItsSocket(t *testing.T) {
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
 
-	if err := e.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(e.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// kill(2) returns before every thread has stopped: wait until each
+	// one (the control plane's too) shows state T.
+	waitFor(t, 10*time.Second, "every thread stopped", func() bool {
+		stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", e.PID))
+		for _, p := range stats {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return false
+			}
+			if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) == 0 || f[0] != "T" {
+				return false
+			}
+		}
+		return len(stats) > 0
+	})
 	r := h.ctl(t, "status", "--pid", strconv.Itoa(e.PID), "--timeout", "300ms")
-	e.Cmd.Process.Signal(syscall.SIGCONT)
+	syscall.Kill(e.PID, syscall.SIGCONT)
 	if want := fmt.Sprintf("pid %d: not answering", e.PID); r.code != 1 || !strings.Contains(r.stderr, want) {
 		t.Fatalf("status of a stopped process: exit %d, stderr %q; want %q", r.code, r.stderr, want)
 	}
