@@ -213,6 +213,7 @@ var Table = []Hook{
 	{
 		Name: "ucp_ep_close_nbx", Return: StatusPtr, Params: []Param{{"ucp_ep_h", "ep"}, param},
 		Endpoint: "ep", Param: "param", Callback: "send", ForceClose: true,
+		Before:    "ucxf_before_ep_close",
 		Faultable: true, ReturnsRequest: true, Summary: "close an endpoint",
 	},
 	{

@@ -220,11 +220,48 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
     ucp_err_handler_cb_t cb = NULL;
     void *arg               = NULL;
 
+    /* The handler's argument is what UCX gives it: ucp_ep_adjust_params
+     * (src/ucp/core/ucp_ep.c, 1.13.1) stores err_handler.arg, then
+     * user_data over it when UCP_EP_PARAM_FIELD_USER_DATA is set
+     * ("user_data overrides err_handler.arg", ucp_def.h), and
+     * ucp_ep_invoke_err_cb passes that one pointer. */
     if (params->field_mask & UCP_EP_PARAM_FIELD_ERR_HANDLER) {
         cb  = params->err_handler.cb;
         arg = params->err_handler.arg;
     }
+    if (params->field_mask & UCP_EP_PARAM_FIELD_USER_DATA) {
+        arg = params->user_data;
+    }
     ucxf_ep_set_info(*ep_p, worker, cb, arg);
+}
+
+UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-exec")));
+
+/*
+ * A killed endpoint's close ends as it does after a real peer death. With
+ * UCP_EP_CLOSE_FLAG_FORCE, ucp_ep_close_nbx (src/ucp/core/ucp_ep.c, 1.13.1)
+ * discards the lanes and returns UCS_OK whether or not the peer is alive:
+ * the real close runs and its result is the application's (ucxf_enter lets
+ * it through). A close in flush mode fails with the endpoint's code, as the
+ * flush of a failed endpoint does (ucxf_fault_ep_close). Either way the
+ * handler of a kill not yet delivered runs first, from the progress UCX
+ * would make while closing.
+ */
+void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    ucxf_forced_close = NULL;
+    if (UCXF_LIKELY(!__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->kills)) {
+        return;
+    }
+    if (ucxf_ep_kill_code(ep) < 0) {
+        void *worker = ucxf_ep_worker(ep);
+        if (worker != NULL) {
+            ucxf_before_worker_progress(worker);
+        }
+        if ((param->op_attr_mask & UCP_OP_ATTR_FIELD_FLAGS) && (param->flags & UCP_EP_CLOSE_FLAG_FORCE)) {
+            ucxf_forced_close = ep;
+        }
+    }
 }
 
 /*

@@ -1141,6 +1141,8 @@ ucs_status_ptr_t ucp_ep_close_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     __typeof__(ucp_ep_close_nbx) *real = (__typeof__(ucp_ep_close_nbx) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NBX], __ATOMIC_ACQUIRE);
+
+    ucxf_before_ep_close(ep, param);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CLOSE_NBX])) {
         return real(ep, param);
     }

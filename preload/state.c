@@ -909,6 +909,11 @@ int ucxf_enter(struct ucxf_call *c)
         /* A killed endpoint fails every later operation at once, as UCX
          * does once it has seen its peer die. */
         code = ucxf_ep_kill_code(c->ep);
+        if (code < 0 && h == UCXF_HOOK_EP_CLOSE_NBX && ucxf_forced_close == c->ep) {
+            /* Forced close of a dead endpoint: UCX's succeeds, so the
+             * real one runs (ucxf_before_ep_close). */
+            return 0;
+        }
         if (code < 0) {
             goto inject;
         }

@@ -228,6 +228,10 @@ void ucxf_defer_done(struct ucxf_call *c, int attached);
 void ucxf_progress_deliver(ucp_worker_h worker);
 void ucxf_request_forget(void *request);
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param);
+/* The endpoint of this thread's ucp_ep_close_nbx in progress when it is a
+ * forced close of a killed endpoint (ucxf_before_ep_close), else NULL. */
+extern UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-exec")));
 ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const ucp_request_param_t *),
                                      ucp_ep_h ep, const ucp_request_param_t *param, int code);
 
