@@ -223,6 +223,38 @@ type Rule struct {
 	SetAt time.Time `json:"set_at"`
 }
 
+// NamedHooks returns the hooks the rule names one by one in its hooks=
+// list; none for the default list or hooks=all.
+func (r *Rule) NamedHooks() []hooks.ID {
+	if r.HookNames == nil || (len(r.HookNames) == 1 && r.HookNames[0] == "all") {
+		return nil
+	}
+	return r.Hooks
+}
+
+// SwitchOnNamedHooks turns on in s every hook that one of rules names (see
+// NamedHooks): naming a hook in a rule is as explicit as --hooks, so an
+// opt-in hook (ucp_ep_create, ucp_mem_map) or one switched off does not
+// leave the rule inert. The hook stays on when the rule is deleted, as
+// after `hook enable`. It returns the names of the hooks it switched on, in
+// table order.
+func SwitchOnNamedHooks(s *Settings, rules []Rule) []string {
+	var on []string
+	for id := range hooks.Table {
+		if s.HookEnabled[id] {
+			continue
+		}
+		for i := range rules {
+			if slices.Contains(rules[i].NamedHooks(), hooks.ID(id)) {
+				s.HookEnabled[id] = true
+				on = append(on, hooks.Table[id].Name)
+				break
+			}
+		}
+	}
+	return on
+}
+
 // Windowed reports whether the rule has a time window.
 func (r *Rule) Windowed() bool { return r.After > 0 || r.For > 0 }
 
@@ -574,7 +606,11 @@ func applyRules(next *Settings, req *Request, nextID *int, now time.Time) (strin
 		if len(texts) == 0 {
 			return "rules cleared", nil
 		}
-		return strings.Join(texts, "; "), nil
+		msg := strings.Join(texts, "; ")
+		if on := SwitchOnNamedHooks(next, rs); len(on) > 0 {
+			msg += "; named by the rule, now on: " + strings.Join(on, ", ")
+		}
+		return msg, nil
 	case RuleOpDel:
 		if req.RuleID == nil {
 			return "", fmt.Errorf("%w: rules del needs field \"rule_id\"", ErrInvalid)

@@ -323,6 +323,9 @@ func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
 			r.ID, r.SetAt = i+1, now
 			s.Rules = append(s.Rules, *r)
 		}
+		// After UCX_FAULT_HOOKS: a hook a rule names is on whatever the
+		// list says.
+		SwitchOnNamedHooks(&s, s.Rules)
 	}
 	if v := getenv(EnvEnabled); v != "" {
 		if s.Enabled, err = ParseBool(v); err != nil {

@@ -251,8 +251,42 @@ func (o *injectOptions) summary() string {
 	}
 	if len(o.rules) > 0 {
 		parts = append(parts, "rules: "+strings.Join(o.rules, "; "))
+		if on := o.hooksNamedByRules(); len(on) > 0 {
+			parts = append(parts, "on because a rule names them: "+strings.Join(on, ", "))
+		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// hooksNamedByRules lists the hooks that would be off (opt-in, or left out
+// of --hooks) and that the rules switch on by naming them, as the injector
+// does when it reads its environment (control.FromEnv). The options have
+// been checked already.
+func (o *injectOptions) hooksNamedByRules() []string {
+	s := control.DefaultSettings()
+	if o.hooks != "" {
+		ids, err := hooks.ParseFaultList(o.hooks)
+		if err != nil {
+			return nil
+		}
+		for i := range s.HookEnabled {
+			s.HookEnabled[i] = false
+		}
+		for _, id := range ids {
+			s.HookEnabled[id] = true
+		}
+	}
+	var rules []control.Rule
+	for _, text := range o.rules {
+		rs, err := control.ParseRules(text)
+		if err != nil {
+			return nil
+		}
+		for _, r := range rs {
+			rules = append(rules, *r)
+		}
+	}
+	return control.SwitchOnNamedHooks(&s, rules)
 }
 
 // joinPreload puts lib first and keeps an existing LD_PRELOAD.
