@@ -300,9 +300,9 @@ func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
 		}
 		return nil, fmt.Errorf("sending to %s: %w", path, werr)
 	}
-	respLine, err := readLine(br)
+	respLine, err := readAnswer(br, path)
 	if err != nil {
-		return nil, fmt.Errorf("reading response from %s: %w", path, err)
+		return nil, err
 	}
 	var resp Response
 	if err := json.Unmarshal(respLine, &resp); err != nil {

@@ -123,7 +123,15 @@ func (e *Engine) handle(req *Request) (string, error) {
 		after []func()
 	)
 	switch req.Cmd {
-	case CmdStatus, CmdRecordDump:
+	case CmdStatus:
+		return "", nil
+	case CmdRecordDump:
+		if req.Count < 0 {
+			return "", fmt.Errorf("%w: record_dump count %d (accepted: 0 = all, or the newest N)", ErrInvalid, req.Count)
+		}
+		if req.Chunk < 0 || req.Chunk > MaxChunk {
+			return "", fmt.Errorf("%w: record_dump chunk %d (accepted: 0 = one line, or 1 to %d calls per line)", ErrInvalid, req.Chunk, MaxChunk)
+		}
 		return "", nil
 	case CmdToggle:
 		next.Enabled = !next.Enabled

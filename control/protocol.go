@@ -60,6 +60,10 @@ type Request struct {
 	On    *bool    `json:"on,omitempty"`
 	// Count limits record_dump to the newest Count calls (0 = all).
 	Count int `json:"count,omitempty"`
+	// Chunk, for record_dump, asks for the calls in lines of at most Chunk
+	// calls each, after a header line (1 to MaxChunk; 0 = the whole
+	// recording in one response line). See DumpRecording.
+	Chunk int `json:"chunk,omitempty"`
 	// Schedule is the replay to load (replay).
 	Schedule *WireReplay `json:"schedule,omitempty"`
 	// Mode is immediate or deferred (mode).
@@ -102,6 +106,9 @@ type Response struct {
 	Message   string             `json:"message,omitempty"`
 	Status    *Status            `json:"status,omitempty"`
 	Recording *recording.Process `json:"recording,omitempty"`
+	// Stream, in the header of a chunked record_dump, says how many calls
+	// and chunk lines follow; Recording then carries no calls.
+	Stream *Stream `json:"stream,omitempty"`
 }
 
 // Status describes one injected process.

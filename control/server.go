@@ -170,12 +170,30 @@ func serveConn(conn net.Conn, e *Engine) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		resp, ok := e.HandleLine(line)
-		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := conn.Write(resp); err != nil || !ok {
+		if !respond(conn, e, line) {
 			return
 		}
 	}
+}
+
+// respond answers one request line on conn: one response line, or for a
+// chunked record_dump a header and its chunk lines (writeChunked). It
+// reports whether the connection may carry on.
+func respond(conn net.Conn, e *Engine, line []byte) bool {
+	req, err := ParseRequest(line)
+	if err != nil {
+		r := Response{Error: err.Error()}
+		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		conn.Write(r.Encode())
+		return false
+	}
+	r := e.Handle(req)
+	if req.Cmd == CmdRecordDump && req.Chunk > 0 && r.OK && r.Recording != nil {
+		return writeChunked(conn, r, req.Chunk) == nil
+	}
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err = conn.Write(r.Encode())
+	return err == nil && r.OK
 }
 
 // Listen creates the control socket at path with mode 0600, replacing a

@@ -4,6 +4,7 @@
 package recording
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -224,14 +225,82 @@ func (f *File) Validate() error {
 	return nil
 }
 
-// Write encodes f, indented, to w.
+// Write encodes f, indented, to w. It writes what json.Encoder with
+// SetIndent("", " ") writes, one call at a time: a recording of millions of
+// calls is never held encoded in memory (the encoder would hold it twice,
+// about 5 GB for 4 million calls).
 func (f *File) Write(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", " ")
-	if err := enc.Encode(f); err != nil {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	err := f.encode(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		return fmt.Errorf("writing recording: %w", err)
 	}
 	return nil
+}
+
+// encode writes f field by field. It relies on Processes and Calls being
+// the last fields of their structs; should that change, it encodes f whole.
+func (f *File) encode(w *bufio.Writer) error {
+	const fileTail, procTail = "\"processes\": null\n}", "\"calls\": null\n  }"
+	head := *f
+	head.Processes = nil
+	hb, err := json.MarshalIndent(head, "", " ")
+	if err != nil {
+		return err
+	}
+	if f.Processes == nil || !bytes.HasSuffix(hb, []byte(fileTail)) {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", " ")
+		return enc.Encode(f)
+	}
+	w.Write(hb[:len(hb)-len(fileTail)])
+	w.WriteString("\"processes\": [")
+	for i := range f.Processes {
+		p := f.Processes[i]
+		calls := p.Calls
+		p.Calls = nil
+		pb, err := json.MarshalIndent(p, "  ", " ")
+		if err != nil {
+			return err
+		}
+		if !bytes.HasSuffix(pb, []byte(procTail)) {
+			return fmt.Errorf("encoding process %d: unexpected layout", p.PID)
+		}
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		w.WriteString("\n  ")
+		w.Write(pb[:len(pb)-len(procTail)])
+		switch {
+		case calls == nil:
+			w.WriteString("\"calls\": null")
+		case len(calls) == 0:
+			w.WriteString("\"calls\": []")
+		default:
+			w.WriteString("\"calls\": [")
+			for j := range calls {
+				cb, err := json.MarshalIndent(&calls[j], "    ", " ")
+				if err != nil {
+					return err
+				}
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				w.WriteString("\n    ")
+				w.Write(cb)
+			}
+			w.WriteString("\n   ]")
+		}
+		w.WriteString("\n  }")
+	}
+	if len(f.Processes) > 0 {
+		w.WriteString("\n ")
+	}
+	_, err = w.WriteString("]\n}\n")
+	return err
 }
 
 // WriteFile writes f to path atomically (a temporary file renamed into

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
@@ -69,7 +71,7 @@ docs/recording-format.md) to -o FILE or to standard output.`,
 			if fileBackend() {
 				return usagef("record-dump needs the socket backend: the file backend carries no data back")
 			}
-			results, err := sendAll(c.ErrOrStderr(), &control.Request{Cmd: control.CmdRecordDump, Count: count})
+			results, err := dumpAll(c.ErrOrStderr(), count)
 			if err != nil && len(results) == 0 {
 				return err
 			}
@@ -118,6 +120,38 @@ docs/recording-format.md) to -o FILE or to standard output.`,
 	dump.Flags().IntVar(&count, "count", 0, "only the newest N calls of each process (0 = all)")
 	dump.Flags().StringVarP(&output, "output", "o", "", "write to FILE instead of standard output")
 	return []*cobra.Command{toggle, clear, dump}
+}
+
+// progressMin is the size of a recording from which record-dump reports
+// its progress (about 200 MB of JSON).
+const progressMin = 1 << 20
+
+// dumpHeaderWait is the least time record-dump waits for a process to
+// build its recording and start sending it: about 2 s per million calls on
+// a 2-vCPU VM, and the call log may hold 2^28.
+const dumpHeaderWait = 60 * time.Second
+
+// dumpAll fetches every target's recording in chunks (control.DumpAll),
+// reporting on stderr, for large recordings, each quarter that arrives.
+func dumpAll(stderr io.Writer, count int) ([]control.Result, error) {
+	list, err := targets(stderr)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	shown := map[int]int{}
+	progress := func(t control.Target, got, total int) {
+		if total < progressMin {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if q := got * 4 / total; q > shown[t.PID] {
+			shown[t.PID] = q
+			fmt.Fprintf(stderr, "pid %d: %d of %d calls received\n", t.PID, got, total)
+		}
+	}
+	return collect(stderr, control.DumpAll(list, count, max(global.timeout, dumpHeaderWait), progress), control.CmdRecordDump)
 }
 
 func totalCalls(f *recording.File) int {

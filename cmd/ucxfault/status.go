@@ -172,7 +172,11 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 			fmt.Fprintf(w, "pid %d: %d requests in flight on killed endpoints completed with the kill's code\n", st.PID, st.KilledRequests)
 		}
 		if st.RecordsLost > 0 {
-			fmt.Fprintf(w, "pid %d: %d records overwritten (raise UCX_FAULT_RECORD_CAPACITY)\n", st.PID, st.RecordsLost)
+			// The log keeps the newest calls; record-dump sends all it
+			// holds, whatever its size, so a larger log is only a matter
+			// of memory (about 300 bytes per record in the process while it is dumped).
+			fmt.Fprintf(w, "pid %d: the call log keeps the newest %d calls, %d older ones were overwritten (to keep more, start the program with a larger %s)\n",
+				st.PID, st.Records, st.RecordsLost, control.EnvRecordCapacity)
 		}
 	}
 	if !detailed {

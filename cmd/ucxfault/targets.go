@@ -99,7 +99,12 @@ func sendAll(stderr io.Writer, req *control.Request) ([]control.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	results := control.Broadcast(list, req, global.timeout)
+	return collect(stderr, control.Broadcast(list, req, global.timeout), req.Cmd)
+}
+
+// collect reports on stderr the processes that could not be reached or
+// refused cmd, and fails after all answers are in if any did.
+func collect(stderr io.Writer, results []control.Result, cmd string) ([]control.Result, error) {
 	var failed int
 	var ok []control.Result
 	for _, r := range results {
@@ -118,7 +123,7 @@ func sendAll(stderr io.Writer, req *control.Request) ([]control.Result, error) {
 		}
 	}
 	if failed > 0 {
-		return ok, fmt.Errorf("%d of %d processes did not apply %s", failed, len(results), req.Cmd)
+		return ok, fmt.Errorf("%d of %d processes did not apply %s", failed, len(results), cmd)
 	}
 	return ok, nil
 }
