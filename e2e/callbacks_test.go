@@ -49,6 +49,8 @@ func TestCallbackArgumentsAsUCXGives(t *testing.T) {
 			e := h.startProg(t, []string{"--mode", "deferred", "--rule", "hooks=ucp_tag_send_nbx,ucp_tag_recv_nbx codes=IO_ERROR"},
 				prog, tc.mode)
 			h.mustCtl(t, "kill-ep", "0", "--code", "CONNECTION_RESET")
+			waitFor(t, 30*time.Second, "the error handler", func() bool { return strings.Contains(e.Output(), "DONE") })
+			e.Cmd.Process.Signal(os.Interrupt)
 			out := e.Wait(t, 30*time.Second)
 			got := cbLine.FindAllStringSubmatch(out, -1)
 			if len(got) != 2 {
@@ -114,7 +116,14 @@ func TestKillEndpointUCXHelloWorld(t *testing.T) {
 	waitFor(t, 30*time.Second, "the server to wait for its client", func() bool {
 		return strings.Contains(srv.out.String(), "Waiting for client is terminated")
 	})
-	h.mustCtl(t, "kill-ep", "0", "--code", "CONNECTION_RESET")
+	// The server ends as soon as its handler has run, possibly before
+	// the injector has written its answer to kill-ep: a connection closed
+	// without an answer is then no error (what the server prints below
+	// proves the kill).
+	if r := h.ctl(t, "kill-ep", "0", "--code", "CONNECTION_RESET"); r.code != 0 && !strings.Contains(r.stderr, "EOF") &&
+		!strings.Contains(r.stderr, "connection reset") && !strings.Contains(r.stderr, "stale control socket") {
+		t.Fatalf("kill-ep: exit %d\n%s", r.code, r.stderr)
+	}
 	out := srv.wait(t, 30*time.Second)
 	for _, want := range []string{"failure handler called with status -25", "flush_ep completed with status -25"} {
 		if !strings.Contains(out, want) {

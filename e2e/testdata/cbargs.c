@@ -18,11 +18,22 @@
  *
  * where <who> is arg, user_data, unset (the pointer left in a field whose
  * mask bit is clear), null or other. After READY it progresses until the
- * error handler runs (kill-ep), at most 60 s, then exits 0.
+ * error handler runs (kill-ep), at most 60 s, prints DONE, and waits for
+ * SIGINT or SIGTERM (at most 60 s more) to exit 0, so that the process is
+ * still there to answer the kill-ep request.
  */
 #include "fixture.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
 
 #define CB_MSG (256 * 1024) /* rendezvous: both operations return a request */
 
@@ -151,6 +162,8 @@ int main(int argc, char **argv)
     wait_req(worker, sreq, &sent, "send");
     wait_req(worker, rreq, &received, "receive");
 
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     printf("READY pid=%d\n", (int)getpid());
     fflush(stdout);
     deadline = fx_now_us() + 60000000ull;
@@ -161,5 +174,10 @@ int main(int argc, char **argv)
         }
     }
     printf("DONE failed=%d\n", ep_failed);
+    fflush(stdout);
+    deadline = fx_now_us() + 60000000ull;
+    while (!stop && fx_now_us() < deadline) {
+        fx_sleep_ms(10);
+    }
     return 0;
 }
