@@ -18,6 +18,7 @@
 #include "ucxfault.h"
 #include "record.h"
 #include "rules.h"
+#include "ucx_object.h"
 
 void *ucxf_real[UCXF_NUM_HOOKS];
 
@@ -206,26 +207,6 @@ void ucxf_rule_stats_sum(struct ucxf_rule_counters *out)
 /* ------------------------------------------------------------------ */
 /* Resolution of the real functions                                     */
 /* ------------------------------------------------------------------ */
-
-/*
- * Whether the object at path is part of UCX: libucp, libucs, libuct or
- * libucm, under its usual name (libucp.so.0) or a renamed copy
- * (libucp-3f2a1b9c.so.0.0.0, as Python wheels bundle it). Sets *libucp for
- * a libucp.
- */
-static int ucxf_is_ucx_object(const char *path, int *libucp)
-{
-    const char *base = strrchr(path, '/');
-
-    base = base != NULL ? base + 1 : path;
-    *libucp = 0;
-    if (strncmp(base, "libuc", 5) != 0 || strchr("pstm", base[5]) == NULL || base[5] == '\0' ||
-        (base[6] != '.' && base[6] != '-') || strstr(base, ".so") == NULL) {
-        return 0;
-    }
-    *libucp = base[5] == 'p';
-    return 1;
-}
 
 struct ucxf_scan {
     struct ucxf_ranges *ranges;
