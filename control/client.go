@@ -12,11 +12,12 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ucxfault/ucxfault/internal/proc"
 )
 
 // DefaultSocketDir is where sockets live unless UCX_FAULT_SOCKET_DIR says
@@ -145,8 +146,8 @@ func RemoveIfStale(t Target) (bool, string) {
 		return false, ""
 	}
 	why := fmt.Sprintf("process %d no longer exists", t.PID)
-	if processExists(t.PID) {
-		started, err := processStartWall(t.PID)
+	if proc.Alive(t.PID) {
+		started, err := proc.StartWall(t.PID)
 		if err != nil || !started.After(fi.ModTime()) {
 			return false, ""
 		}
@@ -195,76 +196,6 @@ func removeSame(path string, fi os.FileInfo) bool {
 	os.Link(aside, path)
 	os.Remove(aside)
 	return false
-}
-
-func processExists(pid int) bool {
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
-}
-
-// userHZ is the unit of the start time in /proc/PID/stat (USER_HZ, 100 on
-// every Linux architecture).
-const userHZ = 100
-
-// processStartWall is when pid started, on the wall clock: /proc/stat's
-// btime plus field 22 of /proc/PID/stat. btime is in whole seconds and
-// rounded down, so the result is never later than the true start.
-func processStartWall(pid int) (time.Time, error) {
-	ticks, err := ProcessStartTime(pid)
-	if err != nil {
-		return time.Time{}, err
-	}
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return time.Time{}, fmt.Errorf("reading boot time: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("parsing boot time: %w", err)
-			}
-			return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / userHZ), nil
-		}
-	}
-	return time.Time{}, errors.New("reading boot time: no btime in /proc/stat")
-}
-
-// ProcessStartTime reads field 22 of /proc/PID/stat: the start time in
-// clock ticks since boot. With the pid it identifies one process.
-func ProcessStartTime(pid int) (uint64, error) {
-	return startTime(fmt.Sprintf("/proc/%d/stat", pid))
-}
-
-// SelfStartTime is ProcessStartTime of the calling process. It reads
-// /proc/self, which names this process even where /proc/<getpid()> does
-// not (a process in a pid namespace of its own under the host's /proc).
-func SelfStartTime() (uint64, error) {
-	return startTime("/proc/self/stat")
-}
-
-func startTime(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("reading process start time: %w", err)
-	}
-	// The command name (field 2) may hold spaces and parentheses: parse
-	// after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parsing %s: no command field", path)
-	}
-	fields := strings.Fields(s[i+1:])
-	// fields[0] is field 3 (state); field 22 is fields[19].
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("parsing %s: %d fields", path, len(fields)+2)
-	}
-	v, err := strconv.ParseUint(fields[19], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parsing %s start time: %w", path, err)
-	}
-	return v, nil
 }
 
 // ErrStale is returned by Send when nobody listens on the socket (the
@@ -318,7 +249,7 @@ var ErrWrongProcess = errors.New("control socket answered by another process")
 
 // CheckIdentity checks that resp, read from t's socket, comes from the
 // process that holds t.PID now: the pid it reports is t.PID and its start
-// time (field 22 of /proc/PID/stat, see ProcessStartTime) is the one /proc
+// time (field 22 of /proc/PID/stat, see proc.StartTime) is the one /proc
 // shows for t.PID. They differ when the answering process lives in another
 // pid namespace that shares the socket directory, or when the socket file
 // was moved or linked. A response without a status or a recording (an error
@@ -344,7 +275,7 @@ func CheckIdentity(t Target, resp *Response) error {
 	if start == 0 {
 		return nil // the process could not read its own start time
 	}
-	now, err := ProcessStartTime(t.PID)
+	now, err := proc.StartTime(t.PID)
 	if err != nil {
 		return fmt.Errorf("%w: pid %d answered on %s, but here it is no process (another pid namespace?): %v", ErrWrongProcess, t.PID, t.Path, err)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ucxfault/ucxfault/internal/proc"
 )
 
 // The file backend is the original tool's IPC for setups where sockets are
@@ -245,12 +247,12 @@ func ReadStates(dir string) (states []Status, removed []int, err error) {
 		if err := json.Unmarshal(b, &st); err != nil {
 			continue
 		}
-		if !processExists(pid) {
+		if !proc.Alive(pid) {
 			os.Remove(path)
 			removed = append(removed, pid)
 			continue
 		}
-		if cur, err := ProcessStartTime(pid); err == nil && st.StartTime != 0 && cur != st.StartTime {
+		if cur, err := proc.StartTime(pid); err == nil && st.StartTime != 0 && cur != st.StartTime {
 			os.Remove(path)
 			removed = append(removed, pid)
 			continue

@@ -2,6 +2,8 @@
 // the newline-delimited JSON protocol spoken over each process's Unix socket
 // (documented in docs/protocol.md), the engine that applies requests inside
 // the injected process, and the client the CLI uses to reach processes.
+// What it knows of a process from outside (its start time, whether it is
+// alive) it reads through internal/proc.
 package control
 
 import (
