@@ -19,6 +19,7 @@ import (
 
 	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/recording"
 )
 
@@ -78,28 +79,13 @@ func newCBackend() *cBackend {
 			b.recCap = n
 		}
 	}
-	b.startTime, _ = control.SelfStartTime()
+	b.startTime, _ = proc.SelfStartTime()
 	b.host, _ = os.Hostname()
-	b.rank = launcherRank()
-	if raw, err := os.ReadFile("/proc/self/cmdline"); err == nil {
-		b.command = strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-	}
+	b.rank = proc.SelfRank()
+	b.command, _ = proc.SelfCommand()
 	b.ipc, _ = control.ParseBackend(os.Getenv(control.EnvIPCBackend))
 	b.rules.startNS = uint64(C.ucxf_rules_now_ns())
 	return b
-}
-
-// launcherRank reads the process's rank from the launcher's environment
-// (Open MPI, PMIx, MPICH/PMI, Slurm), or -1.
-func launcherRank() int {
-	for _, name := range []string{"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"} {
-		if v := os.Getenv(name); v != "" {
-			if n, err := strconv.Atoi(v); err == nil {
-				return n
-			}
-		}
-	}
-	return -1
 }
 
 func (b *cBackend) cBytes(n int) unsafe.Pointer {
