@@ -3,9 +3,7 @@ package observer
 import (
 	"encoding/binary"
 	"errors"
-	"os"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -225,62 +223,6 @@ func TestCapabilityError(t *testing.T) {
 		err := capabilityError(caps)
 		if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), want) {
 			t.Errorf("caps %#x: %v, want ErrPermission saying %q", caps, err, want)
-		}
-	}
-}
-
-func TestParseMaps(t *testing.T) {
-	data := []byte(`55d4c0a00000-55d4c0a02000 r--p 00000000 08:01 1234 /usr/bin/rma
-55d4c0a02000-55d4c0a04000 r-xp 00002000 08:01 1234 /usr/bin/rma
-7f10a0000000-7f10a0020000 r--p 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libucp.so.0.0.0
-7f10a0020000-7f10a00a0000 r-xp 00020000 08:01 42 /usr/lib/x86_64-linux-gnu/libucp.so.0.0.0
-7f10b0020000-7f10b00a0000 r-xp 00020000 08:01 43 /usr/lib/x86_64-linux-gnu/libucs.so.0.0.0 (deleted)
-7f10c0020000-7f10c00a0000 r-xp 00020000 08:01 44 /usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0.0.0
-7f10d0020000-7f10d00a0000 r-xp 00020000 08:01 45 /usr/lib/x86_64-linux-gnu/libucm.so.0.0.0
-7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
-`)
-	maps := parseMaps(data)
-	if len(maps) != 8 {
-		t.Fatalf("%d mappings, want 8", len(maps))
-	}
-	path, ok := libucpPath(maps)
-	if !ok || path != "/usr/lib/x86_64-linux-gnu/libucp.so.0.0.0" {
-		t.Errorf("libucpPath = %q, %v", path, ok)
-	}
-	want := []ucxRange{
-		{0x7f10a0020000, 0x7f10a00a0000},
-		{0x7f10b0020000, 0x7f10b00a0000},
-		{0x7f10c0020000, 0x7f10c00a0000},
-	}
-	if got := ucxRanges(maps); !reflect.DeepEqual(got, want) {
-		t.Errorf("ucxRanges = %x, want %x", got, want)
-	}
-	if _, ok := libucpPath(maps[:2]); ok {
-		t.Error("libucpPath found libucp in a process without it")
-	}
-}
-
-func TestRankFromEnviron(t *testing.T) {
-	if r := rankFromEnviron([]byte("A=1\x00OMPI_COMM_WORLD_RANK=3\x00")); r != 3 {
-		t.Errorf("rank %d, want 3", r)
-	}
-	if r := rankFromEnviron([]byte("PMIX_RANK=x\x00")); r != 0 {
-		t.Errorf("rank %d, want 0", r)
-	}
-}
-
-func TestTgidOf(t *testing.T) {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Skip(err)
-	}
-	for _, task := range tasks {
-		tid, err := strconv.Atoi(task.Name())
-		if err != nil {
-			continue
-		}
-		if tgid, ok := tgidOf(tid); !ok || tgid != os.Getpid() {
-			t.Errorf("tgidOf(%d) = %d, %v; want %d", tid, tgid, ok, os.Getpid())
 		}
 	}
 }

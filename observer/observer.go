@@ -1,6 +1,8 @@
 // Package observer watches a running UCX application with eBPF: a uprobe and
 // a uretprobe on every hooked ucp_* function of the libucp the process has
-// mapped (one row of hooks.Table each) report every application call, its
+// mapped (under its usual name or a renamed copy such as a Python wheel's
+// libucp-<hash>.so; internal/proc reads the process's map and says which
+// files are UCX), one row of hooks.Table each, report every application call, its
 // arguments, its return value and its duration, and the observer turns them
 // into a recording (recording.SourceObserver) of what really happened,
 // without touching the process.
@@ -35,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/recording"
 )
 
@@ -144,10 +147,10 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 			return nil, fmt.Errorf("observing: %w", err)
 		}
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil || !processAlive(pid) {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil || !proc.Alive(pid) {
 		return nil, fmt.Errorf("%w: %d", ErrNoProcess, pid)
 	}
-	if tgid, ok := tgidOf(pid); ok {
+	if tgid, err := proc.Tgid(pid); err == nil {
 		pid = tgid // the probes and the filter work per process
 	}
 	if err := CheckSupport(); err != nil {
@@ -218,7 +221,7 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	// namespace (a container) is probed in its own libucp.
 	ex, err := link.OpenExecutable(fmt.Sprintf("/proc/%d/root%s", pid, libPath))
 	if err != nil {
-		if !processAlive(pid) {
+		if !proc.Alive(pid) {
 			return nil, fmt.Errorf("%w: %d exited", ErrNoProcess, pid)
 		}
 		return nil, fmt.Errorf("opening %s: %w", libPath, err)
@@ -310,7 +313,7 @@ func waitForLibucp(ctx context.Context, pid int, wait bool) ([]mapping, string, 
 	defer tick.Stop()
 	for {
 		maps, err := readMaps(pid)
-		if err != nil && (!wait || !processAlive(pid)) {
+		if err != nil && (!wait || !proc.Alive(pid)) {
 			return nil, "", err
 		}
 		// (While the process execs, its map may briefly be unreadable.)
@@ -320,7 +323,7 @@ func waitForLibucp(ctx context.Context, pid int, wait bool) ([]mapping, string, 
 		if !wait {
 			return nil, "", fmt.Errorf("%w: process %d has no libucp.so mapped (--wait, or Options.Wait, waits for it)", ErrNoLibucp, pid)
 		}
-		if !processAlive(pid) {
+		if !proc.Alive(pid) {
 			return nil, "", fmt.Errorf("%w: %d exited before loading libucp", ErrNoProcess, pid)
 		}
 		select {
@@ -332,7 +335,7 @@ func waitForLibucp(ctx context.Context, pid int, wait bool) ([]mapping, string, 
 }
 
 func (s *Session) attachError(fn, lib string, err error) error {
-	if !processAlive(s.pid) {
+	if !proc.Alive(s.pid) {
 		return fmt.Errorf("%w: %d exited while attaching", ErrNoProcess, s.pid)
 	}
 	return fmt.Errorf("attaching probes to %s in %s: %w", fn, lib, err)
@@ -397,7 +400,7 @@ func (s *Session) watchExit() {
 				return
 			}
 		} else {
-			if !processAlive(s.pid) {
+			if !proc.Alive(s.pid) {
 				close(s.exited)
 				return
 			}

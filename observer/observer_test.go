@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/internal/testutil"
 	"github.com/ucxfault/ucxfault/observer"
 	"github.com/ucxfault/ucxfault/recording"
@@ -410,5 +414,65 @@ func waitOps(t *testing.T, ex *testutil.Example, n int) {
 			t.Fatalf("the example printed fewer than %d operations in 30 s", n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestObserveRenamedLibucp observes a process whose only libucp is a
+// renamed copy, as a Python wheel bundles it (libucp-<hash>.so.0), and
+// that no launcher started: the probes go on the copy, and the recording
+// says rank -1.
+func TestObserveRenamedLibucp(t *testing.T) {
+	testutil.RequireBPF(t)
+	bin := testutil.BuildExample(t)
+	sys, _ := filepath.Glob("/usr/lib*/*/libucp.so.0")
+	if len(sys) == 0 {
+		sys, _ = filepath.Glob("/usr/lib*/libucp.so.0")
+	}
+	if len(sys) == 0 {
+		t.Skip("no libucp.so.0 under /usr/lib to copy (install libucx-dev)")
+	}
+	lib, err := os.ReadFile(sys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "libucp-deadbeef.so.0")
+	if err := os.WriteFile(copyPath, lib, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Preloaded, the copy (whose SONAME is still libucp.so.0) satisfies
+	// the example's dependency on libucp.so.0, so the system's file is
+	// never mapped.
+	cmd := exec.Command(bin, "--ops", "5", "--seq", "put", "--wait-before-start-ms", "2000", "--quiet")
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != "LD_PRELOAD" && !slices.Contains(proc.RankVars, name) {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "LD_PRELOAD="+copyPath)
+	ex := testutil.StartCmd(t, cmd)
+	maps, err := proc.Maps(ex.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := proc.LibucpCopies(maps); !slices.Equal(got, []string{copyPath}) {
+		t.Fatalf("the example maps libucp files %q, want only %s", got, copyPath)
+	}
+	s, err := observer.Start(&observer.Options{PID: ex.PID})
+	if err != nil {
+		t.Fatalf("Start on a renamed libucp: %v", err)
+	}
+	ex.Wait(t, 2*time.Minute)
+	f, st, err := s.Stop()
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	p := &f.Processes[0]
+	requireComplete(t, p, st)
+	if got := countFn(p)["ucp_put_nbx"]; got != 5 {
+		t.Errorf("%d puts recorded from the renamed copy, want 5", got)
+	}
+	if p.Rank != -1 {
+		t.Errorf("recording of a process no launcher started has rank %d, want -1", p.Rank)
 	}
 }
