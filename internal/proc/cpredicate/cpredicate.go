@@ -5,7 +5,7 @@
 package cpredicate
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../../preload -Wall -Wextra -Werror
+#cgo CFLAGS: -I${SRCDIR}/../../../preload
 #include <stdlib.h>
 #include "ucx_object.h"
 
