@@ -2,7 +2,7 @@
  * Which mapped objects are part of UCX. Kept apart from the rest of the
  * injector, with no dependency on it, so that the Go twin of this
  * predicate (proc.IsUCXLibrary in internal/proc) can be tested against it
- * by compiling this very header (internal/proc/cpredicate).
+ * by compiling this very header (internal/proc/predicate_test.go).
  */
 #ifndef UCXF_UCX_OBJECT_H
 #define UCXF_UCX_OBJECT_H

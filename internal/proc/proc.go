@@ -7,8 +7,8 @@
 // The CLI, the control client, the observer and the Go half of the
 // injector use it. The injector's C half, which runs inside the
 // application before Go may be called, has its own small predicate for UCX
-// libraries (preload/ucx_object.h); a table test (internal/proc/cpredicate)
-// holds that predicate and IsUCXLibrary to the same answers.
+// libraries (preload/ucx_object.h); a table test (TestPredicatesAgree)
+// builds that header and holds it and IsUCXLibrary to the same answers.
 package proc
 
 import (
@@ -316,8 +316,8 @@ func ParseMaps(data []byte) []Mapping {
 // keeps the injector's table of code ranges small.
 //
 // This is the Go twin of ucxf_is_ucx_object (preload/ucx_object.h), which
-// the injector uses where it cannot call Go; TestPredicatesAgree in
-// internal/proc/cpredicate holds the two to the same answers.
+// the injector uses where it cannot call Go; TestPredicatesAgree builds
+// that header and holds the two to the same answers.
 func IsUCXLibrary(path string) (ucx, libucp bool) {
 	base := filepath.Base(path)
 	if len(base) < 7 || !strings.HasPrefix(base, "libuc") || !strings.ContainsRune("pstm", rune(base[5])) ||
