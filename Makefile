@@ -19,6 +19,20 @@ CFILES  := $(wildcard preload/*.c preload/*.h)
 # Bounded fuzzing inside `make test`; `make fuzz` runs longer.
 FUZZTIME ?= 10s
 
+# UCX is found with pkg-config: Debian's libucx-dev and a source install both
+# ship ucx.pc, so `PKG_CONFIG_PATH=/opt/ucx/lib/pkgconfig make test` builds and
+# tests against another UCX. Its headers are system headers to this project
+# (-isystem): from 1.18 on, UCS_MASK in ucs/sys/compiler_def.h trips
+# -Wsign-compare, which is UCX's to fix, not ours. The tests run with
+# LD_LIBRARY_PATH set to the same UCX's libdir.
+PKG_CONFIG ?= pkg-config
+UCX_CFLAGS = $(patsubst -I%,-isystem %,$(shell $(PKG_CONFIG) --cflags ucx))
+UCX_LIBS   = $(shell $(PKG_CONFIG) --libs ucx)
+UCX_LIBDIR = $(shell $(PKG_CONFIG) --variable=libdir ucx)
+# The injector includes ucp.h for its types only (it binds libucp at run
+# time with dlsym), so cgo needs UCX's include path and no library.
+export CGO_CFLAGS := $(or $(CGO_CFLAGS),-g -O2) $(UCX_CFLAGS)
+
 .PHONY: all deps deps-generate deps-mpi deps-bench test test-go test-c lint demo bench generate \
 	check-generate fuzz clean
 
@@ -35,7 +49,8 @@ $(LIB): $(GOFILES) $(CFILES)
 
 $(EXAMPLE): examples/rma/rma.c
 	@mkdir -p $(BUILD)
-	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -lucp -lucs -lpthread
+	@$(PKG_CONFIG) --exists ucx || { echo "pkg-config finds no ucx.pc: make deps, or set PKG_CONFIG_PATH to your UCX's lib/pkgconfig"; exit 1; }
+	$(CC) -O2 -g -Wall -Wextra -Werror $(UCX_CFLAGS) -o $@ $< $(UCX_LIBS) -lpthread
 
 deps:
 	@scripts/deps.sh base generate
@@ -52,7 +67,7 @@ lint: $(CFILES)
 	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './build/*'))" || \
 		{ echo "gofmt needed:"; gofmt -l $$(find . -name '*.go' -not -path './build/*'); exit 1; }
 	$(GO) vet ./...
-	$(CC) -fsyntax-only -Wall -Wextra -Werror -Ipreload preload/*.c
+	$(CC) -fsyntax-only -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload preload/*.c
 
 test: deps deps-mpi all lint check-generate check-vagrant test-c test-go
 
@@ -61,7 +76,7 @@ test: deps deps-mpi all lint check-generate check-vagrant test-c test-go
 STRESS := $(BUILD)/tables_stress_tsan
 $(STRESS): preload/testdata/tables_stress.c preload/record.c preload/record.h preload/ucxfault.h
 	@mkdir -p $(BUILD)
-	clang -O1 -g -fsanitize=thread -Wall -Wextra -Werror -Ipreload -o $@ \
+	clang -O1 -g -fsanitize=thread -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload -o $@ \
 		preload/testdata/tables_stress.c preload/record.c -lpthread
 
 test-c: $(STRESS)
@@ -69,7 +84,7 @@ test-c: $(STRESS)
 
 test-go: all
 	UCXFAULT_CLI=$(abspath $(CLI)) UCXFAULT_LIB=$(abspath $(LIB)) UCXFAULT_EXAMPLE=$(abspath $(EXAMPLE)) \
-		$(GO) test -count=1 -timeout 20m ./...
+		LD_LIBRARY_PATH=$(UCX_LIBDIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH)) $(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./control
 	$(GO) test -run '^$$' -fuzz FuzzParseRule -fuzztime $(FUZZTIME) ./control
 	$(GO) test -run '^$$' -fuzz FuzzParseRecording -fuzztime $(FUZZTIME) ./recording

@@ -488,8 +488,12 @@ func partObserver() {
 		printTable("3. Observer", []row{{Part: "observer", Name: "skipped: needs root", Value: -1}})
 		return
 	}
-	libucp := "/lib/x86_64-linux-gnu/libucp.so.0"
-	if o, err := exec.Command("sh", "-c", "ldconfig -p | awk '/libucp.so.0 /{print $NF; exit}'").Output(); err == nil && len(strings.TrimSpace(string(o))) > 0 {
+	// The libucp the benchmark programs were linked with (the Makefile's
+	// pkg-config), else the loader's.
+	libucp := ""
+	if o, err := exec.Command("pkg-config", "--variable=libdir", "ucx").Output(); err == nil && len(strings.TrimSpace(string(o))) > 0 {
+		libucp = filepath.Join(strings.TrimSpace(string(o)), "libucp.so.0")
+	} else if o, err := exec.Command("sh", "-c", "ldconfig -p | awk '/libucp.so.0 /{print $NF; exit}'").Output(); err == nil && len(strings.TrimSpace(string(o))) > 0 {
 		libucp = strings.TrimSpace(string(o))
 	}
 	libucp, _ = filepath.EvalSymlinks(libucp)

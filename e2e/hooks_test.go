@@ -27,6 +27,7 @@ type cbuild struct {
 // per test binary.
 func buildExampleC(t *testing.T, name, cc string, args ...string) string {
 	t.Helper()
+	u := testutil.UCX(t)
 	v, _ := exampleBuilds.LoadOrStore(name, &cbuild{})
 	b := v.(*cbuild)
 	b.once.Do(func() {
@@ -36,7 +37,11 @@ func buildExampleC(t *testing.T, name, cc string, args ...string) string {
 			return
 		}
 		b.path = filepath.Join(dir, name)
-		cmd := exec.Command(cc, append([]string{"-O2", "-g", "-Wall", "-Wextra", "-o", b.path}, args...)...)
+		argv := append([]string{"-O2", "-g", "-Wall", "-Wextra", "-o", b.path}, args...)
+		if cc == "gcc" {
+			argv = u.GCC(argv...)
+		}
+		cmd := exec.Command(cc, argv...)
 		cmd.Dir = testutil.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("building %s: %v\n%s", name, err, out)
@@ -49,7 +54,7 @@ func buildExampleC(t *testing.T, name, cc string, args ...string) string {
 }
 
 func (h *harness) msg(t *testing.T) string {
-	return buildExampleC(t, "msg", "gcc", "examples/msg/msg.c", "-lucp", "-lucs", "-lpthread")
+	return buildExampleC(t, "msg", "gcc", "examples/msg/msg.c", "-lpthread")
 }
 
 // runProgram runs prog under the injector to completion.
@@ -308,7 +313,7 @@ func TestKillEndpointLikeADeadPeer(t *testing.T) {
 
 func TestPluginOpenedLocalIsFaultedDeepbindIsReported(t *testing.T) {
 	h := newHarness(t)
-	plugin := buildExampleC(t, "plugin.so", "gcc", "-shared", "-fPIC", "examples/plugin/plugin.c", "-lucp", "-lucs")
+	plugin := buildExampleC(t, "plugin.so", "gcc", "-shared", "-fPIC", "examples/plugin/plugin.c")
 	loader := buildExampleC(t, "loader", "gcc", "examples/plugin/loader.c", "-ldl")
 	out := h.runProgram(t, []string{"--probability", "100", "--codes", "-6", "--hooks", "ucp_put_nbx"}, loader,
 		"--mode", "local", "--ops", "5", plugin)
@@ -337,11 +342,8 @@ func TestPluginOpenedLocalIsFaultedDeepbindIsReported(t *testing.T) {
 // hooked call must reach the copy its caller is linked with.
 func TestTwoLibucpCopiesEachCallToItsOwn(t *testing.T) {
 	h := newHarness(t)
-	sys, err := exec.Command("gcc", "-print-file-name=libucp.so.0").Output()
-	if err != nil {
-		t.Fatalf("finding libucp: %v", err)
-	}
-	sysPath, err := filepath.EvalSymlinks(strings.TrimSpace(string(sys)))
+	u := testutil.UCX(t)
+	sysPath, err := filepath.EvalSymlinks(filepath.Join(u.LibDir, "libucp.so.0"))
 	if err != nil {
 		t.Fatalf("libucp.so.0 not found: %v", err)
 	}
@@ -359,10 +361,11 @@ func TestTwoLibucpCopiesEachCallToItsOwn(t *testing.T) {
 	if err := os.WriteFile(copyPath, renamed, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	plugin1 := buildExampleC(t, "plugin.so", "gcc", "-shared", "-fPIC", "examples/plugin/plugin.c", "-lucp", "-lucs")
+	plugin1 := buildExampleC(t, "plugin.so", "gcc", "-shared", "-fPIC", "examples/plugin/plugin.c")
 	plugin2 := filepath.Join(dir, "plugin2.so")
-	cmd := exec.Command("gcc", "-O2", "-g", "-Wall", "-Wextra", "-shared", "-fPIC", "-o", plugin2, "examples/plugin/plugin.c",
-		"-L"+dir, "-l:libucp-2.so", "-lucs", "-Wl,-rpath,"+dir)
+	argv := append(append([]string{}, u.CFlags...), "-O2", "-g", "-Wall", "-Wextra", "-shared", "-fPIC", "-o", plugin2,
+		"examples/plugin/plugin.c", "-L"+dir, "-l:libucp-2.so", "-L"+u.LibDir, "-lucs", "-Wl,-rpath,"+dir)
+	cmd := exec.Command("gcc", argv...)
 	cmd.Dir = testutil.RepoRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building plugin2: %v\n%s", err, out)

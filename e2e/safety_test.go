@@ -33,20 +33,20 @@ import (
 // and returns the program's path.
 func buildFixture(t *testing.T, name string) string {
 	t.Helper()
-	return buildC(t, name, name, "-lucp", "-lucs", "-lpthread", "-ldl")
+	return buildC(t, name, name, "-lpthread", "-ldl")
 }
 
 // buildC compiles testdata/NAME.c into OUT in the test's temporary
 // directory with the given extra gcc arguments.
 func buildC(t *testing.T, name, out string, args ...string) string {
 	t.Helper()
-	testutil.BuildExample(t) // the same requirements: gcc and the UCX headers
+	u := testutil.UCX(t)
 	src, err := filepath.Abs(filepath.Join("testdata", name+".c"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out = filepath.Join(t.TempDir(), out)
-	argv := append([]string{"-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out, src}, args...)
+	argv := u.GCC(append([]string{"-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out, src}, args...)...)
 	if msg, err := exec.Command("gcc", argv...).CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", src, err, msg)
 	}
@@ -943,7 +943,7 @@ func TestSafetyForkThenExec(t *testing.T) {
 func TestSafetyLateLibucp(t *testing.T) {
 	h := newHarness(t)
 	host := buildC(t, "dlhost", "dlhost", "-ldl")
-	plugin := buildC(t, "plugin", "plugin.so", "-shared", "-fPIC", "-lucp", "-lucs")
+	plugin := buildC(t, "plugin", "plugin.so", "-shared", "-fPIC")
 	e := h.startProg(t, []string{"--pattern", "XO", "--hooks", "ucp_put_nbx"}, host, plugin, "20", "1500")
 	waitFor(t, 20*time.Second, "the plugin's puts", func() bool { return strings.Contains(e.Output(), "DONE") })
 	for i, op := range testutil.ParseOps(e.Output()) {

@@ -18,7 +18,9 @@ for f in ucxfault libucxfault.so rma; do
 	[ -e "$BUILD/$f" ] || { echo "bench.sh: $BUILD/$f missing: run make all" >&2; exit 1; }
 done
 echo "building the benchmark programs" >&2
-$CC -O2 -g -Wall -Wextra -Werror -o $BUILD/putbench bench/c/putbench.c -lucp -lucs -lpthread
+# UCX as the Makefile finds it (pkg-config; its headers are system headers).
+ucx_cflags=$(pkg-config --cflags ucx | sed 's/-I/-isystem /g')
+$CC -O2 -g -Wall -Wextra -Werror $ucx_cflags -o $BUILD/putbench bench/c/putbench.c $(pkg-config --libs ucx) -lpthread
 $CC -O2 -g -Wall -Wextra -Werror -shared -fPIC -o $BUILD/libmininterpose.so bench/c/mininterpose.c -ldl
 $CC -O2 -g -Wall -Wextra -Werror -o $BUILD/forkinit e2e/testdata/forkinit.c -lucp -lucs
 $GO build -o $BUILD/benchdrv ./bench

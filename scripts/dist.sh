@@ -32,7 +32,8 @@ die() {
 for f in README.md LICENSE; do
 	[ -f "$f" ] || die "$f is missing at the repository root; the archives ship it"
 done
-[ -f /usr/include/ucp/api/ucp.h ] || die "UCX headers not found (/usr/include/ucp/api/ucp.h): scripts/deps.sh base"
+ucx_inc=$(pkg-config --variable=includedir ucx 2>/dev/null) || die "pkg-config finds no ucx.pc: scripts/deps.sh base, or set PKG_CONFIG_PATH"
+[ -f "$ucx_inc/ucp/api/ucp.h" ] || die "UCX headers not found ($ucx_inc/ucp/api/ucp.h): scripts/deps.sh base"
 command -v file >/dev/null || die "file not found: scripts/deps.sh dist"
 
 work=$(mktemp -d)
@@ -41,7 +42,7 @@ trap 'rm -rf "$work"' EXIT
 # Headers of UCX only, for the cross compiler.
 mkdir "$work/include"
 for d in ucp ucs uct ucm; do
-	[ -d "/usr/include/$d" ] && ln -s "/usr/include/$d" "$work/include/$d"
+	[ -d "$ucx_inc/$d" ] && ln -s "$ucx_inc/$d" "$work/include/$d"
 done
 
 # Man pages and completions do not depend on the architecture: generate them
@@ -74,7 +75,7 @@ for arch in amd64 arm64; do
 	CGO_ENABLED=0 GOOS=linux GOARCH=$arch \
 		"$GO" build -trimpath -ldflags="-s -w" -o "$dir/ucxfault" ./cmd/ucxfault
 	CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
-		CGO_CFLAGS="-O2 -g -I$work/include" \
+		CGO_CFLAGS="-O2 -g -isystem $work/include" \
 		"$GO" build -trimpath -ldflags="-s -w" -buildmode=c-shared -o "$dir/libucxfault.so" ./preload
 	rm -f "$dir/libucxfault.h"
 	check "$dir/ucxfault" "$want"

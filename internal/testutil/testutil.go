@@ -105,10 +105,10 @@ var example struct {
 // BuildExample compiles examples/rma/rma.c once per test binary and returns
 // the path of the program. The binary lives in a directory of its own that
 // outlives the test (it is shared by all tests of the binary). It skips (or,
-// with UCXFAULT_REQUIRE_BPF=1, fails) when gcc or the UCX headers are
-// missing.
+// with UCXFAULT_REQUIRE_BPF=1, fails) when gcc or UCX is missing (UCX).
 func BuildExample(tb testing.TB) string {
 	tb.Helper()
+	u := UCX(tb) // skips, or sets LD_LIBRARY_PATH, before the build below
 	example.once.Do(func() {
 		root, err := repoRoot()
 		if err != nil {
@@ -120,21 +120,13 @@ func BuildExample(tb testing.TB) string {
 			example.err = fmt.Errorf("finding example: %w", err)
 			return
 		}
-		if _, err := exec.LookPath("gcc"); err != nil {
-			example.skip = "gcc not found"
-			return
-		}
-		if _, err := os.Stat("/usr/include/ucp/api/ucp.h"); err != nil {
-			example.skip = "UCX headers not found (install libucx-dev)"
-			return
-		}
 		dir, err := os.MkdirTemp("", "ucxfault-rma-")
 		if err != nil {
 			example.err = fmt.Errorf("creating build directory: %w", err)
 			return
 		}
 		out := filepath.Join(dir, "rma")
-		cmd := exec.Command("gcc", "-O2", "-g", "-Wall", "-Wextra", "-o", out, "rma.c", "-lucp", "-lucs", "-lpthread")
+		cmd := exec.Command("gcc", u.GCC("-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out, "rma.c", "-lpthread")...)
 		cmd.Dir = filepath.Dir(src)
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			example.err = fmt.Errorf("building %s: %w\n%s", src, err, msg)
