@@ -321,6 +321,11 @@ static {{.Return}} ucxf_slow_{{.Name}}({{.Decl}})
     {{- if .Defers}}
     if (UCXF_UNLIKELY(call.deferred_code != 0{{if .Endpoint}} || ucxf_tracks(&call){{end}})) {
         {{.Param}} = ucxf_defer_param(&call, {{.Param}}, &deferred_param, {{.CallbackConst}});
+        if ({{.Param}} == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return {{.FailPrefix}}code{{.FailSuffix}};
+        }
     }
     {{- end}}
     {{- if .IsStatusPtr}}

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "ucxfault.h"
@@ -111,6 +112,99 @@ static void ucxf_tramp_length(void *request, ucs_status_t status, size_t length,
     ucxf_fire(x, request, status);
 }
 
+/*
+ * The parameter a deferred failure hands libucp is a copy of the
+ * application's, and the application may have been built against other UCX
+ * headers than the injector: ucp_request_param_t grew from 72 to 96 bytes in
+ * UCX 1.22 (remote_datatype, remote, remote_count, mask bits 9-11), and it
+ * may grow again. A copy therefore holds exactly the members its mask
+ * describes, read from the application's structure by the offsets of this
+ * build's headers (the same in every version: members are only appended),
+ * and is made only when every mask bit is one these headers know. Otherwise
+ * the parameter is never rewritten (ucxf_defer_param).
+ */
+#define UCXF_PARAM_FIELDS                                                                          \
+    (UCP_OP_ATTR_FIELD_REQUEST | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |        \
+     UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_REPLY_BUFFER |       \
+     UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FIELD_RECV_INFO | UCP_OP_ATTR_FIELD_MEMH |         \
+     UCXF_PARAM_FIELDS_1_22)
+#if UCP_API_VERSION >= UCP_VERSION(1, 22)
+#define UCXF_PARAM_FIELDS_1_22                                                                     \
+    (UCP_OP_ATTR_FIELD_REMOTE_DATATYPE | UCP_OP_ATTR_FIELD_REMOTE | UCP_OP_ATTR_FIELD_REMOTE_COUNT)
+#else
+#define UCXF_PARAM_FIELDS_1_22 0
+#endif
+#define UCXF_PARAM_FLAGS                                                                           \
+    (UCP_OP_ATTR_FLAG_NO_IMM_CMPL | UCP_OP_ATTR_FLAG_FAST_CMPL | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL | \
+     UCP_OP_ATTR_FLAG_MULTI_SEND)
+#define UCXF_PARAM_KNOWN ((uint32_t)(UCXF_PARAM_FIELDS | UCXF_PARAM_FLAGS))
+
+#define UCXF_PARAM_END(m) (offsetof(ucp_request_param_t, m) + sizeof(((ucp_request_param_t *)0)->m))
+
+static const struct {
+    uint32_t bit;
+    size_t end;
+} ucxf_param_members[] = {
+    {UCP_OP_ATTR_FIELD_REQUEST, UCXF_PARAM_END(request)},
+    {UCP_OP_ATTR_FIELD_CALLBACK, UCXF_PARAM_END(cb)},
+    {UCP_OP_ATTR_FIELD_USER_DATA, UCXF_PARAM_END(user_data)},
+    {UCP_OP_ATTR_FIELD_DATATYPE, UCXF_PARAM_END(datatype)},
+    {UCP_OP_ATTR_FIELD_FLAGS, UCXF_PARAM_END(flags)},
+    {UCP_OP_ATTR_FIELD_REPLY_BUFFER, UCXF_PARAM_END(reply_buffer)},
+    {UCP_OP_ATTR_FIELD_MEMORY_TYPE, UCXF_PARAM_END(memory_type)},
+    {UCP_OP_ATTR_FIELD_RECV_INFO, UCXF_PARAM_END(recv_info)},
+    {UCP_OP_ATTR_FIELD_MEMH, UCXF_PARAM_END(memh)},
+#if UCP_API_VERSION >= UCP_VERSION(1, 22)
+    {UCP_OP_ATTR_FIELD_REMOTE_DATATYPE, UCXF_PARAM_END(remote_datatype)},
+    {UCP_OP_ATTR_FIELD_REMOTE, UCXF_PARAM_END(remote)},
+    {UCP_OP_ATTR_FIELD_REMOTE_COUNT, UCXF_PARAM_END(remote_count)},
+#endif
+};
+
+/* Copies the members param's mask describes (all known to this build) into
+ * copy, zeroing the rest: nothing past them is read from the application. */
+static void ucxf_param_copy(ucp_request_param_t *copy, const ucp_request_param_t *param)
+{
+    size_t end = UCXF_PARAM_END(flags), i;
+
+    for (i = 0; i < sizeof(ucxf_param_members) / sizeof(ucxf_param_members[0]); i++) {
+        if ((param->op_attr_mask & ucxf_param_members[i].bit) && ucxf_param_members[i].end > end) {
+            end = ucxf_param_members[i].end;
+        }
+    }
+    memset(copy, 0, sizeof(*copy));
+    memcpy(copy, param, end);
+}
+
+static int ucxf_unknown_param_warned;
+
+/* 1 when param's mask has bits this build's headers do not define: the
+ * parameter is then passed on as it is, or the call fails at once. Says so
+ * once per process, on stderr. */
+static int ucxf_param_unknown(const struct ucxf_call *c, const ucp_request_param_t *param)
+{
+    uint32_t unknown = param->op_attr_mask & ~UCXF_PARAM_KNOWN;
+
+    if (UCXF_LIKELY(unknown == 0)) {
+        return 0;
+    }
+    if (__atomic_exchange_n(&ucxf_unknown_param_warned, 1, __ATOMIC_RELAXED) == 0) {
+        fprintf(stderr,
+                "ucxfault: %s: ucp_request_param_t mask bits 0x%x are newer than the UCX %d.%d headers "
+                "this injector was built with; such parameters are never copied or rewritten: a deferred "
+                "failure is delivered through polls, or returned at once where the call has a callback\n",
+                ucxf_hook_names[c->hook], unknown, UCP_API_MAJOR, UCP_API_MINOR);
+    }
+    return 1;
+}
+
+/*
+ * The parameter to pass libucp for a call with a deferred failure, or one
+ * followed for kill-ep. NULL means the call must fail at once with
+ * c->deferred_code (its parameter has a callback that cannot be wrapped:
+ * ucxf_param_unknown), which the caller does through ucxf_leave without
+ * calling libucp.
+ */
 const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_request_param_t *param,
                                             ucp_request_param_t *copy, int kind)
 {
@@ -121,10 +215,10 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
          * asked, and its trampoline (if it has a callback) asks the defer
          * table at completion whether the endpoint died meanwhile. */
         c->tracked = 1;
-        if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
-            return param;
+        if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) || ucxf_param_unknown(c, param)) {
+            return param; /* a kill reaches its polls only */
         }
-        *copy = *param;
+        ucxf_param_copy(copy, param);
     } else if (param->op_attr_mask & UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL) {
         /* The application forbids a request: the failure can only be
          * immediate, or, where the function fails only on completion, none. */
@@ -132,8 +226,19 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
             c->deferred_code = 0;
         }
         return param;
+    } else if (UCXF_UNLIKELY(ucxf_param_unknown(c, param))) {
+        if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
+            /* Polled: the defer table answers its polls, and ucxf_leave
+             * fails it now if it completes at once. */
+            return param;
+        }
+        if (ucxf_hook_completion_only[c->hook]) {
+            c->deferred_code = 0; /* it must run: no failure */
+            return param;
+        }
+        return NULL;
     } else {
-        *copy = *param;
+        ucxf_param_copy(copy, param);
         copy->op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
         if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
             return copy; /* the application polls: the defer table answers */

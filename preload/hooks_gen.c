@@ -241,6 +241,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, s
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, remote_addr, rkey, param);
@@ -315,6 +320,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t 
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, remote_addr, rkey, param);
@@ -389,6 +399,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_reques
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, param);
@@ -530,6 +545,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buff
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, tag, param);
@@ -604,6 +624,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void 
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, tag, param);
@@ -678,6 +703,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *bu
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0)) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(worker, buffer, count, tag, tag_mask, param);
@@ -752,6 +782,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *b
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, param);
@@ -826,6 +861,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer,
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV_STREAM);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, buffer, count, length, param);
@@ -900,6 +940,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, cons
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, id, header, header_length, buffer, count, param);
@@ -974,6 +1019,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0)) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV_AM);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(worker, data_desc, buffer, count, param);
@@ -1048,6 +1098,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, opcode, buffer, count, remote_addr, rkey, param);
@@ -1122,6 +1177,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, cons
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0)) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(worker, param);
@@ -1180,6 +1240,11 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_reques
     }
     if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
+        if (param == NULL) {
+            /* A parameter this build cannot rewrite: fails at once. */
+            code = ucxf_leave(&call, UCS_OK, NULL);
+            return UCS_STATUS_PTR(code);
+        }
     }
     {
         ucs_status_ptr_t ret = real(ep, param);

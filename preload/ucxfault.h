@@ -222,6 +222,7 @@ enum {
 
 /* Failures on completion and the hooks around them (deferred.c). */
 struct ucxf_cb_ctx;
+/* NULL: fail the call at once with c->deferred_code (deferred.c). */
 const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_request_param_t *param,
                                             ucp_request_param_t *copy, int kind);
 void ucxf_defer_done(struct ucxf_call *c, int attached);
