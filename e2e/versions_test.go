@@ -1,0 +1,112 @@
+package e2e
+
+// What differs between the UCX versions users run (1.13 to 1.22), and what
+// an injector built with one version's headers must do with an application
+// built with another's.
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runWithSpy runs prog under `ucxfault inject FLAGS` with spy preloaded
+// after the injector, and returns its stdout and stderr.
+func (h *harness) runWithSpy(t *testing.T, spy string, flags []string, prog string) (string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet"}, flags...)
+	cmd := exec.CommandContext(ctx, h.cli, append(args, "--", prog)...)
+	cmd.Env = append(os.Environ(), "LD_PRELOAD="+spy, "UCX_WARN_UNUSED_ENV_VARS=n")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", prog, err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), stderr.String()
+}
+
+// spyBlock is what newparam printed for one variant: the application's
+// parameter address, the addresses and masks that reached libucp, the OP
+// line's status and how, and the callback's value.
+type spyBlock struct {
+	app       string
+	spied     []string
+	masks     []string
+	status    string
+	how, done string
+}
+
+var (
+	appLine = regexp.MustCompile(`^APP variant=(\w+) param=(0x[0-9a-f]+)$`)
+	spyLine = regexp.MustCompile(`^SPY param=(0x[0-9a-f]+) mask=(0x[0-9a-f]+)$`)
+	opLine  = regexp.MustCompile(`^OP .* status=(-?\d+) .* how=(\w+) `)
+	cbLine  = regexp.MustCompile(`^CB variant=\w+ done=(-?\d+)$`)
+)
+
+func parseSpy(t *testing.T, out string) map[string]*spyBlock {
+	t.Helper()
+	blocks := map[string]*spyBlock{}
+	var cur *spyBlock
+	for _, l := range strings.Split(out, "\n") {
+		switch m := appLine.FindStringSubmatch(l); {
+		case m != nil:
+			cur = &spyBlock{app: m[2]}
+			blocks[m[1]] = cur
+		case cur == nil:
+		case spyLine.MatchString(l):
+			s := spyLine.FindStringSubmatch(l)
+			cur.spied, cur.masks = append(cur.spied, s[1]), append(cur.masks, s[2])
+		case opLine.MatchString(l):
+			s := opLine.FindStringSubmatch(l)
+			cur.status, cur.how = s[1], s[2]
+		case cbLine.MatchString(l):
+			cur.done = cbLine.FindStringSubmatch(l)[1]
+		}
+	}
+	for _, v := range []string{"poll", "callback", "known"} {
+		if blocks[v] == nil || blocks[v].status == "" || blocks[v].done == "" {
+			t.Fatalf("newparam printed no complete %s block:\n%s", v, out)
+		}
+	}
+	return blocks
+}
+
+// TestDeferredNeverRewritesUnknownParam gives the deferred mode a
+// ucp_request_param_t whose mask has a bit no UCX header defines and whose
+// structure has a member after the known ones, as a parameter from newer
+// headers than the injector's looks. What reaches libucp must be the
+// application's own structure (a polled put), or nothing at all with the
+// call failed at once (a put with a callback, which cannot be wrapped
+// without a copy); a parameter the injector knows is still copied (the
+// spy sees another address), which shows the spy can tell the two apart.
+func TestDeferredNeverRewritesUnknownParam(t *testing.T) {
+	h := newHarness(t)
+	prog := buildC(t, "newparam", "newparam", "-lpthread")
+	spy := buildC(t, "paramspy", "paramspy.so", "-shared", "-fPIC", "-ldl")
+	out, stderr := h.runWithSpy(t, spy, []string{"--mode", "deferred", "--probability", "100", "--codes", "-25",
+		"--hooks", "ucp_put_nbx"}, prog)
+	b := parseSpy(t, out)
+
+	if p := b["poll"]; len(p.spied) != 1 || p.spied[0] != p.app || p.masks[0] != "0x8000" || p.status != "-25" {
+		t.Errorf("polled put with an unknown mask bit: libucp got %v (masks %v), the application's is %s; status %s, want -25\n%s",
+			p.spied, p.masks, p.app, p.status, out)
+	}
+	if c := b["callback"]; len(c.spied) != 0 || c.status != "-25" || c.how != "immediate" || c.done != "0" {
+		t.Errorf("put with an unknown mask bit and a callback: libucp got %v, status %s how %s, callback %s; "+
+			"want no call, -25 at once, no callback\n%s", c.spied, c.status, c.how, c.done, out)
+	}
+	if k := b["known"]; len(k.spied) != 1 || k.spied[0] == k.app || k.done != "-25" {
+		t.Errorf("put with known bits and a callback: libucp got %v (the application's is %s), callback %s; "+
+			"want the injector's copy and -25 through the callback\n%s", k.spied, k.app, k.done, out)
+	}
+	if n := strings.Count(stderr, "are newer than the UCX"); n != 1 {
+		t.Errorf("the unknown mask bits were reported %d times on stderr, want once:\n%s", n, stderr)
+	}
+}
