@@ -226,6 +226,10 @@ func (e *Engine) handle(req *Request) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		r = r.WithoutDisabled(next.HookEnabled)
+		if r.Len() == 0 {
+			return "", fmt.Errorf("%w: no outcome of the schedule is for an enabled hook", ErrInvalid)
+		}
 		next.Replay, next.Strategy, next.Enabled = r, StrategyReplay, true
 		msg = fmt.Sprintf("replaying %d outcomes from %s", r.Len(), r.Source)
 	case CmdReplaySelf:
@@ -244,6 +248,10 @@ func (e *Engine) handle(req *Request) (string, error) {
 		r, err := ReplayFromWire(w)
 		if err != nil {
 			return "", err
+		}
+		r = r.WithoutDisabled(next.HookEnabled)
+		if r.Len() == 0 {
+			return "", fmt.Errorf("%w: no recorded outcome is for an enabled hook", ErrInvalid)
 		}
 		after = append(after, e.b.RecordClear)
 		next.Replay, next.Strategy, next.Enabled, next.Recording = r, StrategyReplay, true, false
@@ -418,10 +426,15 @@ func ReplayFromWire(w *WireReplay) (*Replay, error) {
 	case "global":
 		r.Global = true
 		for _, g := range w.Global {
-			if _, err := check(g.Fn, g.Outcome); err != nil {
+			id, err := check(g.Fn, g.Outcome)
+			if err != nil {
 				return nil, err
 			}
+			if !consumes(&hooks.Table[id]) {
+				continue // would hold the cursor back one call
+			}
 			r.All = append(r.All, g.Outcome)
+			r.AllHooks = append(r.AllHooks, id)
 		}
 		if len(r.All) == 0 {
 			return nil, fmt.Errorf("%w: replay schedule holds no calls", ErrInvalid)
@@ -435,15 +448,26 @@ func ReplayFromWire(w *WireReplay) (*Replay, error) {
 // ErrNoCalls is returned by ScheduleFromRecording for an empty recording.
 var ErrNoCalls = errors.New("recording holds no calls")
 
+// consumes reports whether a call of h takes an outcome from a replay
+// schedule: the injector draws (ucxf_enter) only for hooks that can fail, and
+// never for status queries. The others (ucp_request_free, _release, _cancel,
+// ucp_worker_progress) are recorded but must not be scheduled: with --key
+// global each entry of theirs would make every later outcome land one call
+// early.
+func consumes(h *hooks.Hook) bool {
+	return h.Faultable && h.Refusal == "" && !h.Polls
+}
+
 // ScheduleFromCalls turns recorded calls into a replay schedule. Status
 // queries (ucp_request_check_status, ucp_request_test) are left out, named
 // or not: they are no decision points (how often a program polls depends on
 // timing), and a failure learned through them is replayed as the completion
-// status of the operation it belonged to.
+// status of the operation it belonged to. So are calls that never take an
+// outcome (consumes).
 func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source string) *WireReplay {
 	w := &WireReplay{Key: key, Cycle: cycle, Source: source, Calls: map[string][]Outcome{}}
 	for _, c := range calls {
-		if _, h, err := hooks.Lookup(c.Fn); err != nil || h.Polls {
+		if _, h, err := hooks.Lookup(c.Fn); err != nil || !consumes(h) {
 			continue
 		}
 		o := Outcome{}

@@ -91,6 +91,8 @@ type Replay struct {
 	PerHook [][]Outcome
 	// All holds the outcomes in call order, for Global.
 	All []Outcome
+	// AllHooks holds the function of each outcome of All.
+	AllHooks []hooks.ID
 	// Source describes where the schedule came from, for status.
 	Source string
 }
@@ -100,6 +102,26 @@ type Replay struct {
 type Outcome struct {
 	Code     ucs.Status `json:"code"`
 	Deferred bool       `json:"deferred,omitempty"`
+}
+
+// WithoutDisabled returns r for a process whose enabled hooks are
+// enabled (indexed by hooks.ID): a global schedule loses the outcomes of
+// disabled hooks, whose calls take none (an opt-in set-up call recorded while
+// it was off, for instance), so that the others stay in step. A schedule
+// keyed by function is returned as it is.
+func (r *Replay) WithoutDisabled(enabled []bool) *Replay {
+	if r == nil || !r.Global {
+		return r
+	}
+	out := *r
+	out.All, out.AllHooks = nil, nil
+	for i, o := range r.All {
+		if id := r.AllHooks[i]; int(id) < len(enabled) && enabled[id] {
+			out.All = append(out.All, o)
+			out.AllHooks = append(out.AllHooks, id)
+		}
+	}
+	return &out
 }
 
 // Len is the number of outcomes the schedule holds.

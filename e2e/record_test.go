@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/internal/testutil"
 	"github.com/ucxfault/ucxfault/recording"
 )
@@ -246,4 +248,46 @@ func TestCorruptRecordingIsRefusedAndNothingSent(t *testing.T) {
 	}
 	e.Cmd.Process.Signal(os.Interrupt)
 	e.Wait(t, 20*time.Second)
+}
+
+// TestGlobalReplayWithFreedRequests replays, with one cursor over all calls,
+// a recording whose operations returned requests that the program freed:
+// the recorded ucp_request_free calls take no outcome in the replaying
+// process, so they must not be in the schedule, or every later outcome
+// lands one call early.
+func TestGlobalReplayWithFreedRequests(t *testing.T) {
+	h := newHarness(t)
+	// Deferred failures make the operations return requests, whatever
+	// the UCX version, and the example frees each.
+	args := []string{"--ops", "100", "--seq", "put,get"}
+	ops, p, path := h.recordRun(t, []string{"--mode", "deferred", "--probability", "30", "--seed", "7"}, args...)
+	if len(failedIndices(ops)) == 0 {
+		t.Fatal("the recorded run has no failures to replay")
+	}
+	if n := len(callsOf(p, "ucp_request_free")); n == 0 {
+		t.Fatal("the recording holds no ucp_request_free: the test would not see the drift")
+	}
+	want := 0
+	for _, c := range p.Calls {
+		if _, hk, err := hooks.Lookup(c.Fn); err == nil && hk.Faultable && hk.Refusal == "" && !hk.Polls {
+			want++
+		}
+	}
+	e := h.start(t, []string{"--disabled"}, append(args, "--wait-before-start-ms", "2500")...)
+	if out := h.mustCtl(t, "replay", "--from", path, "--key", "global"); !strings.Contains(out, fmt.Sprintf("replaying %d outcomes", want)) {
+		t.Errorf("replay: %s; want %d outcomes (the operations and the teardown, no request frees)", out, want)
+	}
+	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
+	if len(replayed) != len(ops) {
+		t.Fatalf("replayed run has %d ops, recorded %d", len(replayed), len(ops))
+	}
+	wrong := 0
+	for i := range ops {
+		if ops[i].Fn != replayed[i].Fn || ops[i].Status != replayed[i].Status {
+			wrong++
+		}
+	}
+	if wrong != 0 {
+		t.Fatalf("global replay: %d of %d operations differ from the recording", wrong, len(ops))
+	}
 }
