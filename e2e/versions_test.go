@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ucxfault/ucxfault/internal/testutil"
 )
 
 // runWithSpy runs prog under `ucxfault inject FLAGS` with spy preloaded
@@ -108,5 +110,45 @@ func TestDeferredNeverRewritesUnknownParam(t *testing.T) {
 	}
 	if n := strings.Count(stderr, "are newer than the UCX"); n != 1 {
 		t.Errorf("the unknown mask bits were reported %d times on stderr, want once:\n%s", n, stderr)
+	}
+}
+
+// TestSGLPutUnderDeferredMode issues UCX 1.22's scatter-gather puts as NIXL
+// does (no callback, the request polled) under deferred failures: the
+// parameter's SGL members (after memh) must reach libucp, whatever headers
+// the injector was built with; a parameter cut at 1.13's size crashed inside
+// libucp. Over this machine's transports libucp may refuse SGL puts
+// (-16 over self, with an error log): each put then reports that real
+// status, or -25 where the injected failure came first.
+func TestSGLPutUnderDeferredMode(t *testing.T) {
+	u := testutil.UCX(t)
+	if !u.HeaderHas("UCP_OP_ATTR_FIELD_REMOTE_DATATYPE") {
+		t.Skipf("UCX %s (headers in %s) has no SGL API (UCX 1.22 or later)", u.Version, u.IncludeDir)
+	}
+	h := newHarness(t)
+	prog := buildC(t, "sgl", "sgl", "-lpthread")
+	base, err := exec.Command(prog, "5").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sgl without the injector: %v\n%s", err, base)
+	}
+	real := map[int]bool{}
+	for _, op := range testutil.ParseOps(string(base)) {
+		real[op.Status] = true
+	}
+	if len(real) != 1 {
+		t.Fatalf("sgl without the injector gave statuses %v, want one:\n%s", real, base)
+	}
+	for _, seed := range []string{"1", "2"} {
+		out := h.runProgram(t, []string{"--mode", "deferred", "--probability", "50", "--seed", seed, "--codes", "-25",
+			"--hooks", "ucp_put_nbx"}, prog, "20")
+		ops := testutil.ParseOps(out)
+		if len(ops) != 20 || !strings.Contains(out, "DATA wrong=0") || !strings.Contains(out, "DONE") {
+			t.Fatalf("seed %s: %d ops, want 20 with their data and DONE:\n%s", seed, len(ops), out)
+		}
+		for i, op := range ops {
+			if !real[op.Status] && op.Status != -25 {
+				t.Errorf("seed %s: put %d status %d, want the real %v or the injected -25", seed, i, op.Status, real)
+			}
+		}
 	}
 }

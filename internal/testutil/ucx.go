@@ -20,6 +20,8 @@ type UCXInstall struct {
 	CFlags []string
 	// Libs are the linker flags for libucp and its dependencies.
 	Libs []string
+	// IncludeDir is where its headers are.
+	IncludeDir string
 	// LibDir is where its libraries are; the test process's LD_LIBRARY_PATH
 	// starts with it, so every program a test starts loads this UCX.
 	LibDir string
@@ -33,6 +35,13 @@ type UCXInstall struct {
 // AtLeast reports whether the running libucp is major.minor or newer.
 func (u *UCXInstall) AtLeast(major, minor int) bool {
 	return u.Major > major || (u.Major == major && u.Minor >= minor)
+}
+
+// HeaderHas reports whether UCX's ucp.h mentions name (an API newer than
+// some versions: UCP_OP_ATTR_FIELD_REMOTE_DATATYPE for 1.22's SGL puts).
+func (u *UCXInstall) HeaderHas(name string) bool {
+	b, err := os.ReadFile(filepath.Join(u.IncludeDir, "ucp", "api", "ucp.h"))
+	return err == nil && strings.Contains(string(b), name)
 }
 
 // GCC returns gcc arguments that add the UCX flags around args: the
@@ -112,6 +121,9 @@ func findUCX() (*UCXInstall, string, error) {
 		return nil, "", fmt.Errorf("pkg-config --variable=libdir ucx: %v %w", dir, err)
 	}
 	u.LibDir = dir[0]
+	if inc, err := pc("--variable=includedir"); err == nil && len(inc) == 1 {
+		u.IncludeDir = inc[0]
+	}
 	if cur := os.Getenv("LD_LIBRARY_PATH"); !strings.HasPrefix(cur, u.LibDir) {
 		if cur != "" {
 			cur = ":" + cur
