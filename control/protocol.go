@@ -148,6 +148,9 @@ type Status struct {
 	// copy and how many hooked calls were routed to it (each call goes to
 	// the copy its caller is linked with).
 	LibucpCopies []LibucpCopy `json:"libucp_copies,omitempty"`
+	// Libucp lists every libucp file mapped in the process, with the
+	// version that copy reports (ucp_get_version_string).
+	Libucp []LibucpFile `json:"libucp,omitempty"`
 	// Rules are the fault rules in force with their counters; DelayNS is
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`
@@ -230,6 +233,12 @@ func sortedCodeKeys(m map[string]uint64) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// LibucpFile is one libucp file mapped in a process.
+type LibucpFile struct {
+	Path    string `json:"path"`
+	Version string `json:"version"`
 }
 
 // LibucpCopy is one of several libucp files mapped in a process.

@@ -393,6 +393,10 @@ func TestTwoLibucpCopiesEachCallToItsOwn(t *testing.T) {
 	if len(st.LibucpCopies) != 2 || calls[sysPath] == 0 || calls[copyPath] == 0 {
 		t.Fatalf("calls routed per copy %+v; want calls to both %s and %s (warnings %q)", st.LibucpCopies, sysPath, copyPath, st.Warnings)
 	}
+	// status names both files, each with the version it reports.
+	if len(st.Libucp) != 2 || st.Libucp[0].Version != u.Version || st.Libucp[1].Version != u.Version {
+		t.Fatalf("status libucp %+v; want both copies with version %s", st.Libucp, u.Version)
+	}
 }
 
 func TestOpenMPIOverUCX(t *testing.T) {

@@ -7,8 +7,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -150,5 +152,27 @@ func TestSGLPutUnderDeferredMode(t *testing.T) {
 				t.Errorf("seed %s: put %d status %d, want the real %v or the injected -25", seed, i, op.Status, real)
 			}
 		}
+	}
+}
+
+// TestStatusShowsLibucpVersionAndFile: status says which UCX the process
+// runs, as its libucp reports it, and from which file.
+func TestStatusShowsLibucpVersionAndFile(t *testing.T) {
+	u := testutil.UCX(t)
+	h := newHarness(t)
+	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--interval-us", "1000", "--quiet")
+	st := h.status(t)
+	if len(st) != 1 || len(st[0].Libucp) != 1 {
+		t.Fatalf("status %+v: want one process with one libucp", st)
+	}
+	f := st[0].Libucp[0]
+	want, _ := filepath.EvalSymlinks(filepath.Join(u.LibDir, "libucp.so.0"))
+	got, _ := filepath.EvalSymlinks(f.Path)
+	if f.Version != u.Version || got != want {
+		t.Errorf("status libucp %+v (%s); want version %s from %s", f, got, u.Version, want)
+	}
+	out := h.mustCtl(t, "status")
+	if line := fmt.Sprintf("pid %d: libucp %s %s", e.PID, u.Version, f.Path); !strings.Contains(out, line) {
+		t.Errorf("status does not say %q:\n%s", line, out)
 	}
 }

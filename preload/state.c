@@ -319,6 +319,8 @@ int ucxf_libucp_loaded(void)
     return scan.libucp_copies > 0;
 }
 
+static int ucxf_is_ours(void *p);
+
 int ucxf_libucp_copies(char *buf, size_t len)
 {
     struct ucxf_scan scan;
@@ -335,6 +337,41 @@ int ucxf_libucp_copies(char *buf, size_t len)
     }
     for (i = 0; i < scan.libucp_copies && i < 4 && off < len; i++) {
         off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "\n" : "", scan.libucp_path[i]);
+    }
+    return scan.libucp_copies;
+}
+
+/*
+ * The i-th mapped libucp: its file, and its version as that copy's own
+ * ucp_get_version_string() reports it (a constant string; nothing else of
+ * libucp runs). Returns how many copies are mapped. For status: a user sees
+ * which UCX is being tested, a wheel's or NIXL's renamed copy included.
+ */
+int ucxf_libucp_file(int i, char *path, size_t plen, char *version, size_t vlen)
+{
+    struct ucxf_scan scan;
+    struct ucxf_ranges r;
+
+    memset(&scan, 0, sizeof(scan));
+    memset(&r, 0, sizeof(r));
+    scan.ranges = &r;
+    dl_iterate_phdr(ucxf_scan_object, &scan);
+    if (plen > 0) {
+        path[0] = '\0';
+    }
+    if (vlen > 0) {
+        version[0] = '\0';
+    }
+    if (i >= 0 && i < scan.libucp_copies && i < 4) {
+        void *h = dlopen(scan.libucp_path[i], RTLD_NOLOAD | RTLD_LAZY);
+        snprintf(path, plen, "%s", scan.libucp_path[i]);
+        if (h != NULL) {
+            const char *(*get)(void) = (const char *(*)(void))dlsym(h, "ucp_get_version_string");
+            if (get != NULL && !ucxf_is_ours((void *)get)) {
+                snprintf(version, vlen, "%s", get());
+            }
+            dlclose(h);
+        }
     }
     return scan.libucp_copies;
 }

@@ -165,8 +165,27 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 		for _, k := range st.Killed {
 			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)\n", st.PID, k.Endpoint, int(k.Code), k.Code)
 		}
+		// One line per libucp copy: which UCX is under test.
+		routed := map[string]uint64{}
 		for _, c := range st.LibucpCopies {
-			fmt.Fprintf(w, "pid %d: %d calls routed to %s\n", st.PID, c.Calls, c.Path)
+			routed[c.Path] = c.Calls
+		}
+		for _, f := range st.Libucp {
+			v := f.Version
+			if v == "" {
+				v = "(version unknown)"
+			}
+			line := fmt.Sprintf("pid %d: libucp %s %s", st.PID, v, f.Path)
+			if n, ok := routed[f.Path]; ok {
+				line += fmt.Sprintf(", %d calls routed to it", n)
+				delete(routed, f.Path)
+			}
+			fmt.Fprintln(w, line)
+		}
+		for _, c := range st.LibucpCopies {
+			if _, left := routed[c.Path]; left {
+				fmt.Fprintf(w, "pid %d: %d calls routed to %s\n", st.PID, c.Calls, c.Path)
+			}
 		}
 		if st.KilledRequests > 0 {
 			fmt.Fprintf(w, "pid %d: %d requests in flight on killed endpoints completed with the kill's code\n", st.PID, st.KilledRequests)
