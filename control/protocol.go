@@ -151,6 +151,11 @@ type Status struct {
 	// Libucp lists every libucp file mapped in the process, with the
 	// version that copy reports (ucp_get_version_string).
 	Libucp []LibucpFile `json:"libucp,omitempty"`
+	// MissingHooks names the hooks whose function no libucp mapped in the
+	// process exports (rows newer than its release: hooks.Hook.Since);
+	// their wrappers return UCS_ERR_UNSUPPORTED. Empty before libucp is
+	// loaded.
+	MissingHooks []string `json:"missing_hooks,omitempty"`
 	// Rules are the fault rules in force with their counters; DelayNS is
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`

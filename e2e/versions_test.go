@@ -176,3 +176,51 @@ func TestStatusShowsLibucpVersionAndFile(t *testing.T) {
 		t.Errorf("status does not say %q:\n%s", line, out)
 	}
 }
+
+// TestAtomicPostAndSetUpHooksFail: ucp_atomic_post is a data call that can
+// fail (an immediate error in 1.13, the operation's status from 1.14 on), so
+// it fails under the default hooks; ucp_rkey_pack is an opt-in set-up hook:
+// untouched by default, failed when named.
+func TestAtomicPostAndSetUpHooksFail(t *testing.T) {
+	h := newHarness(t)
+	prog := buildC(t, "atomicpost", "atomicpost", "-lpthread")
+	r := h.ctl(t, "inject", "--lib", h.lib, "--quiet", "--probability", "100", "--codes", "-25", "--", prog)
+	ops := testutil.ParseOps(r.stdout)
+	if r.code != 0 || len(ops) != 3 || !strings.Contains(r.stdout, "DONE") {
+		t.Fatalf("default hooks at 100 %%: exit %d, %d ops; want set-up untouched and 3 atomic posts\n%s%s", r.code, len(ops), r.stdout, r.stderr)
+	}
+	for _, op := range ops {
+		if op.Status != -25 {
+			t.Errorf("atomic_post %d: status %d, want -25", op.Seq, op.Status)
+		}
+	}
+	r = h.ctl(t, "inject", "--lib", h.lib, "--quiet", "--probability", "100", "--codes", "-4", "--hooks", "ucp_rkey_pack", "--", prog)
+	if r.code != 3 || !strings.Contains(r.stderr, "SETUP-ERROR ucp_rkey_pack") {
+		t.Errorf("--hooks ucp_rkey_pack at 100 %%: exit %d; want the set-up to fail in ucp_rkey_pack (exit 3)\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestHookListSaysWhichExist: hook list gives each row's first release, and
+// for a running process the hooks its libucp does not export (the GPU
+// device API's host calls before 1.20/1.21).
+func TestHookListSaysWhichExist(t *testing.T) {
+	u := testutil.UCX(t)
+	h := newHarness(t)
+	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--interval-us", "1000", "--quiet")
+	out := h.mustCtl(t, "hook", "list")
+	if !regexp.MustCompile(`(?m)^ucp_device_local_mem_list_create +ucs_status_t +opt-in +1\.21 `).MatchString(out) {
+		t.Errorf("hook list has no opt-in 1.21 row for ucp_device_local_mem_list_create:\n%s", out)
+	}
+	var want string
+	switch {
+	case u.AtLeast(1, 21):
+		want = fmt.Sprintf("pid %d (libucp %s): every hook exists", e.PID, u.Version)
+	case u.AtLeast(1, 20):
+		want = fmt.Sprintf("pid %d (libucp %s): not exported, so never called: ucp_device_local_mem_list_create, ucp_device_remote_mem_list_create\n", e.PID, u.Version)
+	default:
+		want = fmt.Sprintf("pid %d (libucp %s): not exported, so never called: ucp_device_local_mem_list_create, ucp_device_remote_mem_list_create, ucp_device_mem_list_release\n", e.PID, u.Version)
+	}
+	if !strings.Contains(out, want) {
+		t.Errorf("hook list does not say %q:\n%s", want, out)
+	}
+}

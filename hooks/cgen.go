@@ -20,6 +20,10 @@ type cRow struct {
 	Unresolved, FailPrefix, FailSuffix string
 	IsStatusPtr, IsStatus, IsVoid      bool
 	CallbackConst                      string
+	// ProtoGuard, when OwnProto, is the preprocessor condition under which
+	// the generated C declares the function itself (empty: always).
+	OwnProto   bool
+	ProtoGuard string
 	// Fast rows try ucxf_fast_decide before ucxf_slow_*: faultable rows
 	// whose failure is only a returned code (no forced close). A status
 	// query takes it only while no request carries a failure.
@@ -60,6 +64,12 @@ func GenerateC() (map[string][]byte, error) {
 		}
 		if (h.Faultable || h.Polls) && h.Return != StatusPtr && h.Return != Status {
 			return nil, fmt.Errorf("hook %s: only functions returning a status can fail", h.Name)
+		}
+		if maj, min := h.SinceVersion(); h.Header != "" {
+			r.OwnProto = true
+		} else if maj > 1 || min > 13 {
+			r.OwnProto = true
+			r.ProtoGuard = fmt.Sprintf("UCP_API_VERSION < UCP_VERSION(%d, %d)", maj, min)
 		}
 		if h.Faultable && h.Refusal == "" {
 			r.Faultable = 1
@@ -201,6 +211,19 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     {{- end}}
 {{- end}}
 {{- range .}}
+{{- if .OwnProto}}
+
+/* {{.Name}} (UCX {{.Since}}+) is declared {{if .Header}}in {{.Header}}, which the
+ * injector does not include{{else}}only by newer headers than these{{end}}: declared here from
+ * the hook table. */
+{{- if .ProtoGuard}}
+#if {{.ProtoGuard}}
+{{- end}}
+{{.Return}} {{.Name}}({{.Decl}});
+{{- if .ProtoGuard}}
+#endif
+{{- end}}
+{{- end}}
 static __attribute__((noinline)) {{.Return}} ucxf_slow_{{.Name}}({{.Decl}});
 {{- if .Fast}}
 static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucxf_fast_{{.Name}}({{.Decl}});

@@ -111,6 +111,19 @@ type Hook struct {
 	NoProbe bool
 	// Summary says in a few words what the function does, for `hook list`.
 	Summary string
+	// Since is the first UCX release whose libucp exports the function,
+	// "major.minor"; empty for the functions of every release from 1.13
+	// on (the oldest this project is tested with). A wrapper of a newer
+	// function forwards only where the running libucp exports it (else it
+	// returns UCS_ERR_UNSUPPORTED and says so once), the observer probes it
+	// only there, and `hook list` says which processes have it.
+	Since string
+	// Header names the UCX header that declares the function when it is
+	// not ucp.h (which the injector includes): the generated C then
+	// declares it itself from Params, whatever UCX headers it is built
+	// with. A function newer than the build's ucp.h (Since) gets its own
+	// declaration too.
+	Header string
 }
 
 // ID is a hook's index in Table; it is the hook's number in the C state and
@@ -286,9 +299,9 @@ var Table = []Hook{
 		Params: []Param{{"ucp_ep_h", "ep"}, {"ucp_atomic_post_op_t", "opcode"}, {"uint64_t", "value"},
 			{"size_t", "op_size"}, {"uint64_t", "remote_addr"}, {"ucp_rkey_h", "rkey"}},
 		Size: "op_size", Endpoint: "ep", RemoteAddr: "remote_addr",
-		Refusal: "ucp_atomic_post cannot fail in UCX 1.13.1 (it posts and returns UCS_OK); " +
-			"a failure there would be one no real program ever sees",
-		Summary: "atomic post (old API), observed only",
+		// From 1.14 on it waits for completion and returns the operation's
+		// status; 1.13 returns an immediate error (a failed endpoint).
+		Faultable: true, Summary: "atomic post (old API)",
 	},
 	{
 		Name: "ucp_atomic_fetch_nb", Return: StatusPtr,
@@ -315,6 +328,77 @@ var Table = []Hook{
 		Before: "ucxf_before_worker_progress", NoProbe: true,
 		Summary: "progress a worker, never faulted (delivers kill-ep error handlers)",
 	},
+	// Set-up calls of NIXL's UCX backend. Those that can fail are opt-in
+	// set-up hooks, like ucp_ep_create; the others are observed.
+	{
+		Name: "ucp_rkey_pack", Return: Status,
+		Params: []Param{{"ucp_context_h", "context"}, {"ucp_mem_h", "memh"}, {"void **", "rkey_buffer_p"},
+			{"size_t *", "size_p"}},
+		OptIn: true, Faultable: true, Summary: "pack a memory handle's remote key",
+	},
+	{
+		Name: "ucp_mem_query", Return: Status,
+		Params:  []Param{{"const ucp_mem_h", "memh"}, {"ucp_mem_attr_t *", "attr"}},
+		Summary: "query a memory handle, never faulted (returns UCS_OK in every release)",
+	},
+	{
+		Name: "ucp_worker_arm", Return: Status, Params: []Param{{"ucp_worker_h", "worker"}},
+		OptIn: true, Faultable: true, Summary: "arm a worker's event file descriptor",
+	},
+	{
+		Name: "ucp_worker_get_efd", Return: Status, Params: []Param{{"ucp_worker_h", "worker"}, {"int *", "fd"}},
+		OptIn: true, Faultable: true, Summary: "get a worker's event file descriptor",
+	},
+	{
+		Name: "ucp_worker_query", Return: Status,
+		Params: []Param{{"ucp_worker_h", "worker"}, {"ucp_worker_attr_t *", "attr"}},
+		OptIn:  true, Faultable: true, Summary: "query a worker (its address, thread mode)",
+	},
+	{
+		Name: "ucp_worker_set_am_recv_handler", Return: Status,
+		Params: []Param{{"ucp_worker_h", "worker"}, {"const ucp_am_handler_param_t *", "param"}},
+		OptIn:  true, Faultable: true, Summary: "install an active message handler",
+	},
+	{
+		Name: "ucp_ep_evaluate_perf", Return: Status,
+		Params: []Param{{"ucp_ep_h", "ep"}, {"const ucp_ep_evaluate_perf_param_t *", "param"},
+			{"ucp_ep_evaluate_perf_attr_t *", "attr"}},
+		Endpoint: "ep",
+		Summary:  "estimate an endpoint's transfer time, observed only (fails only on invalid input)",
+	},
+	// The host side of the GPU device API (ucp/api/device/ucp_host.h, which
+	// ucp.h does not include). Its handle types are opaque pointers here.
+	// The GPU-initiated data calls (ucp_device_put and friends) are inlined
+	// into CUDA kernels: no symbol, no hook.
+	{
+		Name: "ucp_device_local_mem_list_create", Return: Status,
+		Params: []Param{{"const void *", "params"}, {"void **", "mem_list_h"}},
+		Since:  "1.21", Header: "ucp/api/device/ucp_host.h",
+		OptIn: true, Faultable: true, Summary: "create a GPU device list of local memory",
+	},
+	{
+		Name: "ucp_device_remote_mem_list_create", Return: Status,
+		Params: []Param{{"const void *", "params"}, {"void **", "mem_list_h"}},
+		Since:  "1.21", Header: "ucp/api/device/ucp_host.h",
+		OptIn: true, Faultable: true, Summary: "create a GPU device list of remote memory",
+	},
+	{
+		Name: "ucp_device_mem_list_release", Return: Void, Params: []Param{{"void *", "mem_list_h"}},
+		Since: "1.20", Header: "ucp/api/device/ucp_host.h",
+		Summary: "release a GPU device memory list, never faulted",
+	},
+}
+
+// SinceVersion returns the major and minor release of h.Since, 1.13 when
+// it is empty.
+func (h *Hook) SinceVersion() (major, minor int) {
+	if h.Since == "" {
+		return 1, 13
+	}
+	if _, err := fmt.Sscanf(h.Since, "%d.%d", &major, &minor); err != nil {
+		return 1, 13
+	}
+	return major, minor
 }
 
 // MaxHooks bounds the table; the C state is sized by it.

@@ -101,6 +101,11 @@ func (s Stats) Lost() uint64 {
 // Session is one observation of one process. Start it with Start and end it
 // with Stop, which detaches the probes.
 type Session struct {
+	// Missing names the selected hooks this process's libucp does not
+	// export (rows newer than its release, hooks.Hook.Since): they are not
+	// probed. Set by Start; read-only after.
+	Missing []string
+
 	pid      int
 	hookIDs  []hooks.ID
 	info     processInfo
@@ -242,9 +247,17 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	// Entries first: a call entered before its return probe exists is
 	// discarded by the BPF program (it is entered before armed_ns is set),
 	// while a return without an entry would count as lost.
+	missing := map[hooks.ID]bool{}
 	for _, id := range ids {
 		h := &hooks.Table[id]
 		l, err := ex.Uprobe(h.Name, s.objs.UcxfEntry, &link.UprobeOptions{PID: pid, Cookie: uint64(id)})
+		if err != nil && h.Since != "" && errors.Is(err, link.ErrNoSymbol) {
+			// Newer than this libucp (the GPU device API of 1.20+ on an
+			// older UCX): nothing to probe, nothing ever called.
+			missing[id] = true
+			s.Missing = append(s.Missing, h.Name)
+			continue
+		}
 		if err != nil {
 			return nil, s.attachError(h.Name, libPath, err)
 		}
@@ -252,6 +265,9 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 	}
 	for _, id := range ids {
 		h := &hooks.Table[id]
+		if missing[id] {
+			continue
+		}
 		l, err := ex.Uretprobe(h.Name, s.objs.UcxfReturn, &link.UprobeOptions{PID: pid, Cookie: uint64(id)})
 		if err != nil {
 			return nil, s.attachError(h.Name, libPath, err)

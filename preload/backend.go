@@ -287,6 +287,13 @@ func (b *cBackend) Info() control.Status {
 	for i := 0; i < int(C.ucxf_libucp_file(C.int(i), &buf[0], C.size_t(len(buf)), &ver[0], C.size_t(len(ver)))) && i < 4; i++ {
 		st.Libucp = append(st.Libucp, control.LibucpFile{Path: C.GoString(&buf[0]), Version: C.GoString(&ver[0])})
 	}
+	if len(st.Libucp) > 0 {
+		for i := range hooks.Table {
+			if C.ucxf_hook_exists(C.int(i)) == 0 {
+				st.MissingHooks = append(st.MissingHooks, hooks.Table[i].Name)
+			}
+		}
+	}
 	if n := int(C.ucxf_libucp_copies(&buf[0], C.size_t(len(buf)))); n > 1 {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("%d copies of libucp are mapped: %s; each call goes to the copy its caller is linked with",
 			n, strings.ReplaceAll(C.GoString(&buf[0]), "\n", ", ")))

@@ -34,6 +34,16 @@ const char *const ucxf_hook_names[UCXF_NUM_HOOKS] = {
     "ucp_request_release",
     "ucp_request_cancel",
     "ucp_worker_progress",
+    "ucp_rkey_pack",
+    "ucp_mem_query",
+    "ucp_worker_arm",
+    "ucp_worker_get_efd",
+    "ucp_worker_query",
+    "ucp_worker_set_am_recv_handler",
+    "ucp_ep_evaluate_perf",
+    "ucp_device_local_mem_list_create",
+    "ucp_device_remote_mem_list_create",
+    "ucp_device_mem_list_release",
 };
 
 const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS] = {
@@ -63,12 +73,22 @@ const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS] = {
     1, /* ucp_stream_recv_nb */
     1, /* ucp_ep_flush_nb */
     1, /* ucp_worker_flush_nb */
-    0, /* ucp_atomic_post */
+    1, /* ucp_atomic_post */
     1, /* ucp_atomic_fetch_nb */
     0, /* ucp_request_free */
     0, /* ucp_request_release */
     0, /* ucp_request_cancel */
     0, /* ucp_worker_progress */
+    1, /* ucp_rkey_pack */
+    0, /* ucp_mem_query */
+    1, /* ucp_worker_arm */
+    1, /* ucp_worker_get_efd */
+    1, /* ucp_worker_query */
+    1, /* ucp_worker_set_am_recv_handler */
+    0, /* ucp_ep_evaluate_perf */
+    1, /* ucp_device_local_mem_list_create */
+    1, /* ucp_device_remote_mem_list_create */
+    0, /* ucp_device_mem_list_release */
 };
 
 const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
@@ -104,6 +124,16 @@ const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
     0, /* ucp_request_release */
     0, /* ucp_request_cancel */
     0, /* ucp_worker_progress */
+    0, /* ucp_rkey_pack */
+    0, /* ucp_mem_query */
+    0, /* ucp_worker_arm */
+    0, /* ucp_worker_get_efd */
+    0, /* ucp_worker_query */
+    0, /* ucp_worker_set_am_recv_handler */
+    0, /* ucp_ep_evaluate_perf */
+    0, /* ucp_device_local_mem_list_create */
+    0, /* ucp_device_remote_mem_list_create */
+    0, /* ucp_device_mem_list_release */
 };
 
 const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS] = {
@@ -139,6 +169,16 @@ const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS] = {
     0, /* ucp_request_release */
     0, /* ucp_request_cancel */
     0, /* ucp_worker_progress */
+    0, /* ucp_rkey_pack */
+    0, /* ucp_mem_query */
+    0, /* ucp_worker_arm */
+    0, /* ucp_worker_get_efd */
+    0, /* ucp_worker_query */
+    0, /* ucp_worker_set_am_recv_handler */
+    0, /* ucp_ep_evaluate_perf */
+    0, /* ucp_device_local_mem_list_create */
+    0, /* ucp_device_remote_mem_list_create */
+    0, /* ucp_device_mem_list_release */
 };
 
 const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
@@ -174,6 +214,16 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     0, /* ucp_request_release */
     0, /* ucp_request_cancel */
     0, /* ucp_worker_progress */
+    0, /* ucp_rkey_pack */
+    0, /* ucp_mem_query */
+    0, /* ucp_worker_arm */
+    0, /* ucp_worker_get_efd */
+    0, /* ucp_worker_query */
+    0, /* ucp_worker_set_am_recv_handler */
+    0, /* ucp_ep_evaluate_perf */
+    0, /* ucp_device_local_mem_list_create */
+    0, /* ucp_device_remote_mem_list_create */
+    0, /* ucp_device_mem_list_release */
 };
 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
@@ -2102,9 +2152,10 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsig
 }
 
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
 
-/* ucp_atomic_post: atomic post (old API), observed only.
- * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_atomic_post: two
+/* ucp_atomic_post: atomic post (old API).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_post: two
  * loads, two branches and a tail call. Every jump is a tail call, so the
  * next half sees the application's return address as its own. */
 ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
@@ -2112,6 +2163,23 @@ ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t 
     __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_ATOMIC_POST])) {
+        return real(ep, opcode, value, op_size, remote_addr, rkey);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_POST, __builtin_return_address(0), (uint64_t)op_size) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
         return real(ep, opcode, value, op_size, remote_addr, rkey);
     }
     return ucxf_slow_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
@@ -2400,4 +2468,649 @@ static unsigned ucxf_slow_ucp_worker_progress(ucp_worker_h worker)
         real = (__typeof__(ucp_worker_progress) *)ucxf_route(UCXF_HOOK_WORKER_PROGRESS, caller, (void *)real);
     }
     return real(worker);
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p);
+
+/* ucp_rkey_pack: pack a memory handle's remote key.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_rkey_pack: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p)
+{
+    __typeof__(ucp_rkey_pack) *real = (__typeof__(ucp_rkey_pack) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_RKEY_PACK], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_RKEY_PACK])) {
+        return real(context, memh, rkey_buffer_p, size_p);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
+    }
+    return ucxf_slow_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_RKEY_PACK, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_rkey_pack) *real = (__typeof__(ucp_rkey_pack) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_RKEY_PACK], __ATOMIC_ACQUIRE);
+        return real(context, memh, rkey_buffer_p, size_p);
+    }
+    return ucxf_slow_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_rkey_pack) *real = (__typeof__(ucp_rkey_pack) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_RKEY_PACK], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_rkey_pack) *)ucxf_resolve(UCXF_HOOK_RKEY_PACK);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_rkey_pack) *)ucxf_route(UCXF_HOOK_RKEY_PACK, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_RKEY_PACK]) {
+        return real(context, memh, rkey_buffer_p, size_p);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_RKEY_PACK, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(context, memh, rkey_buffer_p, size_p);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_mem_query(const ucp_mem_h memh, ucp_mem_attr_t *attr);
+
+/* ucp_mem_query: query a memory handle, never faulted (returns UCS_OK in every release).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_mem_query: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_mem_query(const ucp_mem_h memh, ucp_mem_attr_t *attr)
+{
+    __typeof__(ucp_mem_query) *real = (__typeof__(ucp_mem_query) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_QUERY], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_MEM_QUERY])) {
+        return real(memh, attr);
+    }
+    return ucxf_slow_ucp_mem_query(memh, attr);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_mem_query(const ucp_mem_h memh, ucp_mem_attr_t *attr)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_mem_query) *real = (__typeof__(ucp_mem_query) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_QUERY], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_mem_query) *)ucxf_resolve(UCXF_HOOK_MEM_QUERY);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_mem_query) *)ucxf_route(UCXF_HOOK_MEM_QUERY, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_MEM_QUERY]) {
+        return real(memh, attr);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_MEM_QUERY, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(memh, attr);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_arm(ucp_worker_h worker);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_arm(ucp_worker_h worker);
+
+/* ucp_worker_arm: arm a worker's event file descriptor.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_arm: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_worker_arm(ucp_worker_h worker)
+{
+    __typeof__(ucp_worker_arm) *real = (__typeof__(ucp_worker_arm) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_ARM], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_ARM])) {
+        return real(worker);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_worker_arm(worker);
+    }
+    return ucxf_slow_ucp_worker_arm(worker);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_worker_arm(ucp_worker_h worker)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_ARM, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_worker_arm) *real = (__typeof__(ucp_worker_arm) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_ARM], __ATOMIC_ACQUIRE);
+        return real(worker);
+    }
+    return ucxf_slow_ucp_worker_arm(worker);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_worker_arm(ucp_worker_h worker)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_worker_arm) *real = (__typeof__(ucp_worker_arm) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_ARM], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_worker_arm) *)ucxf_resolve(UCXF_HOOK_WORKER_ARM);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_arm) *)ucxf_route(UCXF_HOOK_WORKER_ARM, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_WORKER_ARM]) {
+        return real(worker);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_ARM, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(worker);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_get_efd(ucp_worker_h worker, int *fd);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_get_efd(ucp_worker_h worker, int *fd);
+
+/* ucp_worker_get_efd: get a worker's event file descriptor.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_get_efd: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_worker_get_efd(ucp_worker_h worker, int *fd)
+{
+    __typeof__(ucp_worker_get_efd) *real = (__typeof__(ucp_worker_get_efd) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_GET_EFD], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_GET_EFD])) {
+        return real(worker, fd);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_worker_get_efd(worker, fd);
+    }
+    return ucxf_slow_ucp_worker_get_efd(worker, fd);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_worker_get_efd(ucp_worker_h worker, int *fd)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_GET_EFD, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_worker_get_efd) *real = (__typeof__(ucp_worker_get_efd) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_GET_EFD], __ATOMIC_ACQUIRE);
+        return real(worker, fd);
+    }
+    return ucxf_slow_ucp_worker_get_efd(worker, fd);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_worker_get_efd(ucp_worker_h worker, int *fd)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_worker_get_efd) *real = (__typeof__(ucp_worker_get_efd) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_GET_EFD], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_worker_get_efd) *)ucxf_resolve(UCXF_HOOK_WORKER_GET_EFD);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_get_efd) *)ucxf_route(UCXF_HOOK_WORKER_GET_EFD, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_WORKER_GET_EFD]) {
+        return real(worker, fd);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_GET_EFD, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(worker, fd);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr);
+
+/* ucp_worker_query: query a worker (its address, thread mode).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_query: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
+{
+    __typeof__(ucp_worker_query) *real = (__typeof__(ucp_worker_query) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_QUERY], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_QUERY])) {
+        return real(worker, attr);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_worker_query(worker, attr);
+    }
+    return ucxf_slow_ucp_worker_query(worker, attr);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_QUERY, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_worker_query) *real = (__typeof__(ucp_worker_query) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_QUERY], __ATOMIC_ACQUIRE);
+        return real(worker, attr);
+    }
+    return ucxf_slow_ucp_worker_query(worker, attr);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_worker_query) *real = (__typeof__(ucp_worker_query) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_QUERY], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_worker_query) *)ucxf_resolve(UCXF_HOOK_WORKER_QUERY);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_query) *)ucxf_route(UCXF_HOOK_WORKER_QUERY, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_WORKER_QUERY]) {
+        return real(worker, attr);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_QUERY, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(worker, attr);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param);
+
+/* ucp_worker_set_am_recv_handler: install an active message handler.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_set_am_recv_handler: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param)
+{
+    __typeof__(ucp_worker_set_am_recv_handler) *real = (__typeof__(ucp_worker_set_am_recv_handler) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER])) {
+        return real(worker, param);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_worker_set_am_recv_handler(worker, param);
+    }
+    return ucxf_slow_ucp_worker_set_am_recv_handler(worker, param);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_worker_set_am_recv_handler) *real = (__typeof__(ucp_worker_set_am_recv_handler) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER], __ATOMIC_ACQUIRE);
+        return real(worker, param);
+    }
+    return ucxf_slow_ucp_worker_set_am_recv_handler(worker, param);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_worker_set_am_recv_handler) *real = (__typeof__(ucp_worker_set_am_recv_handler) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_worker_set_am_recv_handler) *)ucxf_resolve(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_worker_set_am_recv_handler) *)ucxf_route(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER]) {
+        return real(worker, param);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(worker, param);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_evaluate_perf(ucp_ep_h ep, const ucp_ep_evaluate_perf_param_t *param, ucp_ep_evaluate_perf_attr_t *attr);
+
+/* ucp_ep_evaluate_perf: estimate an endpoint's transfer time, observed only (fails only on invalid input).
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_ep_evaluate_perf: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_ep_evaluate_perf(ucp_ep_h ep, const ucp_ep_evaluate_perf_param_t *param, ucp_ep_evaluate_perf_attr_t *attr)
+{
+    __typeof__(ucp_ep_evaluate_perf) *real = (__typeof__(ucp_ep_evaluate_perf) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_EVALUATE_PERF], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_EVALUATE_PERF])) {
+        return real(ep, param, attr);
+    }
+    return ucxf_slow_ucp_ep_evaluate_perf(ep, param, attr);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_ep_evaluate_perf(ucp_ep_h ep, const ucp_ep_evaluate_perf_param_t *param, ucp_ep_evaluate_perf_attr_t *attr)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_ep_evaluate_perf) *real = (__typeof__(ucp_ep_evaluate_perf) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_EVALUATE_PERF], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_ep_evaluate_perf) *)ucxf_resolve(UCXF_HOOK_EP_EVALUATE_PERF);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_evaluate_perf) *)ucxf_route(UCXF_HOOK_EP_EVALUATE_PERF, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_EP_EVALUATE_PERF]) {
+        return real(ep, param, attr);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_EVALUATE_PERF, caller, (void *)ep, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(ep, param, attr);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+
+/* ucp_device_local_mem_list_create (UCX 1.21+) is declared in ucp/api/device/ucp_host.h, which the
+ * injector does not include: declared here from
+ * the hook table. */
+ucs_status_t ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
+
+/* ucp_device_local_mem_list_create: create a GPU device list of local memory.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_device_local_mem_list_create: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_device_local_mem_list_create(const void *params, void **mem_list_h)
+{
+    __typeof__(ucp_device_local_mem_list_create) *real = (__typeof__(ucp_device_local_mem_list_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE])) {
+        return real(params, mem_list_h);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_device_local_mem_list_create(params, mem_list_h);
+    }
+    return ucxf_slow_ucp_device_local_mem_list_create(params, mem_list_h);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_device_local_mem_list_create(const void *params, void **mem_list_h)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_device_local_mem_list_create) *real = (__typeof__(ucp_device_local_mem_list_create) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+        return real(params, mem_list_h);
+    }
+    return ucxf_slow_ucp_device_local_mem_list_create(params, mem_list_h);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_device_local_mem_list_create(const void *params, void **mem_list_h)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_device_local_mem_list_create) *real = (__typeof__(ucp_device_local_mem_list_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_device_local_mem_list_create) *)ucxf_resolve(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_device_local_mem_list_create) *)ucxf_route(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE]) {
+        return real(params, mem_list_h);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(params, mem_list_h);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+
+/* ucp_device_remote_mem_list_create (UCX 1.21+) is declared in ucp/api/device/ucp_host.h, which the
+ * injector does not include: declared here from
+ * the hook table. */
+ucs_status_t ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
+static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
+static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
+
+/* ucp_device_remote_mem_list_create: create a GPU device list of remote memory.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_device_remote_mem_list_create: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_t ucp_device_remote_mem_list_create(const void *params, void **mem_list_h)
+{
+    __typeof__(ucp_device_remote_mem_list_create) *real = (__typeof__(ucp_device_remote_mem_list_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE])) {
+        return real(params, mem_list_h);
+    }
+    if (UCXF_LIKELY(real != NULL)) {
+        return ucxf_fast_ucp_device_remote_mem_list_create(params, mem_list_h);
+    }
+    return ucxf_slow_ucp_device_remote_mem_list_create(params, mem_list_h);
+}
+
+/* The armed common case (ucxf_fast_decide), apart from the wrapper so that
+ * its registers cost nothing when the hook is not armed. The wrapper has
+ * resolved the real function. */
+static ucs_status_t ucxf_fast_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h)
+{
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, __builtin_return_address(0), 0) == 0)) {
+        /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_device_remote_mem_list_create) *real = (__typeof__(ucp_device_remote_mem_list_create) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+        return real(params, mem_list_h);
+    }
+    return ucxf_slow_ucp_device_remote_mem_list_create(params, mem_list_h);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_t ucxf_slow_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_device_remote_mem_list_create) *real = (__typeof__(ucp_device_remote_mem_list_create) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_device_remote_mem_list_create) *)ucxf_resolve(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE);
+        if (real == NULL) {
+            return UCS_ERR_UNSUPPORTED;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_device_remote_mem_list_create) *)ucxf_route(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE]) {
+        return real(params, mem_list_h);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, caller, NULL, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return (ucs_status_t)(code);
+    }
+    {
+        ucs_status_t ret = real(params, mem_list_h);
+        code = ucxf_leave(&call, ret, NULL);
+        return code < 0 ? (ucs_status_t)code : ret;
+    }
+}
+
+
+/* ucp_device_mem_list_release (UCX 1.20+) is declared in ucp/api/device/ucp_host.h, which the
+ * injector does not include: declared here from
+ * the hook table. */
+void ucp_device_mem_list_release(void *mem_list_h);
+static __attribute__((noinline)) void ucxf_slow_ucp_device_mem_list_release(void *mem_list_h);
+
+/* ucp_device_mem_list_release: release a GPU device memory list, never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_device_mem_list_release: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+void ucp_device_mem_list_release(void *mem_list_h)
+{
+    __typeof__(ucp_device_mem_list_release) *real = (__typeof__(ucp_device_mem_list_release) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_MEM_LIST_RELEASE], __ATOMIC_ACQUIRE);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_DEVICE_MEM_LIST_RELEASE])) {
+        real(mem_list_h);
+        return;
+    }
+    ucxf_slow_ucp_device_mem_list_release(mem_list_h);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static void ucxf_slow_ucp_device_mem_list_release(void *mem_list_h)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_device_mem_list_release) *real = (__typeof__(ucp_device_mem_list_release) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_MEM_LIST_RELEASE], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_device_mem_list_release) *)ucxf_resolve(UCXF_HOOK_DEVICE_MEM_LIST_RELEASE);
+        if (real == NULL) {
+            return ;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_device_mem_list_release) *)ucxf_route(UCXF_HOOK_DEVICE_MEM_LIST_RELEASE, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_DEVICE_MEM_LIST_RELEASE]) {
+        real(mem_list_h);
+        return;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_DEVICE_MEM_LIST_RELEASE, caller, NULL, 0, NULL);
+    ucxf_enter(&call);
+    real(mem_list_h);
+    ucxf_leave(&call, UCS_OK, NULL);
 }

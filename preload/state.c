@@ -419,6 +419,13 @@ static void *ucxf_lookup(const char *name)
     return NULL;
 }
 
+/* 1 when a libucp mapped now exports hook's function (for status: rows
+ * newer than the running release are wrapped but have nothing to call). */
+int ucxf_hook_exists(int hook)
+{
+    return __atomic_load_n(&ucxf_real[hook], __ATOMIC_ACQUIRE) != NULL || ucxf_lookup(ucxf_hook_names[hook]) != NULL;
+}
+
 static int ucxf_unresolved_warned[UCXF_NUM_HOOKS];
 
 void *ucxf_resolve(int hook)

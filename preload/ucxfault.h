@@ -373,6 +373,7 @@ void ucxf_listen_end(void);
 int  ucxf_deepbind_seen(void);
 int  ucxf_libucp_copies(char *buf, size_t len);
 int  ucxf_libucp_file(int i, char *path, size_t plen, char *version, size_t vlen);
+int  ucxf_hook_exists(int hook);
 int  ucxf_bypassed(int i, char *buf, size_t len);
 int  ucxf_route_copy(int i, char *buf, size_t len, uint64_t *calls);
 void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);

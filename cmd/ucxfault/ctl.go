@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -160,7 +161,8 @@ func newHookCmd() *cobra.Command {
 		Short: "Switch hooks on or off, or list them",
 		Long: `Switches single hooks: ucxfault hook disable ucp_get_nbx,ucp_ep_flush_nbx
 Names may omit the ucp_ prefix. "all" names every hook. "hook list" prints
-the hook table.`,
+the hook table (Since: the first UCX release that has the function), then,
+for each injected process, the hooks its libucp does not export.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("hook needs enable, disable or list")
@@ -170,12 +172,19 @@ the hook table.`,
 				out := c.OutOrStdout()
 				for _, h := range hooks.Table {
 					fault := "faultable"
-					if !h.Faultable {
+					switch {
+					case !h.Faultable:
 						fault = "observed only"
+					case h.OptIn:
+						fault = "opt-in"
 					}
-					fmt.Fprintf(out, "%-28s %-18s %-14s %s\n", h.Name, h.Return, fault, h.Summary)
+					since := h.Since
+					if since == "" {
+						since = "1.13"
+					}
+					fmt.Fprintf(out, "%-34s %-16s %-13s %-5s %s\n", h.Name, h.Return, fault, since, h.Summary)
 				}
-				return nil
+				return listMissingHooks(out, c.ErrOrStderr())
 			case "enable", "disable":
 				if len(args) != 2 {
 					return usagef("hook %s needs a list of hook names or all", args[0])
@@ -191,4 +200,38 @@ the hook table.`,
 		},
 	}
 	return hook
+}
+
+// listMissingHooks prints, for each injected process, the hooks whose
+// function its libucp does not export. No process is no error: the table
+// alone is then the answer.
+func listMissingHooks(out, stderr io.Writer) error {
+	if fileBackend() {
+		return nil
+	}
+	list, err := targets(stderr)
+	if err != nil || len(list) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	for _, r := range control.Broadcast(list, &control.Request{Cmd: control.CmdStatus}, global.timeout) {
+		if r.Err != nil || r.Resp.Status == nil {
+			continue
+		}
+		st := r.Resp.Status
+		var vers []string
+		for _, f := range st.Libucp {
+			vers = append(vers, f.Version)
+		}
+		switch {
+		case len(st.Libucp) == 0:
+			fmt.Fprintf(out, "pid %d: libucp not loaded yet\n", st.PID)
+		case len(st.MissingHooks) == 0:
+			fmt.Fprintf(out, "pid %d (libucp %s): every hook exists\n", st.PID, strings.Join(vers, ", "))
+		default:
+			fmt.Fprintf(out, "pid %d (libucp %s): not exported, so never called: %s\n", st.PID, strings.Join(vers, ", "),
+				strings.Join(st.MissingHooks, ", "))
+		}
+	}
+	return nil
 }

@@ -106,7 +106,10 @@ func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
 		}
 		return fmt.Errorf("observing process %d: %w", pid, err)
 	}
-	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", s.PID(), len(ids))
+	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", s.PID(), len(ids)-len(s.Missing))
+	if len(s.Missing) > 0 {
+		fmt.Fprintf(stderr, "not probed, its libucp does not export them: %s\n", strings.Join(s.Missing, ", "))
+	}
 
 	reason := watch(ctx, s, fl.duration, stderr)
 
