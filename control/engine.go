@@ -276,7 +276,7 @@ func (e *Engine) handle(req *Request) (string, error) {
 		if req.Endpoint == nil || *req.Endpoint < 0 {
 			return "", fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0", ErrInvalid)
 		}
-		code := int(ucs.ErrEndpointTimeout)
+		code := int(DeadPeerCode(e.b.Info().Libucp))
 		if req.Code != nil {
 			code = *req.Code
 		}
@@ -490,4 +490,19 @@ func BucketMin(b int) uint64 {
 		return 0
 	}
 	return 1 << (b - 1)
+}
+
+// DeadPeerCode is the status the running libucp reports for a TCP peer that
+// died (SIGKILL), kill_ep's default: UCS_ERR_ENDPOINT_TIMEOUT (-80) from
+// UCX 1.13.1, UCS_ERR_CONNECTION_RESET (-25) from 1.22.0 (both measured with
+// rma --transport tcp --kill-peer-at). Releases in between were not
+// measured and get -80; so does a process without libucp yet.
+func DeadPeerCode(libucp []LibucpFile) ucs.Status {
+	for _, f := range libucp {
+		var major, minor int
+		if _, err := fmt.Sscanf(f.Version, "%d.%d", &major, &minor); err == nil && (major > 1 || minor >= 22) {
+			return ucs.ErrConnectionReset
+		}
+	}
+	return ucs.ErrEndpointTimeout
 }

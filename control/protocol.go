@@ -69,7 +69,8 @@ type Request struct {
 	// Mode is immediate or deferred (mode).
 	Mode *string `json:"mode,omitempty"`
 	// Endpoint and Code choose the endpoint to kill and the code its
-	// failures carry (kill_ep; Code defaults to -80, ENDPOINT_TIMEOUT).
+	// failures carry (kill_ep; Code defaults to what the process's libucp reports for a dead
+	// TCP peer: DeadPeerCode).
 	Endpoint *int `json:"endpoint,omitempty"`
 	Code     *int `json:"code,omitempty"`
 	// Detailed asks status for per-hook counters.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/internal/testutil"
 )
 
@@ -200,6 +201,9 @@ func TestRefusedAndNeverFaultedHooks(t *testing.T) {
 
 func TestKillEndpointLikeADeadPeer(t *testing.T) {
 	h := newHarness(t)
+	// kill-ep's default is the running libucp's code for a dead TCP peer.
+	dead := int(control.DeadPeerCode([]control.LibucpFile{{Version: testutil.UCX(t).Version}}))
+	deadErr := fmt.Sprintf("EPERR thread=0 status=%d", dead)
 	t.Run("error handler once, then every operation fails", func(t *testing.T) {
 		e := h.start(t, []string{"--disabled"}, "--transport", "tcp", "--ops", "0", "--interval-us", "500", "--seq", "put,get,flush")
 		waitFor(t, 20*time.Second, "operations", func() bool { return len(testutil.ParseOps(e.Output())) > 30 })
@@ -210,19 +214,19 @@ func TestKillEndpointLikeADeadPeer(t *testing.T) {
 		st := h.status(t)[0]
 		e.Cmd.Process.Signal(os.Interrupt)
 		out := e.Wait(t, 30*time.Second)
-		if n := strings.Count(out, "EPERR thread=0 status=-80"); n != 1 {
-			t.Fatalf("error handler called %d times with -80, want once:\n%s", n, out)
+		if n := strings.Count(out, deadErr); n != 1 {
+			t.Fatalf("error handler called %d times with %d, want once:\n%s", n, dead, out)
 		}
 		ops := testutil.ParseOps(out)
 		if len(failedIndices(ops[:before])) != 0 {
 			t.Fatalf("operations failed before the kill: %v", failedIndices(ops[:before]))
 		}
 		for _, op := range ops[mark+5:] {
-			if op.Status != -80 || op.How != "immediate" {
-				t.Fatalf("after the kill: %+v, want -80 at once", op)
+			if op.Status != dead || op.How != "immediate" {
+				t.Fatalf("after the kill: %+v, want %d at once", op, dead)
 			}
 		}
-		if len(st.Killed) != 1 || st.Killed[0].Endpoint != 0 || st.Killed[0].Code != -80 {
+		if len(st.Killed) != 1 || st.Killed[0].Endpoint != 0 || int(st.Killed[0].Code) != dead {
 			t.Fatalf("status shows killed endpoints %+v", st.Killed)
 		}
 	})
@@ -284,23 +288,23 @@ func TestKillEndpointLikeADeadPeer(t *testing.T) {
 					t.Fatalf("operations failed before the kill: %v\n%s", failedIndices(ops[:mark]), out)
 				}
 				first := ops[mark]
-				if first.Status == -80 && first.How == "immediate" && st.KilledRequests == 0 {
+				if first.Status == dead && first.How == "immediate" && st.KilledRequests == 0 {
 					t.Logf("attempt %d: the kill came between two operations; again", attempt)
 					continue
 				}
-				if first.Status != -80 || first.How != "completion" {
-					t.Fatalf("the get in flight at the kill: %+v, want -80 on completion\n%s", first, out)
+				if first.Status != dead || first.How != "completion" {
+					t.Fatalf("the get in flight at the kill: %+v, want %d on completion\n%s", first, dead, out)
 				}
 				for _, op := range ops[mark+1:] {
-					if op.Status != -80 || op.How != "immediate" {
-						t.Fatalf("after the kill: %+v, want -80 at once\n%s", op, out)
+					if op.Status != dead || op.How != "immediate" {
+						t.Fatalf("after the kill: %+v, want %d at once\n%s", op, dead, out)
 					}
 				}
 				if st.KilledRequests != 1 {
 					t.Fatalf("status killed_requests = %d, want 1", st.KilledRequests)
 				}
-				if n := strings.Count(out, "EPERR thread=0 status=-80"); n != 1 {
-					t.Fatalf("error handler called %d times with -80, want once:\n%s", n, out)
+				if n := strings.Count(out, deadErr); n != 1 {
+					t.Fatalf("error handler called %d times with %d, want once:\n%s", n, dead, out)
 				}
 				return
 			}

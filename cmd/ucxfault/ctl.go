@@ -123,11 +123,13 @@ A real error wins over an injected one.`,
 	var killCode string
 	killEP := &cobra.Command{
 		Use:   "kill-ep ENDPOINT [--code CODE]",
-		Short: "Kill an endpoint as if its peer died (default code -80, ENDPOINT_TIMEOUT)",
+		Short: "Kill an endpoint as if its peer died (-80 on UCX 1.13, -25 on 1.22, as a dead TCP peer)",
 		Long: `Endpoints are numbered from 0 in order of creation (or of first use, for
 endpoints created before the injector saw them). From the kill on, as UCX
 does when a peer dies: the endpoint's error handler is called once, from
-ucp_worker_progress, with the code; every later operation on the endpoint
+ucp_worker_progress, with the code (by default the one the process's libucp
+reports for a SIGKILLed TCP peer: -80 ENDPOINT_TIMEOUT as 1.13 does, -25
+CONNECTION_RESET from 1.22 on; releases in between are unmeasured and get -80); every later operation on the endpoint
 fails at once with it. Other endpoints keep working. A killed endpoint stays
 dead, even across reset.`,
 		Args: exactArgs(1),
@@ -136,15 +138,19 @@ dead, even across reset.`,
 			if err != nil || ep < 0 {
 				return usagef("kill-ep %q: want an endpoint number from 0", args[0])
 			}
-			code, err := ucs.Parse(killCode)
-			if err != nil {
-				return usageError{err}
+			req := &control.Request{Cmd: control.CmdKillEP, Endpoint: &ep}
+			if killCode != "" {
+				code, err := ucs.Parse(killCode)
+				if err != nil {
+					return usageError{err}
+				}
+				n := int(code)
+				req.Code = &n
 			}
-			n := int(code)
-			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdKillEP, Endpoint: &ep, Code: &n})
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), req)
 		},
 	}
-	killEP.Flags().StringVar(&killCode, "code", "ENDPOINT_TIMEOUT", "the code the endpoint fails with")
+	killEP.Flags().StringVar(&killCode, "code", "", "the code the endpoint fails with (default: the process's libucp's for a dead TCP peer)")
 	return []*cobra.Command{
 		mode, killEP,
 		simpleControl("toggle", "Switch injection on or off", control.CmdToggle),
