@@ -441,19 +441,21 @@ func TestOpenMPIOverUCX(t *testing.T) {
 }
 
 func TestPerftestRunsUnchangedUnderTheInjector(t *testing.T) {
-	if _, err := exec.LookPath("ucx_perftest"); err != nil {
-		t.Skip("ucx_perftest not found (install ucx-utils: make deps)")
+	u := testutil.UCX(t)
+	perftest := u.Tool("ucx_perftest")
+	if perftest == "" {
+		t.Skipf("no ucx_perftest in %s (install ucx-utils: make deps)", u.BinDir)
 	}
 	h := newHarness(t)
 	for i, test := range []string{"tag_bw", "ucp_put_bw", "ucp_am_bw"} {
 		port := strconv.Itoa(13337 + i + os.Getpid()%1000)
-		server := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--", "ucx_perftest", "-p", port)
+		server := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--", perftest, "-p", port)
 		if err := server.Start(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(300 * time.Millisecond)
 		client := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--",
-			"ucx_perftest", "127.0.0.1", "-p", port, "-t", test, "-s", "8", "-n", "20000")
+			perftest, "127.0.0.1", "-p", port, "-t", test, "-s", "8", "-n", "20000")
 		out, err := client.CombinedOutput()
 		server.Process.Kill()
 		server.Wait()

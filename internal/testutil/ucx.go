@@ -20,6 +20,8 @@ type UCXInstall struct {
 	CFlags []string
 	// Libs are the linker flags for libucp and its dependencies.
 	Libs []string
+	// BinDir is where its tools are (ucx_perftest, ucx_info).
+	BinDir string
 	// IncludeDir is where its headers are.
 	IncludeDir string
 	// LibDir is where its libraries are; the test process's LD_LIBRARY_PATH
@@ -42,6 +44,17 @@ func (u *UCXInstall) AtLeast(major, minor int) bool {
 func (u *UCXInstall) HeaderHas(name string) bool {
 	b, err := os.ReadFile(filepath.Join(u.IncludeDir, "ucp", "api", "ucp.h"))
 	return err == nil && strings.Contains(string(b), name)
+}
+
+// Tool returns the path of one of this UCX's programs (ucx_perftest), or ""
+// when it has none: a tool from another UCX would load this one's libraries
+// (LD_LIBRARY_PATH) and crash on their mismatch.
+func (u *UCXInstall) Tool(name string) string {
+	p := filepath.Join(u.BinDir, name)
+	if st, err := os.Stat(p); err != nil || st.IsDir() {
+		return ""
+	}
+	return p
 }
 
 // GCC returns gcc arguments that add the UCX flags around args: the
@@ -121,6 +134,9 @@ func findUCX() (*UCXInstall, string, error) {
 		return nil, "", fmt.Errorf("pkg-config --variable=libdir ucx: %v %w", dir, err)
 	}
 	u.LibDir = dir[0]
+	if bin, err := pc("--variable=bindir"); err == nil && len(bin) == 1 {
+		u.BinDir = bin[0]
+	}
 	if inc, err := pc("--variable=includedir"); err == nil && len(inc) == 1 {
 		u.IncludeDir = inc[0]
 	}
