@@ -1154,7 +1154,10 @@ func TestSafetyThreadsSharedWorker(t *testing.T) {
 			h := newHarness(t)
 			e := h.startProg(t, append(tc.flags, "--hooks", "ucp_put_nbx"), bin, strconv.Itoa(threads), strconv.Itoa(puts))
 			if !strings.Contains(e.Output(), "mode=multi") {
-				t.Fatalf("the worker is not UCS_THREAD_MODE_MULTI:\n%s", e.Output())
+				// A UCX configured without --enable-mt gives a
+				// single-threaded worker whatever was asked.
+				t.Skipf("UCX %s gave no UCS_THREAD_MODE_MULTI worker (built without multi-thread support):\n%s",
+					testutil.UCX(t).Version, e.Output())
 			}
 			waitFor(t, 60*time.Second, "the threads to finish", func() bool { return strings.Contains(e.Output(), "DONE") })
 			ops := testutil.ParseOps(e.Output())
