@@ -493,14 +493,14 @@ func BucketMin(b int) uint64 {
 }
 
 // DeadPeerCode is the status the running libucp reports for a TCP peer that
-// died (SIGKILL), kill_ep's default: UCS_ERR_ENDPOINT_TIMEOUT (-80) from
-// UCX 1.13.1, UCS_ERR_CONNECTION_RESET (-25) from 1.22.0 (both measured with
-// rma --transport tcp --kill-peer-at). Releases in between were not
-// measured and get -80; so does a process without libucp yet.
+// died, kill_ep's default: UCS_ERR_ENDPOINT_TIMEOUT (-80) up to UCX 1.13,
+// UCS_ERR_CONNECTION_RESET (-25) from 1.14 on (UCX commit dd0d43da4f,
+// docs/peer-death.md; measured on 1.13.1 and 1.22.0). A process without
+// libucp yet gets -80.
 func DeadPeerCode(libucp []LibucpFile) ucs.Status {
 	for _, f := range libucp {
 		var major, minor int
-		if _, err := fmt.Sscanf(f.Version, "%d.%d", &major, &minor); err == nil && (major > 1 || minor >= 22) {
+		if _, err := fmt.Sscanf(f.Version, "%d.%d", &major, &minor); err == nil && (major > 1 || minor >= 14) {
 			return ucs.ErrConnectionReset
 		}
 	}

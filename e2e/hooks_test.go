@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/internal/testutil"
 )
 
@@ -202,7 +201,7 @@ func TestRefusedAndNeverFaultedHooks(t *testing.T) {
 func TestKillEndpointLikeADeadPeer(t *testing.T) {
 	h := newHarness(t)
 	// kill-ep's default is the running libucp's code for a dead TCP peer.
-	dead := int(control.DeadPeerCode([]control.LibucpFile{{Version: testutil.UCX(t).Version}}))
+	dead := testutil.DeadPeerCode(testutil.UCX(t).Major, testutil.UCX(t).Minor)
 	deadErr := fmt.Sprintf("EPERR thread=0 status=%d", dead)
 	t.Run("error handler once, then every operation fails", func(t *testing.T) {
 		e := h.start(t, []string{"--disabled"}, "--transport", "tcp", "--ops", "0", "--interval-us", "500", "--seq", "put,get,flush")

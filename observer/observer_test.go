@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/internal/testutil"
@@ -194,7 +193,7 @@ func TestObserveRealFailure(t *testing.T) {
 			want := 0
 			if i >= 14 {
 				// What the running libucp reports for a SIGKILLed TCP peer.
-				want = int(control.DeadPeerCode([]control.LibucpFile{{Version: testutil.UCX(t).Version}}))
+				want = testutil.DeadPeerCode(testutil.UCX(t).Major, testutil.UCX(t).Minor)
 			}
 			if op.Status != want {
 				t.Errorf("op %d put: the program saw %d, want %d", i, op.Status, want)

@@ -123,13 +123,13 @@ A real error wins over an injected one.`,
 	var killCode string
 	killEP := &cobra.Command{
 		Use:   "kill-ep ENDPOINT [--code CODE]",
-		Short: "Kill an endpoint as if its peer died (-80 on UCX 1.13, -25 on 1.22, as a dead TCP peer)",
+		Short: "Kill an endpoint as if its peer died (-80 up to UCX 1.13, -25 from 1.14, as a dead TCP peer)",
 		Long: `Endpoints are numbered from 0 in order of creation (or of first use, for
 endpoints created before the injector saw them). From the kill on, as UCX
 does when a peer dies: the endpoint's error handler is called once, from
 ucp_worker_progress, with the code (by default the one the process's libucp
-reports for a SIGKILLed TCP peer: -80 ENDPOINT_TIMEOUT as 1.13 does, -25
-CONNECTION_RESET from 1.22 on; releases in between are unmeasured and get -80); every later operation on the endpoint
+reports for a dead TCP peer: -80 ENDPOINT_TIMEOUT up to 1.13, -25
+CONNECTION_RESET from 1.14 on); every later operation on the endpoint
 fails at once with it. Other endpoints keep working. A killed endpoint stays
 dead, even across reset.`,
 		Args: exactArgs(1),
