@@ -167,8 +167,9 @@ func newHookCmd() *cobra.Command {
 		Short: "Switch hooks on or off, or list them",
 		Long: `Switches single hooks: ucxfault hook disable ucp_get_nbx,ucp_ep_flush_nbx
 Names may omit the ucp_ prefix. "all" names every hook. "hook list" prints
-the hook table (Since: the first UCX release that has the function), then,
-for each injected process, the hooks its libucp does not export.`,
+the hook table (Since: the first UCX release that has the function, 1.13
+for those every supported release has), then, for each injected process,
+the hooks its libucp does not export.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("hook needs enable, disable or list")
