@@ -106,7 +106,7 @@ func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
 		}
 		return fmt.Errorf("observing process %d: %w", pid, err)
 	}
-	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", s.PID(), len(ids)-len(s.Missing))
+	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", s.PID(), len(s.Hooks())-len(s.Missing))
 	if len(s.Missing) > 0 {
 		fmt.Fprintf(stderr, "not probed, its libucp does not export them: %s\n", strings.Join(s.Missing, ", "))
 	}
