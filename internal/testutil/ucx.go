@@ -22,6 +22,8 @@ type UCXInstall struct {
 	Libs []string
 	// BinDir is where its tools are (ucx_perftest, ucx_info).
 	BinDir string
+	// Prefix is its installation prefix (/usr for Debian's packages).
+	Prefix string
 	// IncludeDir is where its headers are.
 	IncludeDir string
 	// LibDir is where its libraries are; the test process's LD_LIBRARY_PATH
@@ -55,6 +57,23 @@ func (u *UCXInstall) Tool(name string) string {
 		return ""
 	}
 	return p
+}
+
+// Example returns the path of one of the example programs this UCX ships
+// (ucp_hello_world.c), or "" when it has none: a source install keeps them in
+// PREFIX/share/ucx/examples, Debian's libucx-dev in
+// /usr/share/doc/libucx-dev/examples.
+func (u *UCXInstall) Example(name string) string {
+	dirs := []string{filepath.Join(u.Prefix, "share", "ucx", "examples")}
+	if u.Prefix == "/usr" {
+		dirs = append(dirs, "/usr/share/doc/libucx-dev/examples")
+	}
+	for _, d := range dirs {
+		if st, err := os.Stat(filepath.Join(d, name)); err == nil && !st.IsDir() {
+			return filepath.Join(d, name)
+		}
+	}
+	return ""
 }
 
 // GCC returns gcc arguments that add the UCX flags around args: the
@@ -134,6 +153,9 @@ func findUCX() (*UCXInstall, string, error) {
 		return nil, "", fmt.Errorf("pkg-config --variable=libdir ucx: %v %w", dir, err)
 	}
 	u.LibDir = dir[0]
+	if pre, err := pc("--variable=prefix"); err == nil && len(pre) == 1 {
+		u.Prefix = pre[0]
+	}
 	if bin, err := pc("--variable=bindir"); err == nil && len(bin) == 1 {
 		u.BinDir = bin[0]
 	}
