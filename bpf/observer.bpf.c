@@ -151,8 +151,14 @@ struct event {
 	__u16 flags; // EVENT_*
 };
 
+// The same bits as the injector's UCXF_MARK_* (preload/ucxfault.h), which
+// its marker passes as its sixth argument.
 enum event_flags {
-	EVENT_INJECTED = 1, // failed by the ucxfault injector without calling libucp
+	EVENT_INJECTED = 1,   // the ucxfault injector made this failure
+	EVENT_COMPLETION = 2, // not a call: the outcome of the operation whose request is req,
+			      // delivered now (req 0: of this thread's call that just returned)
+	EVENT_UNLEARNED = 4,  // with COMPLETION: the request was freed before the failure reached
+			      // the application
 };
 
 // Counter indexes of the per-CPU counters map.
@@ -488,8 +494,11 @@ int ucxf_return(struct pt_regs *ctx)
 }
 
 // ucxf_marker fires on the injector's ucxf_fault_marker(hook, code, ep,
-// size): a call the injector failed without calling libucp, which the probes
-// on libucp therefore never see.
+// size, request, flags): a call the injector failed without calling libucp,
+// which the probes on libucp therefore never see (flags EVENT_INJECTED), or
+// an outcome the injector handed the application on completion, through a
+// callback or a status query (EVENT_COMPLETION, with the operation's
+// request, so that the reader gives it to that operation).
 SEC("uprobe")
 int ucxf_marker(struct pt_regs *ctx)
 {
@@ -516,10 +525,10 @@ int ucxf_marker(struct pt_regs *ctx)
 	e->size = PT_REGS_PARM4(ctx);
 	e->ep = PT_REGS_PARM3(ctx);
 	e->raddr = 0;
-	e->req = 0;
+	e->req = PT_REGS_PARM5(ctx);
 	e->tid = (__u32)pid_tgid;
 	e->hook = (__u16)id;
-	e->flags = EVENT_INJECTED;
+	e->flags = (__u16)(UCXF_PARM6(ctx) & (EVENT_INJECTED | EVENT_COMPLETION | EVENT_UNLEARNED));
 	submit(e);
 	count(CNT_CALLS);
 	return 0;

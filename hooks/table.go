@@ -317,7 +317,7 @@ var Table = []Hook{
 	},
 	{
 		Name: "ucp_request_release", Return: Void, Params: []Param{{"void *", "request"}},
-		Request: "request", Before: "ucxf_before_request_free", Summary: "release a request, never faulted",
+		Request: "request", Before: "ucxf_before_request_release", Summary: "release a request, never faulted",
 	},
 	{
 		Name: "ucp_request_cancel", Return: Void, Params: []Param{{"ucp_worker_h", "worker"}, {"void *", "request"}},

@@ -20,8 +20,18 @@ type rawCall struct {
 	Size       uint64
 	EP         uint64
 	Req        uint64
-	// Injected: the ucxfault injector failed the call without calling libucp.
+	// Injected: the ucxfault injector failed the call without calling
+	// libucp, or (with Completion) made the failure it delivered.
 	Injected bool
+	// Completion: not a call but the injector's marker of an outcome it
+	// handed the application on completion (a callback or a status
+	// query): Ret is that status, as Hook returns it, for the operation
+	// that returned Req (Req 0: this thread's call of Hook that just
+	// returned).
+	Completion bool
+	// Unlearned, with Completion: the request was freed before the
+	// application could learn its failure.
+	Unlearned bool
 }
 
 // errPtrMin is UCS_STATUS_PTR(UCS_ERR_LAST) = (void *)-100: a status
@@ -33,9 +43,10 @@ func isErrPtr(p uint64) bool { return p >= errPtrMin }
 
 // callState is a call and what is known of its final status so far.
 type callState struct {
-	raw    rawCall
-	status int
-	how    string
+	raw      rawCall
+	status   int
+	how      string
+	injected bool // given an injected failure by a marker of its completion
 }
 
 // correlator turns rawCalls, in the order they returned, into recorded
@@ -45,17 +56,85 @@ type callState struct {
 type correlator struct {
 	calls   []callState
 	pending map[uint64]int // request pointer -> index in calls
-	errors  uint64
+	// last is the latest operation that returned each request, resolved
+	// or not: an injected failure delivered after a poll saw success
+	// still belongs to it.
+	last map[uint64]int
+	// lastCall is each thread's latest call, where a marker delivered
+	// inside a call (a status query, an operation failed as it returned)
+	// finds that call.
+	lastCall map[uint32]int
+	errors   uint64
 }
 
 func newCorrelator() *correlator {
-	return &correlator{pending: map[uint64]int{}}
+	return &correlator{pending: map[uint64]int{}, last: map[uint64]int{}, lastCall: map[uint32]int{}}
+}
+
+// markerStatus decodes the status a marker carries, as hook h returns it.
+func markerStatus(h *hooks.Hook, ret uint64) int {
+	if h.Return == hooks.StatusPtr {
+		if isErrPtr(ret) {
+			return int(int64(ret))
+		}
+		return 0
+	}
+	if st := ucs.FromRaw(ret); st < 0 {
+		return int(st)
+	}
+	return 0
+}
+
+// deliver applies the injector's marker of an outcome delivered on
+// completion, as recording.Build applies the injector's own record of it.
+func (c *correlator) deliver(ev rawCall) {
+	h := &hooks.Table[ev.Hook]
+	st := markerStatus(h, ev.Ret)
+	setFailed := func(p *callState) {
+		if st < 0 && p.status >= 0 {
+			c.errors++
+		}
+		p.status = min(st, 0)
+		p.injected = ev.Injected && st < 0
+	}
+	prev, hasPrev := c.lastCall[ev.TID]
+	if ev.Req == 0 {
+		if hasPrev && c.calls[prev].raw.Hook == ev.Hook {
+			setFailed(&c.calls[prev])
+		}
+		return
+	}
+	if hasPrev && ev.Injected && st < 0 {
+		// A status query overridden by the injector returned the
+		// failure; libucp's return the probe saw was success.
+		p := &c.calls[prev]
+		if ph := &hooks.Table[p.raw.Hook]; ph.Polls && p.raw.Req == ev.Req && p.status == 0 {
+			setFailed(p)
+		}
+	}
+	idx, ok := c.pending[ev.Req]
+	if !ok {
+		if idx, ok = c.last[ev.Req]; !ok || !ev.Injected || c.calls[idx].status < 0 {
+			return
+		}
+	}
+	delete(c.pending, ev.Req)
+	p := &c.calls[idx]
+	p.how = recording.HowCompletion
+	if ev.Unlearned {
+		p.how = recording.HowUnknown
+	}
+	setFailed(p)
 }
 
 // add takes one call, in return order. Calls of hooks not in hooks.Table
 // are ignored.
 func (c *correlator) add(ev rawCall) {
 	if int(ev.Hook) >= len(hooks.Table) {
+		return
+	}
+	if ev.Completion {
+		c.deliver(ev)
 		return
 	}
 	h := &hooks.Table[ev.Hook]
@@ -76,6 +155,7 @@ func (c *correlator) add(ev rawCall) {
 			}
 			cs.how = recording.HowUnknown
 			c.pending[ev.Ret] = len(c.calls)
+			c.last[ev.Ret] = len(c.calls)
 		}
 	case hooks.Status:
 		st := ucs.FromRaw(ev.Ret)
@@ -95,6 +175,7 @@ func (c *correlator) add(ev rawCall) {
 			}
 		}
 	}
+	c.lastCall[ev.TID] = len(c.calls)
 	c.calls = append(c.calls, cs)
 }
 
@@ -146,7 +227,7 @@ func (c *correlator) finish(base uint64) []recording.Call {
 			How:        cs.how,
 			TimeNS:     t,
 			DurationNS: cs.raw.DurationNS,
-			Injected:   cs.raw.Injected && cs.status < 0,
+			Injected:   (cs.raw.Injected || cs.injected) && cs.status < 0,
 		})
 	}
 	return out

@@ -474,8 +474,13 @@ func (s *Session) readLoop() {
 
 const eventSize = int(unsafe.Sizeof(observerEvent{}))
 
-// eventInjected is EVENT_INJECTED of bpf/observer.bpf.c.
-const eventInjected = 1
+// Event flags: enum event_flags of bpf/observer.bpf.c, the injector's
+// UCXF_MARK_* (preload/ucxfault.h).
+const (
+	eventInjected   = 1
+	eventCompletion = 2
+	eventUnlearned  = 4
+)
 
 // decodeEvent reads a struct event (bpf/observer.bpf.c) in host byte order.
 func decodeEvent(b []byte) (rawCall, bool) {
@@ -491,10 +496,12 @@ func decodeEvent(b []byte) (rawCall, bool) {
 		Size: ne.Uint64(b[32:]),
 		EP:   ne.Uint64(b[40:]),
 		// b[48:56] is the remote address, not recorded.
-		Req:      ne.Uint64(b[56:]),
-		TID:      ne.Uint32(b[64:]),
-		Hook:     hooks.ID(ne.Uint16(b[68:])),
-		Injected: ne.Uint16(b[70:])&eventInjected != 0,
+		Req:        ne.Uint64(b[56:]),
+		TID:        ne.Uint32(b[64:]),
+		Hook:       hooks.ID(ne.Uint16(b[68:])),
+		Injected:   ne.Uint16(b[70:])&eventInjected != 0,
+		Completion: ne.Uint16(b[70:])&eventCompletion != 0,
+		Unlearned:  ne.Uint16(b[70:])&eventUnlearned != 0,
 	}, true
 }
 

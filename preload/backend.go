@@ -341,7 +341,9 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 			ThreadKey: uint64(rec.thread) + 1, Hook: hooks.ID(rec.hook),
 			EndpointKey: uint64(int64(rec.ep) + 1), Size: uint64(rec.size),
 			Status: int(rec.status), Request: uint64(rec.req),
-			Injected: rec.flags&C.UCXF_REC_INJECTED != 0,
+			Injected:   rec.flags&C.UCXF_REC_INJECTED != 0,
+			Completion: rec.flags&C.UCXF_REC_COMPLETION != 0,
+			Unlearned:  rec.flags&C.UCXF_REC_UNLEARNED != 0,
 		})
 	}
 	p.Calls, _ = recording.Build(raws)

@@ -30,6 +30,9 @@ struct ucxf_cb_ctx {
     int code;
     int in_call; /* the real call has not returned yet */
     int fired;   /* libucp called the trampoline inside the call */
+    int hook;    /* the operation, for the record of its delivery */
+    void *ep;
+    uint64_t size;
     union {
         ucp_send_nbx_callback_t send;
         ucp_tag_recv_nbx_callback_t recv;
@@ -57,6 +60,11 @@ static void ucxf_deliver(struct ucxf_cb_ctx *x)
     /* A real error wins over an injected one. */
     ucs_status_t st = x->status == UCS_OK ? (ucs_status_t)x->code : x->status;
 
+    /* Recorded before the application's callback runs: it may free the
+     * request (MPICH does), which must then find it delivered. */
+    ucxf_defer_set_delivered(x->request);
+    ucxf_delivered(x->hook, st, x->ep, x->size, x->request,
+                   x->status == UCS_OK && x->code < 0 ? UCXF_MARK_INJECTED : 0);
     switch (x->kind) {
     case UCXF_CB_SEND:
         x->cb.send(x->request, st, x->user_data);
@@ -252,6 +260,9 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
     x->kind      = kind;
     x->code      = c->deferred_code;
     x->in_call   = 1;
+    x->hook      = c->hook;
+    x->ep        = c->ep;
+    x->size      = c->size;
     x->user_data = (param->op_attr_mask & UCP_OP_ATTR_FIELD_USER_DATA) ? param->user_data : NULL;
     switch (kind) {
     case UCXF_CB_SEND:
@@ -315,9 +326,21 @@ void ucxf_progress_deliver(ucp_worker_h worker)
     }
 }
 
-void ucxf_request_forget(void *request)
+void ucxf_request_forget(void *request, int freed)
 {
-    ucxf_defer_forget(request);
+    struct ucxf_defer_info di;
+
+    if (ucxf_defer_take(request, &di) < 0) {
+        return;
+    }
+    if (freed && di.code < 0 && !di.delivered) {
+        /* ucp_request_free before completion: libucp will call no
+         * callback, so the application can no longer learn the failure.
+         * It was injected (and counted) all the same: recorded as such,
+         * with its outcome unknown to the application. (A released
+         * request still gets its callback, which records it.) */
+        ucxf_delivered(di.hook, di.code, di.ep, di.size, request, UCXF_MARK_INJECTED | UCXF_MARK_UNLEARNED);
+    }
 }
 
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)

@@ -2348,7 +2348,7 @@ void ucp_request_release(void *request)
     __typeof__(ucp_request_release) *real = (__typeof__(ucp_request_release) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_RELEASE], __ATOMIC_ACQUIRE);
 
-    ucxf_before_request_free(request);
+    ucxf_before_request_release(request);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_RELEASE])) {
         real(request);
         return;

@@ -96,6 +96,35 @@ void ucxf_record_append(const struct ucxf_call *c, int status, void *request, ui
     __atomic_store_n(&slot->seq, i + 1, __ATOMIC_RELEASE);
 }
 
+/* Logs an outcome delivered on completion (ucxf_delivered): not a call, but
+ * the final status of the operation of hook that returned request. */
+void ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *request, int mark, uint64_t now)
+{
+    struct ucxf_record *ring = __atomic_load_n(&ucxf_ring, __ATOMIC_ACQUIRE);
+    struct ucxf_record *slot;
+    uint64_t i;
+
+    if (ring == NULL) {
+        return;
+    }
+    i    = __atomic_fetch_add(&ucxf_ring_head, 1, __ATOMIC_RELAXED);
+    slot = &ring[i & ucxf_ring_mask];
+    __atomic_store_n(&slot->seq, 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    slot->t_ns        = now;
+    slot->duration_ns = 0;
+    slot->size        = size;
+    slot->req         = (uint64_t)(uintptr_t)request;
+    slot->thread      = ucxf_self != NULL ? ucxf_self->ordinal : 0;
+    slot->tid         = ucxf_self != NULL ? (uint32_t)ucxf_self->tid : 0;
+    slot->ep          = ep != NULL ? ucxf_ep_ordinal(ep) : -1;
+    slot->hook        = (uint16_t)hook;
+    slot->status      = (int8_t)status;
+    slot->flags       = (uint8_t)(UCXF_REC_COMPLETION | ((mark & UCXF_MARK_INJECTED) ? UCXF_REC_INJECTED : 0) |
+                                  ((mark & UCXF_MARK_UNLEARNED) ? UCXF_REC_UNLEARNED : 0));
+    __atomic_store_n(&slot->seq, i + 1, __ATOMIC_RELEASE);
+}
+
 /* Copies record index into out; returns 1 when it is whole and still the
  * record of that index, 0 when it was overwritten or is being written. */
 int ucxf_record_read(uint64_t index, struct ucxf_record *out)
@@ -355,13 +384,13 @@ int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
 /*
  * A slot's key is its state: NULL (never used: a probe stops here), TOMB
  * (free again), NEW (claimed by an insert that is writing the code and the
- * endpoint), BUSY (held by the thread removing or killing the request that
- * was there), or the request. Code and endpoint are written only by the
- * thread that holds the slot (NEW or BUSY), and a key is published with a
- * release store after them: whoever reads a request key with acquire sees
- * that request's code and endpoint, never another's. A probe skips NEW
- * (the insert is for a request not yet returned to the application) and
- * waits out BUSY (a few instructions: the request there may be the one
+ * endpoint), BUSY (held by the thread removing, killing or marking the
+ * request that was there), or the request. The other fields are written
+ * only by the thread that holds the slot (NEW or BUSY), and a key is
+ * published with a release store after them: whoever reads a request key
+ * with acquire sees that request's fields, never another's. A probe skips
+ * NEW (the insert is for a request not yet returned to the application)
+ * and waits out BUSY (a few instructions: the request there may be the one
  * sought).
  */
 #define UCXF_DEFER_TOMB ((void *)1)
@@ -370,6 +399,11 @@ int ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n)
 static void *ucxf_defer_keys[UCXF_DEFER_SLOTS];
 static int8_t ucxf_defer_codes[UCXF_DEFER_SLOTS];
 static void *ucxf_defer_eps[UCXF_DEFER_SLOTS]; /* the request's endpoint, or NULL */
+/* The operation that returned the request, for the record and the marker
+ * of its delivery, and whether its outcome was delivered yet. */
+static uint16_t ucxf_defer_hooks[UCXF_DEFER_SLOTS];
+static uint64_t ucxf_defer_sizes[UCXF_DEFER_SLOTS];
+static uint8_t ucxf_defer_delivered[UCXF_DEFER_SLOTS];
 UCXF_HIDDEN uint64_t ucxf_defer_count;
 static uint64_t ucxf_defer_lost;
 static uint64_t ucxf_defer_killed;
@@ -387,9 +421,9 @@ static inline void *ucxf_defer_key(uint64_t s)
 
 /* Attaches code to a request the application now owns: status queries on
  * it return code once it has completed, until it is freed. Code 0 only
- * follows the request of an operation on ep, for ucxf_defer_kill. Returns
- * -1 when the table is full. */
-int ucxf_defer_put(void *request, int code, void *ep)
+ * follows the request of an operation on ep, for ucxf_defer_kill. hook and
+ * size describe the operation. Returns -1 when the table is full. */
+int ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size)
 {
     uint64_t i = ucxf_ptr_hash(request), n;
 
@@ -403,6 +437,9 @@ int ucxf_defer_put(void *request, int code, void *ep)
                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
             __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
             __atomic_store_n(&ucxf_defer_eps[s], ep, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_hooks[s], (uint16_t)hook, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_sizes[s], size, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_delivered[s], 0, __ATOMIC_RELAXED);
             __atomic_add_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
             __atomic_store_n(&ucxf_defer_keys[s], request, __ATOMIC_RELEASE); /* publish */
             return 0;
@@ -412,7 +449,80 @@ int ucxf_defer_put(void *request, int code, void *ep)
     return -1;
 }
 
-static int ucxf_defer_find(void *request, int remove)
+/* Holds the slot of request (BUSY) and returns it, or -1 when request
+ * carries nothing. The caller ends the hold with ucxf_defer_unhold. */
+static int ucxf_defer_hold(void *request)
+{
+    uint64_t i, n;
+
+    if (__atomic_load_n(&ucxf_defer_count, __ATOMIC_RELAXED) == 0) {
+        return -1;
+    }
+again:
+    i = ucxf_ptr_hash(request);
+    for (n = 0; n < UCXF_DEFER_SLOTS; n++, i++) {
+        uint64_t s = i & (UCXF_DEFER_SLOTS - 1);
+        void *k    = ucxf_defer_key(s);
+
+        if (k == NULL) {
+            return -1;
+        }
+        if (k != request) {
+            continue;
+        }
+        if (!__atomic_compare_exchange_n(&ucxf_defer_keys[s], &k, UCXF_DEFER_BUSY, 0,
+                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            goto again; /* another thread removed or is killing it */
+        }
+        return (int)s;
+    }
+    return -1;
+}
+
+/* Ends a hold: the slot holds key again (the request, or TOMB). */
+static void ucxf_defer_unhold(int s, void *key)
+{
+    __atomic_store_n(&ucxf_defer_keys[s], key, __ATOMIC_RELEASE);
+}
+
+/* Copies the fields of held slot s into *out. */
+static void ucxf_defer_read(int s, struct ucxf_defer_info *out)
+{
+    out->code      = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
+    out->ep        = __atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED);
+    out->hook      = __atomic_load_n(&ucxf_defer_hooks[s], __ATOMIC_RELAXED);
+    out->size      = __atomic_load_n(&ucxf_defer_sizes[s], __ATOMIC_RELAXED);
+    out->delivered = __atomic_load_n(&ucxf_defer_delivered[s], __ATOMIC_RELAXED);
+}
+
+/* Fills *out with what the table holds for request. Returns 0, or -1 when
+ * request carries nothing. */
+int ucxf_defer_info(void *request, struct ucxf_defer_info *out)
+{
+    int s = ucxf_defer_hold(request);
+
+    if (s < 0) {
+        return -1;
+    }
+    ucxf_defer_read(s, out);
+    ucxf_defer_unhold(s, request);
+    return 0;
+}
+
+/* The outcome of request has reached the application (callback or query). */
+void ucxf_defer_set_delivered(void *request)
+{
+    int s = ucxf_defer_hold(request);
+
+    if (s >= 0) {
+        __atomic_store_n(&ucxf_defer_delivered[s], 1, __ATOMIC_RELAXED);
+        ucxf_defer_unhold(s, request);
+    }
+}
+
+/* The failure attached to request, or 0. Not held: a read checked against
+ * the key again, as status queries may be many. */
+int ucxf_defer_peek(void *request)
 {
     uint64_t i, n;
 
@@ -432,38 +542,40 @@ again:
         if (k != request) {
             continue;
         }
-        if (!remove) {
-            code = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
-            /* Still this request's slot after the read (not removed and
-             * given to another request meanwhile)? Otherwise look again. */
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (ucxf_defer_key(s) == request) {
-                return code;
-            }
-            goto again;
-        }
-        if (!__atomic_compare_exchange_n(&ucxf_defer_keys[s], &k, UCXF_DEFER_BUSY, 0,
-                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-            goto again; /* another thread removed or is killing it */
-        }
         code = __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED);
-        __atomic_sub_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&ucxf_defer_keys[s], UCXF_DEFER_TOMB, __ATOMIC_RELEASE);
-        return code;
+        /* Still this request's slot after the read (not removed and given
+         * to another request meanwhile)? Otherwise look again. */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (ucxf_defer_key(s) == request) {
+            return code;
+        }
+        goto again;
     }
     return 0;
 }
 
-/* The failure attached to request, or 0. */
-int ucxf_defer_peek(void *request)
+/* Detaches the entry of request (freed, released or reused); fills *out
+ * with what it held when out is not NULL. Returns 0, or -1 when there was
+ * none. */
+int ucxf_defer_take(void *request, struct ucxf_defer_info *out)
 {
-    return ucxf_defer_find(request, 0);
+    int s = ucxf_defer_hold(request);
+
+    if (s < 0) {
+        return -1;
+    }
+    if (out != NULL) {
+        ucxf_defer_read(s, out);
+    }
+    __atomic_sub_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
+    ucxf_defer_unhold(s, UCXF_DEFER_TOMB);
+    return 0;
 }
 
 /* Detaches the failure of request (freed, released or reused). */
 void ucxf_defer_forget(void *request)
 {
-    ucxf_defer_find(request, 1);
+    ucxf_defer_take(request, NULL);
 }
 
 /*
@@ -501,6 +613,9 @@ int ucxf_defer_kill(void *ep, int code)
             __atomic_load_n(&ucxf_defer_codes[s], __ATOMIC_RELAXED) == 0 &&
             (check == NULL || check(k) == UCS_INPROGRESS)) {
             __atomic_store_n(&ucxf_defer_codes[s], (int8_t)code, __ATOMIC_RELAXED);
+            /* Injected by the kill: counted like any other injected failure. */
+            ucxf_count_completion_fault(__atomic_load_n(&ucxf_defer_hooks[s], __ATOMIC_RELAXED), code,
+                                        __atomic_load_n(&ucxf_defer_sizes[s], __ATOMIC_RELAXED));
             n++;
         }
         __atomic_store_n(&ucxf_defer_keys[s], k, __ATOMIC_RELEASE);

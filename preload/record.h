@@ -12,6 +12,12 @@ struct ucxf_call;
 
 #define UCXF_REC_INJECTED 0x1
 #define UCXF_REC_DEFERRED 0x2 /* an injected failure was attached to the request */
+/* Not a call: the final status of the operation that returned req, handed
+ * to the application on completion (callback or status query). */
+#define UCXF_REC_COMPLETION 0x4
+/* With COMPLETION: the request was freed before the application could
+ * learn its failure (ucp_request_free calls no callback). */
+#define UCXF_REC_UNLEARNED 0x8
 
 /* One logged call. seq is the commit stamp: index + 1 once the slot is whole. */
 struct ucxf_record {
@@ -43,9 +49,23 @@ void     ucxf_record_append(const struct ucxf_call *c, int status, void *request
 uint64_t ucxf_record_replay_cursor_next(void);
 uint64_t ucxf_replay_cursor_next(int hook);
 int32_t  ucxf_ep_ordinal(void *ep);
-int      ucxf_defer_put(void *request, int code, void *ep);
+void     ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *request, int mark,
+                              uint64_t now);
+
+/* What the defer table holds for one request. */
+struct ucxf_defer_info {
+    int code;      /* the failure to deliver, 0 when only followed */
+    void *ep;      /* the operation's endpoint, or NULL */
+    int hook;      /* the operation that returned the request */
+    uint64_t size; /* and its size */
+    int delivered; /* its outcome reached the application */
+};
+int      ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size);
 int      ucxf_defer_kill(void *ep, int code);
 int      ucxf_defer_peek(void *request);
+int      ucxf_defer_info(void *request, struct ucxf_defer_info *out);
+void     ucxf_defer_set_delivered(void *request);
+int      ucxf_defer_take(void *request, struct ucxf_defer_info *out);
 void     ucxf_defer_forget(void *request);
 
 /* Endpoints. */

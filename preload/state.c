@@ -819,33 +819,38 @@ static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferr
 }
 
 /*
- * Called on every failure injected without calling libucp. It does nothing:
- * `ucxfault observe` attaches a uprobe here, because its probes on libucp
- * never see those calls. Exported and never inlined, so that it has a symbol.
+ * Called on every failure injected without calling libucp (request NULL,
+ * flags UCXF_MARK_INJECTED), and on every outcome the injector delivers on
+ * completion (UCXF_MARK_COMPLETION: request is the operation's request, code
+ * the status the application is given, UCXF_MARK_INJECTED when the injector
+ * made it). It does nothing: `ucxfault observe` attaches a uprobe here,
+ * because its probes on libucp never see those calls, nor what a trampoline
+ * or a status query hands the application. The request lets the observer
+ * give the outcome to the operation that returned it. Exported and never
+ * inlined, so that it has a symbol.
  */
 __attribute__((noinline, visibility("default"))) void
-ucxf_fault_marker(int hook, int code, void *ep, uint64_t size)
+ucxf_fault_marker(int hook, int code, void *ep, uint64_t size, void *request, int flags)
 {
-    __asm__ volatile("" : : "r"(hook), "r"(code), "r"(ep), "r"(size) : "memory");
+    __asm__ volatile("" : : "r"(hook), "r"(code), "r"(ep), "r"(size), "r"(request), "r"(flags) : "memory");
 }
 
-/* Counts a failure of hook counters hc, with its code and size bucket. */
+/* Counts a failure of hook counters hc, with its code and size bucket, and
+ * restarts the hook's calls since the last fault. */
 static void ucxf_count_code(struct ucxf_hook_counters *hc, int code, int bucket)
 {
     UCXF_INC(hc->faults);
     UCXF_INC(hc->codes[-code]);
     UCXF_INC(hc->size_faults[bucket]);
+    __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
 }
 
 /* Counts a failure injected now, without calling libucp, and shows it to
  * the observer. Returns code. */
 static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep, uint64_t size, int bucket)
 {
-    struct ucxf_hook_counters *hc = &t->h[h];
-
-    ucxf_count_code(hc, code, bucket);
-    __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
-    ucxf_fault_marker(h, code, ep, size);
+    ucxf_count_code(&t->h[h], code, bucket);
+    ucxf_fault_marker(h, code, ep, size, NULL, UCXF_MARK_INJECTED);
     return code;
 }
 
@@ -860,7 +865,8 @@ static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep,
  * real error stands: the draw is spent, and no fault is counted. A failure
  * that may be delivered is counted here and delivered by ucxf_leave, where
  * failures attached to a request for delivery on completion are delivered
- * too: libucp was called, and the observer saw the call, as for those.
+ * too: libucp was called, and the observer saw the call, as for those, and
+ * learns the failure from the marker of its delivery.
  */
 static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code)
 {
@@ -871,7 +877,33 @@ static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code
     }
     c->poll_code = code;
     ucxf_count_code(hc, code, c->size_bucket);
-    __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
+}
+
+/* Counts, on the calling thread, a failure that no call decided: a request
+ * of hook in flight on an endpoint that kill-ep killed (ucxf_defer_kill). */
+void ucxf_count_completion_fault(int hook, int code, uint64_t size)
+{
+    struct ucxf_thread *t;
+
+    if (hook < 0 || hook >= UCXF_NUM_HOOKS || code >= 0 || code < -100) {
+        return;
+    }
+    t = ucxf_thread_self();
+    if (t != NULL) {
+        ucxf_count_code(&t->h[hook], code, (int)ucxf_size_bucket(size));
+    }
+}
+
+/* An outcome handed to the application on completion (flags: UCXF_MARK_*):
+ * shown to the observer, and logged when recording is on. */
+void ucxf_delivered(int hook, int status, void *ep, uint64_t size, void *request, int flags)
+{
+    const struct ucxf_config *cfg = ucxf_current();
+
+    ucxf_fault_marker(hook, status, ep, size, request, flags | UCXF_MARK_COMPLETION);
+    if (cfg != NULL && cfg->recording) {
+        ucxf_record_delivery(hook, status, ep, size, request, flags, ucxf_now_ns());
+    }
 }
 
 int ucxf_enter(struct ucxf_call *c)
@@ -998,7 +1030,9 @@ inject:
     return 0;
 }
 
-/* Counts a failure attached to an operation that ran (on completion). */
+/* Counts a failure attached to an operation that ran (on completion). All
+ * its counters move now, as for a failure injected at once: the pattern's
+ * turn of codes depends on them, so they cannot wait for the delivery. */
 static void ucxf_count_fault(struct ucxf_call *c, int code)
 {
     c->injected = 1;
@@ -1011,17 +1045,34 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
 {
     int override = 0;
 
-    if (ucxf_hook_polls[c->hook] && c->req != NULL && status == UCS_OK && !c->injected && !c->internal) {
+    if (ucxf_hook_polls[c->hook] && c->req != NULL && status != UCS_INPROGRESS && !c->injected &&
+        !c->internal) {
         /* A status query on a request that completed: deliver the failure
          * the query drew (its hook named, ucxf_poll_fault), or else one
          * attached to the request, unless the request failed for real. An
          * attached failure is delivered whether or not the query's own hook
          * is on: it belongs to the operation. */
-        int code = c->poll_code != 0 ? c->poll_code : ucxf_defer_peek(c->req);
-        if (code < 0) {
+        struct ucxf_defer_info di;
+        int found = ucxf_defer_info(c->req, &di) == 0;
+        int code  = c->poll_code != 0 ? c->poll_code : found ? di.code : 0;
+        int mark  = 0;
+        if (code < 0 && status == UCS_OK) {
             override    = code;
             status      = code;
             c->injected = 1;
+            mark        = UCXF_MARK_INJECTED;
+        }
+        if (found) {
+            /* The operation's outcome reaches the application here: it
+             * is recorded for the operation, however its failure was
+             * decided. */
+            ucxf_defer_set_delivered(c->req);
+            ucxf_delivered(di.hook, status, di.ep, di.size, c->req, mark);
+        } else if (mark) {
+            /* A named poll failed a request nothing followed: the
+             * observer saw libucp's success; the marker gives the
+             * failure to the operation whose request it is. */
+            ucxf_delivered(c->hook, status, NULL, 0, c->req, mark);
         }
     }
     if (!c->counted) {
@@ -1035,21 +1086,24 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
             /* Status queries find the failure in the table (when it has
              * room: ucxf_defer_overflow counts the misses); a callback
              * gets it from its trampoline. */
-            ucxf_defer_put(request, c->deferred_code, c->ep);
+            ucxf_defer_put(request, c->deferred_code, c->ep, c->hook, c->size);
             ucxf_count_fault(c, c->deferred_code);
             attached = 1;
         } else {
-            /* Completed at once: fail now. */
+            /* Completed at once: fail now. The observer saw libucp
+             * return success: the marker, without a request, gives the
+             * failure to this thread's call that just returned. */
             override = c->deferred_code;
             ucxf_count_fault(c, override);
             status = override;
+            ucxf_fault_marker(c->hook, override, c->ep, c->size, NULL, UCXF_MARK_INJECTED | UCXF_MARK_COMPLETION);
         }
         ucxf_defer_done(c, attached);
     } else if (UCXF_UNLIKELY(c->tracked)) {
         /* Followed for kill-ep while in flight; a trampoline stays only
          * for a request, as libucp calls no callback otherwise. */
         if (request != NULL) {
-            ucxf_defer_put(request, 0, c->ep);
+            ucxf_defer_put(request, 0, c->ep, c->hook, c->size);
         }
         ucxf_defer_done(c, request != NULL);
     } else if (request != NULL && ucxf_defer_active()) {

@@ -227,7 +227,7 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
                                             ucp_request_param_t *copy, int kind);
 void ucxf_defer_done(struct ucxf_call *c, int attached);
 void ucxf_progress_deliver(ucp_worker_h worker);
-void ucxf_request_forget(void *request);
+void ucxf_request_forget(void *request, int freed);
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param);
 /* The endpoint of this thread's ucp_ep_close_nbx in progress when it is a
@@ -272,7 +272,16 @@ static inline void ucxf_before_worker_progress(ucp_worker_h worker)
 static inline void ucxf_before_request_free(void *request)
 {
     if (UCXF_UNLIKELY(ucxf_defer_active())) {
-        ucxf_request_forget(request);
+        ucxf_request_forget(request, 1);
+    }
+}
+
+/* ucp_request_release: the same, but libucp still calls the callback of a
+ * request released before it completes, so its outcome is still learned. */
+static inline void ucxf_before_request_release(void *request)
+{
+    if (UCXF_UNLIKELY(ucxf_defer_active())) {
+        ucxf_request_forget(request, 0);
     }
 }
 
@@ -280,7 +289,14 @@ static inline void ucxf_before_request_free(void *request)
 extern UCXF_HIDDEN int ucxf_multi_copy;
 void *ucxf_route(int hook, void *caller, void *dflt);
 void ucxf_after_dlopen(void);
-void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size);
+/* Flags of ucxf_fault_marker, the same bits as the observer's event flags
+ * (bpf/observer.bpf.c). */
+#define UCXF_MARK_INJECTED   0x1 /* the injector made this failure */
+#define UCXF_MARK_COMPLETION 0x2 /* an outcome delivered on completion, not a call */
+#define UCXF_MARK_UNLEARNED  0x4 /* the request was freed before its failure reached the application */
+void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size, void *request, int flags);
+void ucxf_delivered(int hook, int status, void *ep, uint64_t size, void *request, int flags);
+void ucxf_count_completion_fault(int hook, int code, uint64_t size);
 void *ucxf_resolve(int hook);
 int  ucxf_enter(struct ucxf_call *c);
 int  ucxf_leave(struct ucxf_call *c, int status, void *request);

@@ -27,6 +27,13 @@ type Raw struct {
 	// ucp_request_check_status.
 	Request  uint64
 	Injected bool
+	// Completion marks a delivery, not a call: Status is the final status
+	// the injector handed the application (through a callback or a status
+	// query) for the operation that returned Request.
+	Completion bool
+	// Unlearned, with Completion: the request was freed before the
+	// application could learn its failure.
+	Unlearned bool
 }
 
 // polls reports whether hook is a status query (ucp_request_check_status,
@@ -44,9 +51,11 @@ type BuildStats struct {
 // Build orders raw calls by time and gives each operation its final
 // status: a call that returned a request takes the status of the first
 // later status query (ucp_request_check_status, ucp_request_test) on that
-// pointer that is not INPROGRESS, injected or not: a query delivers its
-// operation's outcome, and is not itself a decision to replay.
-// A pointer returned again before it completed, or never completed, leaves
+// pointer that is not INPROGRESS, injected or not (a query delivers its
+// operation's outcome, and is not itself a decision to replay), or of a
+// delivery (Raw.Completion) for that pointer, whichever comes first; a later
+// delivery of an injected failure overrides a query that saw success. A
+// pointer returned again before it completed, or never completed, leaves
 // the earlier operation with HowUnknown.
 func Build(raws []Raw) ([]Call, BuildStats) {
 	sorted := append([]Raw(nil), raws...)
@@ -57,12 +66,22 @@ func Build(raws []Raw) ([]Call, BuildStats) {
 		threads = map[uint64]int{}
 		eps     = map[uint64]int{}
 		pending = map[uint64]int{}
+		// last is the latest operation that returned each request,
+		// resolved or not: a delivery after a poll still belongs to it.
+		last = map[uint64]int{}
 	)
 	var t0 uint64
-	if len(sorted) > 0 {
-		t0 = sorted[0].TimeNS
+	for _, r := range sorted {
+		if !r.Completion {
+			t0 = r.TimeNS
+			break
+		}
 	}
-	for i, r := range sorted {
+	for _, r := range sorted {
+		if r.Completion {
+			resolve(calls, pending, last, r)
+			continue
+		}
 		th, ok := threads[r.ThreadKey]
 		if !ok {
 			th = len(threads)
@@ -79,9 +98,13 @@ func Build(raws []Raw) ([]Call, BuildStats) {
 		if int(r.Hook) < len(hooks.Table) {
 			name = hooks.Table[r.Hook].Name
 		}
-		c := Call{Seq: uint64(i), Thread: th, Fn: name, Size: r.Size, Endpoint: ep,
+		var rel uint64
+		if r.TimeNS > t0 {
+			rel = r.TimeNS - t0
+		}
+		c := Call{Seq: uint64(len(calls)), Thread: th, Fn: name, Size: r.Size, Endpoint: ep,
 			How: HowImmediate, Injected: r.Injected && r.Status < 0,
-			TimeNS: r.TimeNS - t0, DurationNS: r.DurationNS}
+			TimeNS: rel, DurationNS: r.DurationNS}
 		switch {
 		case r.Status < 0:
 			c.Status = r.Status
@@ -91,6 +114,7 @@ func Build(raws []Raw) ([]Call, BuildStats) {
 				st.Unknown++
 			}
 			pending[r.Request] = len(calls)
+			last[r.Request] = len(calls)
 			c.How = HowUnknown // until its completion is seen
 		}
 		if polls(r.Hook) && r.Status != int(ucs.InProgress) {
@@ -107,4 +131,24 @@ func Build(raws []Raw) ([]Call, BuildStats) {
 	}
 	st.Unknown += uint64(len(pending))
 	return calls, st
+}
+
+// resolve gives a delivery to the operation that returned its request.
+func resolve(calls []Call, pending, last map[uint64]int, r Raw) {
+	op, ok := pending[r.Request]
+	if !ok {
+		// Already resolved by a poll, or by an earlier delivery: only
+		// an injected failure the poll could not see changes it.
+		if op, ok = last[r.Request]; !ok || !r.Injected || calls[op].Failed() {
+			return
+		}
+	}
+	delete(pending, r.Request)
+	c := &calls[op]
+	c.How = HowCompletion
+	if r.Unlearned {
+		c.How = HowUnknown
+	}
+	c.Status = min(r.Status, 0)
+	c.Injected = r.Injected && r.Status < 0
 }
