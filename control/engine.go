@@ -473,7 +473,10 @@ func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source st
 		o := Outcome{}
 		if c.Status < 0 {
 			o.Code = ucs.Status(c.Status)
-			o.Deferred = c.How == recording.HowCompletion
+			// A failure recorded with how unknown was attached to a
+			// request freed before the application learned it: it too
+			// arrived on completion.
+			o.Deferred = c.How == recording.HowCompletion || c.How == recording.HowUnknown
 		}
 		if key == "global" {
 			w.Global = append(w.Global, GlobalOutcome{Fn: c.Fn, Outcome: o})

@@ -226,3 +226,95 @@ func TestCapabilityError(t *testing.T) {
 		}
 	}
 }
+
+// Outcomes delivered on completion, as the injector records them and as its
+// marker shows them to the observer: both recordings give each outcome to
+// the operation that returned the request, call for call.
+func TestCorrelateDeliveriesAgreeWithInjector(t *testing.T) {
+	send, recv := hookID(t, "ucp_tag_send_nbx"), hookID(t, "ucp_tag_recv_nbx")
+	check := hookID(t, "ucp_request_check_status")
+	const (
+		ep           = 0x7f0000001000
+		r, q, p      = 0x55550000a000, 0x55550000b000, 0x55550000c000
+		base         = 1_000_000
+		inflight     = 1 // UCS_INPROGRESS: a request was returned
+		injected     = eventInjected
+		completion   = eventCompletion
+		unlearnedBit = eventUnlearned
+	)
+	type step struct {
+		hook   hooks.ID
+		ret    uint64 // as the probe or the marker reports it
+		status int    // as the injector logs it
+		req    uint64
+		flags  int
+		call   bool // a call (else a delivery)
+		seen   bool // the injector logs it
+		marker bool // the observer sees it
+	}
+	steps := []step{
+		// a send whose callback gets an injected -3, then its request
+		// is freed and returned again by a send that completes OK
+		{hook: send, ret: r, status: inflight, req: r, call: true, seen: true, marker: true},
+		{hook: send, ret: errPtr(-3), status: -3, req: r, flags: injected | completion, seen: true, marker: true},
+		{hook: send, ret: r, status: inflight, req: r, call: true, seen: true, marker: true},
+		{hook: send, ret: 0, status: 0, req: r, flags: completion, seen: true, marker: true},
+		// a receive polled: libucp says OK, the injector returns -6
+		{hook: recv, ret: q, status: inflight, req: q, call: true, seen: true, marker: true},
+		{hook: check, ret: 0, status: -6, req: q, flags: injected, call: true, seen: true, marker: true},
+		{hook: recv, ret: errPtr(-6), status: -6, req: q, flags: injected | completion, seen: true, marker: true},
+		// a send freed before its failure reached the application
+		{hook: send, ret: p, status: inflight, req: p, call: true, seen: true, marker: true},
+		{hook: send, ret: errPtr(-20), status: -20, req: p, flags: injected | completion | unlearnedBit, seen: true, marker: true},
+		// a send that completed at once and was failed as it returned
+		{hook: send, ret: 0, status: -3, call: true, flags: injected, seen: true, marker: true},
+		{hook: send, ret: errPtr(-3), flags: injected | completion, marker: true},
+	}
+	c := newCorrelator()
+	var raws []recording.Raw
+	for i, s := range steps {
+		ts := uint64(base + 10*i)
+		if s.marker {
+			ev := rawCall{Hook: s.hook, TID: 7, EntryNS: ts, Ret: s.ret, Size: 8, EP: ep, Req: s.req,
+				Injected: s.flags&injected != 0 && !s.call, Completion: !s.call, Unlearned: s.flags&unlearnedBit != 0}
+			if s.call && s.hook == check {
+				ev.EP = 0
+			}
+			c.add(ev)
+		}
+		if s.seen {
+			raws = append(raws, recording.Raw{TimeNS: ts, ThreadKey: 1, Hook: s.hook, EndpointKey: 1, Size: 8,
+				Status: s.status, Request: s.req, Injected: s.flags&injected != 0,
+				Completion: !s.call, Unlearned: s.flags&unlearnedBit != 0})
+		}
+	}
+	observed := c.finish(base)
+	recorded, _ := recording.Build(raws)
+	type outcome struct {
+		Fn       string
+		Status   int
+		How      string
+		Injected bool
+	}
+	strip := func(cs []recording.Call) []outcome {
+		var out []outcome
+		for _, c := range cs {
+			out = append(out, outcome{c.Fn, c.Status, c.How, c.Injected})
+		}
+		return out
+	}
+	want := []outcome{
+		{"ucp_tag_send_nbx", -3, recording.HowCompletion, true},
+		{"ucp_tag_send_nbx", 0, recording.HowCompletion, false},
+		{"ucp_tag_recv_nbx", -6, recording.HowCompletion, true},
+		{"ucp_request_check_status", -6, recording.HowImmediate, true},
+		{"ucp_tag_send_nbx", -20, recording.HowUnknown, true},
+		{"ucp_tag_send_nbx", -3, recording.HowImmediate, true},
+	}
+	if got := strip(recorded); !reflect.DeepEqual(got, want) {
+		t.Errorf("injector's recording:\n got %+v\nwant %+v", got, want)
+	}
+	if got := strip(observed); !reflect.DeepEqual(got, want) {
+		t.Errorf("observer's recording:\n got %+v\nwant %+v", got, want)
+	}
+}

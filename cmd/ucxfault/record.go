@@ -169,12 +169,31 @@ func processLabel(p recording.Process) string {
 	return fmt.Sprintf("pid %d", p.PID)
 }
 
+// lossText names what a recording lost, for a person: each non-zero
+// counter of l and where it comes from.
+func lossText(l recording.Lost) string {
+	var parts []string
+	add := func(n uint64, what string) {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, what))
+		}
+	}
+	add(l.OverwrittenRecords, "oldest records overwritten by the call log (raise UCX_FAULT_RECORD_CAPACITY)")
+	add(l.DroppedEvents, "events dropped by the observer's ring buffer")
+	add(l.UnmatchedEntries, "calls whose return was not seen")
+	add(l.UnmatchedReturns, "returns whose call was not seen")
+	if len(parts) == 0 {
+		return "nothing counted lost"
+	}
+	return strings.Join(parts, ", ")
+}
+
 // printPattern prints, per process and function, the outcomes as X/O.
 func printPattern(w io.Writer, f *recording.File) {
 	for _, p := range f.Processes {
 		fmt.Fprintf(w, "%s:\n", processLabel(p))
 		if !p.Complete {
-			fmt.Fprintf(w, "  incomplete: %+v\n", p.Lost)
+			fmt.Fprintf(w, "  incomplete: %s\n", lossText(p.Lost))
 		}
 		byFn := map[string]*strings.Builder{}
 		codes := map[string][]string{}
@@ -215,7 +234,7 @@ func printSummary(w io.Writer, f *recording.File) {
 	for _, p := range f.Processes {
 		fmt.Fprintf(w, "%s, %d calls", processLabel(p), len(p.Calls))
 		if !p.Complete {
-			fmt.Fprintf(w, " (incomplete: %d overwritten, %d dropped)", p.Lost.OverwrittenRecords, p.Lost.DroppedEvents)
+			fmt.Fprintf(w, " (incomplete: %s)", lossText(p.Lost))
 		}
 		fmt.Fprintln(w)
 		type agg struct {
