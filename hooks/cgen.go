@@ -342,7 +342,7 @@ static {{.Return}} ucxf_slow_{{.Name}}({{.Decl}})
         {{- end}}
     }
     {{- if .Defers}}
-    if (UCXF_UNLIKELY(call.deferred_code != 0{{if .Endpoint}} || ucxf_tracks(&call){{end}})) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         {{.Param}} = ucxf_defer_param(&call, {{.Param}}, &deferred_param, {{.CallbackConst}});
         if ({{.Param}} == NULL) {
             /* A parameter this build cannot rewrite: fails at once. */

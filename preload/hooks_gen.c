@@ -751,7 +751,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *bu
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV);
         if (param == NULL) {
             /* A parameter this build cannot rewrite: fails at once. */
@@ -1067,7 +1067,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_RECV_AM);
         if (param == NULL) {
             /* A parameter this build cannot rewrite: fails at once. */
@@ -1225,7 +1225,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, cons
         ucxf_leave(&call, code, NULL);
         return UCS_STATUS_PTR(code);
     }
-    if (UCXF_UNLIKELY(call.deferred_code != 0)) {
+    if (UCXF_UNLIKELY(call.deferred_code != 0 || ucxf_tracks(&call))) {
         param = ucxf_defer_param(&call, param, &deferred_param, UCXF_CB_SEND);
         if (param == NULL) {
             /* A parameter this build cannot rewrite: fails at once. */

@@ -237,10 +237,12 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
                                      ucp_ep_h ep, const ucp_request_param_t *param, int code);
 
 /* In deferred mode, a counted operation on an endpoint has its request
- * followed, so that kill-ep can fail it if it is still in flight. */
+ * followed, so that kill-ep can fail it if it is still in flight; while
+ * recording, every counted operation is, so that the outcome its callback
+ * or a status query delivers is recorded for it. */
 static inline int ucxf_tracks(const struct ucxf_call *c)
 {
-    return c->counted && c->ep != NULL && c->cfg->deferred_mode;
+    return c->counted && c->cfg->deferred_mode && (c->ep != NULL || c->recording);
 }
 
 /* Requests carrying a failure to deliver on completion: status queries

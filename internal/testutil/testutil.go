@@ -50,6 +50,26 @@ func RequireBPF(tb testing.TB) {
 	}
 }
 
+// HaveBPF reports whether the observer can run here, for a test whose
+// observer part is one check among others: without root or BPF it logs why
+// that part is left out and returns false, or fails the test when
+// RequireEnv is set to 1.
+func HaveBPF(tb testing.TB) bool {
+	tb.Helper()
+	reason := "test needs root"
+	if os.Geteuid() == 0 {
+		reason = bpfMissing()
+	}
+	if reason == "" {
+		return true
+	}
+	if os.Getenv(RequireEnv) == "1" {
+		tb.Fatalf("%s (%s=1 requires it)", reason, RequireEnv)
+	}
+	tb.Logf("the observer's part is left out: %s", reason)
+	return false
+}
+
 func bpfMissing() string {
 	var missing []string
 	if _, err := os.Stat("/sys/bus/event_source/devices/uprobe"); err != nil {
