@@ -149,3 +149,73 @@ func TestObserverAndInjectorCountAlike(t *testing.T) {
 		}
 	}
 }
+
+// TestObserverAndInjectorAgreeOnFailuresOnCompletion: in deferred mode the
+// injector hands its failures to the application through the polls (or
+// callbacks) of operations that returned requests; its marker carries the
+// request, so the observer gives each failure to the same operation, and to
+// the poll that returned it, as the injector's recording does.
+func TestObserverAndInjectorAgreeOnFailuresOnCompletion(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	for _, completion := range []string{"poll", "callback"} {
+		t.Run(completion, func(t *testing.T) {
+			e := h.start(t, []string{"--mode", "deferred", "--probability", "30", "--seed", "4", "--record",
+				"--hooks", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx"},
+				"--ops", "40", "--seq", "put,get,flush", "--size", "65536", "--completion", completion,
+				"--wait-before-start-ms", "4000", "--linger-ms", "60000")
+			type result struct {
+				p   *recording.Process
+				err error
+			}
+			obsDone := make(chan result, 1)
+			dir := t.TempDir()
+			go func() {
+				p, err := h.observeErr(dir, e.PID)
+				obsDone <- result{p, err}
+			}()
+			waitFor(t, 60*time.Second, "the operations", func() bool { return strings.Contains(e.Output(), "DONE") })
+			dump := filepath.Join(t.TempDir(), "inj.json")
+			h.mustCtl(t, "record-dump", "records", "-o", dump)
+			e.Cmd.Process.Signal(os.Interrupt)
+			ops := testutil.ParseOps(e.Wait(t, 20*time.Second))
+			res := <-obsDone
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			inj, err := recording.ReadFile(dump)
+			if err != nil {
+				t.Fatal(err)
+			}
+			onCompletion := 0
+			for _, fn := range []string{"ucp_put_nbx", "ucp_get_nbx", "ucp_ep_flush_nbx", "ucp_request_check_status"} {
+				a, b := callsOf(res.p, fn), callsOf(&inj.Processes[0], fn)
+				if len(a) != len(b) {
+					t.Fatalf("%s: observer %d calls, injector %d", fn, len(a), len(b))
+				}
+				for i := range a {
+					if a[i].Status != b[i].Status || a[i].Injected != b[i].Injected || a[i].How != b[i].How {
+						t.Fatalf("%s %d: observer %+v, injector %+v", fn, i, a[i], b[i])
+					}
+					if b[i].Injected && b[i].How == recording.HowCompletion {
+						onCompletion++
+					}
+				}
+			}
+			for op, fn := range fnOfOp {
+				printed, calls := opsOf(ops, op), callsOf(&inj.Processes[0], fn)
+				if len(printed) != len(calls) {
+					t.Fatalf("%s: program made %d, injector recorded %d", fn, len(printed), len(calls))
+				}
+				for i := range calls {
+					if calls[i].Status != printed[i].Status {
+						t.Fatalf("%s %d: recorded %+v, the program saw %+v", fn, i, calls[i], printed[i])
+					}
+				}
+			}
+			if onCompletion == 0 {
+				t.Fatal("no failure was delivered on completion: the test proves nothing")
+			}
+		})
+	}
+}
