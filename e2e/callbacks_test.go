@@ -229,3 +229,26 @@ func (s *helloServer) wait(t *testing.T, timeout time.Duration) string {
 	}
 	return s.out.String()
 }
+
+// A rule's failures on completion move its statistics with the hooks'
+// counters and the recording.
+func TestCallbackOnlyRuleFailuresCountedAlike(t *testing.T) {
+	h := newHarness(t)
+	flags := []string{"--mode", "deferred", "--record", "--rule", "hooks=ucp_tag_send_nbx,ucp_tag_recv_nbx pattern=OXO codes=-3,-6"}
+	r := h.startCbonly(t, flags, false, "--ops", "11")
+	touch(t, r.start)
+	waitFor(t, 30*time.Second, "the operations", func() bool { return strings.Contains(r.e.Output(), "DONE") })
+	st := h.statusOf(t)
+	path := filepath.Join(t.TempDir(), "rec.json")
+	h.mustCtl(t, "record-dump", "records", "-o", path)
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, _ := r.finish(t)
+	checkAgreement(t, ops, st, &f.Processes[0], nil)
+	failed := uint64(len(failedIndices(ops)))
+	if len(st.Rules) != 1 || st.Rules[0].Faults != failed || failed != 8 {
+		t.Fatalf("rule statistics %+v; the callbacks got %d failures, want 8", st.Rules, failed)
+	}
+}
