@@ -330,6 +330,21 @@ void ucxf_request_forget(void *request, int freed)
 {
     struct ucxf_defer_info di;
 
+    if (freed && ucxf_pending_cbs != NULL) {
+        /* libucp calls no callback once a request is freed: one fired
+         * inside the call and kept for progress is dropped too. */
+        struct ucxf_cb_ctx **p = &ucxf_pending_cbs;
+        while (*p != NULL) {
+            struct ucxf_cb_ctx *x = *p;
+            if (x->request != request) {
+                p = &x->next;
+                continue;
+            }
+            *p = x->next;
+            free(x);
+            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+        }
+    }
     if (ucxf_defer_take(request, &di) < 0) {
         return;
     }
