@@ -252,3 +252,60 @@ func TestCallbackOnlyRuleFailuresCountedAlike(t *testing.T) {
 		t.Fatalf("rule statistics %+v; the callbacks got %d failures, want 8", st.Rules, failed)
 	}
 }
+
+// A send whose request is freed before it completes never learns its
+// result: no callback comes (as libucp calls none for a freed request), and
+// the injected failure is recorded as injected with how unknown, by the
+// injector and the observer alike, and counted in status.
+func TestCallbackOnlyRequestFreedBeforeCompletion(t *testing.T) {
+	h := newHarness(t)
+	observe := testutil.HaveBPF(t)
+	flags := []string{"--mode", "deferred", "--pattern", "OXO", "--hooks", "ucp_tag_send_nbx,ucp_tag_recv_nbx", "--record"}
+	r := h.startCbonly(t, flags, observe, "--ops", "11", "--free-sends")
+	touch(t, r.start)
+	waitFor(t, 30*time.Second, "the operations", func() bool { return strings.Contains(r.e.Output(), "DONE") })
+	st := h.statusOf(t)
+	if p := dumpPattern(t, h, "ucp_tag_send_nbx"); p != "OXOOXOOXOOX" {
+		t.Fatalf("record-dump pattern ucp_tag_send_nbx: %s, want OXOOXOOXOOX", p)
+	}
+	path := filepath.Join(t.TempDir(), "rec.json")
+	h.mustCtl(t, "record-dump", "records", "-o", path)
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, obs := r.finish(t)
+	sends := opsOf(ops, "tag_send")
+	calls := callsOf(&f.Processes[0], "ucp_tag_send_nbx")
+	if len(sends) != 11 || len(calls) != 11 {
+		t.Fatalf("%d send results printed (a callback after the free?), %d recorded; want 11", len(sends), len(calls))
+	}
+	wantCodes := []int{-3, -6, -20, -3}
+	k := 0
+	for i, c := range calls {
+		if i%3 != 1 {
+			if c.Status != 0 || sends[i].How != "immediate" {
+				t.Fatalf("send %d: recorded %+v, printed %+v; want a pass at once", i, c, sends[i])
+			}
+			continue
+		}
+		if sends[i].How != "freed" || c.Status != wantCodes[k] || !c.Injected || c.How != recording.HowUnknown {
+			t.Fatalf("send %d freed before completion: recorded %+v, printed %+v; want %d injected, how unknown", i, c, sends[i], wantCodes[k])
+		}
+		k++
+	}
+	if hs := hookStatus(t, st, "ucp_tag_send_nbx"); hs.Faults != 4 || hs.CallsSinceFault != 0 {
+		t.Fatalf("status: %d send faults, %d calls since the last, want 4 and 0", hs.Faults, hs.CallsSinceFault)
+	}
+	if obs != nil {
+		oc := callsOf(obs, "ucp_tag_send_nbx")
+		if len(oc) != len(calls) {
+			t.Fatalf("observer recorded %d sends, injector %d", len(oc), len(calls))
+		}
+		for i := range oc {
+			if oc[i].Status != calls[i].Status || oc[i].Injected != calls[i].Injected || oc[i].How != calls[i].How {
+				t.Fatalf("send %d: observer %+v, injector %+v", i, oc[i], calls[i])
+			}
+		}
+	}
+}

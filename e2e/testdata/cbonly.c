@@ -4,7 +4,7 @@
  * never polled, as MPICH's ch4:ucx does.
  *
  *   cbonly [--ops N] [--size BYTES] [--start-file F] [--hold-at K --hold-file G]
- *          [--end-file E]
+ *          [--end-file E] [--free-sends]
  *
  * Iteration i sends one message with tag i (ucp_tag_send_nbx) and then posts
  * its receive (ucp_tag_recv_nbx), and progresses the worker until both have
@@ -16,6 +16,9 @@
  *   how=immediate: the call returned the result (NULL or an error);
  *   how=completion: the callback gave it (the request is freed there).
  *
+ * --free-sends: a send that returns a request frees it at once, before it
+ * completes (ucp_request_free), and so never learns its result: printed as
+ * status=0 how=freed.
  * --start-file: after READY, wait (at most 60 s) until F exists before the
  * first operation, so that a recording or a replay can be loaded.
  * --hold-at K: in iteration K, after the send returns its request and before
@@ -90,6 +93,7 @@ int main(int argc, char **argv)
         {"hold-at", required_argument, NULL, 'k'},
         {"hold-file", required_argument, NULL, 'g'},
         {"end-file", required_argument, NULL, 'e'},
+        {"free-sends", no_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     unsigned long       nops = 10, i;
@@ -98,7 +102,7 @@ int main(int argc, char **argv)
     const char         *start_file = NULL, *hold_file = NULL, *end_file = NULL;
     char               *sbuf, *rbuf;
     struct fx           f;
-    int                 c;
+    int                 c, free_sends = 0;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -108,9 +112,10 @@ int main(int argc, char **argv)
         case 'k': hold = strtol(optarg, NULL, 10); break;
         case 'g': hold_file = optarg; break;
         case 'e': end_file = optarg; break;
+        case 'F': free_sends = 1; break;
         default:
             fprintf(stderr, "usage: cbonly [--ops N] [--size BYTES] [--start-file F] "
-                            "[--hold-at K --hold-file G] [--end-file E]\n");
+                            "[--hold-at K --hold-file G] [--end-file E] [--free-sends]\n");
             return 2;
         }
     }
@@ -136,6 +141,10 @@ int main(int argc, char **argv)
         sp.user_data    = &send;
         sreq            = ucp_tag_send_nbx(f.ep, sbuf, size, (ucp_tag_t)i, &sp);
         returned(&send, sreq);
+        if (free_sends && UCS_PTR_IS_PTR(sreq)) {
+            ucp_request_free(sreq); /* no callback will come */
+            op_done(&send, UCS_OK, "freed");
+        }
         if ((long)i == hold) {
             printf("INFLIGHT iter=%lu\n", i);
             wait_file(hold_file);
