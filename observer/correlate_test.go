@@ -247,7 +247,7 @@ func TestCorrelateDeliveriesAgreeWithInjector(t *testing.T) {
 		ret    uint64 // as the probe or the marker reports it
 		status int    // as the injector logs it
 		req    uint64
-		flags  int
+		flags  uint16
 		call   bool // a call (else a delivery)
 		seen   bool // the injector logs it
 		marker bool // the observer sees it

@@ -41,7 +41,7 @@ import (
 	"github.com/ucxfault/ucxfault/recording"
 )
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64,arm64 -cflags "-mcpu=v3 -Wall -Werror" -type event -type hook_cfg -type lib_ranges -type stack -type counter observer ../bpf/observer.bpf.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64,arm64 -cflags "-mcpu=v3 -Wall -Werror" -type event -type hook_cfg -type lib_ranges -type stack -type counter -type event_flags observer ../bpf/observer.bpf.c
 
 // Options configure Start.
 type Options struct {
@@ -468,18 +468,20 @@ func (s *Session) readLoop() {
 		s.mu.Lock()
 		s.corr.add(ev)
 		s.mu.Unlock()
-		s.calls.Add(1)
+		if !ev.Completion {
+			s.calls.Add(1) // a delivery is not a call
+		}
 	}
 }
 
 const eventSize = int(unsafe.Sizeof(observerEvent{}))
 
-// Event flags: enum event_flags of bpf/observer.bpf.c, the injector's
-// UCXF_MARK_* (preload/ucxfault.h).
+// Event flags: enum event_flags of bpf/observer.bpf.c, the same bits as the
+// injector's UCXF_MARK_* (preload/ucxfault.h).
 const (
-	eventInjected   = 1
-	eventCompletion = 2
-	eventUnlearned  = 4
+	eventInjected   = uint16(observerEventFlagsEVENT_INJECTED)
+	eventCompletion = uint16(observerEventFlagsEVENT_COMPLETION)
+	eventUnlearned  = uint16(observerEventFlagsEVENT_UNLEARNED)
 )
 
 // decodeEvent reads a struct event (bpf/observer.bpf.c) in host byte order.

@@ -41,6 +41,14 @@ type observerEvent struct {
 	Flags      uint16
 }
 
+type observerEventFlags uint32
+
+const (
+	observerEventFlagsEVENT_INJECTED   observerEventFlags = 1
+	observerEventFlagsEVENT_COMPLETION observerEventFlags = 2
+	observerEventFlagsEVENT_UNLEARNED  observerEventFlags = 4
+)
+
 type observerHookCfg struct {
 	_        structs.HostLayout
 	SizeArg  uint8
@@ -86,21 +94,22 @@ type observerStack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	observerMapCounters        = "counters"
-	observerMapEmptyStack      = "empty_stack"
-	observerMapEvents          = "events"
-	observerMapForwarderRanges = "forwarder_ranges"
-	observerMapHookCfgs        = "hook_cfgs"
-	observerMapInternalRanges  = "internal_ranges"
-	observerMapStacks          = "stacks"
-	observerProgUcxfEntry      = "ucxf_entry"
-	observerProgUcxfMarker     = "ucxf_marker"
-	observerProgUcxfReturn     = "ucxf_return"
-	observerVarArmedNs         = "armed_ns"
-	observerVarStopNs          = "stop_ns"
-	observerVarTargetTgid      = "target_tgid"
-	observerVarUnusedCounter   = "unused_counter"
-	observerVarUnusedEvent     = "unused_event"
+	observerMapCounters         = "counters"
+	observerMapEmptyStack       = "empty_stack"
+	observerMapEvents           = "events"
+	observerMapForwarderRanges  = "forwarder_ranges"
+	observerMapHookCfgs         = "hook_cfgs"
+	observerMapInternalRanges   = "internal_ranges"
+	observerMapStacks           = "stacks"
+	observerProgUcxfEntry       = "ucxf_entry"
+	observerProgUcxfMarker      = "ucxf_marker"
+	observerProgUcxfReturn      = "ucxf_return"
+	observerVarArmedNs          = "armed_ns"
+	observerVarStopNs           = "stop_ns"
+	observerVarTargetTgid       = "target_tgid"
+	observerVarUnusedCounter    = "unused_counter"
+	observerVarUnusedEvent      = "unused_event"
+	observerVarUnusedEventFlags = "unused_event_flags"
 )
 
 // loadObserver returns the embedded CollectionSpec for observer.
@@ -167,11 +176,12 @@ type observerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerVariableSpecs struct {
-	ArmedNs       *ebpf.VariableSpec `ebpf:"armed_ns"`
-	StopNs        *ebpf.VariableSpec `ebpf:"stop_ns"`
-	TargetTgid    *ebpf.VariableSpec `ebpf:"target_tgid"`
-	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	ArmedNs          *ebpf.VariableSpec `ebpf:"armed_ns"`
+	StopNs           *ebpf.VariableSpec `ebpf:"stop_ns"`
+	TargetTgid       *ebpf.VariableSpec `ebpf:"target_tgid"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags *ebpf.VariableSpec `ebpf:"unused_event_flags"`
 }
 
 // observerObjects contains all objects after they have been loaded into the kernel.
@@ -219,11 +229,12 @@ func (m *observerMaps) Close() error {
 //
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerVariables struct {
-	ArmedNs       *ebpf.Variable `ebpf:"armed_ns"`
-	StopNs        *ebpf.Variable `ebpf:"stop_ns"`
-	TargetTgid    *ebpf.Variable `ebpf:"target_tgid"`
-	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	ArmedNs          *ebpf.Variable `ebpf:"armed_ns"`
+	StopNs           *ebpf.Variable `ebpf:"stop_ns"`
+	TargetTgid       *ebpf.Variable `ebpf:"target_tgid"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags *ebpf.Variable `ebpf:"unused_event_flags"`
 }
 
 // observerPrograms contains all programs after they have been loaded into the kernel.
