@@ -495,9 +495,10 @@ static void ucxf_defer_read(int s, struct ucxf_defer_info *out)
     out->delivered = __atomic_load_n(&ucxf_defer_delivered[s], __ATOMIC_RELAXED);
 }
 
-/* Fills *out with what the table holds for request. Returns 0, or -1 when
+/* A status query found request complete: fills *out with what the table
+ * holds for it and marks its outcome delivered. Returns 0, or -1 when
  * request carries nothing. */
-int ucxf_defer_info(void *request, struct ucxf_defer_info *out)
+int ucxf_defer_deliver(void *request, struct ucxf_defer_info *out)
 {
     int s = ucxf_defer_hold(request);
 
@@ -505,6 +506,7 @@ int ucxf_defer_info(void *request, struct ucxf_defer_info *out)
         return -1;
     }
     ucxf_defer_read(s, out);
+    __atomic_store_n(&ucxf_defer_delivered[s], 1, __ATOMIC_RELAXED);
     ucxf_defer_unhold(s, request);
     return 0;
 }

@@ -63,7 +63,7 @@ struct ucxf_defer_info {
 int      ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size);
 int      ucxf_defer_kill(void *ep, int code);
 int      ucxf_defer_peek(void *request);
-int      ucxf_defer_info(void *request, struct ucxf_defer_info *out);
+int      ucxf_defer_deliver(void *request, struct ucxf_defer_info *out);
 void     ucxf_defer_set_delivered(void *request);
 int      ucxf_defer_take(void *request, struct ucxf_defer_info *out);
 void     ucxf_defer_forget(void *request);

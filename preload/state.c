@@ -1053,7 +1053,7 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
          * attached failure is delivered whether or not the query's own hook
          * is on: it belongs to the operation. */
         struct ucxf_defer_info di;
-        int found = ucxf_defer_info(c->req, &di) == 0;
+        int found = ucxf_defer_deliver(c->req, &di) == 0;
         int code  = c->poll_code != 0 ? c->poll_code : found ? di.code : 0;
         int mark  = 0;
         if (code < 0 && status == UCS_OK) {
@@ -1066,7 +1066,6 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
             /* The operation's outcome reaches the application here: it
              * is recorded for the operation, however its failure was
              * decided. */
-            ucxf_defer_set_delivered(c->req);
             ucxf_delivered(di.hook, status, di.ep, di.size, c->req, mark);
         } else if (mark) {
             /* A named poll failed a request nothing followed: the
