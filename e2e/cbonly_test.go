@@ -188,7 +188,7 @@ func TestCallbackOnlyFailuresRecordedObservedReplayed(t *testing.T) {
 	touch(t, r2.start)
 	replayed, _ := r2.finish(t)
 	if len(replayed) != len(ops) {
-		t.Fatalf("replayed run printed %d results, the recorded run %d", len(replayed), len(ops))
+		t.Fatalf("replayed run printed %d results, the recorded run %d:\n%+v\n%+v", len(replayed), len(ops), replayed, ops)
 	}
 	for i := range ops {
 		a, b := ops[i], replayed[i]
@@ -228,5 +228,102 @@ func TestCallbackOnlyKillInFlightRecordedAndObserved(t *testing.T) {
 	checkAgreement(t, ops, st, &f.Processes[0], obs)
 	if st.KilledRequests != 1 {
 		t.Fatalf("status: %d requests failed in flight by the kill, want 1", st.KilledRequests)
+	}
+
+	// Replayed without a kill, the failures come back the same way: the
+	// send that was in flight fails in its callback, the later ones at
+	// once.
+	r2 := h.startCbonly(t, []string{"--mode", "deferred", "--disabled"}, false, "--ops", "6", "--size", "1048576")
+	h.mustCtl(t, "replay", "--from", path)
+	touch(t, r2.start)
+	replayed, _ := r2.finish(t)
+	if len(replayed) != len(ops) {
+		t.Fatalf("replayed run printed %d results, the recorded run %d:\n%+v\n%+v", len(replayed), len(ops), replayed, ops)
+	}
+	for i := range ops {
+		a, b := ops[i], replayed[i]
+		if a.Fn != b.Fn || a.Iter != b.Iter || a.Status != b.Status || a.How != b.How {
+			t.Fatalf("result %d: recorded run %+v, replayed run %+v", i, a, b)
+		}
+	}
+}
+
+// A rule's failures on completion move its statistics with the hooks'
+// counters and the recording.
+func TestCallbackOnlyRuleFailuresCountedAlike(t *testing.T) {
+	h := newHarness(t)
+	flags := []string{"--mode", "deferred", "--record", "--rule", "hooks=ucp_tag_send_nbx,ucp_tag_recv_nbx pattern=OXO codes=-3,-6"}
+	r := h.startCbonly(t, flags, false, "--ops", "11")
+	touch(t, r.start)
+	waitFor(t, 30*time.Second, "the operations", func() bool { return strings.Contains(r.e.Output(), "DONE") })
+	st := h.statusOf(t)
+	path := filepath.Join(t.TempDir(), "rec.json")
+	h.mustCtl(t, "record-dump", "records", "-o", path)
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, _ := r.finish(t)
+	checkAgreement(t, ops, st, &f.Processes[0], nil)
+	failed := uint64(len(failedIndices(ops)))
+	if len(st.Rules) != 1 || st.Rules[0].Faults != failed || failed != 8 {
+		t.Fatalf("rule statistics %+v; the callbacks got %d failures, want 8", st.Rules, failed)
+	}
+}
+
+// A send whose request is freed before it completes never learns its
+// result: no callback comes (as libucp calls none for a freed request), and
+// the injected failure is recorded as injected with how unknown, by the
+// injector and the observer alike, and counted in status.
+func TestCallbackOnlyRequestFreedBeforeCompletion(t *testing.T) {
+	h := newHarness(t)
+	observe := testutil.HaveBPF(t)
+	flags := []string{"--mode", "deferred", "--pattern", "OXO", "--hooks", "ucp_tag_send_nbx,ucp_tag_recv_nbx", "--record"}
+	r := h.startCbonly(t, flags, observe, "--ops", "11", "--free-sends")
+	touch(t, r.start)
+	waitFor(t, 30*time.Second, "the operations", func() bool { return strings.Contains(r.e.Output(), "DONE") })
+	st := h.statusOf(t)
+	if p := dumpPattern(t, h, "ucp_tag_send_nbx"); p != "OXOOXOOXOOX" {
+		t.Fatalf("record-dump pattern ucp_tag_send_nbx: %s, want OXOOXOOXOOX", p)
+	}
+	path := filepath.Join(t.TempDir(), "rec.json")
+	h.mustCtl(t, "record-dump", "records", "-o", path)
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, obs := r.finish(t)
+	sends := opsOf(ops, "tag_send")
+	calls := callsOf(&f.Processes[0], "ucp_tag_send_nbx")
+	if len(sends) != 11 || len(calls) != 11 {
+		t.Fatalf("%d send results printed (a callback after the free?), %d recorded; want 11", len(sends), len(calls))
+	}
+	wantCodes := []int{-3, -6, -20, -3}
+	k := 0
+	for i, c := range calls {
+		if i%3 != 1 {
+			if c.Status != 0 || sends[i].How != "immediate" {
+				t.Fatalf("send %d: recorded %+v, printed %+v; want a pass at once", i, c, sends[i])
+			}
+			continue
+		}
+		if sends[i].How != "freed" || c.Status != wantCodes[k] || !c.Injected || c.How != recording.HowUnknown {
+			t.Fatalf("send %d freed before completion: recorded %+v, printed %+v; want %d injected, how unknown", i, c, sends[i], wantCodes[k])
+		}
+		k++
+	}
+	if hs := hookStatus(t, st, "ucp_tag_send_nbx"); hs.Faults != 4 || hs.CallsSinceFault != 0 {
+		t.Fatalf("status: %d send faults, %d calls since the last, want 4 and 0", hs.Faults, hs.CallsSinceFault)
+	}
+	if obs != nil {
+		oc := callsOf(obs, "ucp_tag_send_nbx")
+		if len(oc) != len(calls) {
+			t.Fatalf("observer recorded %d sends, injector %d", len(oc), len(calls))
+		}
+		for i := range oc {
+			if oc[i].Status != calls[i].Status || oc[i].Injected != calls[i].Injected || oc[i].How != calls[i].How {
+				t.Fatalf("send %d: observer %+v, injector %+v", i, oc[i], calls[i])
+			}
+		}
 	}
 }

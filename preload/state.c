@@ -1007,7 +1007,9 @@ int ucxf_enter(struct ucxf_call *c)
             c->deferred_code = code;
             return 0;
         }
-        break;
+        /* A failure recorded at once is replayed at once, whatever the
+         * mode: the recording, not the mode, says how it arrived. */
+        goto inject;
     }
     default:
         break;
