@@ -178,10 +178,10 @@ func lossText(l recording.Lost) string {
 			parts = append(parts, fmt.Sprintf("%d %s", n, what))
 		}
 	}
-	add(l.OverwrittenRecords, "oldest records overwritten by the call log (raise UCX_FAULT_RECORD_CAPACITY)")
-	add(l.DroppedEvents, "events dropped by the observer's ring buffer")
-	add(l.UnmatchedEntries, "calls whose return was not seen")
-	add(l.UnmatchedReturns, "returns whose call was not seen")
+	add(l.OverwrittenRecords, "overwritten (the call log's oldest records; raise UCX_FAULT_RECORD_CAPACITY)")
+	add(l.DroppedEvents, "dropped (events the observer's ring buffer could not take)")
+	add(l.UnmatchedEntries, "unmatched entries (calls whose return was not seen)")
+	add(l.UnmatchedReturns, "unmatched returns (returns whose call was not seen)")
 	if len(parts) == 0 {
 		return "nothing counted lost"
 	}
