@@ -158,11 +158,17 @@ func TestObserverAndInjectorCountAlike(t *testing.T) {
 func TestObserverAndInjectorAgreeOnFailuresOnCompletion(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
-	for _, completion := range []string{"poll", "callback"} {
-		t.Run(completion, func(t *testing.T) {
-			e := h.start(t, []string{"--mode", "deferred", "--probability", "30", "--seed", "4", "--record",
-				"--hooks", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx"},
-				"--ops", "40", "--seq", "put,get,flush", "--size", "65536", "--completion", completion,
+	for _, tc := range []struct{ name, completion, mode, hooks string }{
+		{"deferred, poll", "poll", "deferred", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx"},
+		{"deferred, callback", "callback", "deferred", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx"},
+		// A named poll fails a completed request: the failure is the
+		// operation's, which the observer learns from the marker.
+		{"named poll", "poll", "immediate", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx,ucp_request_check_status"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := h.start(t, []string{"--mode", tc.mode, "--probability", "30", "--seed", "4", "--record",
+				"--hooks", tc.hooks},
+				"--ops", "40", "--seq", "put,get,flush", "--size", "65536", "--completion", tc.completion,
 				"--wait-before-start-ms", "4000", "--linger-ms", "60000")
 			type result struct {
 				p   *recording.Process
