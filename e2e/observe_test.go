@@ -161,9 +161,6 @@ func TestObserverAndInjectorAgreeOnFailuresOnCompletion(t *testing.T) {
 	for _, tc := range []struct{ name, completion, mode, hooks string }{
 		{"deferred, poll", "poll", "deferred", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx"},
 		{"deferred, callback", "callback", "deferred", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx"},
-		// A named poll fails a completed request: the failure is the
-		// operation's, which the observer learns from the marker.
-		{"named poll", "poll", "immediate", "ucp_put_nbx,ucp_get_nbx,ucp_ep_flush_nbx,ucp_request_check_status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := h.start(t, []string{"--mode", tc.mode, "--probability", "30", "--seed", "4", "--record",
