@@ -247,41 +247,59 @@ func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
 // is not reported as that pid's.
 var ErrWrongProcess = errors.New("control socket answered by another process")
 
+// ErrNoIdentity is wrapped by CheckIdentity's error for a successful answer
+// that names no process.
+var ErrNoIdentity = errors.New("answer carries no identity")
+
 // CheckIdentity checks that resp, read from t's socket, comes from the
 // process that holds t.PID now: the pid it reports is t.PID and its start
 // time (field 22 of /proc/PID/stat, see proc.StartTime) is the one /proc
 // shows for t.PID. They differ when the answering process lives in another
 // pid namespace that shares the socket directory, or when the socket file
-// was moved or linked. A response without a status or a recording (an error
-// response) carries no identity and passes.
+// was moved or linked. Every claim the answer makes is checked: its
+// identity, and the pid and start time of its status and recording. Every
+// answer of this version carries an identity; one from an older injector
+// carries a status or a recording when it succeeded, so a successful answer
+// with none is refused (ErrNoIdentity). An error answer without one (a
+// refused connection) passes.
 func CheckIdentity(t Target, resp *Response) error {
-	var (
-		pid   int
-		start uint64
-	)
-	switch {
-	case resp == nil:
-		return nil
-	case resp.Status != nil:
-		pid, start = resp.Status.PID, resp.Status.StartTime
-	case resp.Recording != nil:
-		pid = resp.Recording.PID
-	default:
+	if resp == nil {
 		return nil
 	}
-	if pid != t.PID {
-		return fmt.Errorf("%w: %s answered as pid %d (another pid namespace, or a moved socket file)", ErrWrongProcess, t.Path, pid)
+	var claims []Identity
+	if resp.Identity != nil {
+		claims = append(claims, *resp.Identity)
 	}
-	if start == 0 {
-		return nil // the process could not read its own start time
+	if resp.Status != nil {
+		claims = append(claims, Identity{PID: resp.Status.PID, StartTime: resp.Status.StartTime})
 	}
-	now, err := proc.StartTime(t.PID)
-	if err != nil {
-		return fmt.Errorf("%w: pid %d answered on %s, but here it is no process (another pid namespace?): %v", ErrWrongProcess, t.PID, t.Path, err)
+	if resp.Recording != nil {
+		claims = append(claims, Identity{PID: resp.Recording.PID}) // its start time is wall-clock
 	}
-	if now != start {
-		return fmt.Errorf("%w: the process that answered on %s started at tick %d, pid %d here started at tick %d (another pid namespace, or a reused pid)",
-			ErrWrongProcess, t.Path, start, t.PID, now)
+	if len(claims) == 0 {
+		if resp.OK {
+			return fmt.Errorf("%w: %w: %s", ErrWrongProcess, ErrNoIdentity, t.Path)
+		}
+		return nil
+	}
+	var now uint64
+	for _, c := range claims {
+		if c.PID != t.PID {
+			return fmt.Errorf("%w: %s answered as pid %d (another pid namespace, or a moved socket file)", ErrWrongProcess, t.Path, c.PID)
+		}
+		if c.StartTime == 0 {
+			continue // the process could not read its own start time
+		}
+		if now == 0 {
+			var err error
+			if now, err = proc.StartTime(t.PID); err != nil {
+				return fmt.Errorf("%w: pid %d answered on %s, but here it is no process (another pid namespace?): %v", ErrWrongProcess, t.PID, t.Path, err)
+			}
+		}
+		if now != c.StartTime {
+			return fmt.Errorf("%w: the process that answered on %s started at tick %d, pid %d here started at tick %d (another pid namespace, or a reused pid)",
+				ErrWrongProcess, t.Path, c.StartTime, t.PID, now)
+		}
 	}
 	return nil
 }

@@ -33,6 +33,14 @@ func TestCheckIdentity(t *testing.T) {
 		{"another pid", &Response{OK: true, Status: &Status{PID: pid + 1, StartTime: start}}, false},
 		{"another start time", &Response{OK: true, Status: &Status{PID: pid, StartTime: start + 1}}, false},
 		{"recording of another pid", &Response{OK: true, Recording: &recording.Process{PID: 1}}, false},
+		{"identity", &Response{OK: true, Identity: &Identity{PID: pid, StartTime: start}}, true},
+		{"error with identity", &Response{Error: "invalid value", Identity: &Identity{PID: pid, StartTime: start}}, true},
+		{"error of another process", &Response{Error: "invalid value", Identity: &Identity{PID: pid, StartTime: start + 1}}, false},
+		{"identity of another start time", &Response{OK: true, Identity: &Identity{PID: pid, StartTime: start + 1}}, false},
+		{"identity of another pid", &Response{OK: true, Identity: &Identity{PID: pid + 1, StartTime: start}}, false},
+		{"status disagreeing with identity", &Response{OK: true, Identity: &Identity{PID: pid, StartTime: start},
+			Status: &Status{PID: pid, StartTime: start + 1}}, false},
+		{"success without identity", &Response{OK: true, Message: "injection on"}, false},
 	} {
 		err := CheckIdentity(me, tc.resp)
 		if tc.ok && err != nil {

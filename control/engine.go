@@ -32,6 +32,15 @@ type Counters struct {
 	DelayNS uint64
 }
 
+// Identity names one process: its pid and its start time in clock ticks
+// since boot (/proc/PID/stat field 22). The pid alone may name another
+// process later (pids are reused) or elsewhere (another pid namespace
+// sharing the socket directory); with the start time it does not.
+type Identity struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+}
+
 // Backend is what the engine drives: the injector's C state in a real
 // process. Implementations must be safe for use by one goroutine at a time
 // (the engine serialises calls).
@@ -40,6 +49,8 @@ type Backend interface {
 	Apply(s Settings) error
 	// Counters sums the per-thread counters.
 	Counters() Counters
+	// Identity names the process; the engine reads it once.
+	Identity() Identity
 	// Info fills the fields of Status that describe the process.
 	Info() Status
 	// Records returns the logged calls (the newest count when count > 0).
@@ -54,6 +65,7 @@ type Backend interface {
 type Engine struct {
 	mu   sync.Mutex
 	b    Backend
+	id   Identity
 	s    Settings
 	base Counters
 	// nextRule numbers the next rule set; rule IDs are never reused.
@@ -62,12 +74,15 @@ type Engine struct {
 
 // NewEngine returns an engine whose current settings are s (already applied).
 func NewEngine(b Backend, s Settings) *Engine {
-	e := &Engine{b: b, s: s.Clone(), nextRule: 1}
+	e := &Engine{b: b, id: b.Identity(), s: s.Clone(), nextRule: 1}
 	for _, r := range s.Rules {
 		e.nextRule = max(e.nextRule, r.ID+1)
 	}
 	return e
 }
+
+// Identity returns the identity every answer carries.
+func (e *Engine) Identity() Identity { return e.id }
 
 // Settings returns a copy of the current settings.
 func (e *Engine) Settings() Settings {
@@ -76,112 +91,221 @@ func (e *Engine) Settings() Settings {
 	return e.s.Clone()
 }
 
+// Refuse returns the answer to a request that was refused before it reached
+// a handler (it could not be parsed): an error, with the identity.
+func (e *Engine) Refuse(err error) Response {
+	return Response{Error: err.Error(), Identity: &e.id}
+}
+
 // HandleLine parses and applies one request line and returns the response
 // line. A request that cannot be parsed gets an error response.
 func (e *Engine) HandleLine(line []byte) (resp []byte, ok bool) {
 	req, err := ParseRequest(line)
 	if err != nil {
-		r := Response{Error: err.Error()}
+		r := e.Refuse(err)
 		return r.Encode(), false
 	}
 	r := e.Handle(req)
 	return r.Encode(), r.OK
 }
 
+// plan is what a command asks for, built and validated by its handler
+// without changing anything: the settings to publish (nil: they stay), and
+// what else changes once they are published.
+type plan struct {
+	next *Settings
+	msg  string
+	// nextRule, when not 0, is the rule number to hand out next.
+	nextRule int
+	// after runs once the settings are published (or at once when next
+	// is nil): moving the counters' baseline, dropping the call log.
+	after []func()
+	// recording is record_dump's answer.
+	recording *recording.Process
+}
+
+// answer says what an answer carries besides the identity and the message.
+type answer int
+
+const (
+	answerMessage   answer = iota
+	answerStatus           // the full status (every thread's counters summed)
+	answerRecording        // the call log
+)
+
+// handler is one command: plan validates the request against the engine's
+// state, which it only reads; answer says what the reply carries.
+type handler struct {
+	plan   func(e *Engine, req *Request) (plan, error)
+	answer answer
+}
+
+// handlers routes each command to its handler. The status is built only
+// where the answer is one: status itself, and rules, whose answer shows the
+// rules in force with their numbers and counters.
+var handlers = map[string]handler{
+	CmdStatus:      {planNothing, answerStatus},
+	CmdRecordDump:  {planRecordDump, answerRecording},
+	CmdToggle:      {planToggle, answerMessage},
+	CmdEnable:      {planEnabled(true), answerMessage},
+	CmdDisable:     {planEnabled(false), answerMessage},
+	CmdProbability: {planProbability, answerMessage},
+	CmdPattern:     {planPattern, answerMessage},
+	CmdCodes:       {planCodes, answerMessage},
+	CmdSeed:        {planSeed, answerMessage},
+	CmdStrategy:    {planStrategy, answerMessage},
+	CmdReset:       {planReset, answerMessage},
+	CmdHooks:       {planHooks, answerMessage},
+	CmdRecord:      {planRecord, answerMessage},
+	CmdRecordClear: {planRecordClear, answerMessage},
+	CmdReplay:      {planReplay, answerMessage},
+	CmdReplaySelf:  {planReplaySelf, answerMessage},
+	CmdReplayStop:  {planReplayStop, answerMessage},
+	CmdRules:       {planRules, answerStatus},
+	CmdMode:        {planMode, answerMessage},
+	CmdKillEP:      {planKillEP, answerMessage},
+}
+
 // Handle applies one request. A request changes all it asks for, or
-// nothing: the new settings are built and validated aside, then published.
+// nothing: its handler builds and validates the new settings aside, and
+// only once the backend has published them does anything else change.
+// Every answer carries the process's identity.
 func (e *Engine) Handle(req *Request) Response {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	msg, err := e.handle(req)
-	if err != nil {
-		return Response{Error: err.Error()}
+	fail := func(err error) Response { return Response{Error: err.Error(), Identity: &e.id} }
+	h, ok := handlers[req.Cmd]
+	if !ok {
+		return fail(fmt.Errorf("%w: unknown command %q", ErrInvalid, req.Cmd))
 	}
-	r := Response{OK: true, Message: msg}
-	switch req.Cmd {
-	case CmdRecordDump:
-		p, err := e.b.Records(req.Count)
-		if err != nil {
-			return Response{Error: fmt.Sprintf("dumping records: %v", err)}
+	p, err := h.plan(e, req)
+	if err != nil {
+		return fail(err)
+	}
+	if p.next != nil {
+		if err := e.b.Apply(*p.next); err != nil {
+			return fail(fmt.Errorf("applying settings: %w", err))
 		}
-		r.Recording = p
-	default:
+		e.s = *p.next
+	}
+	if p.nextRule != 0 {
+		e.nextRule = p.nextRule
+	}
+	for _, f := range p.after {
+		f()
+	}
+	r := Response{OK: true, Message: p.msg, Identity: &e.id}
+	switch h.answer {
+	case answerStatus:
+		// status has always answered with the per-hook detail.
 		st := e.status(req.Detailed || req.Cmd == CmdStatus)
 		r.Status = &st
+	case answerRecording:
+		r.Recording = p.recording
 	}
 	return r
 }
 
-// handle builds the settings req asks for and applies them. Whatever else
-// the command changes (counters' baseline, the call log) is done by the
-// functions in after, run only once the backend has applied the settings:
-// a command that fails changes nothing.
-func (e *Engine) handle(req *Request) (string, error) {
+// change returns a plan that publishes a copy of the current settings as f
+// changes it.
+func (e *Engine) change(f func(next *Settings) (string, error)) (plan, error) {
 	next := e.s.Clone()
-	var (
-		msg   string
-		after []func()
-	)
-	switch req.Cmd {
-	case CmdStatus:
-		return "", nil
-	case CmdRecordDump:
-		if req.Count < 0 {
-			return "", fmt.Errorf("%w: record_dump count %d (accepted: 0 = all, or the newest N)", ErrInvalid, req.Count)
-		}
-		if req.Chunk < 0 || req.Chunk > MaxChunk {
-			return "", fmt.Errorf("%w: record_dump chunk %d (accepted: 0 = one line, or 1 to %d calls per line)", ErrInvalid, req.Chunk, MaxChunk)
-		}
-		return "", nil
-	case CmdToggle:
+	msg, err := f(&next)
+	if err != nil {
+		return plan{}, err
+	}
+	return plan{next: &next, msg: msg}, nil
+}
+
+func planNothing(*Engine, *Request) (plan, error) { return plan{}, nil }
+
+func planRecordDump(e *Engine, req *Request) (plan, error) {
+	if req.Count < 0 {
+		return plan{}, fmt.Errorf("%w: record_dump count %d (accepted: 0 = all, or the newest N)", ErrInvalid, req.Count)
+	}
+	if req.Chunk < 0 || req.Chunk > MaxChunk {
+		return plan{}, fmt.Errorf("%w: record_dump chunk %d (accepted: 0 = one line, or 1 to %d calls per line)", ErrInvalid, req.Chunk, MaxChunk)
+	}
+	p, err := e.b.Records(req.Count)
+	if err != nil {
+		return plan{}, fmt.Errorf("dumping records: %w", err)
+	}
+	return plan{recording: p}, nil
+}
+
+func planToggle(e *Engine, _ *Request) (plan, error) {
+	return e.change(func(next *Settings) (string, error) {
 		next.Enabled = !next.Enabled
-		msg = onOff("injection", next.Enabled)
-	case CmdEnable:
-		next.Enabled = true
-		msg = "injection on"
-	case CmdDisable:
-		next.Enabled = false
-		msg = "injection off"
-	case CmdProbability:
-		if req.Probability == nil {
-			return "", fmt.Errorf("%w: probability needs field \"probability\"", ErrInvalid)
-		}
-		if err := CheckProbability(*req.Probability); err != nil {
-			return "", err
-		}
+		return onOff("injection", next.Enabled), nil
+	})
+}
+
+func planEnabled(on bool) func(*Engine, *Request) (plan, error) {
+	return func(e *Engine, _ *Request) (plan, error) {
+		return e.change(func(next *Settings) (string, error) {
+			next.Enabled = on
+			return onOff("injection", on), nil
+		})
+	}
+}
+
+func planProbability(e *Engine, req *Request) (plan, error) {
+	if req.Probability == nil {
+		return plan{}, fmt.Errorf("%w: probability needs field \"probability\"", ErrInvalid)
+	}
+	if err := CheckProbability(*req.Probability); err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		next.Probability, next.Strategy = *req.Probability, StrategyRandom
-		msg = fmt.Sprintf("strategy random, probability %.2f %%", next.Probability)
-	case CmdPattern:
-		if req.Pattern == nil {
-			return "", fmt.Errorf("%w: pattern needs field \"pattern\"", ErrInvalid)
-		}
-		p, err := CheckPattern(*req.Pattern)
-		if err != nil {
-			return "", err
-		}
+		return fmt.Sprintf("strategy random, probability %.2f %%", next.Probability), nil
+	})
+}
+
+func planPattern(e *Engine, req *Request) (plan, error) {
+	if req.Pattern == nil {
+		return plan{}, fmt.Errorf("%w: pattern needs field \"pattern\"", ErrInvalid)
+	}
+	p, err := CheckPattern(*req.Pattern)
+	if err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		next.Pattern, next.Strategy = p, StrategyPattern
-		msg = "strategy pattern " + p
-	case CmdCodes:
-		codes, err := CheckCodes(req.Codes)
-		if err != nil {
-			return "", err
-		}
+		return "strategy pattern " + p, nil
+	})
+}
+
+func planCodes(e *Engine, req *Request) (plan, error) {
+	codes, err := CheckCodes(req.Codes)
+	if err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		next.Codes = codes
-		msg = "error codes " + ucs.FormatList(codes)
-	case CmdSeed:
-		if req.Seed == nil {
-			return "", fmt.Errorf("%w: seed needs field \"seed\"", ErrInvalid)
-		}
+		return "error codes " + ucs.FormatList(codes), nil
+	})
+}
+
+func planSeed(e *Engine, req *Request) (plan, error) {
+	if req.Seed == nil {
+		return plan{}, fmt.Errorf("%w: seed needs field \"seed\"", ErrInvalid)
+	}
+	return e.change(func(next *Settings) (string, error) {
 		next.Seed = *req.Seed
-		msg = "seed " + strconv.FormatUint(next.Seed, 10)
-	case CmdStrategy:
-		if req.Strategy == nil {
-			return "", fmt.Errorf("%w: strategy needs field \"strategy\"", ErrInvalid)
-		}
-		s, err := ParseStrategy(*req.Strategy)
-		if err != nil {
-			return "", err
-		}
+		return "seed " + strconv.FormatUint(next.Seed, 10), nil
+	})
+}
+
+func planStrategy(e *Engine, req *Request) (plan, error) {
+	if req.Strategy == nil {
+		return plan{}, fmt.Errorf("%w: strategy needs field \"strategy\"", ErrInvalid)
+	}
+	s, err := ParseStrategy(*req.Strategy)
+	if err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		if s == StrategyPattern && next.Pattern == "" {
 			return "", fmt.Errorf("%w: no pattern set; send a pattern command instead", ErrInvalid)
 		}
@@ -189,18 +313,23 @@ func (e *Engine) handle(req *Request) (string, error) {
 			return "", fmt.Errorf("%w: no replay loaded; send a replay command instead", ErrInvalid)
 		}
 		next.Strategy = s
-		msg = "strategy " + s
-	case CmdReset:
-		seed, kills := next.Seed, next.Kills
-		next = DefaultSettings()
-		// A dead endpoint stays dead, as a peer that died does not return.
-		next.Seed, next.Kills = seed, kills
-		after = append(after, func() { e.base = e.b.Counters() }, e.b.RecordClear)
-		msg = "reset: injection off, default settings, counters and records cleared"
-	case CmdHooks:
-		if req.On == nil || len(req.Hooks) == 0 {
-			return "", fmt.Errorf("%w: hooks needs fields \"hooks\" (names or all) and \"on\"", ErrInvalid)
-		}
+		return "strategy " + s, nil
+	})
+}
+
+func planReset(e *Engine, _ *Request) (plan, error) {
+	next := DefaultSettings()
+	// A dead endpoint stays dead, as a peer that died does not return.
+	next.Seed, next.Kills = e.s.Seed, append([]Kill(nil), e.s.Kills...)
+	return plan{next: &next, msg: "reset: injection off, default settings, counters and records cleared",
+		after: []func(){func() { e.base = e.b.Counters() }, e.b.RecordClear}}, nil
+}
+
+func planHooks(e *Engine, req *Request) (plan, error) {
+	if req.On == nil || len(req.Hooks) == 0 {
+		return plan{}, fmt.Errorf("%w: hooks needs fields \"hooks\" (names or all) and \"on\"", ErrInvalid)
+	}
+	return e.change(func(next *Settings) (string, error) {
 		for _, name := range req.Hooks {
 			ids, err := hooks.ParseFaultList(name)
 			if err != nil {
@@ -210,106 +339,128 @@ func (e *Engine) handle(req *Request) (string, error) {
 				next.HookEnabled[id] = *req.On
 			}
 		}
-		msg = onOff("hooks", *req.On)
-	case CmdRecord:
+		return onOff("hooks", *req.On), nil
+	})
+}
+
+func planRecord(e *Engine, req *Request) (plan, error) {
+	return e.change(func(next *Settings) (string, error) {
 		if req.On == nil {
 			next.Recording = !next.Recording
 		} else {
 			next.Recording = *req.On
 		}
-		msg = onOff("recording", next.Recording)
-	case CmdRecordClear:
-		after = append(after, e.b.RecordClear)
-		msg = "records cleared"
-	case CmdReplay:
-		r, err := ReplayFromWire(req.Schedule)
-		if err != nil {
-			return "", err
-		}
+		return onOff("recording", next.Recording), nil
+	})
+}
+
+// planRecordClear is the one command that leaves the settings as they are.
+func planRecordClear(e *Engine, _ *Request) (plan, error) {
+	return plan{msg: "records cleared", after: []func(){e.b.RecordClear}}, nil
+}
+
+func planReplay(e *Engine, req *Request) (plan, error) {
+	r, err := ReplayFromWire(req.Schedule)
+	if err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		r = r.WithoutDisabled(next.HookEnabled)
 		if r.Len() == 0 {
 			return "", fmt.Errorf("%w: no outcome of the schedule is for an enabled hook", ErrInvalid)
 		}
 		next.Replay, next.Strategy, next.Enabled = r, StrategyReplay, true
-		msg = fmt.Sprintf("replaying %d outcomes from %s", r.Len(), r.Source)
-	case CmdReplaySelf:
-		p, err := e.b.Records(0)
-		if err != nil {
-			return "", fmt.Errorf("reading own records: %w", err)
-		}
-		if len(p.Calls) == 0 {
-			return "", fmt.Errorf("%w: nothing recorded to replay (turn recording on first)", ErrInvalid)
-		}
-		key := "function"
-		if req.Schedule != nil && req.Schedule.Key != "" {
-			key = req.Schedule.Key
-		}
-		w := ScheduleFromCalls(p.Calls, key, req.Schedule != nil && req.Schedule.Cycle, "own recording")
-		r, err := ReplayFromWire(w)
-		if err != nil {
-			return "", err
-		}
+		return fmt.Sprintf("replaying %d outcomes from %s", r.Len(), r.Source), nil
+	})
+}
+
+func planReplaySelf(e *Engine, req *Request) (plan, error) {
+	p, err := e.b.Records(0)
+	if err != nil {
+		return plan{}, fmt.Errorf("reading own records: %w", err)
+	}
+	if len(p.Calls) == 0 {
+		return plan{}, fmt.Errorf("%w: nothing recorded to replay (turn recording on first)", ErrInvalid)
+	}
+	key := "function"
+	if req.Schedule != nil && req.Schedule.Key != "" {
+		key = req.Schedule.Key
+	}
+	w := ScheduleFromCalls(p.Calls, key, req.Schedule != nil && req.Schedule.Cycle, "own recording")
+	r, err := ReplayFromWire(w)
+	if err != nil {
+		return plan{}, err
+	}
+	pl, err := e.change(func(next *Settings) (string, error) {
 		r = r.WithoutDisabled(next.HookEnabled)
 		if r.Len() == 0 {
 			return "", fmt.Errorf("%w: no recorded outcome is for an enabled hook", ErrInvalid)
 		}
-		after = append(after, e.b.RecordClear)
 		next.Replay, next.Strategy, next.Enabled, next.Recording = r, StrategyReplay, true, false
-		msg = fmt.Sprintf("replaying %d recorded outcomes", r.Len())
-	case CmdRules:
-		m, err := applyRules(&next, req, &e.nextRule, time.Now())
-		if err != nil {
-			return "", err
+		return fmt.Sprintf("replaying %d recorded outcomes", r.Len()), nil
+	})
+	pl.after = append(pl.after, e.b.RecordClear)
+	return pl, err
+}
+
+func planReplayStop(e *Engine, _ *Request) (plan, error) {
+	return e.change(func(next *Settings) (string, error) {
+		next.Replay = nil
+		if next.Strategy == StrategyReplay {
+			next.Strategy = StrategyNone
 		}
-		msg = m
-	case CmdMode:
-		if req.Mode == nil {
-			return "", fmt.Errorf("%w: mode needs field \"mode\"", ErrInvalid)
-		}
-		m, err := ParseMode(*req.Mode)
-		if err != nil {
-			return "", err
-		}
+		return "replay stopped", nil
+	})
+}
+
+func planRules(e *Engine, req *Request) (plan, error) {
+	// Numbers are handed out from a copy: a command that fails uses none.
+	nextRule := e.nextRule
+	p, err := e.change(func(next *Settings) (string, error) {
+		return applyRules(next, req, &nextRule, time.Now())
+	})
+	p.nextRule = nextRule
+	return p, err
+}
+
+func planMode(e *Engine, req *Request) (plan, error) {
+	if req.Mode == nil {
+		return plan{}, fmt.Errorf("%w: mode needs field \"mode\"", ErrInvalid)
+	}
+	m, err := ParseMode(*req.Mode)
+	if err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		next.Mode = m
-		msg = "failures " + map[string]string{ModeImmediate: "at once", ModeDeferred: "on completion where the function allows"}[m]
-	case CmdKillEP:
-		if req.Endpoint == nil || *req.Endpoint < 0 {
-			return "", fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0", ErrInvalid)
-		}
-		code := int(DeadPeerCode(e.b.Info().Libucp))
-		if req.Code != nil {
-			code = *req.Code
-		}
-		codes, err := CheckCodes([]int{code})
-		if err != nil {
-			return "", err
-		}
+		return "failures " + map[string]string{ModeImmediate: "at once", ModeDeferred: "on completion where the function allows"}[m], nil
+	})
+}
+
+func planKillEP(e *Engine, req *Request) (plan, error) {
+	if req.Endpoint == nil || *req.Endpoint < 0 {
+		return plan{}, fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0", ErrInvalid)
+	}
+	code := 0
+	if req.Code != nil {
+		code = *req.Code
+	} else {
+		// The one command that looks at the loaded libraries.
+		code = int(DeadPeerCode(e.b.Info().Libucp))
+	}
+	codes, err := CheckCodes([]int{code})
+	if err != nil {
+		return plan{}, err
+	}
+	return e.change(func(next *Settings) (string, error) {
 		for _, k := range next.Kills {
 			if k.Endpoint == *req.Endpoint {
 				return "", fmt.Errorf("%w: endpoint %d is already dead (with %d)", ErrInvalid, k.Endpoint, k.Code)
 			}
 		}
 		next.Kills = append(next.Kills, Kill{Endpoint: *req.Endpoint, Code: codes[0]})
-		msg = fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, code, codes[0])
-	case CmdReplayStop:
-		next.Replay = nil
-		if next.Strategy == StrategyReplay {
-			next.Strategy = StrategyNone
-		}
-		msg = "replay stopped"
-	default:
-		return "", fmt.Errorf("%w: unknown command %q", ErrInvalid, req.Cmd)
-	}
-	if req.Cmd != CmdRecordClear { // the one command that leaves the settings as they are
-		if err := e.b.Apply(next); err != nil {
-			return "", fmt.Errorf("applying settings: %w", err)
-		}
-		e.s = next
-	}
-	for _, f := range after {
-		f()
-	}
-	return msg, nil
+		return fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, code, codes[0]), nil
+	})
 }
 
 func onOff(what string, on bool) string {
@@ -319,8 +470,11 @@ func onOff(what string, on bool) string {
 	return what + " off"
 }
 
+// status builds the full status: it sums every thread's counters and walks
+// the loaded libraries, so only the answers that are a status build it.
 func (e *Engine) status(detailed bool) Status {
 	st := e.b.Info()
+	st.PID, st.StartTime = e.id.PID, e.id.StartTime
 	st.Enabled = e.s.Enabled
 	st.Strategy = e.s.Strategy
 	st.Probability = e.s.Probability

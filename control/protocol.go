@@ -101,10 +101,14 @@ type GlobalOutcome struct {
 
 // Response is the one line answered to each request.
 type Response struct {
-	V         int                `json:"v"`
-	OK        bool               `json:"ok"`
-	Error     string             `json:"error,omitempty"`
-	Message   string             `json:"message,omitempty"`
+	V       int    `json:"v"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Identity names the process that answered: every answer an injected
+	// process gives carries it (refusals before a request is read, such as
+	// permission denied, excepted), and clients check it (CheckIdentity).
+	Identity  *Identity          `json:"identity,omitempty"`
 	Status    *Status            `json:"status,omitempty"`
 	Recording *recording.Process `json:"recording,omitempty"`
 	// Stream, in the header of a chunked record_dump, says how many calls

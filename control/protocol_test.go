@@ -1,12 +1,15 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/recording"
 	"github.com/ucxfault/ucxfault/ucs"
 )
@@ -29,6 +32,15 @@ func (m *memBackend) Counters() Counters {
 	return Counters{Hooks: make([]HookCounters, len(hooks.Table))}
 }
 func (m *memBackend) Info() Status { return Status{PID: 1} }
+
+// Identity is the test process's own: the engine answers for it.
+func (m *memBackend) Identity() Identity { return selfIdentity() }
+
+func selfIdentity() Identity {
+	start, _ := proc.SelfStartTime()
+	return Identity{PID: os.Getpid(), StartTime: start}
+}
+
 func (m *memBackend) Records(int) (*recording.Process, error) {
 	return &recording.Process{Calls: []recording.Call{}}, nil
 }
@@ -213,4 +225,50 @@ func ptr[T any](v T) *T { return &v }
 
 func settingsEqual(a, b Settings) bool {
 	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b)
+}
+
+// Every answer names the process, the failed ones included; only status
+// and rules carry the full status (a command's answer does not sum the
+// counters of every thread).
+func TestEngineIdentityInEveryAnswer(t *testing.T) {
+	b := &countingBackend{}
+	e := NewEngine(b, DefaultSettings())
+	for _, line := range []string{
+		`{"v":1,"cmd":"status"}`,
+		`{"v":1,"cmd":"enable"}`,
+		`{"v":1,"cmd":"probability","probability":5}`,
+		`{"v":1,"cmd":"probability","probability":500}`,
+		`{"v":1,"cmd":"record_dump"}`,
+		`{"v":1,"cmd":"rules","rule_op":"add","rules":["hooks=ucp_put_nbx calls=3"]}`,
+		`{"v":1,"cmd":"nonsense"}`,
+		`not json`,
+	} {
+		reads := b.reads
+		out, _ := e.HandleLine([]byte(line))
+		var r Response
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if r.Identity == nil || *r.Identity != selfIdentity() {
+			t.Fatalf("%s: answer %s names no or another process", line, out)
+		}
+		wantStatus := r.OK && (strings.Contains(line, `"status"`) || strings.Contains(line, `"rules"`))
+		if (r.Status != nil) != wantStatus || (b.reads != reads) != wantStatus {
+			t.Fatalf("%s: status %v, counters read %d times; want a status: %v", line, r.Status != nil, (b.reads-reads)/10, wantStatus)
+		}
+	}
+}
+
+// A rules command that fails hands out no rule number.
+func TestEngineFailedRulesKeepNumbers(t *testing.T) {
+	b := &memBackend{}
+	e := NewEngine(b, DefaultSettings())
+	b.fail = errors.New("refused")
+	if r := e.Handle(&Request{V: 1, Cmd: CmdRules, RuleOp: RuleOpAdd, Rules: []string{"hooks=ucp_put_nbx"}}); r.OK {
+		t.Fatalf("add with a refusing backend: %+v", r)
+	}
+	b.fail = nil
+	if r := e.Handle(&Request{V: 1, Cmd: CmdRules, RuleOp: RuleOpAdd, Rules: []string{"hooks=ucp_put_nbx"}}); !r.OK || !strings.HasPrefix(r.Message, "rule 1:") {
+		t.Fatalf("add after a failed add: %+v, want rule 1", r)
+	}
 }

@@ -330,6 +330,7 @@ type fakeBackend struct {
 func (f *fakeBackend) Apply(s Settings) error { f.applied = append(f.applied, s.Clone()); return nil }
 func (f *fakeBackend) Counters() Counters     { return f.counters }
 func (f *fakeBackend) Info() Status           { return Status{PID: 1} }
+func (f *fakeBackend) Identity() Identity     { return selfIdentity() }
 func (f *fakeBackend) RecordClear()           {}
 func (f *fakeBackend) Records(int) (*recording.Process, error) {
 	return &recording.Process{}, nil

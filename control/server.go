@@ -88,7 +88,7 @@ func Serve(l net.Listener, e *Engine, opts *ServerOptions) error {
 		select {
 		case slots <- struct{}{}:
 		default:
-			r := Response{Error: fmt.Sprintf("busy: %d control connections already open", MaxConnections)}
+			r := Response{Error: fmt.Sprintf("busy: %d control connections already open", MaxConnections), Identity: &e.id}
 			conn.SetWriteDeadline(time.Now().Add(time.Second))
 			conn.Write(r.Encode())
 			conn.Close()
@@ -152,7 +152,7 @@ func serveConn(conn net.Conn, e *Engine) {
 	// here is answered as an error and the connection closed.
 	defer func() {
 		if p := recover(); p != nil {
-			r := Response{Error: fmt.Sprintf("internal error: %v", p)}
+			r := Response{Error: fmt.Sprintf("internal error: %v", p), Identity: &e.id}
 			conn.Write(r.Encode())
 		}
 	}()
@@ -162,7 +162,7 @@ func serveConn(conn net.Conn, e *Engine) {
 		line, err := readLine(br)
 		if err != nil {
 			if errors.Is(err, errLineTooLong) {
-				r := Response{Error: fmt.Sprintf("%v: request longer than %d bytes", ErrInvalid, MaxLine)}
+				r := e.Refuse(fmt.Errorf("%w: request longer than %d bytes", ErrInvalid, MaxLine))
 				conn.Write(r.Encode())
 			}
 			return
@@ -182,7 +182,7 @@ func serveConn(conn net.Conn, e *Engine) {
 func respond(conn net.Conn, e *Engine, line []byte) bool {
 	req, err := ParseRequest(line)
 	if err != nil {
-		r := Response{Error: err.Error()}
+		r := e.Refuse(err)
 		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		conn.Write(r.Encode())
 		return false

@@ -272,6 +272,12 @@ func (b *cBackend) Counters() control.Counters {
 	return out
 }
 
+// Identity names this process: its pid and the start time read once at
+// load.
+func (b *cBackend) Identity() control.Identity {
+	return control.Identity{PID: os.Getpid(), StartTime: b.startTime}
+}
+
 // Info describes this process.
 func (b *cBackend) Info() control.Status {
 	st := control.Status{PID: os.Getpid(), StartTime: b.startTime, Host: b.host, Rank: b.rank,
