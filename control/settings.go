@@ -12,7 +12,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/ucs"
@@ -271,90 +270,4 @@ func ParseBool(text string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%w: %q is not a boolean (accepted: 1/0, true/false, yes/no, on/off)", ErrInvalid, text)
-}
-
-// FromEnv builds the start-up settings from UCX_FAULT_* variables. Any bad
-// value is an error; the caller reports it once and leaves the injector off.
-// seeded reports whether UCX_FAULT_SEED was given.
-func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
-	s = DefaultSettings()
-	wrap := func(name string, e error) error { return fmt.Errorf("%s: %w", name, e) }
-	if v := getenv(EnvStrategy); v != "" {
-		if s.Strategy, err = ParseStrategy(v); err != nil {
-			return s, false, wrap(EnvStrategy, err)
-		}
-	}
-	if v := getenv(EnvProbability); v != "" {
-		if s.Probability, err = ParseProbability(v); err != nil {
-			return s, false, wrap(EnvProbability, err)
-		}
-		if getenv(EnvStrategy) == "" {
-			s.Strategy = StrategyRandom
-		}
-	}
-	if v := getenv(EnvPattern); v != "" {
-		if s.Pattern, err = CheckPattern(v); err != nil {
-			return s, false, wrap(EnvPattern, err)
-		}
-		if getenv(EnvStrategy) == "" {
-			s.Strategy = StrategyPattern
-		}
-	}
-	if s.Strategy == StrategyPattern && s.Pattern == "" {
-		return s, false, wrap(EnvStrategy, fmt.Errorf("%w: strategy pattern needs %s", ErrInvalid, EnvPattern))
-	}
-	if v := getenv(EnvCodes); v != "" {
-		if s.Codes, err = ParseCodes(v); err != nil {
-			return s, false, wrap(EnvCodes, err)
-		}
-	}
-	if v := getenv(EnvHooks); v != "" {
-		ids, e := hooks.ParseFaultList(v)
-		if e != nil {
-			return s, false, wrap(EnvHooks, fmt.Errorf("%w: %v", ErrInvalid, e))
-		}
-		for i := range s.HookEnabled {
-			s.HookEnabled[i] = false
-		}
-		for _, id := range ids {
-			s.HookEnabled[id] = true
-		}
-	}
-	if v := getenv(EnvSeed); v != "" {
-		seed, e := strconv.ParseUint(strings.TrimSpace(v), 0, 64)
-		if e != nil {
-			return s, false, wrap(EnvSeed, fmt.Errorf("%w: seed %q is not an unsigned 64-bit integer", ErrInvalid, v))
-		}
-		s.Seed, seeded = seed, true
-	}
-	if v := getenv(EnvMode); v != "" {
-		if s.Mode, err = ParseMode(v); err != nil {
-			return s, false, wrap(EnvMode, err)
-		}
-	}
-	if v := getenv(EnvRecord); v != "" {
-		if s.Recording, err = ParseBool(v); err != nil {
-			return s, false, wrap(EnvRecord, err)
-		}
-	}
-	if v := getenv(EnvRules); v != "" {
-		rules, e := ParseRules(v)
-		if e != nil {
-			return s, false, wrap(EnvRules, e)
-		}
-		now := time.Now()
-		for i, r := range rules {
-			r.ID, r.SetAt = i+1, now
-			s.Rules = append(s.Rules, *r)
-		}
-		// After UCX_FAULT_HOOKS: a hook a rule names is on whatever the
-		// list says.
-		SwitchOnNamedHooks(&s, s.Rules)
-	}
-	if v := getenv(EnvEnabled); v != "" {
-		if s.Enabled, err = ParseBool(v); err != nil {
-			return s, false, wrap(EnvEnabled, err)
-		}
-	}
-	return s, seeded, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -151,69 +152,101 @@ exit status and signals are PROGRAM's. Injection starts on; without
 	return cmd
 }
 
-// environment validates the flags and turns them into UCX_FAULT_* settings.
+// environment validates the flags and turns them into UCX_FAULT_* settings
+// through the codec the injector reads them back with (control.EncodeEnv).
+// Only the variables the flags set are written: one the flags leave alone
+// keeps what the environment already says (UCX_FAULT_RULES exported by
+// hand, for instance).
 func (o *injectOptions) environment() ([]string, error) {
-	env := []string{}
 	if o.probability != "" && o.pattern != "" {
 		return nil, usagef("give --probability or --pattern, not both")
 	}
+	s := control.DefaultSettings()
+	s.Enabled = !o.disabled
+	set := []string{control.EnvEnabled}
 	if o.probability != "" {
-		if _, err := control.ParseProbability(o.probability); err != nil {
+		p, err := control.ParseProbability(o.probability)
+		if err != nil {
 			return nil, err
 		}
-		env = append(env, control.EnvStrategy+"=random", control.EnvProbability+"="+o.probability)
+		s.Strategy, s.Probability = control.StrategyRandom, p
+		set = append(set, control.EnvStrategy, control.EnvProbability)
 	}
 	if o.pattern != "" {
 		p, err := control.CheckPattern(o.pattern)
 		if err != nil {
 			return nil, err
 		}
-		env = append(env, control.EnvStrategy+"=pattern", control.EnvPattern+"="+p)
+		s.Strategy, s.Pattern = control.StrategyPattern, p
+		set = append(set, control.EnvStrategy, control.EnvPattern)
 	}
 	if o.codes != "" {
-		if _, err := control.ParseCodes(o.codes); err != nil {
+		codes, err := control.ParseCodes(o.codes)
+		if err != nil {
 			return nil, err
 		}
-		env = append(env, control.EnvCodes+"="+o.codes)
+		s.Codes = codes
+		set = append(set, control.EnvCodes)
 	}
 	if o.hooks != "" {
-		if _, err := hooks.ParseFaultList(o.hooks); err != nil {
+		ids, err := hooks.ParseFaultList(o.hooks)
+		if err != nil {
 			return nil, usageError{err}
 		}
-		env = append(env, control.EnvHooks+"="+o.hooks)
+		for i := range s.HookEnabled {
+			s.HookEnabled[i] = false
+		}
+		for _, id := range ids {
+			s.HookEnabled[id] = true
+		}
+		set = append(set, control.EnvHooks)
 	}
 	if o.seed != "" {
-		if _, err := strconv.ParseUint(o.seed, 0, 64); err != nil {
+		seed, err := strconv.ParseUint(o.seed, 0, 64)
+		if err != nil {
 			return nil, usagef("--seed %q is not an unsigned 64-bit integer", o.seed)
 		}
-		env = append(env, control.EnvSeed+"="+o.seed)
+		s.Seed = seed
+		set = append(set, control.EnvSeed)
 	}
 	if len(o.rules) > 0 {
-		var texts []string
 		for _, text := range o.rules {
 			rs, err := control.ParseRules(text)
 			if err != nil {
 				return nil, err
 			}
 			for _, r := range rs {
-				texts = append(texts, r.String())
+				s.Rules = append(s.Rules, *r)
 			}
 		}
-		if len(texts) > control.MaxRules {
-			return nil, usagef("%d rules given, at most %d may stand at once", len(texts), control.MaxRules)
+		if len(s.Rules) > control.MaxRules {
+			return nil, usagef("%d rules given, at most %d may stand at once", len(s.Rules), control.MaxRules)
 		}
-		env = append(env, control.EnvRules+"="+strings.Join(texts, "; "))
+		// As the injector does on reading them (control.FromEnv).
+		control.SwitchOnNamedHooks(&s, s.Rules)
+		set = append(set, control.EnvRules)
 	}
 	if o.mode != "" {
 		m, err := control.ParseMode(o.mode)
 		if err != nil {
 			return nil, err
 		}
-		env = append(env, control.EnvMode+"="+m)
+		s.Mode = m
+		set = append(set, control.EnvMode)
 	}
-	env = append(env, control.EnvEnabled+"="+strconv.FormatBool(!o.disabled))
 	if o.record {
-		env = append(env, control.EnvRecord+"=1")
+		s.Recording = true
+		set = append(set, control.EnvRecord)
+	}
+	all, err := control.EncodeEnv(s, o.seed != "")
+	if err != nil {
+		return nil, fmt.Errorf("encoding settings: %w", err)
+	}
+	var env []string
+	for _, kv := range all {
+		if name, _, _ := strings.Cut(kv, "="); slices.Contains(set, name) {
+			env = append(env, kv)
+		}
 	}
 	if o.debug {
 		env = append(env, control.EnvDebug+"=1")
