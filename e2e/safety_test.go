@@ -447,6 +447,14 @@ func TestSafetyAnswerFromAnotherProcess(t *testing.T) {
 		if !strings.Contains(r.stderr, want) {
 			t.Fatalf("status stderr %q, want %q", r.stderr, want)
 		}
+		// A command's answer carries no status, only the identity: it
+		// is checked the same way.
+		r = h.ctl(t, "probability", "5")
+		want = fmt.Sprintf("pid %d: control socket answered by another process", other.Process.Pid)
+		if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stdout, fmt.Sprintf("pid %d: strategy random", e.PID)) ||
+			strings.Contains(r.stdout, fmt.Sprintf("pid %d:", other.Process.Pid)) {
+			t.Fatalf("probability: exit %d, stdout %q, stderr %q; want pid %d's answer only, and %q", r.code, r.stdout, r.stderr, e.PID, want)
+		}
 		if _, err := os.Stat(h.socketOf(e.PID)); err != nil {
 			t.Fatalf("the live process's socket was removed: %v", err)
 		}
