@@ -1,7 +1,9 @@
-// Package control is ucxfault's control plane: the settings of an injector,
-// the newline-delimited JSON protocol spoken over each process's Unix socket
+// Package control is ucxfault's control plane: the settings of an injector
+// and their one codec to and from UCX_FAULT_* variables (env.go), the
+// newline-delimited JSON protocol spoken over each process's Unix socket
 // (documented in docs/protocol.md), the engine that applies requests inside
-// the injected process, and the client the CLI uses to reach processes.
+// the injected process (one handler per command, engine.go), and the client
+// the CLI uses to reach processes.
 // What it knows of a process from outside (its start time, whether it is
 // alive) it reads through internal/proc.
 package control
