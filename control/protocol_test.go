@@ -272,3 +272,16 @@ func TestEngineFailedRulesKeepNumbers(t *testing.T) {
 		t.Fatalf("add after a failed add: %+v, want rule 1", r)
 	}
 }
+
+// Every command the protocol accepts has its handler, and no handler
+// serves a command the protocol refuses.
+func TestEngineHandlerForEveryCommand(t *testing.T) {
+	for _, c := range commands {
+		if _, ok := handlers[c]; !ok {
+			t.Errorf("command %q has no handler", c)
+		}
+	}
+	if len(handlers) != len(commands) {
+		t.Errorf("%d handlers for %d commands", len(handlers), len(commands))
+	}
+}
