@@ -68,16 +68,19 @@ lint: $(CFILES)
 		{ echo "gofmt needed:"; gofmt -l $$(find . -name '*.go' -not -path './build/*'); exit 1; }
 	$(GO) vet ./...
 	$(CC) -fsyntax-only -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload preload/*.c
+	scripts/check-preload-deps.sh $(CC) -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload
 
 test: deps deps-mpi all lint check-generate check-vagrant test-c test-go
 
-# The injector's shared tables (record.c) under many threads, built with
-# ThreadSanitizer: a wrong entry or a data race fails it (TSan exits 66).
+# The injector's shared tables (defer.c, endpoint.c, record.c) under many
+# threads, built with ThreadSanitizer: a wrong entry or a data race fails it
+# (TSan exits 66).
 STRESS := $(BUILD)/tables_stress_tsan
-$(STRESS): preload/testdata/tables_stress.c preload/record.c preload/record.h preload/ucxfault.h
+STRESS_C := preload/defer.c preload/endpoint.c preload/record.c
+$(STRESS): preload/testdata/tables_stress.c $(STRESS_C) $(wildcard preload/*.h)
 	@mkdir -p $(BUILD)
 	clang -O1 -g -fsanitize=thread -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload -o $@ \
-		preload/testdata/tables_stress.c preload/record.c -lpthread
+		preload/testdata/tables_stress.c $(STRESS_C) -lpthread
 
 test-c: $(STRESS)
 	TSAN_OPTIONS=halt_on_error=1 $(STRESS) 200
@@ -103,7 +106,7 @@ generate:
 
 # CI fails when the committed generated files differ from a fresh generation.
 check-generate: generate
-	@git diff --exit-code -- preload/hooks_gen.c preload/hooks_gen.h observer/ || \
+	@git diff --exit-code -- preload/hooks_gen.c preload/hooks_gen.h preload/hooks_table.c observer/ || \
 		{ echo "generated files are out of date: run make generate and commit"; exit 1; }
 
 clean:

@@ -5,6 +5,8 @@ package main
 #include <string.h>
 #include "ucxfault.h"
 #include "record.h"
+#include "endpoint.h"
+#include "defer.h"
 #include "rules.h"
 */
 import "C"
@@ -84,7 +86,7 @@ func newCBackend() *cBackend {
 	b.rank = proc.SelfRank()
 	b.command, _ = proc.SelfCommand()
 	b.ipc, _ = control.ParseBackend(os.Getenv(control.EnvIPCBackend))
-	b.rules.startNS = uint64(C.ucxf_rules_now_ns())
+	b.rules.startNS = uint64(C.ucxf_now_ns())
 	return b
 }
 

@@ -81,7 +81,7 @@ func (b *cBackend) fillRules(cfg *C.struct_ucxf_config, s control.Settings) (com
 		}
 	}
 	var sums *[C.UCXF_MAX_RULES]C.struct_ucxf_rule_counters
-	nowC := uint64(C.ucxf_rules_now_ns())
+	nowC := uint64(C.ucxf_now_ns())
 	for i := range s.Rules {
 		r := &s.Rules[i]
 		if next[r.ID] != nil {

@@ -121,13 +121,6 @@ static inline void ucxf_gate_leave(int always)
     __atomic_sub_fetch(&ucxf_gate_inside, 1, __ATOMIC_RELEASE);
 }
 
-static uint64_t ucxf_gate_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int ucxf_gate_close(void)
 {
     /* The forking thread may itself be inside (a signal handler that forks
@@ -137,7 +130,7 @@ int ucxf_gate_close(void)
 
     __atomic_store_n(&ucxf_gate_closed, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&ucxf_gate_inside, __ATOMIC_SEQ_CST) > self) {
-        uint64_t now = ucxf_gate_now_ns();
+        uint64_t now = ucxf_now_ns();
         if (deadline == 0) {
             deadline = now + UCXF_GATE_WAIT_NS;
         } else if (now > deadline) {

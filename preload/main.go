@@ -27,7 +27,8 @@ package main
 #include <stdlib.h>
 #include "ucxfault.h"
 #include "record.h"
-int ucxf_in_fork_child(void);
+#include "endpoint.h"
+#include "defer.h"
 */
 import "C"
 

@@ -1,6 +1,5 @@
 /*
- * ucxfault injector: the call log, endpoint ordinals, replay cursors and the
- * table of requests whose failure is delivered on completion.
+ * ucxfault injector: the call log (record.c).
  */
 #ifndef UCXFAULT_RECORD_H
 #define UCXFAULT_RECORD_H
@@ -39,44 +38,10 @@ int      ucxf_record_alloc(uint64_t capacity);
 uint64_t ucxf_record_capacity(void);
 uint64_t ucxf_record_head(void);
 int      ucxf_record_read(uint64_t index, struct ucxf_record *out);
-void     ucxf_replay_reset(void);
-uint64_t ucxf_defer_pending(void);
-uint64_t ucxf_defer_overflow(void);
-uint64_t ucxf_defer_kill_count(void);
 
 /* Hot path. */
 void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);
-uint64_t ucxf_record_replay_cursor_next(void);
-uint64_t ucxf_replay_cursor_next(int hook);
-int32_t  ucxf_ep_ordinal(void *ep);
 void     ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *request, int mark,
                               uint64_t now);
-
-/* What the defer table holds for one request. */
-struct ucxf_defer_info {
-    int code;      /* the failure to deliver, 0 when only followed */
-    void *ep;      /* the operation's endpoint, or NULL */
-    int hook;      /* the operation that returned the request */
-    uint64_t size; /* and its size */
-    int delivered; /* its outcome reached the application */
-};
-int      ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size);
-int      ucxf_defer_kill(void *ep, int code);
-int      ucxf_defer_peek(void *request);
-int      ucxf_defer_deliver(void *request, struct ucxf_defer_info *out);
-void     ucxf_defer_set_delivered(void *request);
-int      ucxf_defer_take(void *request, struct ucxf_defer_info *out);
-void     ucxf_defer_forget(void *request);
-
-/* Endpoints. */
-extern UCXF_HIDDEN int ucxf_kill_pending;
-void  ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg);
-void *ucxf_ep_worker(void *ep);
-int   ucxf_ep_has_ordinal(int32_t ordinal);
-int   ucxf_ep_kill_ordinal(int32_t ordinal, int code);
-int   ucxf_ep_kill_code(void *ep);
-void  ucxf_ep_deliver_kills(void *worker);
-int   ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n);
-void     ucxf_record_atfork_child(void);
 
 #endif

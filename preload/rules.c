@@ -15,22 +15,8 @@
 #include <time.h>
 
 #include "ucxfault.h"
-#include "record.h"
+#include "endpoint.h"
 #include "rules.h"
-
-/* Counters of threads that exited, by slot; written under the threads lock. */
-static struct ucxf_rule_counters ucxf_rules_retired[UCXF_MAX_RULES];
-
-/* Relaxed single-writer updates, as in state.c: Go reads them concurrently. */
-#define UCXF_RINC(field)     __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
-#define UCXF_RADD(field, n)  __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
-
-uint64_t ucxf_rules_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * Time windows are checked on every call a windowed rule sees. The precise
@@ -65,7 +51,7 @@ static inline int ucxf_rules_in_window(const struct ucxf_rule *r)
             return 1;
         }
     }
-    now = ucxf_rules_now_ns();
+    now = ucxf_now_ns();
     return now >= r->t_start_ns && now < r->t_end_ns;
 }
 
@@ -105,16 +91,16 @@ void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
 static void ucxf_rules_sleep(struct ucxf_call *c, struct ucxf_thread *t, uint32_t s, uint64_t d)
 {
     int was_recording = c->cfg->recording;
-    uint64_t t0       = ucxf_rules_now_ns(), end = t0 + d, t1;
+    uint64_t t0       = ucxf_now_ns(), end = t0 + d, t1;
     struct timespec ts;
 
     ts.tv_sec  = (time_t)(end / 1000000000ull);
     ts.tv_nsec = (long)(end % 1000000000ull);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
-    t1 = ucxf_rules_now_ns();
-    UCXF_RINC(t->rule[s].delays);
-    UCXF_RADD(t->rule[s].delay_ns, t1 - t0);
+    t1 = ucxf_now_ns();
+    UCXF_INC(t->rule[s].delays);
+    UCXF_ADD(t->rule[s].delay_ns, t1 - t0);
     c->cfg = ucxf_current();
     if (c->cfg->recording && !was_recording) {
         c->t0        = t0; /* recording started while we slept */
@@ -132,7 +118,7 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     uint64_t x          = 0, d = 0;
     int code = 0, act = 1;
 
-    UCXF_RINC(t->rule[s].matches);
+    UCXF_INC(t->rule[s].matches);
     switch (r->strategy) {
     case UCXF_STRATEGY_RANDOM:
         x   = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)c->hook << 56) ^
@@ -168,7 +154,7 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
         }
     }
     if (code < 0) {
-        UCXF_RINC(t->rule[s].faults);
+        UCXF_INC(t->rule[s].faults);
     }
     if (r->delay_max_ns != 0) {
         d = r->delay_min_ns;
@@ -211,22 +197,4 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         return ucxf_rules_act(c, cfg, t, r, s, k);
     }
     return 0;
-}
-
-void ucxf_rules_retire(const struct ucxf_thread *t)
-{
-    ucxf_rules_add(ucxf_rules_retired, t);
-}
-
-void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t)
-{
-    const struct ucxf_rule_counters *in = t != NULL ? t->rule : ucxf_rules_retired;
-    uint32_t s;
-
-    for (s = 0; s < UCXF_MAX_RULES; s++) {
-        out[s].matches  += __atomic_load_n(&in[s].matches, __ATOMIC_RELAXED);
-        out[s].faults   += __atomic_load_n(&in[s].faults, __ATOMIC_RELAXED);
-        out[s].delays   += __atomic_load_n(&in[s].delays, __ATOMIC_RELAXED);
-        out[s].delay_ns += __atomic_load_n(&in[s].delay_ns, __ATOMIC_RELAXED);
-    }
 }

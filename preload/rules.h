@@ -21,13 +21,4 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
  * start counting from now for rules it had not seen. */
 void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg);
 
-/* Under the threads lock: ucxf_rules_retire folds an exiting thread's rule
- * counters into the retired totals; ucxf_rules_add adds one thread's
- * counters (t != NULL) or the retired totals (t == NULL) to out. */
-void ucxf_rules_retire(const struct ucxf_thread *t);
-void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t);
-
-/* CLOCK_MONOTONIC in nanoseconds: the clock rule windows are expressed in. */
-uint64_t ucxf_rules_now_ns(void);
-
 #endif

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <time.h>
 #include <ucp/api/ucp.h>
 
 #include "hooks_gen.h"
@@ -220,9 +221,10 @@ enum {
     UCXF_CB_RECV_AM,
 };
 
-/* Failures on completion and the hooks around them (deferred.c). */
+/* Completion delivery (deliver.c): failures on completion and the hooks
+ * around them. */
 struct ucxf_cb_ctx;
-/* NULL: fail the call at once with c->deferred_code (deferred.c). */
+/* NULL: fail the call at once with c->deferred_code. */
 const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_request_param_t *param,
                                             ucp_request_param_t *copy, int kind);
 void ucxf_defer_done(struct ucxf_call *c, int attached);
@@ -245,8 +247,8 @@ static inline int ucxf_tracks(const struct ucxf_call *c)
     return c->counted && c->cfg->deferred_mode && (c->ep != NULL || c->recording);
 }
 
-/* Requests carrying a failure to deliver on completion: status queries
- * must look them up even when their own hook is not armed. */
+/* Requests carrying a failure to deliver on completion (defer.c): status
+ * queries must look them up even when their own hook is not armed. */
 extern UCXF_HIDDEN uint64_t ucxf_defer_count;
 static inline int ucxf_defer_active(void)
 {
@@ -288,20 +290,24 @@ static inline void ucxf_before_request_release(void *request)
 }
 
 /* Wrapper side. */
-extern UCXF_HIDDEN int ucxf_multi_copy;
-void *ucxf_route(int hook, void *caller, void *dflt);
-void ucxf_after_dlopen(void);
+extern UCXF_HIDDEN int ucxf_multi_copy;   /* config.c */
+void *ucxf_route(int hook, void *caller, void *dflt); /* ucx_object.c */
+void ucxf_after_dlopen(void);                          /* ucx_object.c */
 /* Flags of ucxf_fault_marker, the same bits as the observer's event flags
  * (bpf/observer.bpf.c). */
 #define UCXF_MARK_INJECTED   0x1 /* the injector made this failure */
 #define UCXF_MARK_COMPLETION 0x2 /* an outcome delivered on completion, not a call */
 #define UCXF_MARK_UNLEARNED  0x4 /* the request was freed before its failure reached the application */
+/* record.c: shown to the observer (and logged when recording). */
 void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size, void *request, int flags);
 void ucxf_delivered(int hook, int status, void *ep, uint64_t size, void *request, int flags);
-void ucxf_count_completion_fault(int hook, int code, uint64_t size);
-void *ucxf_resolve(int hook);
+void ucxf_count_completion_fault(int hook, int code, uint64_t size); /* thread.c */
+void *ucxf_resolve(int hook);                                        /* ucx_object.c */
+/* The decision (decide.c). */
 int  ucxf_enter(struct ucxf_call *c);
 int  ucxf_leave(struct ucxf_call *c, int status, void *request);
+/* Control side: replay cursors back to the start. */
+void ucxf_replay_reset(void);
 
 /* The common case of an armed hook, inlined into each ucxf_fast_* half:
  * an application caller this thread has already seen under the current
@@ -311,21 +317,57 @@ int  ucxf_leave(struct ucxf_call *c, int status, void *request);
  * (ucxf_enter, at a fault and when a thread adopts a configuration), so
  * the calls in between cost a comparison and no draw. */
 extern UCXF_HIDDEN const struct ucxf_config *ucxf_cfg;
-struct ucxf_ranges;
+/* Executable ranges of libucp, libucs, libuct and libucm: calls from there are internal. */
+#define UCXF_MAX_RANGES 32
+struct ucxf_ranges {
+    int n;
+    uintptr_t lo[UCXF_MAX_RANGES];
+    uintptr_t hi[UCXF_MAX_RANGES];
+};
 extern UCXF_HIDDEN const struct ucxf_ranges *ucxf_internal;
 extern UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_model("initial-exec")));
 
-/* Single-writer increment and decrement of a counter that may be read
- * concurrently: no lock prefix, and no reader ever sees a torn value. On
- * x86-64 one instruction (an aligned add to memory), which also keeps the
- * value out of a register the caller would have to save. */
+/* Single-writer updates of a counter that may be read concurrently: no
+ * lock prefix, and no reader ever sees a torn value. On x86-64 one
+ * instruction (an aligned add to memory), which also keeps the value out of
+ * a register the caller would have to save. */
 #if defined(__x86_64__)
-#define UCXF_INC(field) __asm__ volatile("addq $1, %0" : "+m"(field))
-#define UCXF_DEC(field) __asm__ volatile("subq $1, %0" : "+m"(field))
+#define UCXF_ADD(field, n) __asm__ volatile("addq %1, %0" : "+m"(field) : "r"((uint64_t)(n)))
+#define UCXF_INC(field)    __asm__ volatile("addq $1, %0" : "+m"(field))
+#define UCXF_DEC(field)    __asm__ volatile("subq $1, %0" : "+m"(field))
 #else
-#define UCXF_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
-#define UCXF_DEC(field) __atomic_store_n(&(field), (field) - 1, __ATOMIC_RELAXED)
+#define UCXF_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
+#define UCXF_INC(field)    UCXF_ADD(field, 1)
+#define UCXF_DEC(field)    UCXF_ADD(field, -1)
 #endif
+
+/* CLOCK_MONOTONIC in nanoseconds: the one clock of the injector (rule
+ * windows, call log times, bounded waits). */
+static inline uint64_t ucxf_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The hash of the pointer-keyed tables (endpoint.c, defer.c). */
+static inline uint64_t ucxf_ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+static inline void ucxf_cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
 
 /* Bucket b > 0 holds sizes in [2^(b-1), 2^b), bucket 0 size 0: a bsr and
  * an add, no branch and no clamp (there are 65 buckets). */
@@ -362,12 +404,66 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
     return 0;
 }
 
-/* Control side (called from Go). */
-void ucxf_init(void);
+/* Threads and counters (thread.c). Internal calls are hidden: no PLT. */
+extern UCXF_HIDDEN struct ucxf_thread ucxf_no_thread;
+UCXF_HIDDEN struct ucxf_thread *ucxf_thread_new(void);
+/* This thread's state, created at its first counted call; NULL when out of memory. */
+static inline struct ucxf_thread *ucxf_thread_self(void)
+{
+    struct ucxf_thread *t = ucxf_self;
+    return UCXF_LIKELY(t != &ucxf_no_thread) ? t : ucxf_thread_new();
+}
+UCXF_HIDDEN void ucxf_threads_init(void);
+UCXF_HIDDEN void ucxf_threads_fork_prepare(void);
+UCXF_HIDDEN void ucxf_threads_fork_parent(void);
+UCXF_HIDDEN void ucxf_threads_fork_child(void);
+UCXF_HIDDEN void ucxf_forget_fast_callers(void);
+UCXF_HIDDEN void ucxf_count_code(struct ucxf_hook_counters *hc, int code, int bucket);
+void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
+void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);
+
+/* The published configuration (config.c). */
+extern UCXF_HIDDEN int ucxf_ready;
+/* Whether calls of hook h must go through ucxf_enter under cfg: the one
+ * definition behind ucxf_armed[] and the check at the top of ucxf_enter. */
+static inline int ucxf_hook_armed(const struct ucxf_config *cfg, int h)
+{
+    return (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills;
+}
 struct ucxf_config *ucxf_config_new(void);
 const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg);
 const struct ucxf_config *ucxf_current(void);
 void ucxf_set_ready(void);
+UCXF_HIDDEN void ucxf_wait_ready(void);
+UCXF_HIDDEN void ucxf_config_multi_copy(void);
+UCXF_HIDDEN void ucxf_say(const char *what);
+
+/* UCX objects, internal ranges and routing (ucx_object.c). */
+UCXF_HIDDEN void ucxf_objects_init(void);
+UCXF_HIDDEN void ucxf_objects_fork_prepare(void);
+UCXF_HIDDEN void ucxf_objects_fork_parent(void);
+UCXF_HIDDEN void ucxf_objects_fork_child(void);
+UCXF_HIDDEN int  ucxf_is_ours(void *p);
+int  ucxf_libucp_loaded(void);
+int  ucxf_notify_fd(void);
+int  ucxf_libucp_copies(char *buf, size_t len);
+int  ucxf_libucp_file(int i, char *path, size_t plen, char *version, size_t vlen);
+int  ucxf_hook_exists(int hook);
+int  ucxf_route_copy(int i, char *buf, size_t len, uint64_t *calls);
+
+/* The dlopen interposer (dlopen.c). */
+int  ucxf_bypassed(int i, char *buf, size_t len);
+
+/* The process life cycle (init.c). */
+void ucxf_init(void);
+void ucxf_set_socket_path(const char *path);
+/* Around the creation of the control socket: ucxf_listen_begin returns -1
+ * when the process is already exiting (then no socket must be made), else
+ * 0, and the exit handler waits for ucxf_listen_end before it removes the
+ * socket. */
+int  ucxf_listen_begin(void);
+void ucxf_listen_end(void);
+int  ucxf_in_fork_child(void);
 
 /* The fork gate (forkgate.c): ucxf_gate_close waits, at most 2 s, until no
  * thread of the injector is inside a libc call that can hold a host lock
@@ -378,22 +474,5 @@ void ucxf_gate_open(void);
 void ucxf_gate_child(void);
 /* Whether the library's Go runtime has started (created its first thread). */
 int  ucxf_gate_runtime_started(void);
-int  ucxf_libucp_loaded(void);
-int  ucxf_notify_fd(void);
-void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
-void ucxf_set_socket_path(const char *path);
-/* Around the creation of the control socket: ucxf_listen_begin returns -1
- * when the process is already exiting (then no socket must be made), else
- * 0, and the exit handler waits for ucxf_listen_end before it removes the
- * socket. */
-int  ucxf_listen_begin(void);
-void ucxf_listen_end(void);
-int  ucxf_deepbind_seen(void);
-int  ucxf_libucp_copies(char *buf, size_t len);
-int  ucxf_libucp_file(int i, char *path, size_t plen, char *version, size_t vlen);
-int  ucxf_hook_exists(int hook);
-int  ucxf_bypassed(int i, char *buf, size_t len);
-int  ucxf_route_copy(int i, char *buf, size_t len, uint64_t *calls);
-void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);
 
 #endif

@@ -1,4 +1,4 @@
-// Command gen writes the injector's C wrappers (hooks_gen.c, hooks_gen.h)
+// Command gen writes the injector's C wrappers (hooks_gen.c, hooks_gen.h, hooks_table.c)
 // from the hook table; `go generate ./hooks` runs it.
 package main
 
@@ -12,7 +12,7 @@ import (
 )
 
 func main() {
-	out := flag.String("o", "../preload", "directory to write hooks_gen.c and hooks_gen.h into")
+	out := flag.String("o", "../preload", "directory to write hooks_gen.c, hooks_gen.h and hooks_table.c into")
 	flag.Parse()
 	files, err := hooks.GenerateC()
 	if err != nil {

@@ -1,6 +1,7 @@
 /*
- * ucxfault injector: failures delivered on completion, and the hooks that
- * keep the state they need (endpoint creation, request free, progress).
+ * ucxfault injector: completion delivery. Failures delivered on completion
+ * (trampolines, delivery from progress), and the hooks that keep the state
+ * they need (endpoint creation and close, request free, progress).
  *
  * A deferred failure lets the operation run for real. The wrapper passes
  * libucp a copy of the application's ucp_request_param_t with
@@ -23,6 +24,8 @@
 
 #include "ucxfault.h"
 #include "record.h"
+#include "endpoint.h"
+#include "defer.h"
 
 struct ucxf_cb_ctx {
     struct ucxf_cb_ctx *next;
@@ -49,11 +52,6 @@ struct ucxf_cb_ctx {
 
 /* Callbacks fired inside a call, waiting for this thread's next progress. */
 UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
-
-/* Callbacks waiting in some thread's list, kills waiting for progress, and
- * 1 << 20 once two libucp copies are mapped: while it is 0 the
- * ucp_worker_progress wrapper is one load and a branch. */
-UCXF_HIDDEN int ucxf_progress_work;
 
 static void ucxf_deliver(struct ucxf_cb_ctx *x)
 {
@@ -424,7 +422,7 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
     void *worker = ucxf_ep_worker(ep);
     ucp_request_param_t force;
     ucs_status_ptr_t req;
-    struct timespec t0, now;
+    uint64_t t0;
 
     (void)param;
     /* A dead endpoint's error handler runs before its close returns, from
@@ -439,11 +437,10 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
     if (!UCS_PTR_IS_PTR(req)) {
         return UCS_STATUS_PTR(code);
     }
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = ucxf_now_ns();
     while (check != NULL && progress != NULL && worker != NULL && check(req) == UCS_INPROGRESS) {
         progress(worker);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec >= 2) {
+        if (ucxf_now_ns() - t0 >= 2000000000ull) {
             break;
         }
     }
@@ -451,69 +448,4 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
         release(req); /* released by libucp once complete, if it is not yet */
     }
     return UCS_STATUS_PTR(code);
-}
-
-/* ------------------------------------------------------------------ */
-/* Libraries that bypass the injector                                   */
-/* ------------------------------------------------------------------ */
-
-#include <dlfcn.h>
-#include <stdio.h>
-
-#define UCXF_MAX_BYPASS 8
-static char ucxf_bypass[UCXF_MAX_BYPASS][256];
-static int ucxf_nbypass;
-
-/*
- * A library opened with RTLD_DEEPBIND resolves its symbols in its own
- * dependencies first, so its ucp_* calls go straight to libucp and no
- * LD_PRELOAD wrapper sees them. It cannot be injected (only an LD_AUDIT
- * library could), but it must not be injected nothing in silence: dlopen is
- * wrapped to notice it, say so on stderr, and list it in status.
- */
-void *dlopen(const char *file, int mode)
-{
-    static void *(*real_dlopen)(const char *, int);
-    void *(*next)(const char *, int) = __atomic_load_n(&real_dlopen, __ATOMIC_ACQUIRE);
-    void *handle;
-
-    if (next == NULL) {
-        next = (void *(*)(const char *, int))dlsym(RTLD_NEXT, "dlopen");
-        if (next == NULL) {
-            return NULL;
-        }
-        __atomic_store_n(&real_dlopen, next, __ATOMIC_RELEASE);
-    }
-    handle = next(file, mode);
-    if (handle != NULL) {
-        ucxf_after_dlopen();
-    }
-    if (handle != NULL && (mode & RTLD_DEEPBIND) && file != NULL) {
-        void *sym = dlsym(handle, "ucp_put_nbx");
-        Dl_info mine, theirs;
-        if (sym != NULL && dladdr((void *)ucxf_resolve, &mine) != 0 && dladdr(sym, &theirs) != 0 &&
-            mine.dli_fbase != theirs.dli_fbase) {
-            int n = __atomic_fetch_add(&ucxf_nbypass, 1, __ATOMIC_RELAXED);
-            if (n < UCXF_MAX_BYPASS) {
-                snprintf(ucxf_bypass[n], sizeof(ucxf_bypass[n]), "%s", file);
-            }
-            fprintf(stderr,
-                    "ucxfault: %s was opened with RTLD_DEEPBIND and binds libucp directly: "
-                    "its UCX calls bypass the injector\n",
-                    file);
-        }
-    }
-    return handle;
-}
-
-/* Copies the i-th bypassing library's path into buf; returns how many
- * there are. */
-int ucxf_bypassed(int i, char *buf, size_t len)
-{
-    int n = __atomic_load_n(&ucxf_nbypass, __ATOMIC_RELAXED);
-
-    if (i >= 0 && i < n && i < UCXF_MAX_BYPASS && len > 0) {
-        snprintf(buf, len, "%s", ucxf_bypass[i]);
-    }
-    return n;
 }

@@ -1,0 +1,215 @@
+/*
+ * ucxfault injector: threads and their counters.
+ *
+ * Each thread that makes a counted call gets a block (struct ucxf_thread)
+ * that only it writes; the control plane sums the blocks under the threads
+ * lock, and a thread that exits folds its counts into the retired totals
+ * under the same lock. The lowest layer: it calls no other file of the
+ * injector.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ucxfault.h"
+
+/* Per-thread counters; the list only grows, blocks of exited threads are reused. */
+static pthread_mutex_t ucxf_threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ucxf_thread *ucxf_threads;
+static struct ucxf_thread *ucxf_free_threads;
+static struct ucxf_hook_counters ucxf_retired[UCXF_NUM_HOOKS];
+static uint32_t ucxf_next_ordinal;
+static pthread_key_t ucxf_thread_key;
+/* A thread's state, or ucxf_no_thread until its first counted call (and
+ * after it exits): never NULL, so that ucxf_fast_decide need not test it.
+ * ucxf_no_thread's generation, 0, is that of the default configuration,
+ * whose fast[] is all 0, and its fast_caller[] stays NULL. */
+UCXF_HIDDEN struct ucxf_thread ucxf_no_thread;
+UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_model("initial-exec"))) = &ucxf_no_thread;
+
+/* Counters of rules of threads that exited, by slot; under the threads lock. */
+static struct ucxf_rule_counters ucxf_rules_retired[UCXF_MAX_RULES];
+
+/* Adds one thread's rule counters (t != NULL) or the retired totals
+ * (t == NULL) to out. Under the threads lock. */
+static void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t)
+{
+    const struct ucxf_rule_counters *in = t != NULL ? t->rule : ucxf_rules_retired;
+    uint32_t s;
+
+    for (s = 0; s < UCXF_MAX_RULES; s++) {
+        out[s].matches  += __atomic_load_n(&in[s].matches, __ATOMIC_RELAXED);
+        out[s].faults   += __atomic_load_n(&in[s].faults, __ATOMIC_RELAXED);
+        out[s].delays   += __atomic_load_n(&in[s].delays, __ATOMIC_RELAXED);
+        out[s].delay_ns += __atomic_load_n(&in[s].delay_ns, __ATOMIC_RELAXED);
+    }
+}
+
+static void ucxf_thread_exit(void *arg)
+{
+    struct ucxf_thread *t = arg, **pp;
+    int h, k;
+
+    ucxf_self = &ucxf_no_thread; /* the block is reused: a later call starts anew */
+    pthread_mutex_lock(&ucxf_threads_lock);
+    for (pp = &ucxf_threads; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    /* Fold into the retired totals under the same lock Go sums under, so a
+     * sum never counts a thread twice or not at all. */
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        ucxf_retired[h].calls  += t->h[h].calls;
+        ucxf_retired[h].faults += t->h[h].faults;
+        for (k = 0; k < UCXF_CODE_SLOTS; k++) {
+            ucxf_retired[h].codes[k] += t->h[h].codes[k];
+        }
+        for (k = 0; k < UCXF_SIZE_BUCKETS; k++) {
+            ucxf_retired[h].size_calls[k] += t->h[h].size_calls[k];
+            ucxf_retired[h].size_faults[k] += t->h[h].size_faults[k];
+        }
+    }
+    ucxf_rules_add(ucxf_rules_retired, t);
+    memset(t, 0, sizeof(*t));
+    t->next           = ucxf_free_threads;
+    ucxf_free_threads = t;
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+struct ucxf_thread *ucxf_thread_new(void)
+{
+    struct ucxf_thread *t;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    t = ucxf_free_threads;
+    if (t != NULL) {
+        ucxf_free_threads = t->next;
+    } else {
+        t = calloc(1, sizeof(*t));
+    }
+    if (t != NULL) {
+        t->ordinal   = ucxf_next_ordinal++;
+        t->tid       = (int32_t)syscall(SYS_gettid);
+        t->next      = ucxf_threads;
+        ucxf_threads = t;
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+    if (t != NULL) {
+        pthread_setspecific(ucxf_thread_key, t);
+        ucxf_self = t;
+    }
+    return t;
+}
+
+
+void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
+{
+    struct ucxf_thread *t;
+    uint64_t n = 0;
+    int h, k;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    memcpy(out, ucxf_retired, sizeof(ucxf_retired));
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        n++;
+        for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+            out[h].calls  += __atomic_load_n(&t->h[h].calls, __ATOMIC_RELAXED);
+            out[h].faults += __atomic_load_n(&t->h[h].faults, __ATOMIC_RELAXED);
+            for (k = 0; k < UCXF_CODE_SLOTS; k++) {
+                out[h].codes[k] += __atomic_load_n(&t->h[h].codes[k], __ATOMIC_RELAXED);
+            }
+            for (k = 0; k < UCXF_SIZE_BUCKETS; k++) {
+                out[h].size_calls[k] += __atomic_load_n(&t->h[h].size_calls[k], __ATOMIC_RELAXED);
+                out[h].size_faults[k] += __atomic_load_n(&t->h[h].size_faults[k], __ATOMIC_RELAXED);
+            }
+            /* Calls since the last fault, summed over threads. */
+            out[h].calls_at_fault += __atomic_load_n(&t->h[h].calls, __ATOMIC_RELAXED) -
+                                     __atomic_load_n(&t->h[h].calls_at_fault, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+    if (threads != NULL) {
+        *threads = n;
+    }
+}
+
+/* Sums the per-thread rule counters by slot (see rules.c; retired ones kept here). */
+void ucxf_rule_stats_sum(struct ucxf_rule_counters *out)
+{
+    struct ucxf_thread *t;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    ucxf_rules_add(out, NULL);
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        ucxf_rules_add(out, t);
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+/* Callers were found outside UCX under the old internal ranges, or
+ * trusted under the old configuration: every thread goes through
+ * ucxf_enter again (which closes the race with its own store). */
+void ucxf_forget_fast_callers(void)
+{
+    struct ucxf_thread *t;
+    int h;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+            __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+/* Counts a failure of hook counters hc, with its code and size bucket, and
+ * restarts the hook's calls since the last fault. */
+void ucxf_count_code(struct ucxf_hook_counters *hc, int code, int bucket)
+{
+    UCXF_INC(hc->faults);
+    UCXF_INC(hc->codes[-code]);
+    UCXF_INC(hc->size_faults[bucket]);
+    __atomic_store_n(&hc->calls_at_fault, hc->calls, __ATOMIC_RELAXED);
+}
+
+/* Counts, on the calling thread, a failure that no call decided: a request
+ * of hook in flight on an endpoint that kill-ep killed (ucxf_defer_kill). */
+void ucxf_count_completion_fault(int hook, int code, uint64_t size)
+{
+    struct ucxf_thread *t;
+
+    if (hook < 0 || hook >= UCXF_NUM_HOOKS || code >= 0 || code < -100) {
+        return;
+    }
+    t = ucxf_thread_self();
+    if (t != NULL) {
+        ucxf_count_code(&t->h[hook], code, (int)ucxf_size_bucket(size));
+    }
+}
+
+void ucxf_threads_init(void)
+{
+    pthread_key_create(&ucxf_thread_key, ucxf_thread_exit);
+}
+
+/* Around fork() (init.c): the child never inherits the lock held. */
+void ucxf_threads_fork_prepare(void)
+{
+    pthread_mutex_lock(&ucxf_threads_lock);
+}
+
+void ucxf_threads_fork_parent(void)
+{
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+void ucxf_threads_fork_child(void)
+{
+    pthread_mutex_init(&ucxf_threads_lock, NULL);
+}
