@@ -1,10 +1,11 @@
 // Command preload is the ucxfault injector, built with -buildmode=c-shared
 // into libucxfault.so and loaded with LD_PRELOAD.
 //
-// The ucp_* wrappers and the fault decision are C (hooks_gen.c, state.c,
-// record.c) and never call Go. This package is the control plane: it reads
-// the UCX_FAULT_* environment at start, publishes settings to the C side,
-// and serves the control socket (or polls the command file).
+// The ucp_* wrappers and the fault decision are C (hooks_gen.c, decide.c and
+// the files below it, docs/architecture.md "The C files") and never call Go.
+// This package is the control plane: it reads the UCX_FAULT_* environment at
+// start, publishes settings to the C side, and serves the control socket (or
+// polls the command file).
 //
 // The runtime neither sizes GOMAXPROCS from the cgroup nor re-reads it
 // every second: init sets one P, and the cgroup-aware default kept two
