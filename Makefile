@@ -63,10 +63,20 @@ deps-bench:
 
 # The injector's C must be clean under -Wall -Wextra (cgo's own generated
 # prologue is not, so the check compiles our files alone).
-lint: $(CFILES)
+# staticcheck is pinned and built into build/gobin so every checkout and CI
+# run the same analyzers (the module proxy serves it).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(BUILD)/gobin/staticcheck
+$(STATICCHECK):
+	@mkdir -p $(BUILD)/gobin
+	GOBIN=$(abspath $(BUILD)/gobin) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(CFILES) $(STATICCHECK)
 	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './build/*'))" || \
 		{ echo "gofmt needed:"; gofmt -l $$(find . -name '*.go' -not -path './build/*'); exit 1; }
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	$(STATICCHECK) ./...
 	$(CC) -fsyntax-only -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload preload/*.c
 	scripts/check-preload-deps.sh $(CC) -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload
 

@@ -275,10 +275,7 @@ func partInterpose() {
 		{"ucxfault rule never matching", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx min-size=1M prob=100"), nil},
 		{"ucxfault replay (cycled, all pass)", lib(), replaySetup("ucp_put_nbx")},
 	}
-	var all []variant
-	for _, v := range vs {
-		all = append(all, v)
-	}
+	all := append([]variant(nil), vs...)
 	for _, i := range []int{0, 1, 2, 3} {
 		all = append(all, variant{vs[i].name + ", 2 threads", vs[i].env, vs[i].setup})
 	}

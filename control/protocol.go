@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/ucxfault/ucxfault/recording"
@@ -234,15 +233,6 @@ func (r *Request) Encode() ([]byte, error) {
 		return nil, fmt.Errorf("encoding request: %w", err)
 	}
 	return append(b, '\n'), nil
-}
-
-func sortedCodeKeys(m map[string]uint64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // LibucpFile is one libucp file mapped in a process.
