@@ -208,7 +208,7 @@ func TestHookListSaysWhichExist(t *testing.T) {
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--interval-us", "1000", "--quiet")
 	out := h.mustCtl(t, "hook", "list")
-	if !regexp.MustCompile(`(?m)^ucp_device_local_mem_list_create +ucs_status_t +opt-in +1\.21 `).MatchString(out) {
+	if !regexp.MustCompile(`│ ucp_device_local_mem_list_create +│ ucs_status_t +│ opt-in +│ 1\.21 +│`).MatchString(out) {
 		t.Errorf("hook list has no opt-in 1.21 row for ucp_device_local_mem_list_create:\n%s", out)
 	}
 	var want string

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
 	"github.com/ucxfault/ucxfault/control"
@@ -163,50 +164,78 @@ dead, even across reset.`,
 
 func newHookCmd() *cobra.Command {
 	hook := &cobra.Command{
-		Use:   "hook enable|disable|list [NAMES|all]",
+		Use:   "hook enable|disable|list",
 		Short: "Switch hooks on or off, or list them",
 		Long: `Switches single hooks: ucxfault hook disable ucp_get_nbx,ucp_ep_flush_nbx
 Names may omit the ucp_ prefix. "all" names every hook. "hook list" prints
 the hook table (Since: the first UCX release that has the function, 1.13
 for those every supported release has), then, for each injected process,
 the hooks its libucp does not export.`,
-		RunE: func(c *cobra.Command, args []string) error {
+		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("hook needs enable, disable or list")
-			}
-			switch args[0] {
-			case "list":
-				out := c.OutOrStdout()
-				for _, h := range hooks.Table {
-					fault := "faultable"
-					switch {
-					case !h.Faultable:
-						fault = "observed only"
-					case h.OptIn:
-						fault = "opt-in"
-					}
-					since := h.Since
-					if since == "" {
-						since = "1.13"
-					}
-					fmt.Fprintf(out, "%-34s %-16s %-13s %-5s %s\n", h.Name, h.Return, fault, since, h.Summary)
-				}
-				return listMissingHooks(out, c.ErrOrStderr())
-			case "enable", "disable":
-				if len(args) != 2 {
-					return usagef("hook %s needs a list of hook names or all", args[0])
-				}
-				if _, err := hooks.ParseFaultList(args[1]); err != nil {
-					return usageError{err}
-				}
-				on := args[0] == "enable"
-				return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdHooks,
-					Hooks: strings.Split(args[1], ","), On: &on})
 			}
 			return usagef("hook %q: accepted: enable, disable, list", args[0])
 		},
 	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "Print the hook table and, per injected process, the hooks its libucp lacks",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			renderHookTable(c.OutOrStdout())
+			return listMissingHooks(c.OutOrStdout(), c.ErrOrStderr())
+		},
+	}
+	hook.AddCommand(list, hookSwitch("enable", "Let these hooks inject faults", true),
+		hookSwitch("disable", "Stop these hooks injecting faults (they still count calls)", false))
 	return hook
+}
+
+// hookSwitch is "hook enable" or "hook disable": the names are checked
+// here, before anything is sent, so a typo is a usage error.
+func hookSwitch(name, short string, on bool) *cobra.Command {
+	return &cobra.Command{
+		Use:   name + " NAMES|all",
+		Short: short,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("hook %s needs a list of hook names or all", name)
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if _, err := hooks.ParseFaultList(args[0]); err != nil {
+				return usageError{err}
+			}
+			on := on
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdHooks,
+				Hooks: strings.Split(args[0], ","), On: &on})
+		},
+	}
+}
+
+// renderHookTable prints the hook table: name, return type, whether it can
+// fail (faultable, opt-in, or observed only), the first UCX release that has
+// it, and what it does.
+func renderHookTable(w io.Writer) {
+	t := tablewriter.NewWriter(w)
+	t.Header("Hook", "Returns", "Faults", "Since", "Summary")
+	for _, h := range hooks.Table {
+		fault := "faultable"
+		switch {
+		case !h.Faultable:
+			fault = "observed only"
+		case h.OptIn:
+			fault = "opt-in"
+		}
+		since := h.Since
+		if since == "" {
+			since = "1.13"
+		}
+		t.Append(h.Name, h.Return, fault, since, h.Summary)
+	}
+	t.Render()
 }
 
 // listMissingHooks prints, for each injected process, the hooks whose

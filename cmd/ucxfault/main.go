@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,7 +67,37 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	root.AddCommand(newObserveCmd())
 	root.AddCommand(newGenDocsCmd())
 	root.AddCommand(newRuleCmd())
+	groupCommands(root)
 	return root
+}
+
+// commandGroups orders the root help by what a user comes to do; a command
+// missing here falls under "Additional Commands" (help, completion, gen-docs).
+var commandGroups = []struct {
+	id, title string
+	names     []string
+}{
+	{"run", "Run a program under the injector:", []string{"inject"}},
+	{"faults", "Change the faults of running processes:", []string{"enable", "disable", "toggle", "reset",
+		"probability", "error-codes", "pattern", "seed", "strategy", "mode", "rule", "hook", "kill-ep"}},
+	{"look", "Look at running processes:", []string{"status", "stats"}},
+	{"record", "Record and replay calls:", []string{"record-toggle", "record-dump", "record-clear", "replay"}},
+	{"observe", "Watch processes that run without the injector:", []string{"observe"}},
+}
+
+func groupCommands(root *cobra.Command) {
+	byName := map[string]*cobra.Command{}
+	for _, c := range root.Commands() {
+		byName[c.Name()] = c
+	}
+	for _, g := range commandGroups {
+		root.AddGroup(&cobra.Group{ID: g.id, Title: g.title})
+		for _, n := range g.names {
+			if c, ok := byName[n]; ok {
+				c.GroupID = g.id
+			}
+		}
+	}
 }
 
 func main() {
@@ -76,7 +107,8 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "ucxfault: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, control.ErrInvalid) {
+	// cobra has no error type for an unknown command name, only this text.
+	if errors.As(err, &ue) || errors.Is(err, control.ErrInvalid) || strings.HasPrefix(err.Error(), "unknown command ") {
 		os.Exit(exitUsage)
 	}
 	var ee exitError
