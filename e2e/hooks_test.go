@@ -439,6 +439,10 @@ func TestOpenMPIOverUCX(t *testing.T) {
 	}
 }
 
+// TestPerftestRunsUnchangedUnderTheInjector: UCX's own benchmark runs to the
+// end under the injector with no fault set. The injector's debug lines prove
+// it loaded in both processes and found their libucp (the control socket is
+// opened only then); without them an exit status of 0 proves nothing.
 func TestPerftestRunsUnchangedUnderTheInjector(t *testing.T) {
 	u := testutil.UCX(t)
 	perftest := u.Tool("ucx_perftest")
@@ -446,14 +450,25 @@ func TestPerftestRunsUnchangedUnderTheInjector(t *testing.T) {
 		t.Skipf("no ucx_perftest in %s (install ucx-utils: make deps)", u.BinDir)
 	}
 	h := newHarness(t)
+	loaded := func(who string, pid int, out string) {
+		t.Helper()
+		for _, want := range []string{fmt.Sprintf("ucxfault[%d]: loaded: enabled=true", pid),
+			fmt.Sprintf("ucxfault[%d]: control socket %s", pid, h.socketOf(pid))} {
+			if !strings.Contains(out, want) {
+				t.Errorf("ucx_perftest %s: the injector did not say %q, so it did not load or did not find libucp:\n%s", who, want, out)
+			}
+		}
+	}
 	for i, test := range []string{"tag_bw", "ucp_put_bw", "ucp_am_bw"} {
 		port := strconv.Itoa(13337 + i + os.Getpid()%1000)
-		server := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--", perftest, "-p", port)
+		var serverOut bytes.Buffer
+		server := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--debug", "--", perftest, "-p", port)
+		server.Stdout, server.Stderr = &serverOut, &serverOut
 		if err := server.Start(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(300 * time.Millisecond)
-		client := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--",
+		client := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--debug", "--",
 			perftest, "127.0.0.1", "-p", port, "-t", test, "-s", "8", "-n", "20000")
 		out, err := client.CombinedOutput()
 		server.Process.Kill()
@@ -461,6 +476,8 @@ func TestPerftestRunsUnchangedUnderTheInjector(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ucx_perftest -t %s under the injector: %v\n%s", test, err, out)
 		}
+		loaded("client -t "+test, client.Process.Pid, string(out))
+		loaded("server -t "+test, server.Process.Pid, serverOut.String())
 	}
 }
 

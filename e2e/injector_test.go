@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -310,18 +311,26 @@ func TestNoProcessAndStaleSockets(t *testing.T) {
 	}
 }
 
+// TestProcessWithoutLibucpGetsNoSocket: a process that never loads libucp
+// gets no control socket. The injector's debug line proves it loaded there;
+// without it an empty directory proves nothing.
 func TestProcessWithoutLibucpGetsNoSocket(t *testing.T) {
 	h := newHarness(t)
 	cmd := exec.Command("sleep", "1")
-	cmd.Env = append(os.Environ(), "LD_PRELOAD="+h.lib, "UCX_FAULT_SOCKET_DIR="+h.dir, "UCX_FAULT_ENABLED=1")
+	cmd.Env = append(os.Environ(), "LD_PRELOAD="+h.lib, "UCX_FAULT_SOCKET_DIR="+h.dir, "UCX_FAULT_ENABLED=1", "UCX_FAULT_DEBUG=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
 	entries, _ := os.ReadDir(h.dir)
 	cmd.Wait()
-	if len(entries) != 0 {
-		t.Fatalf("a process that never loads libucp created %v", entries)
+	if want := fmt.Sprintf("ucxfault[%d]: loaded: enabled=true", cmd.Process.Pid); !strings.Contains(stderr.String(), want) {
+		t.Fatalf("the injector did not say %q, so it did not load:\n%s", want, stderr.String())
+	}
+	if len(entries) != 0 || strings.Contains(stderr.String(), "control socket") {
+		t.Fatalf("a process that never loads libucp created %v\n%s", entries, stderr.String())
 	}
 }
 
