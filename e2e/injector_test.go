@@ -334,18 +334,34 @@ func TestProcessWithoutLibucpGetsNoSocket(t *testing.T) {
 	}
 }
 
+// TestExitStatusAndSignalsPassThrough: inject becomes the program, so its
+// exit status and the signal that killed it are the program's, with the
+// injector loaded (its debug line says so: an exit status alone would pass
+// without it).
 func TestExitStatusAndSignalsPassThrough(t *testing.T) {
 	h := newHarness(t)
-	cmd := exec.Command(h.cli, "inject", "--lib", h.lib, "--quiet", "--", "sh", "-c", "exit 7")
+	loaded := func(cmd *exec.Cmd, stderr *bytes.Buffer) {
+		t.Helper()
+		if want := fmt.Sprintf("ucxfault[%d]: loaded:", cmd.Process.Pid); !strings.Contains(stderr.String(), want) {
+			t.Errorf("%v: the injector did not say %q, so it did not load:\n%s", cmd.Args, want, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(h.cli, "inject", "--lib", h.lib, "--quiet", "--debug", "--", "sh", "-c", "exit 7")
+	cmd.Stderr = &stderr
 	if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 7 {
 		t.Fatalf("inject -- sh -c 'exit 7': %v", err)
 	}
-	cmd = exec.Command(h.cli, "inject", "--lib", h.lib, "--quiet", "--", "sh", "-c", "kill -TERM $$")
+	loaded(cmd, &stderr)
+	stderr.Reset()
+	cmd = exec.Command(h.cli, "inject", "--lib", h.lib, "--quiet", "--debug", "--", "sh", "-c", "kill -TERM $$")
+	cmd.Stderr = &stderr
 	cmd.Run()
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
 		t.Fatalf("inject of a program killed by SIGTERM: %v", cmd.ProcessState)
 	}
+	loaded(cmd, &stderr)
 }
 
 func TestBadEnvironmentLeavesInjectorOffAndHostRunning(t *testing.T) {

@@ -1308,7 +1308,7 @@ func TestSafetyFootprint(t *testing.T) {
 	h := newHarness(t)
 	plain := append(os.Environ(), "UCX_WARN_UNUSED_ENV_VARS=n")
 	injected := h.preloadEnv("UCX_FAULT_ENABLED=1")
-	measure := func(env []string, ucx bool) (int, int) {
+	measure := func(env []string, ucx, withLib bool) (int, int) {
 		t.Helper()
 		var cmd *exec.Cmd
 		if ucx {
@@ -1323,14 +1323,23 @@ func TestSafetyFootprint(t *testing.T) {
 		defer func() { cmd.Process.Kill(); cmd.Wait() }()
 		// Let the runtime and, for UCX, the control plane settle.
 		time.Sleep(700 * time.Millisecond)
+		// The library must be mapped where it is measured, or the
+		// difference measures nothing.
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mapped := strings.Contains(string(maps), h.lib); mapped != withLib {
+			t.Fatalf("%s mapped in pid %d: %v, want %v", h.lib, cmd.Process.Pid, mapped, withLib)
+		}
 		return procStatus(t, cmd.Process.Pid)
 	}
 	for _, tc := range []struct {
 		name string
 		ucx  bool
 	}{{"sleep (no libucp)", false}, {"rma (libucp)", true}} {
-		bt, br := measure(plain, tc.ucx)
-		it, ir := measure(injected, tc.ucx)
+		bt, br := measure(plain, tc.ucx, false)
+		it, ir := measure(injected, tc.ucx, true)
 		t.Logf("footprint of %s: %d threads, %.1f MB without the library; %d threads, %.1f MB with it: +%d threads, %+.1f MB",
 			tc.name, bt, float64(br)/1024, it, float64(ir)/1024, it-bt, float64(ir-br)/1024)
 		if it-bt >= 16 || ir-br >= 64*1024 {
