@@ -44,6 +44,59 @@ func newRecordCmds() []*cobra.Command {
 
 	var count int
 	var output string
+	// runDump fetches every process's recording and prints it in format.
+	runDump := func(c *cobra.Command, format string) error {
+		if count < 0 {
+			return usagef("--count %d: must be 0 (all) or more", count)
+		}
+		if fileBackend() {
+			return usagef("record-dump needs the socket backend: the file backend carries no data back")
+		}
+		results, err := dumpAll(c.ErrOrStderr(), count)
+		if err != nil && len(results) == 0 {
+			return err
+		}
+		f := recording.New(recording.SourceInjector)
+		for _, r := range results {
+			if r.Resp.Recording != nil {
+				f.Processes = append(f.Processes, *r.Resp.Recording)
+			}
+		}
+		sort.Slice(f.Processes, func(i, j int) bool {
+			a, b := f.Processes[i], f.Processes[j]
+			if a.Rank != b.Rank {
+				return a.Rank < b.Rank
+			}
+			return a.PID < b.PID
+		})
+		out := c.OutOrStdout()
+		if output != "" {
+			if format == "records" {
+				if e := f.WriteFile(output); e != nil {
+					return e
+				}
+				fmt.Fprintf(c.ErrOrStderr(), "wrote %d processes, %d calls to %s\n", len(f.Processes), totalCalls(f), output)
+				return err
+			}
+			fh, e := os.Create(output)
+			if e != nil {
+				return fmt.Errorf("creating %s: %w", output, e)
+			}
+			defer fh.Close()
+			out = fh
+		}
+		switch format {
+		case "records":
+			if e := f.Write(out); e != nil {
+				return e
+			}
+		case "pattern":
+			printPattern(out, f)
+		default:
+			printSummary(out, f)
+		}
+		return err
+	}
 	dump := &cobra.Command{
 		Use:   "record-dump [summary|pattern|records]",
 		Short: "Show the recorded calls: a summary table, the X/O pattern, or the recording file",
@@ -51,74 +104,27 @@ func newRecordCmds() []*cobra.Command {
 pattern prints each function's outcomes as an X/O string (X = failed) with
 the codes of the failures. records writes the recording file (JSON, see
 docs/recording-format.md) to -o FILE or to standard output.`,
-		Args: func(c *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return usagef("record-dump takes one format: summary, pattern or records")
-			}
-			return nil
-		},
 		RunE: func(c *cobra.Command, args []string) error {
-			format := "summary"
-			if len(args) == 1 {
-				format = args[0]
+			if len(args) > 0 {
+				return usagef("record-dump %q (accepted: summary, pattern, records)", args[0])
 			}
-			if format != "summary" && format != "pattern" && format != "records" {
-				return usagef("record-dump %q (accepted: summary, pattern, records)", format)
-			}
-			if count < 0 {
-				return usagef("--count %d: must be 0 (all) or more", count)
-			}
-			if fileBackend() {
-				return usagef("record-dump needs the socket backend: the file backend carries no data back")
-			}
-			results, err := dumpAll(c.ErrOrStderr(), count)
-			if err != nil && len(results) == 0 {
-				return err
-			}
-			f := recording.New(recording.SourceInjector)
-			for _, r := range results {
-				if r.Resp.Recording != nil {
-					f.Processes = append(f.Processes, *r.Resp.Recording)
-				}
-			}
-			sort.Slice(f.Processes, func(i, j int) bool {
-				a, b := f.Processes[i], f.Processes[j]
-				if a.Rank != b.Rank {
-					return a.Rank < b.Rank
-				}
-				return a.PID < b.PID
-			})
-			out := c.OutOrStdout()
-			if output != "" {
-				if format == "records" {
-					if e := f.WriteFile(output); e != nil {
-						return e
-					}
-					fmt.Fprintf(c.ErrOrStderr(), "wrote %d processes, %d calls to %s\n", len(f.Processes), totalCalls(f), output)
-					return err
-				}
-				fh, e := os.Create(output)
-				if e != nil {
-					return fmt.Errorf("creating %s: %w", output, e)
-				}
-				defer fh.Close()
-				out = fh
-			}
-			switch format {
-			case "records":
-				if e := f.Write(out); e != nil {
-					return e
-				}
-			case "pattern":
-				printPattern(out, f)
-			default:
-				printSummary(out, f)
-			}
-			return err
+			return runDump(c, "summary")
 		},
 	}
-	dump.Flags().IntVar(&count, "count", 0, "only the newest N calls of each process (0 = all)")
-	dump.Flags().StringVarP(&output, "output", "o", "", "write to FILE instead of standard output")
+	for _, f := range []struct{ name, short string }{
+		{"summary", "A table per process and function: calls, failures, codes, sizes (the default)"},
+		{"pattern", "Each function's outcomes as an X/O string (X = failed) with the failures' codes"},
+		{"records", "The recording file (JSON, docs/recording-format.md), to -o FILE or standard output"},
+	} {
+		dump.AddCommand(&cobra.Command{
+			Use:   f.name,
+			Short: f.short,
+			Args:  exactArgs(0),
+			RunE:  func(c *cobra.Command, _ []string) error { return runDump(c, f.name) },
+		})
+	}
+	dump.PersistentFlags().IntVar(&count, "count", 0, "only the newest N calls of each process (0 = all)")
+	dump.PersistentFlags().StringVarP(&output, "output", "o", "", "write to FILE instead of standard output")
 	return []*cobra.Command{toggle, clear, dump}
 }
 
