@@ -173,15 +173,26 @@ func TestLiveControlChangesWhatTheProgramSees(t *testing.T) {
 func TestCallsLibucpMakesToItselfAreNotFaulted(t *testing.T) {
 	h := newHarness(t)
 	// ucp_put_nbi and ucp_get_nbi call ucp_put_nbx and ucp_get_nbx inside
-	// libucp: those calls must pass and not be counted.
-	e := h.start(t, []string{"--probability", "100", "--hooks", "ucp_put_nbx,ucp_get_nbx"}, "--ops", "100", "--seq", "putnbi,getnbi")
+	// libucp: those calls must pass and not be counted. The program's own
+	// ucp_put_nbx calls all fail: the injector is loaded and faulting, so
+	// the nbi calls passing proves something.
+	e := h.start(t, []string{"--probability", "100", "--hooks", "ucp_put_nbx,ucp_get_nbx"}, "--ops", "100", "--seq", "putnbi,getnbi,put")
 	out := e.Wait(t, 30*time.Second)
 	ops := testutil.ParseOps(out)
-	if len(ops) != 200 {
-		t.Fatalf("got %d ops, want 200", len(ops))
+	if len(ops) != 300 {
+		t.Fatalf("got %d ops, want 300", len(ops))
 	}
-	if f := failedIndices(ops); len(f) != 0 {
+	var nbi []testutil.Op
+	for _, op := range ops {
+		if op.Fn != "put" {
+			nbi = append(nbi, op)
+		}
+	}
+	if f := failedIndices(nbi); len(f) != 0 {
 		t.Fatalf("nbi operations failed at %v: internal calls were faulted", f)
+	}
+	if puts := opsOf(ops, "put"); len(puts) != 100 || len(failedIndices(puts)) != 100 {
+		t.Fatalf("%d of the program's %d ucp_put_nbx calls failed, want all 100: the injector was not faulting", len(failedIndices(puts)), len(puts))
 	}
 }
 
