@@ -77,7 +77,8 @@ type Stats struct {
 	// Calls counts the application calls received.
 	Calls uint64
 	// Errors counts the calls known to have failed, immediately or at
-	// completion.
+	// completion: while the session runs, an estimate (failures seen in
+	// calls and deliveries); from Stop, the recording's failed calls.
 	Errors uint64
 	// Internal counts the calls libucp made to its own hooked functions,
 	// dropped in the kernel.
@@ -631,6 +632,7 @@ func (s *Session) stop() (*recording.File, Stats, error) {
 
 	s.mu.Lock()
 	calls := s.corr.finish(s.armedNS)
+	st.Errors = s.corr.errors // exact now that requests are followed
 	s.mu.Unlock()
 
 	names := make([]string, len(s.hookIDs))
