@@ -227,15 +227,18 @@ func TestCapabilityError(t *testing.T) {
 	}
 }
 
-// Outcomes delivered on completion, as the injector records them and as its
-// marker shows them to the observer: both recordings give each outcome to
-// the operation that returned the request, call for call.
+// The same calls, as the injector logs them and as the observer's probes
+// and the injector's markers show them, go through one request follower
+// and give the same recording, call for call and field for field: the
+// observer's Raws differ (pointers and tids for ordinals, libucp's return
+// where the injector overrode a status query, a marker without a request
+// for a failure given as a call returned), the operations do not.
 func TestCorrelateDeliveriesAgreeWithInjector(t *testing.T) {
 	send, recv := hookID(t, "ucp_tag_send_nbx"), hookID(t, "ucp_tag_recv_nbx")
-	check := hookID(t, "ucp_request_check_status")
+	check, test := hookID(t, "ucp_request_check_status"), hookID(t, "ucp_request_test")
 	const (
 		ep           = 0x7f0000001000
-		r, q, p      = 0x55550000a000, 0x55550000b000, 0x55550000c000
+		r, q, p, u   = 0x55550000a000, 0x55550000b000, 0x55550000c000, 0x55550000d000
 		base         = 1_000_000
 		inflight     = 1 // UCS_INPROGRESS: a request was returned
 		injected     = eventInjected
@@ -269,27 +272,42 @@ func TestCorrelateDeliveriesAgreeWithInjector(t *testing.T) {
 		// a send that completed at once and was failed as it returned
 		{hook: send, ret: 0, status: -3, call: true, flags: injected, seen: true, marker: true},
 		{hook: send, ret: errPtr(-3), flags: injected | completion, marker: true},
+		// a receive completed through ucp_request_test, a poll too:
+		// in progress, then done (no delivery: nothing followed it)
+		{hook: recv, ret: u, status: inflight, req: u, call: true, seen: true, marker: true},
+		{hook: test, ret: inflight, status: inflight, req: u, call: true, seen: true, marker: true},
+		{hook: test, ret: 0, status: 0, req: u, call: true, seen: true, marker: true},
 	}
 	c := newCorrelator()
 	var raws []recording.Raw
 	for i, s := range steps {
 		ts := uint64(base + 10*i)
+		var dur uint64
+		if s.call {
+			dur = 3
+		}
 		if s.marker {
-			ev := rawCall{Hook: s.hook, TID: 7, EntryNS: ts, Ret: s.ret, Size: 8, EP: ep, Req: s.req,
+			ev := rawCall{Hook: s.hook, TID: 4242, EntryNS: ts, DurationNS: dur, Ret: s.ret, Size: 8, EP: ep, Req: s.req,
 				Injected: s.flags&injected != 0 && !s.call, Completion: !s.call, Unlearned: s.flags&unlearnedBit != 0}
-			if s.call && s.hook == check {
-				ev.EP = 0
-			}
 			c.add(ev)
 		}
 		if s.seen {
-			raws = append(raws, recording.Raw{TimeNS: ts, ThreadKey: 1, Hook: s.hook, EndpointKey: 1, Size: 8,
+			raw := recording.Raw{TimeNS: ts, DurationNS: dur, ThreadKey: 1, Hook: s.hook, EndpointKey: 1, Size: 8,
 				Status: s.status, Request: s.req, Injected: s.flags&injected != 0,
-				Completion: !s.call, Unlearned: s.flags&unlearnedBit != 0})
+				Completion: !s.call, Unlearned: s.flags&unlearnedBit != 0}
+			// The injector logs an endpoint and a size only for
+			// functions that take them.
+			if hooks.Table[s.hook].Endpoint == "" {
+				raw.EndpointKey = 0
+			}
+			if hooks.Table[s.hook].Size == "" {
+				raw.Size = 0
+			}
+			raws = append(raws, raw)
 		}
 	}
 	observed := c.finish(base)
-	recorded, _ := recording.Build(raws)
+	recorded, st := recording.Build(raws)
 	type outcome struct {
 		Fn       string
 		Status   int
@@ -310,11 +328,20 @@ func TestCorrelateDeliveriesAgreeWithInjector(t *testing.T) {
 		{"ucp_request_check_status", -6, recording.HowImmediate, true},
 		{"ucp_tag_send_nbx", -20, recording.HowUnknown, true},
 		{"ucp_tag_send_nbx", -3, recording.HowImmediate, true},
+		{"ucp_tag_recv_nbx", 0, recording.HowCompletion, false},
+		{"ucp_request_test", 0, recording.HowImmediate, false},
+		{"ucp_request_test", 0, recording.HowImmediate, false},
 	}
 	if got := strip(recorded); !reflect.DeepEqual(got, want) {
 		t.Errorf("injector's recording:\n got %+v\nwant %+v", got, want)
 	}
-	if got := strip(observed); !reflect.DeepEqual(got, want) {
-		t.Errorf("observer's recording:\n got %+v\nwant %+v", got, want)
+	if !reflect.DeepEqual(observed, recorded) {
+		t.Errorf("the observer's recording differs from the injector's:\nobserved %+v\nrecorded %+v", observed, recorded)
+	}
+	if st.Unknown != 0 {
+		t.Errorf("%d requests unresolved, want 0", st.Unknown)
+	}
+	if c.errors != 5 {
+		t.Errorf("observer counted %d failed calls, want 5", c.errors)
 	}
 }
