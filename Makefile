@@ -4,7 +4,7 @@
 #   make test     install what is missing, then run every test
 #   make test-c   the shared C tables under many threads, with ThreadSanitizer
 #   make bench    benchmarks (tables on stdout, JSON in build/bench.json)
-#   make generate regenerate the C wrappers and the BPF objects
+#   make generate regenerate the C wrappers, the shared constants and the BPF objects
 #   make deps     install the system packages (Debian/Ubuntu)
 #   make dist     release archives for amd64 and arm64 in dist/
 
@@ -116,7 +116,7 @@ generate:
 
 # CI fails when the committed generated files differ from a fresh generation.
 check-generate: generate
-	@git diff --exit-code -- preload/hooks_gen.c preload/hooks_gen.h preload/hooks_table.c observer/ || \
+	@git diff --exit-code -- preload/hooks_gen.c preload/hooks_gen.h preload/hooks_table.c preload/abi_gen.h internal/abi/ observer/ || \
 		{ echo "generated files are out of date: run make generate and commit"; exit 1; }
 
 clean:

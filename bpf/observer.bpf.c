@@ -74,17 +74,15 @@ enum {
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+// UCXF_MAX_HOOKS, the return kinds (enum ucxf_ret_kind) and the marker's
+// flags (UCXF_MARK_*, the events' flags): generated from hooks/abi.go,
+// shared with the injector and the Go side.
+#include "../preload/abi_gen.h"
+
 // Sizes; the Go side reads them from the generated types.
-#define MAX_HOOKS 64   // hooks.MaxHooks
 #define STACK_DEPTH 16 // per thread; a power of two
 #define MAX_RANGES 32  // executable mappings of libucp/libucs/libuct
 #define MAX_THREADS 16384
-
-// How a hook returns its status (hooks.Return).
-enum ret_kind {
-	RET_STATUS_PTR = 0,
-	RET_STATUS = 1,
-};
 
 // hook_cfg says, per hook id, which 1-based argument positions hold what
 // matters (0 = none). Filled from Go from hooks.Table.
@@ -148,17 +146,13 @@ struct event {
 	__u64 req;
 	__u32 tid;
 	__u16 hook;
-	__u16 flags; // EVENT_*
-};
-
-// The same bits as the injector's UCXF_MARK_* (preload/ucxfault.h), which
-// its marker passes as its sixth argument.
-enum event_flags {
-	EVENT_INJECTED = 1,   // the ucxfault injector made this failure
-	EVENT_COMPLETION = 2, // not a call: the outcome of the operation whose request is req,
-			      // delivered now (req 0: of this thread's call that just returned)
-	EVENT_UNLEARNED = 4,  // with COMPLETION: the request was freed before the failure reached
-			      // the application
+	// UCXF_MARK_*, as the injector's marker passes them in its sixth
+	// argument: INJECTED, the injector made this failure; COMPLETION,
+	// not a call but the outcome of the operation whose request is req,
+	// delivered now (req 0: of this thread's call that just returned);
+	// UNLEARNED, with COMPLETION, the request was freed before the
+	// failure reached the application.
+	__u16 flags;
 };
 
 // Counter indexes of the per-CPU counters map.
@@ -193,7 +187,7 @@ static __always_inline void submit(struct event *e)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_HOOKS);
+	__uint(max_entries, UCXF_MAX_HOOKS);
 	__type(key, __u32);
 	__type(value, struct hook_cfg);
 } hook_cfgs SEC(".maps");
@@ -496,9 +490,9 @@ int ucxf_return(struct pt_regs *ctx)
 
 // ucxf_marker fires on the injector's ucxf_fault_marker(hook, code, ep,
 // size, request, flags): a call the injector failed without calling libucp,
-// which the probes on libucp therefore never see (flags EVENT_INJECTED), or
+// which the probes on libucp therefore never see (flags UCXF_MARK_INJECTED), or
 // an outcome the injector handed the application on completion, through a
-// callback or a status query (EVENT_COMPLETION, with the operation's
+// callback or a status query (UCXF_MARK_COMPLETION, with the operation's
 // request, so that the reader gives it to that operation).
 SEC("uprobe")
 int ucxf_marker(struct pt_regs *ctx)
@@ -521,7 +515,7 @@ int ucxf_marker(struct pt_regs *ctx)
 	e->entry_ns = bpf_ktime_get_ns();
 	e->duration_ns = 0;
 	// As the wrapper returns it: UCS_STATUS_PTR(code), or the status byte.
-	e->ret = cfg->ret_kind == RET_STATUS_PTR ? (__u64)code : (__u64)(code & 0xff);
+	e->ret = cfg->ret_kind == UCXF_RET_STATUS_PTR ? (__u64)code : (__u64)(code & 0xff);
 	e->caller = 0;
 	e->size = PT_REGS_PARM4(ctx);
 	e->ep = PT_REGS_PARM3(ctx);
@@ -529,7 +523,7 @@ int ucxf_marker(struct pt_regs *ctx)
 	e->req = PT_REGS_PARM5(ctx);
 	e->tid = (__u32)pid_tgid;
 	e->hook = (__u16)id;
-	e->flags = (__u16)(UCXF_PARM6(ctx) & (EVENT_INJECTED | EVENT_COMPLETION | EVENT_UNLEARNED));
+	e->flags = (__u16)(UCXF_PARM6(ctx) & (UCXF_MARK_INJECTED | UCXF_MARK_COMPLETION | UCXF_MARK_UNLEARNED));
 	submit(e);
 	count(CNT_CALLS);
 	return 0;

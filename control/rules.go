@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/abi"
 	"github.com/ucxfault/ucxfault/ucs"
 )
 
 // MaxRules bounds the rules that stand at once; the C configuration holds
 // that many slots.
-const MaxRules = 32
+const MaxRules = abi.MaxRules
 
 // MaxDelay bounds one rule's delay.
 const MaxDelay = time.Minute

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/abi"
 	"github.com/ucxfault/ucxfault/ucs"
 )
 
@@ -53,7 +54,7 @@ func ParseMode(text string) (string, error) {
 }
 
 // MaxPattern bounds the length of an X/O pattern.
-const MaxPattern = 4096
+const MaxPattern = abi.MaxPattern
 
 // ErrInvalid is wrapped by every validation error, so that callers can tell
 // bad input (exit status 2) from a failure to reach a process.

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/ucxfault/ucxfault/internal/abi"
 )
 
 //go:generate go run ./gen -o ../preload
@@ -401,8 +403,9 @@ func (h *Hook) SinceVersion() (major, minor int) {
 	return major, minor
 }
 
-// MaxHooks bounds the table; the C state is sized by it.
-const MaxHooks = 64
+// MaxHooks bounds the table; the C state and the observer's hook_cfgs map
+// are sized by it (hooks.ABI, generated into internal/abi).
+const MaxHooks = abi.MaxHooks
 
 // ErrUnknownHook is wrapped by Lookup and ParseList for names not in Table.
 var ErrUnknownHook = fmt.Errorf("unknown hook")

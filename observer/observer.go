@@ -20,7 +20,6 @@ package observer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"github.com/cilium/ebpf"
@@ -37,11 +36,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/abi"
 	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/recording"
 )
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64,arm64 -cflags "-mcpu=v3 -Wall -Werror" -type event -type hook_cfg -type lib_ranges -type stack -type counter -type event_flags observer ../bpf/observer.bpf.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64,arm64 -cflags "-mcpu=v3 -Wall -Werror" -type event -type hook_cfg -type lib_ranges -type stack -type counter observer ../bpf/observer.bpf.c
 
 // Options configure Start.
 type Options struct {
@@ -477,34 +477,36 @@ func (s *Session) readLoop() {
 
 const eventSize = int(unsafe.Sizeof(observerEvent{}))
 
-// Event flags: enum event_flags of bpf/observer.bpf.c, the same bits as the
-// injector's UCXF_MARK_* (preload/ucxfault.h).
+// Event flags: UCXF_MARK_* of the injector's marker, which the BPF program
+// passes on (generated from hooks.ABI into internal/abi and
+// preload/abi_gen.h).
 const (
-	eventInjected   = uint16(observerEventFlagsEVENT_INJECTED)
-	eventCompletion = uint16(observerEventFlagsEVENT_COMPLETION)
-	eventUnlearned  = uint16(observerEventFlagsEVENT_UNLEARNED)
+	eventInjected   = uint16(abi.MarkInjected)
+	eventCompletion = uint16(abi.MarkCompletion)
+	eventUnlearned  = uint16(abi.MarkUnlearned)
 )
 
-// decodeEvent reads a struct event (bpf/observer.bpf.c) in host byte order.
+// decodeEvent reads a struct event (bpf/observer.bpf.c), in host byte
+// order, into its bpf2go-generated type: bpf2go lays out observerEvent as
+// clang laid out the struct, so the copy needs no offsets.
 func decodeEvent(b []byte) (rawCall, bool) {
 	if len(b) < eventSize {
 		return rawCall{}, false
 	}
-	ne := binary.NativeEndian
+	var e observerEvent
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), eventSize), b)
 	return rawCall{
-		EntryNS:    ne.Uint64(b[0:]),
-		DurationNS: ne.Uint64(b[8:]),
-		Ret:        ne.Uint64(b[16:]),
-		// b[24:32] is the caller's address, used only in the kernel.
-		Size: ne.Uint64(b[32:]),
-		EP:   ne.Uint64(b[40:]),
-		// b[48:56] is the remote address, not recorded.
-		Req:        ne.Uint64(b[56:]),
-		TID:        ne.Uint32(b[64:]),
-		Hook:       hooks.ID(ne.Uint16(b[68:])),
-		Injected:   ne.Uint16(b[70:])&eventInjected != 0,
-		Completion: ne.Uint16(b[70:])&eventCompletion != 0,
-		Unlearned:  ne.Uint16(b[70:])&eventUnlearned != 0,
+		EntryNS:    e.EntryNs,
+		DurationNS: e.DurationNs,
+		Ret:        e.Ret,
+		Size:       e.Size,
+		EP:         e.Ep,
+		Req:        e.Req,
+		TID:        e.Tid,
+		Hook:       hooks.ID(e.Hook),
+		Injected:   e.Flags&eventInjected != 0,
+		Completion: e.Flags&eventCompletion != 0,
+		Unlearned:  e.Flags&eventUnlearned != 0,
 	}, true
 }
 

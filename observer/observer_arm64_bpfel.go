@@ -41,14 +41,6 @@ type observerEvent struct {
 	Flags      uint16
 }
 
-type observerEventFlags uint32
-
-const (
-	observerEventFlagsEVENT_INJECTED   observerEventFlags = 1
-	observerEventFlagsEVENT_COMPLETION observerEventFlags = 2
-	observerEventFlagsEVENT_UNLEARNED  observerEventFlags = 4
-)
-
 type observerHookCfg struct {
 	_        structs.HostLayout
 	SizeArg  uint8

@@ -16,6 +16,12 @@
 #include <ucp/api/ucp.h>
 
 #include "hooks_gen.h"
+/* UCXF_MAX_CODES, UCXF_MAX_PATTERN, UCXF_CODE_SLOTS (faults by code are
+ * counted in slots indexed by -code), UCXF_MAX_RULES, UCXF_MAX_HOOKS and the
+ * UCXF_MARK_* flags: generated from hooks/abi.go, shared with Go and BPF. */
+#include "abi_gen.h"
+
+_Static_assert(UCXF_NUM_HOOKS <= UCXF_MAX_HOOKS, "the hook table outgrew UCXF_MAX_HOOKS");
 
 /* Internal to the library: one instruction to reach, no GOT entry. */
 #define UCXF_HIDDEN __attribute__((visibility("hidden")))
@@ -23,16 +29,10 @@
 #define UCXF_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define UCXF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define UCXF_MAX_CODES    64
-#define UCXF_MAX_PATTERN  4096
-/* Faults by code are counted in slots indexed by -code (1..100). */
-#define UCXF_CODE_SLOTS   101
 #define UCXF_PROB_SCALE   10000u /* probability resolution: 0.01 % */
 /* Transfer sizes are counted in power-of-two buckets: 0 holds size 0,
  * b > 0 holds sizes in [2^(b-1), 2^b), up to bucket 64. */
 #define UCXF_SIZE_BUCKETS 65
-/* Fault rules (docs/rules.md, evaluated in rules.c). */
-#define UCXF_MAX_RULES    32
 
 enum ucxf_strategy {
     UCXF_STRATEGY_NONE    = 0,
@@ -293,11 +293,8 @@ static inline void ucxf_before_request_release(void *request)
 extern UCXF_HIDDEN int ucxf_multi_copy;   /* config.c */
 void *ucxf_route(int hook, void *caller, void *dflt); /* ucx_object.c */
 void ucxf_after_dlopen(void);                          /* ucx_object.c */
-/* Flags of ucxf_fault_marker, the same bits as the observer's event flags
- * (bpf/observer.bpf.c). */
-#define UCXF_MARK_INJECTED   0x1 /* the injector made this failure */
-#define UCXF_MARK_COMPLETION 0x2 /* an outcome delivered on completion, not a call */
-#define UCXF_MARK_UNLEARNED  0x4 /* the request was freed before its failure reached the application */
+/* Flags of ucxf_fault_marker: UCXF_MARK_* (abi_gen.h), the observer's
+ * event flags too. */
 /* record.c: shown to the observer (and logged when recording). */
 void ucxf_fault_marker(int hook, int code, void *ep, uint64_t size, void *request, int flags);
 void ucxf_delivered(int hook, int status, void *ep, uint64_t size, void *request, int flags);

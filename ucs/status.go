@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/ucxfault/ucxfault/internal/abi"
 )
 
 // Status is a UCX status code as returned by libucp.
@@ -141,7 +143,7 @@ func Parse(text string) (Status, error) {
 
 // MaxCodes bounds the length of a code list, so that a request cannot grow
 // the injector's shared state without limit.
-const MaxCodes = 64
+const MaxCodes = abi.MaxCodes
 
 // ParseList reads a comma-separated list of codes ("-3,-6,TIMED_OUT").
 func ParseList(text string) ([]Status, error) {
