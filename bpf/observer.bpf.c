@@ -243,7 +243,6 @@ volatile __u64 stop_ns = 0;
 // Force BTF for types Go reads (bpf2go -type) that no map refers to.
 const struct event *unused_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
-const enum event_flags *unused_event_flags __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {

@@ -86,22 +86,21 @@ type observerStack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	observerMapCounters         = "counters"
-	observerMapEmptyStack       = "empty_stack"
-	observerMapEvents           = "events"
-	observerMapForwarderRanges  = "forwarder_ranges"
-	observerMapHookCfgs         = "hook_cfgs"
-	observerMapInternalRanges   = "internal_ranges"
-	observerMapStacks           = "stacks"
-	observerProgUcxfEntry       = "ucxf_entry"
-	observerProgUcxfMarker      = "ucxf_marker"
-	observerProgUcxfReturn      = "ucxf_return"
-	observerVarArmedNs          = "armed_ns"
-	observerVarStopNs           = "stop_ns"
-	observerVarTargetTgid       = "target_tgid"
-	observerVarUnusedCounter    = "unused_counter"
-	observerVarUnusedEvent      = "unused_event"
-	observerVarUnusedEventFlags = "unused_event_flags"
+	observerMapCounters        = "counters"
+	observerMapEmptyStack      = "empty_stack"
+	observerMapEvents          = "events"
+	observerMapForwarderRanges = "forwarder_ranges"
+	observerMapHookCfgs        = "hook_cfgs"
+	observerMapInternalRanges  = "internal_ranges"
+	observerMapStacks          = "stacks"
+	observerProgUcxfEntry      = "ucxf_entry"
+	observerProgUcxfMarker     = "ucxf_marker"
+	observerProgUcxfReturn     = "ucxf_return"
+	observerVarArmedNs         = "armed_ns"
+	observerVarStopNs          = "stop_ns"
+	observerVarTargetTgid      = "target_tgid"
+	observerVarUnusedCounter   = "unused_counter"
+	observerVarUnusedEvent     = "unused_event"
 )
 
 // loadObserver returns the embedded CollectionSpec for observer.
@@ -168,12 +167,11 @@ type observerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerVariableSpecs struct {
-	ArmedNs          *ebpf.VariableSpec `ebpf:"armed_ns"`
-	StopNs           *ebpf.VariableSpec `ebpf:"stop_ns"`
-	TargetTgid       *ebpf.VariableSpec `ebpf:"target_tgid"`
-	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	ArmedNs       *ebpf.VariableSpec `ebpf:"armed_ns"`
+	StopNs        *ebpf.VariableSpec `ebpf:"stop_ns"`
+	TargetTgid    *ebpf.VariableSpec `ebpf:"target_tgid"`
+	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // observerObjects contains all objects after they have been loaded into the kernel.
@@ -221,12 +219,11 @@ func (m *observerMaps) Close() error {
 //
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerVariables struct {
-	ArmedNs          *ebpf.Variable `ebpf:"armed_ns"`
-	StopNs           *ebpf.Variable `ebpf:"stop_ns"`
-	TargetTgid       *ebpf.Variable `ebpf:"target_tgid"`
-	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags *ebpf.Variable `ebpf:"unused_event_flags"`
+	ArmedNs       *ebpf.Variable `ebpf:"armed_ns"`
+	StopNs        *ebpf.Variable `ebpf:"stop_ns"`
+	TargetTgid    *ebpf.Variable `ebpf:"target_tgid"`
+	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // observerPrograms contains all programs after they have been loaded into the kernel.
