@@ -89,7 +89,7 @@ type follower struct {
 //     success, and the query itself, when it is the thread's call the
 //     delivery was made in (the observer saw libucp's success);
 //   - a delivery without a request fails the thread's call of its hook
-//     that returned last;
+//     that returned last (entered by then, among its latest calls);
 //   - Injected is moved to the operation with the failure that decided its
 //     status, and is true only on failed calls.
 //
@@ -185,12 +185,16 @@ func (f *follower) call(r *Raw, c Call) {
 	f.byThread[r.ThreadKey] = th
 }
 
-// inCall returns the call a delivery on r's thread at r.TimeNS was made in:
-// of the thread's recent calls entered by then, the one that returned last.
-func (f *follower) inCall(r *Raw) (int, bool) {
+// inCall returns the call a delivery on r's thread at r.TimeNS was made
+// in: of the thread's recent calls entered by then that match, the one
+// that returned last. Matching first keeps a call nested in a callback of
+// another (a send from inside ucp_worker_progress, whose marker comes
+// before the outer call returns) and an injector's record that ends after
+// the delivery it made (its log entry is written last) both found.
+func (f *follower) inCall(r *Raw, match func(*Raw) bool) (int, bool) {
 	best, found := 0, false
 	for _, i := range f.byThread[r.ThreadKey] {
-		if c := f.raws[i]; c.TimeNS <= r.TimeNS && (!found || c.end() >= f.raws[best].end()) {
+		if c := f.raws[i]; c.TimeNS <= r.TimeNS && match(c) && (!found || c.end() >= f.raws[best].end()) {
 			best, found = i, true
 		}
 	}
@@ -207,7 +211,7 @@ func (f *follower) fail(idx int, st int, injected bool) {
 // deliver gives a delivery to the operation it belongs to.
 func (f *follower) deliver(r *Raw) {
 	if r.Request == 0 {
-		if idx, ok := f.inCall(r); ok && f.raws[idx].Hook == r.Hook {
+		if idx, ok := f.inCall(r, func(c *Raw) bool { return c.Hook == r.Hook }); ok {
 			f.fail(idx, r.Status, r.Injected)
 		}
 		return
@@ -215,8 +219,8 @@ func (f *follower) deliver(r *Raw) {
 	if r.Injected && r.Status < 0 {
 		// A status query overridden by the injector returned the
 		// failure, where the observer saw libucp's success.
-		if idx, ok := f.inCall(r); ok && polls(f.raws[idx].Hook) && f.raws[idx].Request == r.Request &&
-			f.calls[idx].Status == 0 {
+		query := func(c *Raw) bool { return polls(c.Hook) && c.Request == r.Request }
+		if idx, ok := f.inCall(r, query); ok && f.calls[idx].Status == 0 {
 			f.fail(idx, r.Status, true)
 		}
 	}
