@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/abi"
 	"github.com/ucxfault/ucxfault/recording"
 	"github.com/ucxfault/ucxfault/ucs"
 )
@@ -16,7 +17,7 @@ import (
 type HookCounters struct {
 	Calls, Faults, SinceFault uint64
 	// Codes counts faults by code, indexed by -code.
-	Codes [101]uint64
+	Codes [abi.CodeSlots]uint64
 	// SizeCalls and SizeFaults count by transfer size: bucket 0 is size 0,
 	// bucket b > 0 holds sizes in [2^(b-1), 2^b).
 	SizeCalls, SizeFaults []uint64

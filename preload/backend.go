@@ -21,7 +21,6 @@ import (
 
 	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
-	"github.com/ucxfault/ucxfault/internal/abi"
 	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/recording"
 )
@@ -249,13 +248,6 @@ func boolC(v bool) C.uint8_t {
 	}
 	return 0
 }
-
-// control.HookCounters.Codes holds one counter per C code slot
-// (abi.CodeSlots, UCXF_CODE_SLOTS): the build fails if they part.
-var (
-	_ [len(control.HookCounters{}.Codes) - abi.CodeSlots]struct{}
-	_ [abi.CodeSlots - len(control.HookCounters{}.Codes)]struct{}
-)
 
 // Counters sums the per-thread counters.
 func (b *cBackend) Counters() control.Counters {
