@@ -497,7 +497,7 @@ func TestObserverRecordsTheNewHooks(t *testing.T) {
 		{"am", map[string]string{"am_send": "ucp_am_send_nbx"}},
 	} {
 		t.Run(tc.api, func(t *testing.T) {
-			e := testutil.StartExample(t, msg, "--api", tc.api, "--ops", "12", "--wait-before-start-ms", "4000")
+			e := testutil.StartExample(t, msg, "--api", tc.api, "--ops", "12", "--wait-before-start-ms", "60000")
 			p := h.observe(t, e)
 			out := e.Wait(t, 30*time.Second)
 			if !p.Complete {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,12 +27,46 @@ func (h *harness) observe(t *testing.T, e *testutil.Example) *recording.Process 
 	return p
 }
 
+// bannerWriter collects a command's output and calls seen once, when a
+// complete line holding banner has arrived.
+type bannerWriter struct {
+	mu     sync.Mutex
+	buf    strings.Builder
+	banner string
+	seen   func()
+	done   bool
+}
+
+func (w *bannerWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.done {
+		text := w.buf.String()
+		if i := strings.LastIndexByte(text, '\n'); i >= 0 && strings.Contains(text[:i], w.banner) {
+			w.done = true
+			w.seen()
+		}
+	}
+	return len(p), nil
+}
+
+func (w *bannerWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
 // observeErr is observe for use off the test's goroutine.
 func (h *harness) observeErr(dir string, pid int) (*recording.Process, error) {
 	path := filepath.Join(dir, "observed.json")
 	cmd := exec.Command(h.cli, "observe", strconv.Itoa(pid), "-o", path)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// The target (the bundled rma or msg example) sleeps after READY until
+	// SIGUSR1 or its --wait-before-start-ms bound: it is released once the
+	// observer says it is observing, so no operation is missed however long
+	// attaching takes on a loaded machine.
+	out := &bannerWriter{banner: "observing process", seen: func() { syscall.Kill(pid, syscall.SIGUSR1) }}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -62,7 +98,7 @@ func (h *harness) observeErr(dir string, pid int) (*recording.Process, error) {
 func TestObserveThenReplayReproducesARealFailure(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
-	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "4000"}
+	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "60000"}
 	// Uninstrumented: no preload at all.
 	real := testutil.StartExample(t, h.rma, append(args, "--kill-peer-at", "40")...)
 	p := h.observe(t, real)
@@ -112,7 +148,7 @@ func TestObserverAndInjectorCountAlike(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "20", "--seed", "4", "--record"},
-		"--ops", "60", "--seq", "put,putnbi,get,flush", "--wait-before-start-ms", "4000", "--linger-ms", "60000")
+		"--ops", "60", "--seq", "put,putnbi,get,flush", "--wait-before-start-ms", "60000", "--linger-ms", "60000")
 	type result struct {
 		p   *recording.Process
 		err error
@@ -166,7 +202,7 @@ func TestObserverAndInjectorAgreeOnFailuresOnCompletion(t *testing.T) {
 			e := h.start(t, []string{"--mode", tc.mode, "--probability", "30", "--seed", "4", "--record",
 				"--hooks", tc.hooks},
 				"--ops", "40", "--seq", "put,get,flush", "--size", "65536", "--completion", tc.completion,
-				"--wait-before-start-ms", "4000", "--linger-ms", "60000")
+				"--wait-before-start-ms", "60000", "--linger-ms", "60000")
 			type result struct {
 				p   *recording.Process
 				err error

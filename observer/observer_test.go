@@ -27,8 +27,9 @@ var fnOf = map[string]string{
 	"flush": "ucp_ep_flush_nbx",
 }
 
-// observe starts the example with args, attaches after READY, waits for the
-// example to exit and stops the session.
+// observe starts the example with args, attaches after READY, releases the
+// example's --wait-before-start-ms sleep with SIGUSR1 once attached, waits
+// for the example to exit and stops the session.
 func observe(t *testing.T, args ...string) (*recording.Process, observer.Stats, string) {
 	t.Helper()
 	testutil.RequireBPF(t)
@@ -40,6 +41,12 @@ func observe(t *testing.T, args ...string) (*recording.Process, observer.Stats, 
 		t.Fatalf("Start: %v", err)
 	}
 	t.Logf("probes attached in %v", time.Since(t0).Round(time.Millisecond))
+	// The example sleeps after READY until SIGUSR1 (or its bound): it starts
+	// its operations only now that every probe is attached, however long
+	// attaching took on a loaded machine.
+	if err := syscall.Kill(ex.PID, syscall.SIGUSR1); err != nil {
+		t.Fatalf("releasing the example: %v", err)
+	}
 	if strings.Contains(ex.Output(), "\nOP ") {
 		s.Stop()
 		t.Fatalf("the example started its operations before the probes were attached; raise --wait-before-start-ms")
@@ -86,7 +93,7 @@ func requireComplete(t *testing.T, p *recording.Process, st observer.Stats) {
 func TestObserveCountsCalls(t *testing.T) {
 	const n = 25
 	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "put,get,flush", "--size", "4096",
-		"--wait-before-start-ms", "4000")
+		"--wait-before-start-ms", "60000")
 	requireComplete(t, p, st)
 	ops := testutil.ParseOps(out)
 	if len(ops) != 3*n {
@@ -148,7 +155,7 @@ func TestObserveCountsCalls(t *testing.T) {
 
 func TestObserveDropsInternalCalls(t *testing.T) {
 	const n = 20
-	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "putnbi", "--wait-before-start-ms", "4000")
+	p, st, out := observe(t, "--ops", fmt.Sprint(n), "--seq", "putnbi", "--wait-before-start-ms", "60000")
 	requireComplete(t, p, st)
 	if ops := testutil.ParseOps(out); len(ops) != n {
 		t.Fatalf("example printed %d OP lines, want %d", len(ops), n)
@@ -166,7 +173,7 @@ func TestObserveDropsInternalCalls(t *testing.T) {
 
 func TestObserveRealFailure(t *testing.T) {
 	p, st, out := observe(t, "--transport", "tcp", "--ops", "10", "--seq", "put,get,flush",
-		"--kill-peer-at", "14", "--wait-before-start-ms", "4000")
+		"--kill-peer-at", "14", "--wait-before-start-ms", "60000")
 	requireComplete(t, p, st)
 	ops := testutil.ParseOps(out)
 	if len(ops) != 30 {
@@ -366,7 +373,7 @@ func TestStartWaitsForLibucp(t *testing.T) {
 func TestObserveThreads(t *testing.T) {
 	const threads, n = 3, 40
 	p, st, out := observe(t, "--threads", fmt.Sprint(threads), "--ops", fmt.Sprint(n), "--seq", "put,get",
-		"--size", "128", "--wait-before-start-ms", "4000")
+		"--size", "128", "--wait-before-start-ms", "60000")
 	requireComplete(t, p, st)
 	if ops := testutil.ParseOps(out); len(ops) != threads*n*2 {
 		t.Fatalf("example printed %d OP lines, want %d", len(ops), threads*n*2)

@@ -177,6 +177,16 @@ struct ctl_msg {
 };
 
 static volatile sig_atomic_t g_stop;
+/* Set by SIGUSR1: ends --wait-before-start-ms early, so a test can start the
+ * operations as soon as its observer has attached instead of guessing how
+ * long attaching takes on a loaded machine. */
+static volatile sig_atomic_t g_go;
+
+static void on_go(int sig)
+{
+    (void)sig;
+    g_go = 1;
+}
 static pid_t                 g_child_pid = -1;
 static int                   g_child_alive;
 static int                   g_peer_fd = -1;
@@ -200,6 +210,18 @@ static void sleep_us(uint64_t us)
     req.tv_sec  = (time_t)(us / 1000000ULL);
     req.tv_nsec = (long)((us % 1000000ULL) * 1000);
     while (nanosleep(&req, &rem) != 0 && errno == EINTR && !g_stop) {
+        req = rem;
+    }
+}
+
+/* The sleep after READY: until MS ms have passed, SIGUSR1 or a stop. */
+static void wait_before_start(unsigned long ms)
+{
+    struct timespec req, rem;
+
+    req.tv_sec  = (time_t)(ms / 1000UL);
+    req.tv_nsec = (long)((ms % 1000UL) * 1000000L);
+    while (!g_go && nanosleep(&req, &rem) != 0 && errno == EINTR && !g_stop) {
         req = rem;
     }
 }
@@ -1567,7 +1589,8 @@ static void usage(FILE *f, const char *prog)
         "  --kill-peer-at K        tcp only: SIGKILL the peer before local op K\n"
         "  --op-timeout-ms MS      bound on waiting for one operation (default 5000)\n"
         "  --interval-us U         sleep after each iteration (default 0)\n"
-        "  --wait-before-start-ms MS  sleep after READY (default 0)\n"
+        "  --wait-before-start-ms MS  sleep after READY (default 0); SIGUSR1 ends\n"
+        "                          the sleep early (an observer that has attached)\n"
         "  --linger-ms MS          after DONE, stay alive MS ms or until SIGINT/SIGTERM\n"
         "  --quiet                 print only READY, SUMMARY and DONE lines\n",
         prog);
@@ -1772,6 +1795,9 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_go;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = on_signal;
     signal(SIGPIPE, SIG_IGN);
 
     memset(&s, 0, sizeof(s));
@@ -1866,7 +1892,7 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
     if (cfg.wait_ms > 0) {
-        sleep_us(cfg.wait_ms * 1000ULL);
+        wait_before_start(cfg.wait_ms);
     }
     if (cfg.tcp) {
         (void)send_ctl(g_peer_fd, CMD_GO, 0, 0, 0);

@@ -106,6 +106,16 @@ struct peer_hello {
 };
 
 static volatile sig_atomic_t g_stop;
+/* Set by SIGUSR1: ends --wait-before-start-ms early, so a test can start the
+ * operations as soon as its observer has attached instead of guessing how
+ * long attaching takes on a loaded machine. */
+static volatile sig_atomic_t g_go;
+
+static void on_go(int sig)
+{
+    (void)sig;
+    g_go = 1;
+}
 static ucp_context_h         g_context;
 static size_t                g_request_size; /* UCP's part of a request */
 static pid_t                 g_child_pid = -1;
@@ -131,6 +141,18 @@ static void sleep_us(uint64_t us)
     req.tv_sec  = (time_t)(us / 1000000ULL);
     req.tv_nsec = (long)((us % 1000000ULL) * 1000);
     while (nanosleep(&req, &rem) != 0 && errno == EINTR && !g_stop) {
+        req = rem;
+    }
+}
+
+/* The sleep after READY: until MS ms have passed, SIGUSR1 or a stop. */
+static void wait_before_start(unsigned long ms)
+{
+    struct timespec req, rem;
+
+    req.tv_sec  = (time_t)(ms / 1000UL);
+    req.tv_nsec = (long)((ms % 1000UL) * 1000000L);
+    while (!g_go && nanosleep(&req, &rem) != 0 && errno == EINTR && !g_stop) {
         req = rem;
     }
 }
@@ -819,7 +841,8 @@ static void usage(FILE *f, const char *prog)
         "  --app-request           supply request memory (UCP_OP_ATTR_FIELD_REQUEST)\n"
         "  --print-every N         print every Nth OP line (default 1)\n"
         "  --quiet                 print only READY, SUMMARY and DONE lines\n"
-        "  --wait-before-start-ms MS  sleep after READY (default 0)\n"
+        "  --wait-before-start-ms MS  sleep after READY (default 0); SIGUSR1 ends\n"
+        "                          the sleep early (an observer that has attached)\n"
         "  --linger-ms MS          after DONE, stay alive MS ms or until SIGINT/SIGTERM\n"
         "                          (lets a tool read the process's state; default 0)\n",
         prog);
@@ -1033,6 +1056,9 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_go;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = on_signal;
     signal(SIGPIPE, SIG_IGN);
 
     if (cfg.peer_fd > 0) {
@@ -1129,7 +1155,7 @@ int main(int argc, char **argv)
                    cfg.tcp ? "tcp" : "self", cfg.threads);
             fflush(stdout);
             if (cfg.wait_ms > 0) {
-                sleep_us(cfg.wait_ms * 1000ULL);
+                wait_before_start(cfg.wait_ms);
             }
             run_ops(&ts[0]);
             teardown(&ts[0]);
@@ -1162,7 +1188,7 @@ int main(int argc, char **argv)
                    cfg.tcp ? "tcp" : "self", cfg.threads);
             fflush(stdout);
             if (cfg.wait_ms > 0) {
-                sleep_us(cfg.wait_ms * 1000ULL);
+                wait_before_start(cfg.wait_ms);
             }
         }
         pthread_barrier_wait(&g_bar_go);
