@@ -29,7 +29,7 @@ const EnvRules = "UCX_FAULT_RULES"
 const RuleForms = `hooks=LIST|all, prob=PERCENT or pattern=XO..., codes=LIST, ` +
 	`min-size=SIZE, max-size=SIZE (e.g. 64K, 1M), endpoint=N, ` +
 	`calls=N|N..|N..M|..M|N..M+STEP, max-faults=N, after=DUR, for=DUR, from-start, ` +
-	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms); ` +
+	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms), kill-ep or kill-ep=CODE; ` +
 	`tokens are separated by spaces, rules by ';'`
 
 // Forms of single values, quoted in errors.
@@ -203,8 +203,8 @@ type Rule struct {
 	MinSize    uint64 `json:"min_size,omitempty"`
 	MaxSize    uint64 `json:"max_size,omitempty"`
 	HasMaxSize bool   `json:"has_max_size,omitempty"`
-	// Endpoint is the endpoint ordinal (endpoints numbered from 0 in the
-	// order of their first hooked call), or -1 for any.
+	// Endpoint is the endpoint number (endpoints numbered from 0 in the
+	// order the process created them, ucp_ep_create), or -1 for any.
 	Endpoint int       `json:"endpoint"`
 	Calls    CallRange `json:"calls"`
 	// MaxFaults bounds the calls the rule acts on (faults; delays for a
@@ -219,6 +219,13 @@ type Rule struct {
 	// DelayMin and DelayMax give a uniform delay; both 0 = no delay.
 	DelayMin time.Duration `json:"delay_min,omitempty"`
 	DelayMax time.Duration `json:"delay_max,omitempty"`
+	// KillEP makes the rule's action a peer death: the matched call's
+	// endpoint dies just before the call (as `kill-ep` kills it), and the
+	// call fails as every later call on a dead endpoint does. KillCode is
+	// the death's code; 0 = the code the running libucp reports for a dead
+	// TCP peer (-80 up to 1.13, -25 from 1.14; docs/peer-death.md).
+	KillEP   bool       `json:"kill_ep,omitempty"`
+	KillCode ucs.Status `json:"kill_code,omitempty"`
 	// SetAt is when the rule was set; the window and the call numbers
 	// count from there.
 	SetAt time.Time `json:"set_at"`
@@ -313,6 +320,13 @@ func (r *Rule) String() string {
 		}
 		p = append(p, "delay="+d)
 	}
+	if r.KillEP {
+		if r.KillCode != 0 {
+			p = append(p, "kill-ep="+strconv.Itoa(int(r.KillCode)))
+		} else {
+			p = append(p, "kill-ep")
+		}
+	}
 	return strings.Join(p, " ")
 }
 
@@ -329,6 +343,7 @@ var ruleKeys = map[string]string{
 	"after":      "after", "for": "for",
 	"from-start": "from-start",
 	"delay":      "delay",
+	"kill-ep":    "kill-ep",
 }
 
 // ParseRule reads one rule: space-separated KEY=VALUE tokens (and the bare
@@ -358,6 +373,20 @@ func ParseRule(text string) (*Rule, error) {
 			return fail("%s given twice", key)
 		}
 		seen[key] = true
+		if key == "kill-ep" {
+			r.KillEP = true
+			if hasValue {
+				codes, err := ParseCodes(v)
+				if err != nil {
+					return wrap(err)
+				}
+				if len(codes) != 1 {
+					return fail("kill-ep=%q: give one code", v)
+				}
+				r.KillCode = codes[0]
+			}
+			continue
+		}
 		if key == "from-start" {
 			if hasValue {
 				b, err := ParseBool(v)
@@ -393,7 +422,7 @@ func ParseRule(text string) (*Rule, error) {
 		case "endpoint":
 			n, e := strconv.Atoi(v)
 			if e != nil || n < 0 || n > math.MaxInt32 {
-				return fail("endpoint %q is not an endpoint number (accepted: 0, 1, ... in the order the process first used its endpoints)", v)
+				return fail("endpoint %q is not an endpoint number (accepted: 0, 1, ... in the order the process created its endpoints)", v)
 			}
 			r.Endpoint = n
 		case "calls":
@@ -424,6 +453,9 @@ func ParseRule(text string) (*Rule, error) {
 	if hasProb && hasPattern {
 		return fail("give prob= or pattern=, not both")
 	}
+	if r.KillEP && r.Codes != nil {
+		return fail("give codes= or kill-ep, not both (kill-ep=CODE names the death's code)")
+	}
 	if r.HasMaxSize && r.MaxSize < r.MinSize {
 		return fail("max-size %s is below min-size %s", FormatSize(r.MaxSize), FormatSize(r.MinSize))
 	}
@@ -435,7 +467,7 @@ func ParseRule(text string) (*Rule, error) {
 		r.Strategy = StrategyRandom
 	case hasPattern:
 		r.Strategy = StrategyPattern
-	case r.DelayMax > 0 && r.Codes == nil:
+	case r.DelayMax > 0 && r.Codes == nil && !r.KillEP:
 		r.Strategy = StrategyNone // delay only
 	default:
 		r.Strategy, r.Probability = StrategyRandom, 100
@@ -471,7 +503,7 @@ func parseDelay(v string) (lo, hi time.Duration, err error) {
 // resolveHooks fills r.Hooks from the hooks= text (given) or the default.
 func (r *Rule) resolveHooks(text string, given bool) error {
 	needSize := r.MinSize > 0 || r.HasMaxSize
-	needEP := r.Endpoint >= 0
+	needEP := r.Endpoint >= 0 || r.KillEP
 	fits := func(h *hooks.Hook) string {
 		switch {
 		case !h.Faultable:
@@ -479,7 +511,7 @@ func (r *Rule) resolveHooks(text string, given bool) error {
 		case needSize && h.Size == "":
 			return "has no size argument for min-size/max-size"
 		case needEP && h.Endpoint == "":
-			return "has no endpoint argument for endpoint="
+			return "has no endpoint argument for endpoint= or kill-ep"
 		}
 		return ""
 	}

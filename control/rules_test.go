@@ -441,3 +441,34 @@ func FuzzParseRule(f *testing.F) {
 		}
 	})
 }
+
+func TestParseRuleKillEP(t *testing.T) {
+	r, err := ParseRule("hooks=ucp_get_nbx calls=5 kill-ep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.KillEP || r.KillCode != 0 || r.Strategy != StrategyRandom || r.Probability != 100 {
+		t.Errorf("got KillEP=%v KillCode=%d strategy %s %v, want a kill at every matched call with the default code",
+			r.KillEP, r.KillCode, r.Strategy, r.Probability)
+	}
+	if s := r.String(); s != "hooks=ucp_get_nbx prob=100 calls=5 kill-ep" {
+		t.Errorf("String() = %q", s)
+	}
+	r, err = ParseRule("kill-ep=CONNECTION_RESET endpoint=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.KillCode != -25 || r.Endpoint != 2 {
+		t.Errorf("got code %d endpoint %d, want -25 and 2", r.KillCode, r.Endpoint)
+	}
+	for _, h := range r.Hooks {
+		if hooks.Table[h].Endpoint == "" {
+			t.Errorf("kill-ep rule covers %s, which has no endpoint", hooks.Table[h].Name)
+		}
+	}
+	for _, bad := range []string{"kill-ep codes=-80", "kill-ep=-80,-25", "kill-ep=nope", "hooks=ucp_worker_flush_nbx kill-ep"} {
+		if _, err := ParseRule(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseRule(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}

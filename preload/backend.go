@@ -14,6 +14,7 @@ import "C"
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -110,7 +111,7 @@ func (b *cBackend) Apply(s control.Settings) error {
 			continue
 		}
 		if C.ucxf_ep_has_ordinal(C.int32_t(k.Endpoint)) == 0 {
-			return fmt.Errorf("no endpoint %d in this process yet (endpoints are numbered from 0 in order of creation or first use)", k.Endpoint)
+			return fmt.Errorf("no endpoint %d in this process yet (endpoints are numbered from 0 in order of creation, and retire at their close)", k.Endpoint)
 		}
 		kills = append(kills, k)
 	}
@@ -130,7 +131,7 @@ func (b *cBackend) Apply(s control.Settings) error {
 	cfg.enabled = boolC(s.Enabled)
 	cfg.recording = boolC(s.Recording)
 	cfg.deferred_mode = boolC(s.Mode == control.ModeDeferred)
-	cfg.kills = boolC(len(s.Kills) > 0)
+	cfg.kills = boolC(len(s.Kills) > 0 || slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP }))
 	switch s.Strategy {
 	case control.StrategyRandom:
 		cfg.strategy = C.UCXF_STRATEGY_RANDOM

@@ -195,6 +195,10 @@ func (b *cBackend) fillRule(cr *C.struct_ucxf_rule, r *control.Rule, rs *ruleSlo
 		cr.codes[i] = C.int8_t(codes[i])
 	}
 	cr.ncodes = C.uint32_t(n)
+	if r.KillEP {
+		cr.kill_ep = 1
+		cr.kill_code = C.int8_t(r.KillCode)
+	}
 }
 
 func ruleCounts(c *C.struct_ucxf_rule_counters) control.RuleCounters {

@@ -234,6 +234,12 @@ int ucxf_enter(struct ucxf_call *c)
         /* A killed endpoint fails every later operation at once, as UCX
          * does once it has seen its peer die. */
         code = ucxf_ep_kill_code(c->ep);
+        if (code == 0 && (h == UCXF_HOOK_EP_FLUSH_NBX || h == UCXF_HOOK_EP_FLUSH_NB)) {
+            /* libucp answers for a failed endpoint, but its flush may
+             * still wait for the discard of the lanes a kill took from a
+             * live peer; after a real death it fails at once. */
+            code = ucxf_ep_dead_code(c->ep);
+        }
         if (code < 0 && h == UCXF_HOOK_EP_CLOSE_NBX && ucxf_forced_close == c->ep) {
             /* Forced close of a dead endpoint: UCX's succeeds, so the
              * real one runs (ucxf_before_ep_close). */
@@ -250,6 +256,11 @@ int ucxf_enter(struct ucxf_call *c)
         /* Rules cover this hook: they alone decide (rules.c). */
         code = ucxf_rules_decide(c, cfg, t);
         cfg  = c->cfg; /* reloaded if a delay slept: the old one may be freed */
+        if (code < 0 && cfg->kills && c->ep != NULL && ucxf_ep_dead_code(c->ep) == code) {
+            /* A rule's kill-ep: the call fails at once, in either mode,
+             * as a call on a dead endpoint does. */
+            goto inject;
+        }
         goto decided;
     }
     switch (cfg->strategy) {
@@ -326,6 +337,10 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
         int found = ucxf_defer_deliver(c->req, &di) == 0;
         int code  = c->poll_code != 0 ? c->poll_code : found ? di.code : 0;
         int mark  = 0;
+        if (found && status == UCS_ERR_CANCELED && ucxf_ep_inflight_status(di.ep, status) != status) {
+            /* Cancelled by a kill's lane discard (ucxf_ep_inflight_status). */
+            override = status = ucxf_ep_inflight_status(di.ep, status);
+        }
         if (code < 0 && status == UCS_OK) {
             override    = code;
             status      = code;

@@ -56,7 +56,8 @@ UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_mod
 static void ucxf_deliver(struct ucxf_cb_ctx *x)
 {
     /* A real error wins over an injected one. */
-    ucs_status_t st = x->status == UCS_OK ? (ucs_status_t)x->code : x->status;
+    ucs_status_t st = x->status == UCS_OK ? (ucs_status_t)x->code
+                                          : (ucs_status_t)ucxf_ep_inflight_status(x->ep, x->status);
 
     /* Recorded before the application's callback runs: it may free the
      * request (MPICH does), which must then find it delivered. */
@@ -374,6 +375,9 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
         arg = params->user_data;
     }
     ucxf_ep_set_info(*ep_p, worker, cb, arg);
+    if (params->field_mask & UCP_EP_PARAM_FIELD_REMOTE_ADDRESS) {
+        ucxf_ep_set_remote(*ep_p, params->address);
+    }
 }
 
 UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-exec")));
@@ -392,17 +396,23 @@ void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     ucxf_forced_close = NULL;
     if (UCXF_LIKELY(!__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->kills)) {
+        ucxf_ep_set_closed(ep);
         return;
     }
     if (ucxf_ep_kill_code(ep) < 0) {
         void *worker = ucxf_ep_worker(ep);
         if (worker != NULL) {
             ucxf_before_worker_progress(worker);
+            /* A kill through libucp's failure path (epfail.c) runs before
+             * the close, which is then a failed endpoint's. */
+            ucxf_ep_settle(ep);
         }
-        if ((param->op_attr_mask & UCP_OP_ATTR_FIELD_FLAGS) && (param->flags & UCP_EP_CLOSE_FLAG_FORCE)) {
+        if (ucxf_ep_kill_code(ep) < 0 && (param->op_attr_mask & UCP_OP_ATTR_FIELD_FLAGS) &&
+            (param->flags & UCP_EP_CLOSE_FLAG_FORCE)) {
             ucxf_forced_close = ep;
         }
     }
+    ucxf_ep_set_closed(ep);
 }
 
 /*

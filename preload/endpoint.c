@@ -1,15 +1,20 @@
 /*
- * ucxfault injector: endpoints. Their ordinals (in order of first sight),
- * their worker and error handler, and kill-ep: a killed endpoint's error
- * handler is called from its worker's progress and its requests in flight
- * fail (defer.c).
+ * ucxfault injector: endpoints. Their numbers (in order of creation; a
+ * closed endpoint retires), their worker and error handler, and kill-ep: a
+ * kill goes through libucp's own failure path where it can (epfail.c), else
+ * the killed endpoint's error handler is called from its worker's progress
+ * and its followed requests in flight fail (defer.c).
  */
 #define _GNU_SOURCE
+#include <sched.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
 
 #include "ucxfault.h"
 #include "endpoint.h"
 #include "defer.h"
+#include "epfail.h"
 
 #define UCXF_EP_SLOTS 4096
 static void *ucxf_ep_keys[UCXF_EP_SLOTS];
@@ -21,14 +26,30 @@ static void *ucxf_ep_err_arg[UCXF_EP_SLOTS];
 /* kill-ep: the code, and 1 until the error handler has been called. */
 static int8_t ucxf_ep_kill[UCXF_EP_SLOTS];
 static uint8_t ucxf_ep_kill_undelivered[UCXF_EP_SLOTS];
+/* kill-ep through libucp's own failure path (epfail.c). Until libucp has
+ * the failure (UCXF_EPFAIL_SCHEDULED) the injector fails the endpoint's
+ * calls itself; from then on UCX alone answers for the endpoint. */
+static struct ucxf_epfail_req ucxf_ep_fail[UCXF_EP_SLOTS];
+/* The first bytes of the worker address an endpoint was created from (its
+ * header and the worker's 64-bit uuid), to tell an endpoint to its own
+ * worker (ucxf_epfail_is_self); 0 when created otherwise. */
+static uint8_t ucxf_ep_remote[UCXF_EP_SLOTS][UCXF_EPFAIL_ADDR_PREFIX];
+static uint8_t ucxf_ep_has_remote[UCXF_EP_SLOTS];
+/* 1 once the endpoint was closed: it is retired, and its address may come
+ * back as a new endpoint. */
+static uint8_t ucxf_ep_closed[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_next;
+/* Bumped whenever an address gets a new number (a new endpoint at a reused
+ * address): caches of address -> number (rules.c) are stale then. */
+UCXF_HIDDEN uint32_t ucxf_ep_renumbered;
 /* Non-zero while a killed endpoint's error handler waits for progress. */
 UCXF_HIDDEN int ucxf_kill_pending;
 
 /* The slot of ep, inserted with the next ordinal when insert is set and ep
- * is new; -1 when absent (or the table is full). Lookups of known endpoints
- * read lines that are written once; only a new endpoint takes a CAS. */
-static int ucxf_ep_slot(void *ep, int insert)
+ * is new (then *inserted is set, when given); -1 when absent (or the table
+ * is full). Lookups of known endpoints read lines that are written once;
+ * only a new endpoint takes a CAS. */
+static int ucxf_ep_slot_ins(void *ep, int insert, int *inserted)
 {
     uint64_t i = ucxf_ptr_hash(ep), n;
 
@@ -46,6 +67,9 @@ static int ucxf_ep_slot(void *ep, int insert)
             } else {
                 int32_t v = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
                 __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
+                if (inserted != NULL) {
+                    *inserted = 1;
+                }
                 return s;
             }
         }
@@ -60,20 +84,49 @@ static int ucxf_ep_slot(void *ep, int insert)
     return -1; /* table full: more than 4096 endpoints */
 }
 
-/* The ordinal of ep in order of first sight (creation or first use). */
+static int ucxf_ep_slot(void *ep, int insert)
+{
+    return ucxf_ep_slot_ins(ep, insert, NULL);
+}
+
+/* The number of ep: its order of creation in the process (ucp_ep_create),
+ * from 0. An endpoint never seen created (made by a libucp copy the
+ * injector does not wrap) is numbered at its first use. */
 int32_t ucxf_ep_ordinal(void *ep)
 {
     int s = ucxf_ep_slot(ep, 1);
     return s < 0 ? -1 : __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) - 1;
 }
 
-/* Remembers a new endpoint's worker and error handler (from ucp_ep_create). */
+/* Remembers a new endpoint's worker and error handler (from ucp_ep_create).
+ * An address already known belonged to an endpoint since closed (UCX reuses
+ * the memory of a closed endpoint): the new endpoint gets the next number
+ * and none of the old one's state. The application has not seen the new
+ * handle yet, so no other thread looks it up meanwhile. */
 void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg)
 {
-    int s = ucxf_ep_slot(ep, 1);
+    int inserted = 0;
+    int s        = ucxf_ep_slot_ins(ep, 1, &inserted);
 
     if (s < 0) {
         return;
+    }
+    if (!inserted) {
+        uint8_t one = 1;
+        int32_t v   = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
+        if (__atomic_compare_exchange_n(&ucxf_ep_kill_undelivered[s], &one, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            __atomic_sub_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
+            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+        }
+        __atomic_store_n(&ucxf_ep_kill[s], 0, __ATOMIC_RELEASE);
+        ucxf_epfail_cancel(&ucxf_ep_fail[s]);
+        ucxf_epfail_release(&ucxf_ep_fail[s]);
+        __atomic_store_n(&ucxf_ep_fail[s].state, UCXF_EPFAIL_NONE, __ATOMIC_RELEASE);
+        __atomic_store_n(&ucxf_ep_closed[s], 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ucxf_ep_has_remote[s], 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&ucxf_ep_renumbered, 1, __ATOMIC_RELEASE);
     }
     ucxf_ep_workers[s] = worker;
     ucxf_ep_err_arg[s] = arg;
@@ -86,7 +139,28 @@ void *ucxf_ep_worker(void *ep)
     return s < 0 ? NULL : ucxf_ep_workers[s];
 }
 
-/* 1 when an endpoint has that ordinal (endpoints are never removed). */
+/* Remembers the worker address ep was created from (ucp_ep_create). */
+void ucxf_ep_set_remote(void *ep, const void *address)
+{
+    int s = ucxf_ep_slot(ep, 1);
+
+    if (s >= 0 && address != NULL) {
+        memcpy(ucxf_ep_remote[s], address, UCXF_EPFAIL_ADDR_PREFIX);
+        __atomic_store_n(&ucxf_ep_has_remote[s], 1, __ATOMIC_RELEASE);
+    }
+}
+
+/* Retires ep at its close: kill-ep no longer finds its number. */
+void ucxf_ep_set_closed(void *ep)
+{
+    int s = ucxf_ep_slot(ep, 0);
+
+    if (s >= 0) {
+        __atomic_store_n(&ucxf_ep_closed[s], 1, __ATOMIC_RELEASE);
+    }
+}
+
+/* 1 when an endpoint has that number, open or closed. */
 int ucxf_ep_has_ordinal(int32_t ordinal)
 {
     int s;
@@ -112,6 +186,9 @@ int ucxf_ep_kill_ordinal(int32_t ordinal, int code)
             __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) != ordinal + 1) {
             continue;
         }
+        if (__atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE)) {
+            return -1; /* retired */
+        }
         if (__atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE) != 0) {
             return 0; /* already dead: the handler is called once */
         }
@@ -124,16 +201,89 @@ int ucxf_ep_kill_ordinal(int32_t ordinal, int code)
     return -1;
 }
 
-/* The code ep was killed with, or 0. */
+/* The code the injector fails ep's calls with, or 0: a killed endpoint's
+ * code until libucp's own failure path has it (then UCX answers). */
 int ucxf_ep_kill_code(void *ep)
+{
+    int s = ucxf_ep_slot(ep, 0);
+    if (s < 0) {
+        return 0;
+    }
+    if (ucxf_epfail_state(&ucxf_ep_fail[s]) == UCXF_EPFAIL_SCHEDULED) {
+        /* libucp has the failure: UCX answers now. Calls made before the
+         * worker's next progress runs it reach UCX, as calls made between
+         * UCX's detection of a real death and its handling do. */
+        return 0;
+    }
+    return __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
+}
+
+/* The code ep was killed with, or 0, whoever answers for it now. */
+int ucxf_ep_dead_code(void *ep)
 {
     int s = ucxf_ep_slot(ep, 0);
     return s < 0 ? 0 : __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
 }
 
-/* Calls, once each, the error handlers of killed endpoints of worker (or of
- * endpoints whose worker is unknown). Runs inside ucp_worker_progress, as UCX
- * calls error handlers. */
+/*
+ * The status a followed request on ep completes with, given libucp's. A kill
+ * through libucp discards the endpoint's lanes from under a live transport
+ * endpoint, which cancels what the transport still held: those operations
+ * complete with UCS_ERR_CANCELED (-16), as on InfiniBand when the peer dies.
+ * A dead TCP peer fails them with UCS_ERR_CONNECTION_RESET (-25) instead
+ * (measured on 1.13.1 and 1.22.0: the endpoint flush in flight,
+ * docs/peer-death.md), so that is what they complete with, until the
+ * application closes the endpoint (a close's own cancel stays -16).
+ * Requests libucp purges itself get the kill's code, as after a real death.
+ */
+int ucxf_ep_inflight_status(void *ep, int status)
+{
+    int s;
+
+    if (status != UCS_ERR_CANCELED || ep == NULL || (s = ucxf_ep_slot(ep, 0)) < 0) {
+        return status;
+    }
+    if (ucxf_epfail_state(&ucxf_ep_fail[s]) != UCXF_EPFAIL_SCHEDULED ||
+        __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE)) {
+        return status;
+    }
+    return UCS_ERR_CONNECTION_RESET;
+}
+
+/* A rule's kill-ep at a call on ep, from the application's thread inside
+ * that call: ep dies now. The call itself, and every call until its
+ * worker's next progress, fails with code (ucxf_ep_kill_code); that
+ * progress hands the failure to libucp, or, without it, calls the handler
+ * (ucxf_ep_deliver_kills). Returns 0, or -1 when ep is unknown. */
+int ucxf_ep_kill_now(void *ep, int code)
+{
+    int s = ucxf_ep_slot(ep, 1);
+    int8_t zero = 0;
+
+    if (s < 0) {
+        return -1;
+    }
+    if (!__atomic_compare_exchange_n(&ucxf_ep_kill[s], &zero, (int8_t)code, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        return 0; /* already dead: the handler is called once */
+    }
+    /* Armed at the worker's next progress (ucxf_ep_deliver_kills), not
+     * here: libucs's handler could run at once on its thread, and the
+     * calls this thread makes until that progress would then reach UCX
+     * or not by a race. Until then they fail with code, run after run. */
+    __atomic_store_n(&ucxf_ep_kill_undelivered[s], 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Delivers the kills of worker's endpoints (or of endpoints whose worker is
+ * unknown), from the application's thread about to progress worker. A kill
+ * goes through libucp's own failure path when it can (epfail.c): armed here
+ * (or at a rule's kill), scheduled by libucs's async handler, run by the
+ * progress that follows; the injector only tidies up once libucp has it.
+ * Otherwise the emulation calls the error handler, once, from here, as UCX
+ * calls handlers from progress. */
 void ucxf_ep_deliver_kills(void *worker)
 {
     int s;
@@ -142,11 +292,41 @@ void ucxf_ep_deliver_kills(void *worker)
         uint8_t one = 1;
         void *ep;
         ucp_err_handler_cb_t cb;
+        int st;
         if (!__atomic_load_n(&ucxf_ep_kill_undelivered[s], __ATOMIC_ACQUIRE)) {
             continue;
         }
         if (ucxf_ep_workers[s] != NULL && ucxf_ep_workers[s] != worker) {
             continue;
+        }
+        ep = __atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE);
+        st = ucxf_epfail_state(&ucxf_ep_fail[s]);
+        if (st == UCXF_EPFAIL_NONE &&
+            !(ucxf_ep_has_remote[s] && ucxf_epfail_is_self(worker, ucxf_ep_remote[s])) &&
+            ucxf_epfail_request(&ucxf_ep_fail[s], (ucp_ep_h)ep, ucxf_ep_workers[s], ucxf_ep_kill[s]) == 0) {
+            /* Armed. This thread holds nothing of UCX's here, so libucs's
+             * thread runs the handler at once: wait for it (bounded), so
+             * that the progress this thread is about to make runs the
+             * failure, as the first progress after a detected death does.
+             * (If another thread holds the worker, the handler runs from a
+             * later progress instead.) Followed requests in flight that
+             * the live peer completes meanwhile complete with the code,
+             * as nothing completes after a real death. */
+            struct timespec t0, now;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            do {
+                sched_yield();
+                st = ucxf_epfail_state(&ucxf_ep_fail[s]);
+                clock_gettime(CLOCK_MONOTONIC, &now);
+            } while (st != UCXF_EPFAIL_SCHEDULED &&
+                     (now.tv_sec - t0.tv_sec) * 1000000000ll + (now.tv_nsec - t0.tv_nsec) < 10000000ll);
+            ucxf_defer_kill(ep, ucxf_ep_kill[s]);
+            if (st != UCXF_EPFAIL_SCHEDULED) {
+                continue;
+            }
+        }
+        if (st == UCXF_EPFAIL_REQUESTED || st == UCXF_EPFAIL_SCHEDULING) {
+            continue; /* the handler has not run yet */
         }
         if (!__atomic_compare_exchange_n(&ucxf_ep_kill_undelivered[s], &one, 0, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -154,14 +334,51 @@ void ucxf_ep_deliver_kills(void *worker)
         }
         __atomic_sub_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
         __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
-        ep = __atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE);
+        if (st == UCXF_EPFAIL_SCHEDULED) {
+            /* libucp has it: the progress that follows runs the failure. */
+            ucxf_epfail_release(&ucxf_ep_fail[s]);
+            continue;
+        }
         cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
-        /* As in UCX, the outstanding requests fail before the handler runs. */
+        /* Emulated. As in UCX, the outstanding requests fail before the
+         * handler runs. */
         ucxf_defer_kill(ep, ucxf_ep_kill[s]);
         if (cb != NULL) {
             cb(ucxf_ep_err_arg[s], (ucp_ep_h)ep, (ucs_status_t)ucxf_ep_kill[s]);
         }
     }
+}
+
+/* Before ep's close, from the closing thread: a kill through libucp not yet
+ * run is run first (its handler, then the close of a failed endpoint, as
+ * when UCX saw the peer die before the close), by progressing the worker
+ * until libucs's handler has scheduled it (bounded: 200 ms) and once more.
+ * A handler that has not run by then is cancelled: the close wins, as it
+ * does over a death UCX has not noticed yet. */
+void ucxf_ep_settle(void *ep)
+{
+    __typeof__(ucp_worker_progress) *progress =
+        (__typeof__(ucp_worker_progress) *)ucxf_real[UCXF_HOOK_WORKER_PROGRESS];
+    int s = ucxf_ep_slot(ep, 0);
+    struct timespec t0, now;
+    void *worker;
+
+    if (s < 0 || progress == NULL || ucxf_epfail_state(&ucxf_ep_fail[s]) == UCXF_EPFAIL_NONE) {
+        return;
+    }
+    worker = ucxf_ep_workers[s];
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (ucxf_epfail_state(&ucxf_ep_fail[s]) != UCXF_EPFAIL_SCHEDULED) {
+        progress(worker); /* a handler missed by the async thread runs here */
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1000000000ll + (now.tv_nsec - t0.tv_nsec) > 200000000ll) {
+            if (ucxf_epfail_cancel(&ucxf_ep_fail[s]) == 0) {
+                return;
+            }
+        }
+    }
+    ucxf_ep_deliver_kills(worker); /* releases the handler */
+    progress(worker);                    /* runs the failure */
 }
 
 /* Lists killed endpoints for status: writes up to n ordinals and codes. */

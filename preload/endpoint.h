@@ -17,5 +17,12 @@ int     ucxf_ep_kill_ordinal(int32_t ordinal, int code);
 int     ucxf_ep_kill_code(void *ep);
 void    ucxf_ep_deliver_kills(void *worker);
 int     ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n);
+int     ucxf_ep_kill_now(void *ep, int code);
+int     ucxf_ep_dead_code(void *ep);
+int     ucxf_ep_inflight_status(void *ep, int status);
+void    ucxf_ep_set_closed(void *ep);
+void    ucxf_ep_settle(void *ep);
+void    ucxf_ep_set_remote(void *ep, const void *address);
+extern UCXF_HIDDEN uint32_t ucxf_ep_renumbered;
 
 #endif

@@ -17,6 +17,7 @@
 #include "ucxfault.h"
 #include "endpoint.h"
 #include "rules.h"
+#include "epfail.h"
 
 /*
  * Time windows are checked on every call a windowed rule sees. The precise
@@ -58,9 +59,12 @@ static inline int ucxf_rules_in_window(const struct ucxf_rule *r)
 /* The endpoint's ordinal, through a one-entry cache in the thread's block. */
 static inline int32_t ucxf_rules_ep_ordinal(struct ucxf_thread *t, void *ep)
 {
-    if (t->rule_ep != ep) {
+    uint32_t gen = __atomic_load_n(&ucxf_ep_renumbered, __ATOMIC_ACQUIRE);
+
+    if (t->rule_ep != ep || t->rule_ep_gen != gen) {
         t->rule_ep_ordinal = ucxf_ep_ordinal(ep);
         t->rule_ep         = ep;
+        t->rule_ep_gen     = gen;
     }
     return t->rule_ep_ordinal;
 }
@@ -140,6 +144,9 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     if (!act) {
         return 0;
     }
+    if (r->kill_ep) {
+        code = r->kill_code != 0 ? r->kill_code : ucxf_epfail_default_code();
+    }
     if (code < 0 && ucxf_hook_polls[c->hook] && c->poll_status != UCS_OK) {
         /* A status query fails only a request whose operation completed
          * (ucxf_poll_fault): the rule does not act on this poll, and
@@ -155,6 +162,11 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     }
     if (code < 0) {
         UCXF_INC(t->rule[s].faults);
+    }
+    if (r->kill_ep && c->ep != NULL) {
+        /* The endpoint dies just before this call, which then fails as
+         * every later call on it does until libucp has the failure. */
+        ucxf_ep_kill_now(c->ep, code);
     }
     if (r->delay_max_ns != 0) {
         d = r->delay_min_ns;

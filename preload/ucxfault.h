@@ -66,6 +66,8 @@ struct ucxf_rule {
     uint32_t pattern_len;
     uint32_t ncodes;
     int8_t   codes[UCXF_MAX_CODES];
+    uint8_t  kill_ep;   /* kill-ep: the call's endpoint dies (ucxf_ep_kill_now) */
+    int8_t   kill_code; /* its code; 0 = the running libucp's dead-peer code */
 };
 
 /* One rule's counters in one thread (index: the rule's slot). */
@@ -161,6 +163,7 @@ struct ucxf_thread {
     struct ucxf_rule_counters rule[UCXF_MAX_RULES];
     void    *rule_ep;                    /* the endpoint last looked up for a rule */
     int32_t  rule_ep_ordinal;            /* and its ordinal */
+    uint32_t rule_ep_gen;                /* ucxf_ep_renumbered when looked up */
 };
 
 /* One call in flight through a wrapper. */
