@@ -33,6 +33,9 @@ const (
 	// deathEmulatedThenKill is deathEmulated, but the server is then
 	// SIGKILLed instead of resumed: a real death after the emulated one.
 	deathEmulatedThenKill
+	// deathRule runs the client under the injector with a kill-ep rule
+	// (in inject): the rule alone kills, at a call; the server lives.
+	deathRule
 )
 
 // peerRun describes one run of testdata/peerdeath.c.
@@ -113,7 +116,7 @@ func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
 
 	args := append([]string{"client", "--hello", hello, "--scenario", r.scenario}, r.args...)
 	var cli *exec.Cmd
-	emulated := r.death == deathEmulated || r.death == deathEmulatedThenKill
+	emulated := r.death == deathEmulated || r.death == deathEmulatedThenKill || r.death == deathRule
 	if emulated {
 		a := append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet"}, r.inject...)
 		cli = exec.Command(h.cli, append(append(a, "--", prog), args...)...)
@@ -141,6 +144,8 @@ func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
 	case deathKill:
 		res.deathUs = time.Now().UnixMicro()
 		server.Cmd.Process.Kill()
+	case deathRule:
+		res.deathUs = time.Now().UnixMicro()
 	case deathEmulated, deathEmulatedThenKill:
 		res.deathUs = time.Now().UnixMicro()
 		h.mustCtl(t, "kill-ep", fmt.Sprint(r.killEP))
@@ -485,20 +490,10 @@ func TestRealPeerDeath(t *testing.T) {
 	})
 }
 
-// emulatedEnv runs TestEmulatedPeerDeath instead of skipping it.
-const emulatedEnv = "UCXFAULT_PEERDEATH_EMULATED"
-
 // TestEmulatedPeerDeath runs each scenario with a real death and again
-// with `kill-ep` on a live peer, and compares what the application saw.
+// with `kill-ep` on a live peer, and compares what the application saw:
+// the kill goes through libucp's own failure path (preload/epfail.c).
 func TestEmulatedPeerDeath(t *testing.T) {
-	if os.Getenv(emulatedEnv) != "1" {
-		t.Skip("kill-ep does not yet look like a real peer death (measured on 1.13.1, docs/peer-death.md): " +
-			"requests in flight complete only when the live peer answers (real: within ms of the death), " +
-			"so a rendezvous tag send and pending stream receives never complete; " +
-			"the flush (-25) and stream-receive callbacks real UCX delivers before the handler come after it; " +
-			"a stream receive posted after the kill fails at once (real: pending until the close cancels it, -16); " +
-			"a real death after kill-ep calls the handler a second time. " + emulatedEnv + "=1 runs the comparison")
-	}
 	h := newHarness(t)
 	inject := []string{"--mode", "deferred", "--probability", "0"}
 	for _, tc := range []struct {
@@ -536,5 +531,95 @@ func TestEmulatedPeerDeath(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRuleKillRepeats kills the endpoint with a rule at the third get
+// (`hooks=ucp_get_nbx calls=2 kill-ep`) in two runs against a live peer:
+// the runs show the same events, the killed get fails at once with the
+// dead-peer code, and the error handler runs once.
+func TestRuleKillRepeats(t *testing.T) {
+	h := newHarness(t)
+	run := peerRun{scenario: "rma", death: deathRule,
+		inject: []string{"--mode", "deferred", "--probability", "0", "--rule", "hooks=ucp_get_nbx calls=2 kill-ep"},
+		args:   []string{"--size", "1048576", "--close", "force", "--wait-ms", "2000"}}
+	a := runPeer(t, h, run)
+	b := runPeer(t, h, run)
+	if err := testutil.ComparePeerLogs(a.events, b.events); err != nil {
+		t.Errorf("two runs differ: %v\nfirst:\n%s\nsecond:\n%s", err, a.out, b.out)
+	}
+	if a.handlers != 1 {
+		t.Errorf("error handler ran %d times, want 1:\n%s", a.handlers, a.out)
+	}
+	var killed bool
+	for _, ev := range a.phase("post") {
+		if ev.Kind == "get" && ev.Op == 5 { // ops 0-3 are puts, 4-7 gets
+
+			killed = ev.Status == a.code && ev.Via == "immediate"
+		}
+	}
+	if !killed {
+		t.Errorf("the get the rule names did not fail at once with %d:\n%s", a.code, a.out)
+	}
+}
+
+// TestKillBufferSafety: once the application has seen an operation fail,
+// UCX never touches its buffer again. The client makes the buffer of every
+// put and get it sees fail inaccessible (mprotect PROT_NONE) at once and
+// keeps progressing 300 ms; a later access by UCX would kill it with
+// SIGSEGV. Checked after a real death too, as the reference.
+func TestKillBufferSafety(t *testing.T) {
+	h := newHarness(t)
+	for _, death := range []peerDeath{deathKill, deathEmulated} {
+		run := peerRun{scenario: "rma", stopFirst: true, death: death,
+			args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "2000", "--hold-ms", "300", "--protect"}}
+		if death == deathEmulated {
+			run.inject = []string{"--mode", "deferred", "--probability", "0"}
+		}
+		r := runPeer(t, h, run) // fails the test if the client died
+		var n int
+		if i := strings.Index(r.out, "\nPROTECTED n="); i < 0 {
+			t.Errorf("no buffer was protected (no put or get seen failed):\n%s", r.out)
+		} else if _, err := fmt.Sscanf(r.out[i+1:], "PROTECTED n=%d", &n); err != nil || n == 0 {
+			t.Errorf("PROTECTED line: %v\n%s", err, r.out)
+		}
+		if r.handlers != 1 {
+			t.Errorf("error handler ran %d times, want 1:\n%s", r.handlers, r.out)
+		}
+		t.Logf("death %d: %d buffers protected, no fault", death, n)
+	}
+}
+
+// TestReconnectAfterKill kills endpoint 0 (the peer stays alive), closes
+// it, and connects again: the new endpoint works (its puts, gets and flush
+// succeed), though UCX may give it the closed one's address, and it is
+// endpoint 1: a rule killing endpoint 1 at its first flush hits it.
+func TestReconnectAfterKill(t *testing.T) {
+	h := newHarness(t)
+	args := []string{"--close", "force", "--reconnect"}
+	r := runPeer(t, h, peerRun{scenario: "idle", death: deathEmulated, args: args,
+		inject: []string{"--mode", "deferred", "--probability", "0"}})
+	var warm1 int
+	for _, ev := range r.events {
+		if ev.Phase == "warm" && ev.EP == 1 {
+			warm1++
+			if ev.Status != 0 {
+				t.Errorf("the new endpoint failed: %s\n%s", ev.Canonical(), r.out)
+			}
+		}
+	}
+	if warm1 != 3 || r.handlers != 1 {
+		t.Errorf("new endpoint: %d checks (want 3), handlers %d (want 1):\n%s", warm1, r.handlers, r.out)
+	}
+	r = runPeer(t, h, peerRun{scenario: "idle", death: deathEmulated, args: args,
+		inject: []string{"--mode", "deferred", "--probability", "0", "--rule", "endpoint=1 hooks=ucp_ep_flush_nbx kill-ep"}})
+	var flush1 *testutil.PeerEvent
+	for i, ev := range r.events {
+		if ev.Phase == "warm" && ev.EP == 1 && ev.Kind == "flush" {
+			flush1 = &r.events[i]
+		}
+	}
+	if flush1 == nil || flush1.Status != r.code || r.handlers != 2 {
+		t.Errorf("a kill-ep rule for endpoint 1 did not kill the reconnected endpoint at its flush (handlers %d, want 2):\n%s", r.handlers, r.out)
 	}
 }

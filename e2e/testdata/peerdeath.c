@@ -7,7 +7,7 @@
  *   peerdeath client --hello FILE --scenario S [--connect address|sockaddr]
  *                    [--close force|flush]
  *                    [--count N] [--size BYTES] [--rounds R]
- *                    [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]
+ *                    [--wait-ms MS] [--hold-ms MS] [--linger-ms MS] [--protect] [--reconnect]
  *
  * The server maps a buffer, writes its worker address, the buffer's address
  * and its packed rkey to FILE, prints "READY pid=<pid>" and progresses until
@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,6 +96,8 @@ struct op {
     int         done;    /* set by the callback */
     ucs_status_t cb_status;
     size_t      length;  /* a stream receive's: lives as long as the request */
+    void       *buf;     /* a put's or get's local buffer (for --protect) */
+    size_t      len;
 };
 
 static struct {
@@ -108,7 +111,9 @@ static struct {
     unsigned      wait_ms;
     unsigned      hold_ms;
     unsigned      linger_ms;
-} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, 500};
+    int           protect;
+    int           reconnect; /* after the linger: a new endpoint to the same peer */
+} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, 500, 0, 0};
 
 static ucp_context_h g_ctx;
 static ucp_worker_h  g_worker;
@@ -420,6 +425,8 @@ static void post_put(size_t off, size_t len, int polled)
     ucp_request_param_t p;
     struct op          *o = new_op("put", polled);
 
+    o->buf = (char *)g_lbuf + off;
+    o->len = len;
     param_for(o, &p);
     track(o, ucp_put_nbx(g_ep, (char *)g_lbuf + off, len, g_raddr + off, g_rkey, &p));
 }
@@ -429,6 +436,8 @@ static void post_get(size_t off, size_t len, int polled)
     ucp_request_param_t p;
     struct op          *o = new_op("get", polled);
 
+    o->buf = (char *)g_lbuf + off;
+    o->len = len;
     param_for(o, &p);
     track(o, ucp_get_nbx(g_ep, (char *)g_lbuf + off, len, g_raddr + off, g_rkey, &p));
 }
@@ -489,6 +498,38 @@ static int outstanding(void)
     return n;
 }
 
+/* With --protect, the local buffer of a put or get seen failed is made
+ * inaccessible at once (the application may free it): if UCX touched it
+ * again the process would die of SIGSEGV. Restored before phase "after",
+ * whose operations reuse the buffers. */
+static int g_protected;
+
+static void protect(struct op *o, ucs_status_t st)
+{
+    if (!cfg.protect || st >= 0 || o->buf == NULL || ((uintptr_t)o->buf % 4096) != 0 || (o->len % 4096) != 0) {
+        return;
+    }
+    if (mprotect(o->buf, o->len, PROT_NONE) != 0) {
+        die("mprotect", UCS_ERR_IO_ERROR);
+    }
+    g_protected++;
+}
+
+static void unprotect_all(void)
+{
+    int i;
+
+    if (g_protected == 0) {
+        return;
+    }
+    printf("PROTECTED n=%d\n", g_protected);
+    for (i = 0; i < g_nops; i++) {
+        if (g_ops[i].buf != NULL && mprotect(g_ops[i].buf, g_ops[i].len, PROT_READ | PROT_WRITE) != 0) {
+            die("mprotect", UCS_ERR_IO_ERROR);
+        }
+    }
+}
+
 /* settle progresses once and reaps what completed: callbacks ran inside
  * progress; polled requests are checked afterwards in index order. */
 static void settle(void)
@@ -509,8 +550,11 @@ static void settle(void)
                 continue;
             }
             event(o->index, o->kind, st, "poll");
+            protect(o, st);
         } else if (!o->done) {
             continue;
+        } else {
+            protect(o, o->cb_status);
         }
         ucp_request_free(o->req);
         o->req = NULL;
@@ -707,6 +751,7 @@ static int run_client(void)
     }
     /* the batch's requests still pending stay where they are: the close
      * below decides their fate, and they are printed when they complete */
+    unprotect_all();
     post_after();
     begin("close");
     close_ep(cfg.force_close);
@@ -718,6 +763,14 @@ static int run_client(void)
         }
     }
     report_pending(0);
+    if (cfg.reconnect) {
+        /* phase "warm" again, on the next endpoint: it must live */
+        g_epno = round + 1;
+        connect_ep(addr, (uint16_t)h.port, rkey);
+        check_ep();
+        begin("close");
+        close_ep(0);
+    }
     printf("DONE handlers=%d\n", g_handlers);
     /* Leave without exit()'s destructors: once, under load, a client on
      * UCX 1.22.0 printed DONE and then never exited (not reproduced in 8
@@ -756,7 +809,9 @@ int main(int argc, char **argv)
         {"close", required_argument, NULL, 'c'},    {"count", required_argument, NULL, 'n'},
         {"size", required_argument, NULL, 'z'},     {"rounds", required_argument, NULL, 'r'},
         {"wait-ms", required_argument, NULL, 'w'},  {"linger-ms", required_argument, NULL, 'l'},
-        {"hold-ms", required_argument, NULL, 'o'},  {"connect", required_argument, NULL, 'C'},
+        {"hold-ms", required_argument, NULL, 'o'},  {"protect", no_argument, NULL, 'P'},
+        {"reconnect", no_argument, NULL, 'R'},
+        {"connect", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
     int server, c;
 
@@ -794,6 +849,8 @@ int main(int argc, char **argv)
             }
             break;
         case 'o': cfg.hold_ms = (unsigned)num(optarg, 0, 600000); break;
+        case 'P': cfg.protect = 1; break;
+        case 'R': cfg.reconnect = 1; break;
         case 'l': cfg.linger_ms = (unsigned)num(optarg, 0, 600000); break;
         default: usage();
         }
