@@ -65,6 +65,7 @@
 
 #include "ucxfault.h"
 #include "epfail.h"
+#include "dlopen.h"
 
 typedef void (*ucxf_set_failed_fn)(ucp_ep_h ep, uint8_t lane, ucs_status_t status);
 typedef void (*ucxf_set_lanes_failed_fn)(ucp_ep_h ep, uint64_t lanes, ucs_status_t status);
@@ -107,7 +108,7 @@ static int ucxf_epfail_resolve(void)
     if (anchor == NULL || dladdr(anchor, &info) == 0 || info.dli_fname == NULL) {
         return mode;
     }
-    h = dlopen(info.dli_fname, RTLD_NOLOAD | RTLD_LAZY);
+    h = ucxf_dlopen_real(info.dli_fname, RTLD_NOLOAD | RTLD_LAZY);
     if (h == NULL) {
         return mode;
     }
