@@ -8,6 +8,7 @@ package main
 #include "endpoint.h"
 #include "defer.h"
 #include "rules.h"
+#include "epfail.h"
 */
 import "C"
 
@@ -319,6 +320,9 @@ func (b *cBackend) Info() control.Status {
 	}
 	if n := uint64(C.ucxf_defer_overflow()); n > 0 {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("%d requests could not be followed: their failures on completion were returned at once, or a kill-ep could not fail them", n))
+	}
+	if d := C.ucxf_epfail_emulated(); d != nil {
+		st.Warnings = append(st.Warnings, "kill-ep is "+C.GoString(d)+": a kill is emulated by the injector and differs from a real peer death (docs/peer-death.md)")
 	}
 	st.KilledRequests = uint64(C.ucxf_defer_kill_count())
 	return st

@@ -291,6 +291,12 @@ int ucxf_epfail_default_code(void)
     return ucxf_epfail_dead_code;
 }
 
+const char *ucxf_epfail_emulated(void)
+{
+    return __atomic_load_n(&ucxf_epfail_resolved, __ATOMIC_ACQUIRE) == UCXF_EPFAIL_EMULATED ? ucxf_epfail_desc
+                                                                                           : NULL;
+}
+
 const char *ucxf_epfail_describe(void)
 {
     ucxf_epfail_mode();

@@ -62,6 +62,10 @@ int ucxf_epfail_default_code(void);
 #define UCXF_EPFAIL_ADDR_PREFIX 16
 int ucxf_epfail_is_self(void *worker, const uint8_t *prefix);
 
+/* For status: the description when a kill has found no usable libucp
+ * function (emulated), else NULL. Resolves nothing. */
+const char *ucxf_epfail_emulated(void);
+
 /* A short description of the path, for status ("libucp ucp_ep_set_failed_schedule (1.13.1)"). */
 const char *ucxf_epfail_describe(void);
 
