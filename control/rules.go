@@ -29,7 +29,7 @@ const EnvRules = "UCX_FAULT_RULES"
 const RuleForms = `hooks=LIST|all, prob=PERCENT or pattern=XO..., codes=LIST, ` +
 	`min-size=SIZE, max-size=SIZE (e.g. 64K, 1M), endpoint=N, ` +
 	`calls=N|N..|N..M|..M|N..M+STEP, max-faults=N, after=DUR, for=DUR, from-start, ` +
-	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms), kill-ep or kill-ep=CODE; ` +
+	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms), delay-completion=DUR, hang, kill-ep or kill-ep=CODE; ` +
 	`tokens are separated by spaces, rules by ';'`
 
 // Forms of single values, quoted in errors.
@@ -226,6 +226,15 @@ type Rule struct {
 	// TCP peer (-80 up to 1.13, -25 from 1.14; docs/peer-death.md).
 	KillEP   bool       `json:"kill_ep,omitempty"`
 	KillCode ucs.Status `json:"kill_code,omitempty"`
+	// CompletionDelay holds the completion of each request the rule acts
+	// on: its callback and status queries report it in progress until
+	// CompletionDelay after the real completion (delay-completion=); 0 =
+	// none. At most MaxDelay.
+	CompletionDelay time.Duration `json:"completion_delay,omitempty"`
+	// Hang holds the completion of each request the rule acts on until
+	// the application cancels it (then UCS_ERR_CANCELED, -16) or its
+	// endpoint is closed or killed (hang).
+	Hang bool `json:"hang,omitempty"`
 	// SetAt is when the rule was set; the window and the call numbers
 	// count from there.
 	SetAt time.Time `json:"set_at"`
@@ -327,6 +336,7 @@ func (r *Rule) String() string {
 			p = append(p, "kill-ep")
 		}
 	}
+	p = append(p, r.holdTokens()...)
 	return strings.Join(p, " ")
 }
 
@@ -341,9 +351,10 @@ var ruleKeys = map[string]string{
 	"calls":      "calls",
 	"max-faults": "max-faults",
 	"after":      "after", "for": "for",
-	"from-start": "from-start",
-	"delay":      "delay",
-	"kill-ep":    "kill-ep",
+	"from-start":       "from-start",
+	"delay":            "delay",
+	"kill-ep":          "kill-ep",
+	"delay-completion": "delay-completion", "hang": "hang",
 }
 
 // ParseRule reads one rule: space-separated KEY=VALUE tokens (and the bare
@@ -385,6 +396,13 @@ func ParseRule(text string) (*Rule, error) {
 				}
 				r.KillCode = codes[0]
 			}
+			continue
+		}
+		if key == "hang" {
+			if hasValue {
+				return fail("hang takes no value (it holds a completion until a cancel, close or kill)")
+			}
+			r.Hang = true
 			continue
 		}
 		if key == "from-start" {
@@ -445,6 +463,8 @@ func ParseRule(text string) (*Rule, error) {
 			}
 		case "delay":
 			r.DelayMin, r.DelayMax, err = parseDelay(v)
+		case "delay-completion":
+			r.CompletionDelay, err = parseCompletionDelay(v)
 		}
 		if err != nil {
 			return wrap(err)
@@ -462,13 +482,16 @@ func ParseRule(text string) (*Rule, error) {
 	if r.FromStart && !r.Windowed() {
 		return fail("from-start needs after= or for=")
 	}
+	if err := r.checkHold(); err != nil {
+		return wrap(err)
+	}
 	switch {
 	case hasProb:
 		r.Strategy = StrategyRandom
 	case hasPattern:
 		r.Strategy = StrategyPattern
-	case r.DelayMax > 0 && r.Codes == nil && !r.KillEP:
-		r.Strategy = StrategyNone // delay only
+	case (r.DelayMax > 0 || r.Holds()) && r.Codes == nil && !r.KillEP:
+		r.Strategy = StrategyNone // delay or hold only: every matched call
 	default:
 		r.Strategy, r.Probability = StrategyRandom, 100
 	}
@@ -508,6 +531,8 @@ func (r *Rule) resolveHooks(text string, given bool) error {
 		switch {
 		case !h.Faultable:
 			return "is observed only and cannot be faulted or delayed"
+		case r.Holds() && (!h.ReturnsRequest || h.Callback == ""):
+			return "returns no request whose completion delay-completion= or hang could hold"
 		case needSize && h.Size == "":
 			return "has no size argument for min-size/max-size"
 		case needEP && h.Endpoint == "":
@@ -685,4 +710,45 @@ func ruleStatus(rules []Rule, counters map[int]RuleCounters) []RuleStatus {
 			Matches: c.Matches, Faults: c.Faults, Delays: c.Delays, DelayNS: c.DelayNS})
 	}
 	return out
+}
+
+// Holds reports whether the rule holds the completion of the requests it
+// acts on (delay-completion= or hang).
+func (r *Rule) Holds() bool { return r.Hang || r.CompletionDelay > 0 }
+
+// holdTokens spells the rule's hold as ParseRule reads it.
+func (r *Rule) holdTokens() []string {
+	switch {
+	case r.Hang:
+		return []string{"hang"}
+	case r.CompletionDelay > 0:
+		return []string{"delay-completion=" + r.CompletionDelay.String()}
+	}
+	return nil
+}
+
+// checkHold refuses the combinations a held completion cannot honour: a
+// held request completes with its real status (or the cancel's, close's or
+// kill's), so it carries no injected code, and one rule holds one way.
+func (r *Rule) checkHold() error {
+	switch {
+	case r.Hang && r.CompletionDelay > 0:
+		return fmt.Errorf("%w: give delay-completion= or hang, not both", ErrInvalid)
+	case r.Holds() && r.Codes != nil:
+		return fmt.Errorf("%w: a held completion keeps the operation's real status: codes= does not combine with delay-completion= or hang", ErrInvalid)
+	}
+	return nil
+}
+
+// parseCompletionDelay reads the value of delay-completion=: one duration,
+// more than 0 and at most MaxDelay.
+func parseCompletionDelay(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil || d <= 0:
+		return 0, fmt.Errorf("%w: delay-completion %q (accepted: a duration above 0 with a unit, e.g. 200ms, at most %v)", ErrInvalid, v, MaxDelay)
+	case d > MaxDelay:
+		return 0, fmt.Errorf("%w: delay-completion %q is longer than %v", ErrInvalid, v, MaxDelay)
+	}
+	return d, nil
 }

@@ -408,6 +408,8 @@ func FuzzParseRule(f *testing.F) {
 		"hooks=ucp_put_nbx,ucp_get_nbx prob=100 codes=-3 min-size=64K calls=100..200+10 max-faults=3 after=10s for=5s delay=2ms endpoint=1",
 		"calls=5..", "calls=..50", "calls=7+3", "delay=1ms..5ms", "pattern=XOO codes=IO_ERROR", "hooks=all max-size=1M",
 		"from-start after=1s", "prob=0.01", "min-size=1T", "codes=-1,-100", "", "=", "calls=1..2+",
+		"hooks=ucp_get_nbx delay-completion=200ms", "hang calls=3 prob=50", "hang=1", "hang delay-completion=1s",
+		"hooks=ucp_tag_recv_nbx hang", "delay-completion=2m", "hooks=ucp_put_nbi hang", "hang codes=-3",
 	} {
 		f.Add(seed)
 	}
@@ -425,7 +427,7 @@ func FuzzParseRule(f *testing.F) {
 		if len(r.Hooks) == 0 {
 			t.Fatalf("ParseRule(%q): a rule covering no hook", text)
 		}
-		if r.Strategy == StrategyNone && r.DelayMax == 0 {
+		if r.Strategy == StrategyNone && r.DelayMax == 0 && !r.Holds() {
 			t.Fatalf("ParseRule(%q): a rule that does nothing", text)
 		}
 		s := r.String()
@@ -467,6 +469,37 @@ func TestParseRuleKillEP(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"kill-ep codes=-80", "kill-ep=-80,-25", "kill-ep=nope", "hooks=ucp_worker_flush_nbx kill-ep"} {
+		if _, err := ParseRule(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseRule(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// TestParseRuleHold covers delay-completion= and hang: what they parse to,
+// the hooks they may cover (those returning a request with a callback
+// member), and the combinations refused.
+func TestParseRuleHold(t *testing.T) {
+	r, err := ParseRule("hooks=ucp_get_nbx delay-completion=200ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CompletionDelay != 200*time.Millisecond || r.Hang || r.Strategy != StrategyNone {
+		t.Fatalf("delay-completion: %+v", r)
+	}
+	r, err = ParseRule("hang calls=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Hang || r.Strategy != StrategyNone || len(r.Hooks) == 0 {
+		t.Fatalf("hang: %+v", r)
+	}
+	for _, id := range r.Hooks {
+		if h := hooks.Table[id]; !h.ReturnsRequest || h.Callback == "" {
+			t.Fatalf("hang covers %s, which returns no request to hold", h.Name)
+		}
+	}
+	for _, bad := range []string{"hang=yes", "hang delay-completion=1s", "delay-completion=0s",
+		"delay-completion=2m", "hang codes=-3", "hooks=ucp_put_nbi hang", "hooks=ucp_request_check_status hang"} {
 		if _, err := ParseRule(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseRule(%q) = %v, want ErrInvalid", bad, err)
 		}

@@ -323,7 +323,8 @@ var Table = []Hook{
 	},
 	{
 		Name: "ucp_request_cancel", Return: Void, Params: []Param{{"ucp_worker_h", "worker"}, {"void *", "request"}},
-		Request: "request", Summary: "cancel a request, never faulted",
+		Request: "request", Before: "ucxf_before_request_cancel",
+		Summary: "cancel a request, never faulted (ends a held completion)",
 	},
 	{
 		Name: "ucp_worker_progress", Return: Unsigned, Params: []Param{{"ucp_worker_h", "worker"}},

@@ -165,6 +165,12 @@ func (b *cBackend) fillRule(cr *C.struct_ucxf_rule, r *control.Rule, rs *ruleSlo
 	}
 	cr.delay_min_ns, cr.delay_max_ns = C.uint64_t(r.DelayMin), C.uint64_t(r.DelayMax)
 	cr.max_faults = C.uint64_t(r.MaxFaults)
+	switch {
+	case r.Hang:
+		cr.hold_ns = C.uint64_t(math.MaxUint64) // UCXF_HOLD_HANG
+	case r.CompletionDelay > 0:
+		cr.hold_ns = C.uint64_t(r.CompletionDelay)
+	}
 	cr.spent = (*C.uint64_t)(rs.spent)
 	cr.endpoint = C.int32_t(r.Endpoint)
 	switch r.Strategy {

@@ -326,6 +326,19 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
 {
     int override = 0;
 
+    if (UCXF_UNLIKELY(__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0) && ucxf_hook_polls[c->hook] &&
+        c->req != NULL && status != UCS_INPROGRESS && !c->internal) {
+        /* The operation completed for real; a rule may hold what the
+         * application learns (delay-completion=, hang): in progress until
+         * the hold ends, then the real status, or the cancel's, close's or
+         * kill's. The wrapper answers call.poll_status. */
+        int rel, held = ucxf_defer_held(c->req, &rel);
+        if (held > 0) {
+            status = c->poll_status = UCS_INPROGRESS;
+        } else if (held == 0 && rel < 0) {
+            status = c->poll_status = rel;
+        }
+    }
     if (ucxf_hook_polls[c->hook] && c->req != NULL && status != UCS_INPROGRESS && !c->injected &&
         !c->internal) {
         /* A status query on a request that completed: deliver the failure
@@ -386,10 +399,11 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
     } else if (UCXF_UNLIKELY(c->tracked)) {
         /* Followed for kill-ep while in flight; a trampoline stays only
          * for a request, as libucp calls no callback otherwise. */
-        if (request != NULL) {
-            ucxf_defer_put(request, 0, c->ep, c->hook, c->size);
+        int attached = request != NULL;
+        if (request != NULL && ucxf_defer_put_hold(request, 0, c->ep, c->hook, c->size, c->hold_ns) < 0) {
+            attached = -1; /* no room: followed by its trampoline only */
         }
-        ucxf_defer_done(c, request != NULL);
+        ucxf_defer_done(c, attached);
     } else if (request != NULL && ucxf_defer_active()) {
         /* A request pointer used again (the application's own request
          * memory, UCP_OP_ATTR_FIELD_REQUEST) carries nothing over. */

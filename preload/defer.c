@@ -34,7 +34,18 @@ static void *ucxf_defer_eps[UCXF_DEFER_SLOTS]; /* the request's endpoint, or NUL
 static uint16_t ucxf_defer_hooks[UCXF_DEFER_SLOTS];
 static uint64_t ucxf_defer_sizes[UCXF_DEFER_SLOTS];
 static uint8_t ucxf_defer_delivered[UCXF_DEFER_SLOTS];
+/* Held completions (delay-completion=, hang): how long the request stays
+ * in progress after it really completed (UCXF_HOLD_HANG: until released),
+ * when the injector first saw it complete (0: not yet), and how the hold
+ * ended early: 0 not, UCXF_RELEASE_REAL with the real status, or a code
+ * (a cancel's -16, a kill's code). Written by holders of the slot only. */
+static uint64_t ucxf_defer_hold_ns[UCXF_DEFER_SLOTS];
+static uint64_t ucxf_defer_done_at[UCXF_DEFER_SLOTS];
+static int8_t ucxf_defer_release[UCXF_DEFER_SLOTS];
+#define UCXF_RELEASE_REAL 1
 UCXF_HIDDEN uint64_t ucxf_defer_count;
+/* Slots holding a completion: a cancel or close looks only when some do. */
+UCXF_HIDDEN uint64_t ucxf_defer_holds;
 static uint64_t ucxf_defer_lost;
 static uint64_t ucxf_defer_killed;
 
@@ -55,6 +66,14 @@ static inline void *ucxf_defer_key(uint64_t s)
  * size describe the operation. Returns -1 when the table is full. */
 int ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size)
 {
+    return ucxf_defer_put_hold(request, code, ep, hook, size, 0);
+}
+
+/* ucxf_defer_put for a request whose completion a rule holds for hold_ns
+ * after it really completes (UCXF_HOLD_HANG: until a cancel, close or
+ * kill); 0 holds nothing. */
+int ucxf_defer_put_hold(void *request, int code, void *ep, int hook, uint64_t size, uint64_t hold_ns)
+{
     uint64_t i = ucxf_ptr_hash(request), n;
 
     ucxf_defer_forget(request); /* a reused pointer drops the stale entry */
@@ -70,6 +89,12 @@ int ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size)
             __atomic_store_n(&ucxf_defer_hooks[s], (uint16_t)hook, __ATOMIC_RELAXED);
             __atomic_store_n(&ucxf_defer_sizes[s], size, __ATOMIC_RELAXED);
             __atomic_store_n(&ucxf_defer_delivered[s], 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_hold_ns[s], hold_ns, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_done_at[s], 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&ucxf_defer_release[s], 0, __ATOMIC_RELAXED);
+            if (hold_ns != 0) {
+                __atomic_add_fetch(&ucxf_defer_holds, 1, __ATOMIC_RELAXED);
+            }
             __atomic_add_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
             __atomic_store_n(&ucxf_defer_keys[s], request, __ATOMIC_RELEASE); /* publish */
             return 0;
@@ -199,6 +224,9 @@ int ucxf_defer_take(void *request, struct ucxf_defer_info *out)
     if (out != NULL) {
         ucxf_defer_read(s, out);
     }
+    if (__atomic_load_n(&ucxf_defer_hold_ns[s], __ATOMIC_RELAXED) != 0) {
+        __atomic_sub_fetch(&ucxf_defer_holds, 1, __ATOMIC_RELAXED);
+    }
     __atomic_sub_fetch(&ucxf_defer_count, 1, __ATOMIC_RELAXED);
     ucxf_defer_unhold(s, UCXF_DEFER_TOMB);
     return 0;
@@ -228,6 +256,8 @@ int ucxf_defer_kill(void *ep, int code)
     if (__atomic_load_n(&ucxf_defer_count, __ATOMIC_RELAXED) == 0) {
         return 0;
     }
+    /* A held completion on the dead endpoint ends with the kill's code. */
+    ucxf_defer_release_ep(ep, code);
     for (s = 0; s < UCXF_DEFER_SLOTS; s++) {
         void *k = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
         if (k == NULL || k == UCXF_DEFER_TOMB || k == UCXF_DEFER_NEW || k == UCXF_DEFER_BUSY ||
@@ -253,6 +283,100 @@ int ucxf_defer_kill(void *ep, int code)
         __atomic_store_n(&ucxf_defer_keys[s], k, __ATOMIC_RELEASE);
     }
     __atomic_add_fetch(&ucxf_defer_killed, (uint64_t)n, __ATOMIC_RELAXED);
+    return n;
+}
+
+/*
+ * Held completions (delay-completion=, hang).
+ *
+ * The operation runs for real; the injector only postpones what the
+ * application learns. ucxf_defer_held is asked once the real operation has
+ * completed (a status query that libucp answered with a final status, or
+ * the trampoline called by libucp): the first such look stamps the real
+ * completion, and the request stays in progress to the application until
+ * hold_ns later, or until ucxf_defer_cancel or ucxf_defer_release_ep ends
+ * the hold. Returns 1 while held, 0 when the hold is over (*code: the code
+ * that ended it early, or 0 for the real status), -1 when the table holds
+ * nothing for request (never held, or freed by the application).
+ */
+int ucxf_defer_held(void *request, int *code)
+{
+    int s = ucxf_defer_hold(request), held = 0;
+    uint64_t hold, done;
+    int8_t rel;
+
+    *code = 0;
+    if (s < 0) {
+        return -1;
+    }
+    hold = __atomic_load_n(&ucxf_defer_hold_ns[s], __ATOMIC_RELAXED);
+    rel  = __atomic_load_n(&ucxf_defer_release[s], __ATOMIC_RELAXED);
+    if (hold != 0) {
+        if (rel < 0) {
+            *code = rel;
+        } else if (rel == 0 && hold == UCXF_HOLD_HANG) {
+            held = 1;
+        } else if (rel == 0) {
+            uint64_t now = ucxf_now_ns();
+            done         = __atomic_load_n(&ucxf_defer_done_at[s], __ATOMIC_RELAXED);
+            if (done == 0) {
+                __atomic_store_n(&ucxf_defer_done_at[s], now, __ATOMIC_RELAXED);
+                done = now;
+            }
+            held = now - done < hold;
+        }
+    }
+    ucxf_defer_unhold(s, request);
+    return held;
+}
+
+/* Ends the hold of request with UCS_ERR_CANCELED, as UCX completes a
+ * cancelled request. Returns 1 when request was held. */
+int ucxf_defer_cancel(void *request)
+{
+    int s, held = 0;
+
+    if (__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) == 0 || (s = ucxf_defer_hold(request)) < 0) {
+        return 0;
+    }
+    if (__atomic_load_n(&ucxf_defer_hold_ns[s], __ATOMIC_RELAXED) != 0 &&
+        __atomic_load_n(&ucxf_defer_release[s], __ATOMIC_RELAXED) == 0) {
+        __atomic_store_n(&ucxf_defer_release[s], (int8_t)UCS_ERR_CANCELED, __ATOMIC_RELAXED);
+        held = 1;
+    }
+    ucxf_defer_unhold(s, request);
+    return held;
+}
+
+/* Ends the hold of every request held on ep: with code (< 0), or with the
+ * real status when code is 0. Returns how many. */
+int ucxf_defer_release_ep(void *ep, int code)
+{
+    int s, n = 0;
+
+    if (__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) == 0) {
+        return 0;
+    }
+    for (s = 0; s < UCXF_DEFER_SLOTS; s++) {
+        void *k = __atomic_load_n(&ucxf_defer_keys[s], __ATOMIC_ACQUIRE);
+        if (k == NULL || k == UCXF_DEFER_TOMB || k == UCXF_DEFER_NEW || k == UCXF_DEFER_BUSY ||
+            __atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED) != ep ||
+            __atomic_load_n(&ucxf_defer_hold_ns[s], __ATOMIC_RELAXED) == 0) {
+            continue;
+        }
+        if (!__atomic_compare_exchange_n(&ucxf_defer_keys[s], &k, UCXF_DEFER_BUSY, 0, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_RELAXED)) {
+            continue; /* removed meanwhile */
+        }
+        if (__atomic_load_n(&ucxf_defer_eps[s], __ATOMIC_RELAXED) == ep &&
+            __atomic_load_n(&ucxf_defer_hold_ns[s], __ATOMIC_RELAXED) != 0 &&
+            __atomic_load_n(&ucxf_defer_release[s], __ATOMIC_RELAXED) == 0) {
+            __atomic_store_n(&ucxf_defer_release[s], (int8_t)(code < 0 ? code : UCXF_RELEASE_REAL),
+                             __ATOMIC_RELAXED);
+            n++;
+        }
+        __atomic_store_n(&ucxf_defer_keys[s], k, __ATOMIC_RELEASE);
+    }
     return n;
 }
 

@@ -16,7 +16,13 @@ struct ucxf_defer_info {
     int delivered; /* its outcome reached the application */
 };
 int      ucxf_defer_put(void *request, int code, void *ep, int hook, uint64_t size);
+int      ucxf_defer_put_hold(void *request, int code, void *ep, int hook, uint64_t size, uint64_t hold_ns);
 int      ucxf_defer_kill(void *ep, int code);
+/* Held completions (delay-completion=, hang). */
+int      ucxf_defer_held(void *request, int *code);
+int      ucxf_defer_cancel(void *request);
+int      ucxf_defer_release_ep(void *ep, int code);
+extern UCXF_HIDDEN uint64_t ucxf_defer_holds;
 int      ucxf_defer_peek(void *request);
 int      ucxf_defer_deliver(void *request, struct ucxf_defer_info *out);
 void     ucxf_defer_set_delivered(void *request);

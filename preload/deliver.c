@@ -34,6 +34,7 @@ struct ucxf_cb_ctx {
     int in_call; /* the real call has not returned yet */
     int fired;   /* libucp called the trampoline inside the call */
     int hook;    /* the operation, for the record of its delivery */
+    uint64_t hold_ns; /* a rule holds the completion (defer.c, ucxf_defer_held) */
     void *ep;
     uint64_t size;
     union {
@@ -52,12 +53,53 @@ struct ucxf_cb_ctx {
 
 /* Callbacks fired inside a call, waiting for this thread's next progress. */
 UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
+UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_held_cbs __attribute__((tls_model("initial-exec")));
+
+/*
+ * A callback whose completion a rule holds: libucp has completed the
+ * operation (it called the trampoline), so the request is done for UCX and
+ * nothing touches its buffers any more; the application learns it only
+ * when the hold ends (ucxf_defer_held), from a later progress of this
+ * thread, as UCX delivers callbacks. Returns 1 when x is kept (or dropped,
+ * its request freed by the application), 0 when it is to be delivered now,
+ * with the status that ended the hold early in x->status.
+ */
+static int ucxf_hold_callback(struct ucxf_cb_ctx *x)
+{
+    int code, held = ucxf_defer_held(x->request, &code);
+
+    if (held < 0) {
+        /* No entry: ucp_request_free took it (the application freed the
+         * request while its callback was held, so UCX would call none). */
+        free(x);
+        return 1;
+    }
+    if (held) {
+        x->next       = ucxf_held_cbs;
+        ucxf_held_cbs = x;
+        __atomic_add_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+        return 1;
+    }
+    x->hold_ns = 0;
+    if (code < 0) {
+        /* Cancelled, closed or killed while held: UCX completes such a
+         * request with that status, whatever the operation had done. */
+        x->status = (ucs_status_t)code;
+        x->code   = 0;
+    }
+    return 0;
+}
 
 static void ucxf_deliver(struct ucxf_cb_ctx *x)
 {
+    ucs_status_t st;
+
+    if (UCXF_UNLIKELY(x->hold_ns != 0) && ucxf_hold_callback(x)) {
+        return;
+    }
     /* A real error wins over an injected one. */
-    ucs_status_t st = x->status == UCS_OK ? (ucs_status_t)x->code
-                                          : (ucs_status_t)ucxf_ep_inflight_status(x->ep, x->status);
+    st = x->status == UCS_OK ? (ucs_status_t)x->code
+                             : (ucs_status_t)ucxf_ep_inflight_status(x->ep, x->status);
 
     /* Recorded before the application's callback runs: it may free the
      * request (MPICH does), which must then find it delivered. */
@@ -217,6 +259,26 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
 {
     struct ucxf_cb_ctx *x;
 
+    if (UCXF_UNLIKELY(c->hold_ns != 0)) {
+        if ((param->op_attr_mask & UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL) || ucxf_param_unknown(c, param)) {
+            /* No request to hold (the application forbids one), or a
+             * parameter this build cannot copy: the call is not held. */
+            c->hold_ns = 0;
+            if (c->deferred_code == 0 && !ucxf_tracks(c)) {
+                return param;
+            }
+        } else {
+            /* Always a request, so that a completion at once is held too;
+             * its callback, if any, goes through a trampoline. */
+            c->tracked = c->deferred_code == 0;
+            ucxf_param_copy(copy, param);
+            copy->op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+            if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK)) {
+                return copy; /* polled: the defer table answers */
+            }
+            goto wrap;
+        }
+    }
     if (c->deferred_code == 0) {
         /* Only followed, for kill-ep: the operation runs as the application
          * asked, and its trampoline (if it has a callback) asks the defer
@@ -251,15 +313,21 @@ const ucp_request_param_t *ucxf_defer_param(struct ucxf_call *c, const ucp_reque
             return copy; /* the application polls: the defer table answers */
         }
     }
+wrap:
     x = calloc(1, sizeof(*x));
     if (x == NULL) {
         c->deferred_code = 0; /* no memory: let the operation be */
+        if (c->hold_ns != 0) {
+            /* The copy asks for a request; the hold stays (polls). */
+            return copy;
+        }
         return param;
     }
     x->kind      = kind;
     x->code      = c->deferred_code;
     x->in_call   = 1;
     x->hook      = c->hook;
+    x->hold_ns   = c->hold_ns;
     x->ep        = c->ep;
     x->size      = c->size;
     x->user_data = (param->op_attr_mask & UCP_OP_ATTR_FIELD_USER_DATA) ? param->user_data : NULL;
@@ -301,6 +369,10 @@ void ucxf_defer_done(struct ucxf_call *c, int attached)
         free(x);
         return;
     }
+    if (x->hold_ns != 0 && attached < 0) {
+        /* The defer table had no room: nothing would end the hold. */
+        x->hold_ns = 0;
+    }
     if (x->fired) {
         x->next          = ucxf_pending_cbs;
         ucxf_pending_cbs = x;
@@ -310,6 +382,17 @@ void ucxf_defer_done(struct ucxf_call *c, int attached)
 
 void ucxf_progress_deliver(ucp_worker_h worker)
 {
+    if (UCXF_UNLIKELY(ucxf_held_cbs != NULL)) {
+        /* Each is looked at again; ucxf_deliver keeps those still held. */
+        struct ucxf_cb_ctx *x = ucxf_held_cbs;
+        ucxf_held_cbs         = NULL;
+        while (x != NULL) {
+            struct ucxf_cb_ctx *next = x->next;
+            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+            ucxf_deliver(x);
+            x = next;
+        }
+    }
     if (UCXF_UNLIKELY(ucxf_pending_cbs != NULL)) {
         struct ucxf_cb_ctx *x = ucxf_pending_cbs;
         ucxf_pending_cbs      = NULL;
@@ -344,6 +427,23 @@ void ucxf_request_forget(void *request, int freed)
             __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
         }
     }
+    if (freed && ucxf_held_cbs != NULL) {
+        /* A held callback (delay-completion=, hang) of a freed request is
+         * never delivered: UCX calls none after ucp_request_free. The
+         * operation completed for real before it was held, so libucp's
+         * free releases the request at once. */
+        struct ucxf_cb_ctx **p = &ucxf_held_cbs;
+        while (*p != NULL) {
+            struct ucxf_cb_ctx *x = *p;
+            if (x->request != request) {
+                p = &x->next;
+                continue;
+            }
+            *p = x->next;
+            free(x);
+            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+        }
+    }
     if (ucxf_defer_take(request, &di) < 0) {
         return;
     }
@@ -354,6 +454,20 @@ void ucxf_request_forget(void *request, int freed)
          * with its outcome unknown to the application. (A released
          * request still gets its callback, which records it.) */
         ucxf_delivered(di.hook, di.code, di.ep, di.size, request, UCXF_MARK_INJECTED | UCXF_MARK_UNLEARNED);
+    }
+}
+
+/* ucp_request_cancel: a request whose completion a rule holds ends its
+ * hold with UCS_ERR_CANCELED, as UCX completes a cancelled request. The real
+ * cancel runs after: on a request still in flight (a tag receive) libucp
+ * completes it with UCS_ERR_CANCELED through the trampoline; on one that
+ * completed, libucp does nothing and the held callback is delivered from
+ * the next progress. Polls answer UCS_ERR_CANCELED from now on. */
+void ucxf_before_request_cancel(ucp_worker_h worker, void *request)
+{
+    (void)worker;
+    if (UCXF_UNLIKELY(__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0)) {
+        ucxf_defer_cancel(request);
     }
 }
 
@@ -395,6 +509,15 @@ UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-e
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     ucxf_forced_close = NULL;
+    if (UCXF_UNLIKELY(__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0)) {
+        /* Held completions on the endpoint end with what the close does
+         * to requests in flight: a forced close (ucp_ep_close_nbx,
+         * src/ucp/core/ucp_ep.c, 1.13.1) discards the lanes and completes
+         * them with UCS_ERR_CANCELED; a close in flush mode waits for them,
+         * so they keep their real status. */
+        int force = (param->op_attr_mask & UCP_OP_ATTR_FIELD_FLAGS) && (param->flags & UCP_EP_CLOSE_FLAG_FORCE);
+        ucxf_defer_release_ep(ep, force ? UCS_ERR_CANCELED : 0);
+    }
     if (UCXF_LIKELY(!__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->kills)) {
         ucxf_ep_set_closed(ep);
         return;

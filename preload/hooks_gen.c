@@ -2161,7 +2161,7 @@ static void ucxf_slow_ucp_request_release(void *request)
 
 static __attribute__((noinline)) void ucxf_slow_ucp_request_cancel(ucp_worker_h worker, void *request);
 
-/* ucp_request_cancel: cancel a request, never faulted.
+/* ucp_request_cancel: cancel a request, never faulted (ends a held completion).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_request_cancel: two
  * loads, two branches and a tail call. Every jump is a tail call, so the
  * next half sees the application's return address as its own. */
@@ -2169,6 +2169,8 @@ void ucp_request_cancel(ucp_worker_h worker, void *request)
 {
     __typeof__(ucp_request_cancel) *real = (__typeof__(ucp_request_cancel) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CANCEL], __ATOMIC_ACQUIRE);
+
+    ucxf_before_request_cancel(worker, request);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_REQUEST_CANCEL])) {
         real(worker, request);
         return;

@@ -112,6 +112,18 @@ static void ucxf_rules_sleep(struct ucxf_call *c, struct ucxf_thread *t, uint32_
     }
 }
 
+/* A hold rule (delay-completion=, hang) acts: the call runs as asked and
+ * fails nothing; its request is followed (ucxf_tracks) and its completion
+ * held (deliver.c, defer.c). Only hooks that return a request with a
+ * callback member reach here (control/rules.go refuses the others). */
+static int ucxf_rules_hold(struct ucxf_call *c, const struct ucxf_rule *r)
+{
+    if (ucxf_hook_defers[c->hook]) {
+        c->hold_ns = r->hold_ns;
+    }
+    return 0;
+}
+
 /* The matched rule r (slot s) acts on call number k of the hook. */
 static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const struct ucxf_config *cfg,
                                                     struct ucxf_thread *t, const struct ucxf_rule *r,
@@ -159,6 +171,9 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
             __atomic_fetch_add(r->spent, 1, __ATOMIC_RELAXED) >= r->max_faults) {
             return 0;
         }
+    }
+    if (r->hold_ns != 0) {
+        return ucxf_rules_hold(c, r);
     }
     if (code < 0) {
         UCXF_INC(t->rule[s].faults);

@@ -59,6 +59,10 @@ struct ucxf_rule {
     uint64_t uid;                        /* unique in the process; 0 = slot unused */
     uint64_t delay_min_ns, delay_max_ns; /* uniform in [min, max]; max 0 = no delay */
     uint64_t max_faults;                 /* 0 = unlimited */
+    /* Held completion (delay-completion=, hang): the time a request the
+     * rule acts on stays in progress after it really completed, in ns;
+     * UCXF_HOLD_HANG until a cancel, close or kill; 0 = none. */
+    uint64_t hold_ns;
     uint64_t *spent;                     /* actions taken against max_faults, all threads */
     const uint8_t *pattern;              /* 1 = fault, pattern_len entries */
     uint32_t strategy;                   /* NONE (delay only), RANDOM or PATTERN */
@@ -69,6 +73,9 @@ struct ucxf_rule {
     uint8_t  kill_ep;   /* kill-ep: the call's endpoint dies (ucxf_ep_kill_now) */
     int8_t   kill_code; /* its code; 0 = the running libucp's dead-peer code */
 };
+
+/* A hold that only a cancel, a close or a kill of the endpoint ends. */
+#define UCXF_HOLD_HANG UINT64_MAX
 
 /* One rule's counters in one thread (index: the rule's slot). */
 struct ucxf_rule_counters {
@@ -186,6 +193,7 @@ struct ucxf_call {
     struct ucxf_cb_ctx *cb_ctx; /* the trampoline's context, if any */
     int injected;
     int tracked;   /* followed for kill-ep without an injected failure */
+    uint64_t hold_ns; /* a rule holds the request's completion (rules.c) */
     int recording; /* logged when it returns (decided at entry) */
     struct ucxf_thread *thread;
     const struct ucxf_config *cfg;
@@ -208,6 +216,7 @@ struct ucxf_call {
         (c)->cb_ctx = NULL;                           \
         (c)->injected = 0;                            \
         (c)->tracked = 0;                             \
+        (c)->hold_ns = 0;                             \
         (c)->recording = 0;                           \
     } while (0)
 
@@ -247,7 +256,8 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
  * or a status query delivers is recorded for it. */
 static inline int ucxf_tracks(const struct ucxf_call *c)
 {
-    return c->counted && c->cfg->deferred_mode && (c->ep != NULL || c->recording);
+    /* A held completion (delay-completion=, hang) is followed in any mode. */
+    return UCXF_UNLIKELY(c->hold_ns != 0) || (c->counted && c->cfg->deferred_mode && (c->ep != NULL || c->recording));
 }
 
 /* Requests carrying a failure to deliver on completion (defer.c): status
@@ -262,6 +272,9 @@ static inline int ucxf_defer_active(void)
  * on every call, millions of times a second: inline, they cost a load and a
  * branch or two when there is nothing to do. */
 extern UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_pending_cbs __attribute__((tls_model("initial-exec")));
+/* Callbacks whose completion a rule holds (delay-completion=, hang), kept
+ * by the thread whose progress fired them until the hold ends. */
+extern UCXF_HIDDEN __thread struct ucxf_cb_ctx *ucxf_held_cbs __attribute__((tls_model("initial-exec")));
 extern UCXF_HIDDEN int ucxf_kill_pending;
 extern UCXF_HIDDEN int ucxf_progress_work;
 
@@ -269,7 +282,7 @@ extern UCXF_HIDDEN int ucxf_progress_work;
  * killed endpoints, are delivered from progress, as UCX delivers them. */
 static inline void ucxf_before_worker_progress(ucp_worker_h worker)
 {
-    if (UCXF_UNLIKELY(ucxf_pending_cbs != NULL) ||
+    if (UCXF_UNLIKELY(ucxf_pending_cbs != NULL) || UCXF_UNLIKELY(ucxf_held_cbs != NULL) ||
         UCXF_UNLIKELY(__atomic_load_n(&ucxf_kill_pending, __ATOMIC_RELAXED))) {
         ucxf_progress_deliver(worker);
     }
@@ -282,6 +295,10 @@ static inline void ucxf_before_request_free(void *request)
         ucxf_request_forget(request, 1);
     }
 }
+
+/* ucp_request_cancel of a held request ends its hold with
+ * UCS_ERR_CANCELED (deliver.c). */
+void ucxf_before_request_cancel(ucp_worker_h worker, void *request);
 
 /* ucp_request_release: the same, but libucp still calls the callback of a
  * request released before it completes, so its outcome is still learned. */
