@@ -12,12 +12,17 @@
  *   close MODE     a ucp_get_nbx with a callback, 200 ms of progress, then
  *                  ucp_ep_close_nbx (MODE force or flush) and progress until
  *                  the get's callback.
+ *   kill           a ucp_get_nbx with a callback, 200 ms of progress, then
+ *                  progress (at most 20 s) until its callback, while a test
+ *                  kills the endpoint with `ucxfault kill-ep 0`.
  *   free           a ucp_get_nbx with a callback, 200 ms of progress, then
  *                  ucp_request_free, 200 ms more: the callback must not run.
  *
  * OP lines as fixture.h prints them, with how=poll|callback|none.
  */
 #include "fixture.h"
+
+#include <unistd.h>
 
 struct cb {
     volatile int fired;
@@ -178,6 +183,24 @@ static int mode_close(struct fx *f, int force)
     return 0;
 }
 
+static int mode_kill(struct fx *f)
+{
+    struct cb gc = {0};
+    uint64_t t0 = fx_now_us();
+    void *req = get_cb(f, &gc);
+
+    if (!UCS_PTR_IS_PTR(req)) {
+        op_line(0, "get", UCS_PTR_STATUS(req), "immediate", 0);
+        return 0;
+    }
+    progress_for(f, 200, NULL);
+    printf("HELD cb=%d poll=%d\n", gc.fired, (int)ucp_request_check_status(req));
+    progress_for(f, 20000, &gc); /* meanwhile: ucxfault kill-ep 0 */
+    op_line(0, "get", gc.fired ? gc.status : UCS_INPROGRESS, gc.fired ? "callback" : "timeout", fx_now_us() - t0);
+    ucp_request_free(req);
+    return 0;
+}
+
 static int mode_free(struct fx *f)
 {
     struct cb gc = {0};
@@ -201,17 +224,20 @@ int main(int argc, char **argv)
     int rc = 2;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: hold get N | tagrecv | close force|flush | free\n");
+        fprintf(stderr, "usage: hold get N | tagrecv | close force|flush | kill | free\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     fx_setup(&f, UCS_THREAD_MODE_SINGLE, UCP_FEATURE_TAG);
+    printf("READY pid=%d\n", (int)getpid());
     if (strcmp(argv[1], "get") == 0 && argc > 2) {
         rc = mode_get(&f, atoi(argv[2]));
     } else if (strcmp(argv[1], "tagrecv") == 0) {
         rc = mode_tagrecv(&f);
     } else if (strcmp(argv[1], "close") == 0 && argc > 2) {
         rc = mode_close(&f, strcmp(argv[2], "force") == 0);
+    } else if (strcmp(argv[1], "kill") == 0) {
+        rc = mode_kill(&f);
     } else if (strcmp(argv[1], "free") == 0) {
         rc = mode_free(&f);
     }
