@@ -330,6 +330,20 @@ int ucxf_defer_held(void *request, int *code)
     return held;
 }
 
+/* Whether a rule holds the completion of request and the hold has not
+ * ended early: ucp_request_release keeps such an entry (below). */
+int ucxf_defer_is_held(void *request)
+{
+    int s, held = 0;
+
+    if (__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) == 0 || (s = ucxf_defer_hold(request)) < 0) {
+        return 0;
+    }
+    held = __atomic_load_n(&ucxf_defer_hold_ns[s], __ATOMIC_RELAXED) != 0;
+    ucxf_defer_unhold(s, request);
+    return held;
+}
+
 /* Ends the hold of request with UCS_ERR_CANCELED, as UCX completes a
  * cancelled request. Returns 1 when request was held. */
 int ucxf_defer_cancel(void *request)

@@ -21,6 +21,7 @@ int      ucxf_defer_kill(void *ep, int code);
 /* Held completions (delay-completion=, hang). */
 int      ucxf_defer_held(void *request, int *code);
 int      ucxf_defer_cancel(void *request);
+int      ucxf_defer_is_held(void *request);
 int      ucxf_defer_release_ep(void *ep, int code);
 extern UCXF_HIDDEN uint64_t ucxf_defer_holds;
 int      ucxf_defer_peek(void *request);

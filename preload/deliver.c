@@ -412,6 +412,12 @@ void ucxf_request_forget(void *request, int freed)
 {
     struct ucxf_defer_info di;
 
+    if (!freed && UCXF_UNLIKELY(ucxf_defer_is_held(request))) {
+        /* ucp_request_release of a held request: UCX still calls its
+         * callback, so the hold stays until it is delivered (the entry
+         * goes when the pointer is used again, ucxf_defer_put). */
+        return;
+    }
     if (freed && ucxf_pending_cbs != NULL) {
         /* libucp calls no callback once a request is freed: one fired
          * inside the call and kept for progress is dropped too. */
