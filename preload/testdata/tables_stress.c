@@ -166,6 +166,43 @@ static void *defer_worker(void *arg)
     return NULL;
 }
 
+/* Held completions (hang) on the kill endpoints, with the killer ending
+ * some holds and the worker cancelling the others: a hold ends once, with
+ * the kill's code or -16, and every counter of holds goes back to 0. */
+static void *hold_worker(void *arg)
+{
+    int t = (int)(intptr_t)arg, round, j, code;
+
+    for (round = 0; round < rounds; round++) {
+        for (j = 0; j < PER_ROUND; j++) {
+            void *req = request_of(t, round, j);
+            if (ucxf_defer_put_hold(req, 0, &kill_eps[(t + j) % KILL_EPS], hook_of(req), (uint64_t)j,
+                                    UCXF_HOLD_HANG) != 0) {
+                FAIL("put_hold %p: table full", req);
+            }
+        }
+        for (j = 0; j < PER_ROUND; j++) {
+            void *req = request_of(t, round, j);
+            int e     = (t + j) % KILL_EPS, held;
+            if (j % 2 == 0) {
+                ucxf_defer_cancel(req);
+            }
+            held = ucxf_defer_held(req, &code);
+            if (held < 0 || (held == 0 && code != UCS_ERR_CANCELED && code != kill_code(e)) ||
+                (held == 1 && j % 2 == 0)) {
+                FAIL("held %p: %d code %d (cancelled %d, kill code %d)", req, held, code, j % 2 == 0, kill_code(e));
+            }
+            if (held == 0 && (ucxf_defer_held(req, &held) != 0 || held != code)) {
+                FAIL("held %p: the hold ended with %d, then %d", req, code, held);
+            }
+        }
+        for (j = 0; j < PER_ROUND; j++) {
+            ucxf_defer_forget(request_of(t, round, j));
+        }
+    }
+    return NULL;
+}
+
 static void *killer(void *arg)
 {
     uint64_t n = 0;
@@ -283,6 +320,23 @@ int main(int argc, char **argv)
     }
     if (ucxf_defer_kill_count() == 0) {
         FAIL("the killer never failed a request: the kill path was not exercised");
+    }
+
+    /* Held completions, cancelled and killed. */
+    __atomic_store_n(&stop_killer, 0, __ATOMIC_RELEASE);
+    pthread_create(&kth, NULL, killer, NULL);
+    for (t = 0; t < THREADS; t++) {
+        pthread_create(&th[t], NULL, hold_worker, (void *)(intptr_t)t);
+    }
+    for (t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+    }
+    __atomic_store_n(&stop_killer, 1, __ATOMIC_RELEASE);
+    pthread_join(kth, NULL);
+    if (ucxf_defer_pending() != 0 || __atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0) {
+        FAIL("after every held request was forgotten: %llu pending, %llu holds",
+             (unsigned long long)ucxf_defer_pending(),
+             (unsigned long long)__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED));
     }
 
     /* Endpoint ordinals and the call log, with a reader copying records. */
