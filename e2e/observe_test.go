@@ -130,6 +130,10 @@ func TestObserveThenReplayReproducesARealFailure(t *testing.T) {
 	// Reproduce: the peer stays alive; the recording supplies the failure.
 	e := h.start(t, []string{"--disabled"}, args...)
 	h.mustCtl(t, "replay", "--from", recPath)
+	// The replay is in force: end the example's wait after READY.
+	if err := syscall.Kill(e.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
 	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
 	if len(replayed) != len(realOps) {
 		t.Fatalf("replayed run: %d ops, real run %d", len(replayed), len(realOps))

@@ -41,15 +41,15 @@ func observe(t *testing.T, args ...string) (*recording.Process, observer.Stats, 
 		t.Fatalf("Start: %v", err)
 	}
 	t.Logf("probes attached in %v", time.Since(t0).Round(time.Millisecond))
+	if strings.Contains(ex.Output(), "\nOP ") {
+		s.Stop()
+		t.Fatalf("the example started its operations before the probes were attached; raise --wait-before-start-ms")
+	}
 	// The example sleeps after READY until SIGUSR1 (or its bound): it starts
 	// its operations only now that every probe is attached, however long
 	// attaching took on a loaded machine.
 	if err := syscall.Kill(ex.PID, syscall.SIGUSR1); err != nil {
 		t.Fatalf("releasing the example: %v", err)
-	}
-	if strings.Contains(ex.Output(), "\nOP ") {
-		s.Stop()
-		t.Fatalf("the example started its operations before the probes were attached; raise --wait-before-start-ms")
 	}
 	out := ex.Wait(t, 2*time.Minute)
 	select {

@@ -145,15 +145,15 @@ static void sleep_us(uint64_t us)
     }
 }
 
-/* The sleep after READY: until MS ms have passed, SIGUSR1 or a stop. */
+/* The sleep after READY: until MS ms have passed, SIGUSR1 or a stop. It
+ * sleeps in 5 ms slices: the signal may be taken by another thread (UCX's
+ * async thread, the example's own), which does not interrupt this sleep. */
 static void wait_before_start(unsigned long ms)
 {
-    struct timespec req, rem;
+    unsigned long slept;
 
-    req.tv_sec  = (time_t)(ms / 1000UL);
-    req.tv_nsec = (long)((ms % 1000UL) * 1000000L);
-    while (!g_go && nanosleep(&req, &rem) != 0 && errno == EINTR && !g_stop) {
-        req = rem;
+    for (slept = 0; slept < ms && !g_go && !g_stop; slept += 5) {
+        sleep_us(ms - slept < 5 ? (ms - slept) * 1000ULL : 5000ULL);
     }
 }
 
