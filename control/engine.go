@@ -493,6 +493,9 @@ func (e *Engine) status(detailed bool) Status {
 	cur := e.b.Counters()
 	st.Threads = cur.Threads
 	st.Rules = ruleStatus(e.s.Rules, cur.Rules)
+	if w := endpointCodeWarning(e.s); w != "" {
+		st.Warnings = append(st.Warnings, w)
+	}
 	st.DelayNS = cur.DelayNS - e.base.DelayNS
 	st.FaultCodes = map[string]uint64{}
 	for i, hc := range cur.Hooks {

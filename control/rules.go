@@ -752,3 +752,33 @@ func parseCompletionDelay(v string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// endpointCodeWarning returns, when the global codes or a rule's codes
+// include an endpoint-level code (ucs.Status.EndpointLevel), one warning
+// that names them and points to kill-ep; "" otherwise. One warning for the
+// whole settings, so a status shows it once however many rules carry such
+// codes.
+func endpointCodeWarning(s Settings) string {
+	seen := map[ucs.Status]bool{}
+	var found []ucs.Status
+	add := func(cs []ucs.Status) {
+		for _, c := range cs {
+			if c.EndpointLevel() && !seen[c] {
+				seen[c] = true
+				found = append(found, c)
+			}
+		}
+	}
+	add(s.Codes)
+	for i := range s.Rules {
+		if s.Rules[i].Strategy != StrategyNone { // a delay-only rule fails nothing
+			add(s.Rules[i].Codes)
+		}
+	}
+	if len(found) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("codes %s are endpoint-level: a per-call fault fails single calls and leaves the endpoint healthy "+
+		"(later calls succeed and no error handler runs), a state real UCX never shows; use kill-ep to fail the endpoint as a dead peer does",
+		ucs.FormatList(found))
+}

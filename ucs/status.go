@@ -174,3 +174,19 @@ func FormatList(codes []Status) string {
 // FromRaw decodes the low byte of a register holding a ucs_status_t: the
 // enum is packed, so the upper bytes are not a sign extension.
 func FromRaw(reg uint64) Status { return Status(int8(reg & 0xff)) }
+
+// EndpointLevel reports whether s is a code that real UCX reports only for an
+// endpoint that has failed as a whole (NOT_CONNECTED -24, CONNECTION_RESET
+// -25, ENDPOINT_TIMEOUT -80, and the link -40..-59 and endpoint -60..-89
+// ranges, ucs/type/status.h): once UCX returns one, every later operation on
+// that endpoint fails and the error handler runs. Failing one call with such
+// a code leaves the endpoint healthy, a state real UCX never shows.
+func (s Status) EndpointLevel() bool {
+	switch {
+	case s == ErrNotConnected, s == ErrConnectionReset, s == ErrEndpointTimeout:
+		return true
+	case s <= -40 && s >= -89:
+		return true
+	}
+	return false
+}
