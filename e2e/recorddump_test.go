@@ -109,3 +109,48 @@ func TestRecordDumpOfAFullLog(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordDumpOfABusyProgram dumps the call log of a program that keeps
+// calling (and failing 1% of its calls) during the dump: the dump holds
+// what the log held when it began, less at most the few records the
+// program overwrote before the copy reached them, and those are named as
+// overtaken, apart from the records overwritten before the dump. Reading
+// the log a record at a time, a busy program overwrote from thousands to a
+// third of the records during the read and they were counted as old ones.
+func TestRecordDumpOfABusyProgram(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, []string{"--record", "--probability", "1"}, "--ops", "0", "--seq", "put,get,flush", "--quiet")
+	const capacity = 262144
+	waitFor(t, 60*time.Second, "a full call log", func() bool { return h.statusOf(t).Calls > 2*capacity })
+	path := filepath.Join(t.TempDir(), "rec.json")
+	r := h.ctl(t, "record-dump", "records", "-o", path)
+	if r.code != 0 {
+		t.Fatalf("record-dump records: exit %d\n%s", r.code, r.stderr)
+	}
+	after := h.statusOf(t).Calls
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Processes[0]
+	n, l := uint64(len(p.Calls)), p.Lost
+	t.Logf("dumped %d of %d records; overtaken %d, overwritten %d", n, capacity, l.OvertakenRecords, l.OverwrittenRecords)
+	if n < capacity*95/100 {
+		t.Fatalf("dumped %d of the %d records the log held", n, capacity)
+	}
+	// Every record the log held at the instant is dumped or overtaken,
+	// less at most one being written by each of the program's threads.
+	if n+l.OvertakenRecords+2 < capacity {
+		t.Fatalf("dumped %d and %d overtaken of the %d records the log held: the others were lumped with the old ones (%d overwritten)",
+			n, l.OvertakenRecords, capacity, l.OverwrittenRecords)
+	}
+	if l.OverwrittenRecords < capacity || l.OverwrittenRecords+capacity > after || p.Complete {
+		t.Fatalf("overwritten %d, complete %v: want the calls made before the log's capacity (%d calls by the end)", l.OverwrittenRecords, p.Complete, after)
+	}
+	sum := h.mustCtl(t, "record-dump", "summary")
+	if !strings.Contains(sum, "overwritten") {
+		t.Fatalf("summary does not name the losses:\n%s", sum)
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 60*time.Second)
+}

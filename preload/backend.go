@@ -329,23 +329,43 @@ func (b *cBackend) Info() control.Status {
 }
 
 // Records reads the call log and follows requests to their final status.
+// The log is copied in one C pass (ucxf_record_snapshot) as it stands at
+// one instant, the head read first, so that a program that keeps calling
+// during a dump overtakes only the few slots the copy had not yet reached:
+// reading it a record per cgo call let a busy program overwrite a third of
+// the log during the read. Records the program overwrote before the dump
+// are counted in Lost.OverwrittenRecords, those it overwrote during the
+// copy in Lost.OvertakenRecords.
 func (b *cBackend) Records(count int) (*recording.Process, error) {
-	head := uint64(C.ucxf_record_head())
 	capa := uint64(C.ucxf_record_capacity())
-	start := b.recFloor
 	p := &recording.Process{Host: b.host, PID: os.Getpid(), Rank: b.rank, Command: b.command,
 		StartTime: b.start.UTC(), Hooks: hooks.Names(), Calls: []recording.Call{}}
-	if capa > 0 && head-start > capa {
+	// A Go-owned buffer: the records hold no Go pointers.
+	snap := make([]C.struct_ucxf_record, capa+1)
+	var cHead C.uint64_t
+	C.ucxf_record_snapshot(&snap[0], &cHead)
+	head := uint64(cHead)
+	start := b.recFloor
+	if head-start > capa {
 		p.Lost.OverwrittenRecords = head - start - capa
 		start = head - capa
 	}
 	if count > 0 && head-start > uint64(count) {
 		start = head - uint64(count)
 	}
-	raws := make([]recording.Raw, 0, head-start)
-	var rec C.struct_ucxf_record
-	for i := start; i < head; i++ {
-		if C.ucxf_record_read(C.uint64_t(i), &rec) == 0 {
+	// snap[k] is the slot that held record head-capa+k at the instant.
+	n := head - start
+	raws := make([]recording.Raw, 0, n)
+	for k := capa - n; k < capa; k++ {
+		rec := &snap[k]
+		index := start + (k - (capa - n))
+		switch seq := uint64(rec.seq); {
+		case seq > head:
+			p.Lost.OvertakenRecords++
+			continue
+		case seq != index+1:
+			// Being written at the instant, or dropped by a writer that
+			// found its slot claimed a lap ahead.
 			p.Lost.OverwrittenRecords++
 			continue
 		}

@@ -156,6 +156,50 @@ int ucxf_record_read(uint64_t index, struct ucxf_record *out)
     return __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == index + 1;
 }
 
+/* Copies the whole ring into out (capacity records) in one pass, from the
+ * slot of the oldest record the log holds at *head_out (read first) on, in
+ * the order the writers overwrite them: a reader copying a few slots per
+ * writer's call stays ahead of the writers, so only the records overtaken
+ * before it reaches them are lost. Each copied slot keeps its stamp when it
+ * was whole and unchanged across the copy, 0 otherwise; a stamp above
+ * *head_out means a writer overtook the copy there. Returns the capacity. */
+uint64_t ucxf_record_snapshot(struct ucxf_record *out, uint64_t *head_out)
+{
+    struct ucxf_record *ring = __atomic_load_n(&ucxf_ring, __ATOMIC_ACQUIRE);
+    uint64_t            cap, head, k;
+
+    if (ring == NULL) {
+        *head_out = ucxf_record_head();
+        return 0;
+    }
+    cap       = ucxf_ring_mask + 1;
+    head      = ucxf_record_head();
+    *head_out = head;
+    for (k = 0; k < cap; k++) {
+        struct ucxf_record *slot = &ring[(head + k) & ucxf_ring_mask];
+        struct ucxf_record *o    = &out[k];
+        uint64_t            seq  = __atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE);
+
+        if (seq == 0 || seq == UCXF_REC_WRITING) {
+            o->seq = 0;
+            continue;
+        }
+        UCXF_REC_GET(o->t_ns, slot->t_ns);
+        UCXF_REC_GET(o->duration_ns, slot->duration_ns);
+        UCXF_REC_GET(o->size, slot->size);
+        UCXF_REC_GET(o->req, slot->req);
+        UCXF_REC_GET(o->thread, slot->thread);
+        UCXF_REC_GET(o->tid, slot->tid);
+        UCXF_REC_GET(o->ep, slot->ep);
+        UCXF_REC_GET(o->hook, slot->hook);
+        UCXF_REC_GET(o->status, slot->status);
+        UCXF_REC_GET(o->flags, slot->flags);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        o->seq = __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == seq ? seq : 0;
+    }
+    return cap;
+}
+
 /*
  * Called on every failure injected without calling libucp (request NULL,
  * flags UCXF_MARK_INJECTED), and on every outcome the injector delivers on

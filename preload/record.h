@@ -38,6 +38,7 @@ int      ucxf_record_alloc(uint64_t capacity);
 uint64_t ucxf_record_capacity(void);
 uint64_t ucxf_record_head(void);
 int      ucxf_record_read(uint64_t index, struct ucxf_record *out);
+uint64_t ucxf_record_snapshot(struct ucxf_record *out, uint64_t *head_out);
 
 /* Hot path. */
 void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);

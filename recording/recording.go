@@ -71,6 +71,10 @@ type Lost struct {
 	DroppedEvents uint64 `json:"dropped_events"`
 	// OverwrittenRecords: the oldest records the injector's log overwrote.
 	OverwrittenRecords uint64 `json:"overwritten_records"`
+	// OvertakenRecords: records the injector's log held when a dump began
+	// but the program overwrote before the dump's copy reached them (the
+	// program kept calling during the dump).
+	OvertakenRecords uint64 `json:"overtaken_records,omitempty"`
 	// UnmatchedEntries: calls whose return was never seen.
 	UnmatchedEntries uint64 `json:"unmatched_entries"`
 	// UnmatchedReturns: returns whose call was never seen.
@@ -79,7 +83,7 @@ type Lost struct {
 
 // Any reports whether anything was lost.
 func (l Lost) Any() bool {
-	return l.DroppedEvents+l.OverwrittenRecords+l.UnmatchedEntries+l.UnmatchedReturns > 0
+	return l.DroppedEvents+l.OverwrittenRecords+l.OvertakenRecords+l.UnmatchedEntries+l.UnmatchedReturns > 0
 }
 
 // Call is one application call of a hooked function and its final outcome.

@@ -185,6 +185,7 @@ func lossText(l recording.Lost) string {
 		}
 	}
 	add(l.OverwrittenRecords, "overwritten (the call log's oldest records; raise UCX_FAULT_RECORD_CAPACITY)")
+	add(l.OvertakenRecords, "overtaken (held when the dump began, overwritten by the running program before the copy reached them)")
 	add(l.DroppedEvents, "dropped (events the observer's ring buffer could not take)")
 	add(l.UnmatchedEntries, "unmatched entries (calls whose return was not seen)")
 	add(l.UnmatchedReturns, "unmatched returns (returns whose call was not seen)")
