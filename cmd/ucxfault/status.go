@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/ucs"
 )
 
@@ -116,6 +117,16 @@ func yesNo(b bool) string {
 	return "off"
 }
 
+// hookState says whether a hook's calls are faulted: "on", "off", or
+// "observed" for a function that is only counted and recorded, never
+// failed (hooks.Hook.Faultable false), so that nobody expects it to fail.
+func hookState(hs control.HookStatus) string {
+	if _, h, err := hooks.Lookup(hs.Name); err == nil && !h.Faultable && hs.Enabled {
+		return "observed"
+	}
+	return yesNo(hs.Enabled)
+}
+
 func rankText(r int) string {
 	if r < 0 {
 		return "-"
@@ -206,7 +217,7 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 		h := tablewriter.NewWriter(w)
 		h.Header("Hook", "Enabled", "Calls", "Faults", "Since last fault", "Faults by code")
 		for _, hs := range st.Hooks {
-			h.Append(hs.Name, yesNo(hs.Enabled), strconv.FormatUint(hs.Calls, 10), strconv.FormatUint(hs.Faults, 10),
+			h.Append(hs.Name, hookState(hs), strconv.FormatUint(hs.Calls, 10), strconv.FormatUint(hs.Faults, 10),
 				strconv.FormatUint(hs.CallsSinceFault, 10), codesText(hs.FaultCodes))
 		}
 		h.Render()
