@@ -3,7 +3,9 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ucxfault/ucxfault/recording"
@@ -199,7 +201,11 @@ func ParseRequest(line []byte) (*Request, error) {
 	dec.DisallowUnknownFields()
 	var r Request
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%w: malformed request: %v", ErrInvalid, err)
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, fmt.Errorf("%w: malformed request: field %q: got a JSON %s, want %s", ErrInvalid, te.Field, te.Value, jsonKind(te.Type))
+		}
+		return nil, fmt.Errorf("%w: malformed request: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: one JSON object per line", ErrInvalid)
@@ -213,6 +219,29 @@ func ParseRequest(line []byte) (*Request, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: unknown command %q (accepted: %s)", ErrInvalid, r.Cmd, strings.Join(commands, ", "))
+}
+
+// jsonKind names what a request field of Go type t holds, in JSON's terms,
+// for an error a person reads without knowing the Go types.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer from 0"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
 }
 
 // Encode renders r as one line, newline included.

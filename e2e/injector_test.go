@@ -215,6 +215,9 @@ func TestBadCLIInputIsRefusedWithExit2(t *testing.T) {
 		{[]string{"seed", "abc"}, "unsigned"},
 		{[]string{"inject", "--probability", "x", "--", "true"}, "not a number"},
 		{[]string{"status", "-o", "yaml"}, "table, json"},
+		{[]string{"kill-ep", "-1"}, "kill-ep -1: an endpoint is a number from 0, in order of creation"},
+		{[]string{"--pid", "abc", "status"}, `--pid: "abc" is not a process id`},
+		{[]string{"inject", "--pattern", "", "--", "true"}, "--pattern needs a value"},
 	} {
 		r := h.ctl(t, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
@@ -252,7 +255,8 @@ func TestBadSocketRequestsAreRefusedAndTheHostRuns(t *testing.T) {
 	for _, tc := range []struct{ line, want string }{
 		{"not json\n", "malformed"},
 		{`{"v":1,"cmd":"explode"}` + "\n", "unknown command"},
-		{`{"v":1,"cmd":"probability","probability":"high"}` + "\n", "malformed"},
+		{`{"v":1,"cmd":"probability","probability":"high"}` + "\n", `field \"probability\": got a JSON string, want a number`},
+		{`{"v":1,"cmd":"seed","seed":-1}` + "\n", `field \"seed\": got a JSON number -1, want an integer from 0`},
 		{`{"v":1,"cmd":"probability","probability":101}` + "\n", "out of range"},
 		{`{"cmd":"status"}` + "\n", "protocol version"},
 		{`{"v":1,"cmd":"status","extra":1}` + "\n", "unknown field"},
@@ -260,7 +264,7 @@ func TestBadSocketRequestsAreRefusedAndTheHostRuns(t *testing.T) {
 		{`{"v":1,"cmd":"hooks","hooks":["ucp_put_nbx","bogus"],"on":false}` + "\n", "unknown hook"},
 	} {
 		resp := send(tc.line)
-		if !strings.Contains(resp, `"ok":false`) || !strings.Contains(resp, tc.want) {
+		if !strings.Contains(resp, `"ok":false`) || !strings.Contains(resp, tc.want) || strings.Contains(resp, "Go struct") {
 			t.Errorf("request %q: response %q, want an error with %q", tc.line, resp, tc.want)
 		}
 	}

@@ -97,6 +97,12 @@ exit status and signals are PROGRAM's. Injection starts on; without
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
+			// An empty value would silently mean "not given".
+			for _, name := range []string{"probability", "pattern"} {
+				if c.Flags().Changed(name) && c.Flags().Lookup(name).Value.String() == "" {
+					return usagef("--%s needs a value (an empty one is not accepted)", name)
+				}
+			}
 			env, err := o.environment()
 			if err != nil {
 				return err

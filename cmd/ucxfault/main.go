@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -56,7 +57,7 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	root.PersistentFlags().StringVar(&global.ranks, "rank", "", "send to these launcher ranks only (e.g. 0,2-3)")
 	root.PersistentFlags().StringVar(&global.socketDir, "socket-dir", control.SocketDir(os.Getenv), "directory of the control sockets (UCX_FAULT_SOCKET_DIR)")
 	root.PersistentFlags().DurationVar(&global.timeout, "timeout", 5*time.Second, "time to wait for each process")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 
 	root.AddCommand(newInjectCmd())
 	root.AddCommand(newStatusCmd())
@@ -124,3 +125,24 @@ type exitError struct {
 }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// negativeArg matches pflag's answer to a negative number taken for a flag.
+var negativeArg = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d+)`)
+
+// badPID matches pflag's answer to a --pid value that is not a number.
+var badPID = regexp.MustCompile(`^invalid argument "(.*)" for "--pid" flag`)
+
+// flagError turns pflag's parse errors into usage errors a person can act
+// on: pflag's text names strconv and shorthand flags, not what was wanted.
+func flagError(c *cobra.Command, err error) error {
+	if m := negativeArg.FindStringSubmatch(err.Error()); m != nil {
+		if c.Name() == "kill-ep" {
+			return usagef("kill-ep %s: an endpoint is a number from 0, in order of creation (see status)", m[1])
+		}
+		return usagef("%s: %s is taken for a flag; put -- before arguments that start with a minus", c.Name(), m[1])
+	}
+	if m := badPID.FindStringSubmatch(err.Error()); m != nil {
+		return usagef("--pid: %q is not a process id", m[1])
+	}
+	return usageError{err}
+}
