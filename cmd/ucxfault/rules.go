@@ -211,4 +211,20 @@ func renderRules(w io.Writer, st control.Status) {
 			strconv.FormatUint(r.Delays, 10), time.Duration(r.DelayNS).Round(time.Microsecond).String())
 	}
 	t.Render()
+	for _, r := range st.Rules {
+		// A draw on a poll of a request still in flight is counted as a
+		// match but fails nothing (ucxf_rules_act: UCX fails a request
+		// only once its operation completed), which a rule on polls
+		// alone shows as many matches and few failures.
+		var polls []string
+		for _, name := range r.Hooks {
+			if _, h, err := hooks.Lookup(name); err == nil && h.Polls {
+				polls = append(polls, name)
+			}
+		}
+		if len(polls) > 0 && r.Matches > r.Faults {
+			fmt.Fprintf(w, "rule %d: its matches include polls (%s) of requests still in flight, which fail nothing: a poll fails only a request whose operation completed\n",
+				r.ID, strings.Join(polls, ", "))
+		}
+	}
 }
