@@ -527,3 +527,39 @@ int ucxf_marker(struct pt_regs *ctx)
 	count(CNT_CALLS);
 	return 0;
 }
+
+// ucxf_ep_err fires on libucp's own ucp_ep_invoke_err_cb(ep, status), the
+// function through which UCX calls an endpoint's error handler once the
+// endpoint failed (src/ucp/core/ucp_ep.c; exported by 1.13.1 and 1.22.0):
+// a real endpoint failure, with the endpoint and the code the handler
+// gets. ucs_status_t is a packed enum: the status is the low byte of the
+// second argument's register. It is not a call of the application, so it
+// goes out flagged UCXF_MARK_EP_FAILURE, whatever the hook filters say.
+SEC("uprobe")
+int ucxf_ep_err(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((__u32)(pid_tgid >> 32) != target_tgid)
+		return 0;
+	if (stop_ns || !armed_ns)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_DROPPED);
+		return 0;
+	}
+	e->entry_ns = bpf_ktime_get_ns();
+	e->duration_ns = 0;
+	e->ret = (__u64)(PT_REGS_PARM2(ctx) & 0xff);
+	e->caller = 0;
+	e->size = 0;
+	e->ep = PT_REGS_PARM1(ctx);
+	e->raddr = 0;
+	e->req = 0;
+	e->tid = (__u32)pid_tgid;
+	e->hook = 0;
+	e->flags = UCXF_MARK_EP_FAILURE;
+	submit(e);
+	count(CNT_CALLS);
+	return 0;
+}

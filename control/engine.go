@@ -563,6 +563,12 @@ func ReplayFromWire(w *WireReplay) (*Replay, error) {
 		if o.Deferred && !h.ReturnsRequest {
 			return 0, fmt.Errorf("%w: %s returns no request, so it cannot fail on completion", ErrInvalid, fn)
 		}
+		if k := o.Kill; k != nil && (k.Endpoint < 0 || k.Code >= 0 || !k.Code.Injectable()) {
+			return 0, fmt.Errorf("%w: kill of endpoint %d with %d before %s: want an endpoint from 0 and an injectable code", ErrInvalid, k.Endpoint, k.Code, fn)
+		}
+		if o.Kill != nil && !consumes(h) {
+			return 0, fmt.Errorf("%w: %s takes no outcome, so no kill can be placed before it", ErrInvalid, fn)
+		}
 		return id, nil
 	}
 	switch w.Key {
@@ -643,6 +649,63 @@ func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source st
 		}
 	}
 	return w
+}
+
+// ScheduleFromProcess is ScheduleFromCalls for one recorded process, with its
+// endpoint failures (recording version 2) turned into kills: each one kills
+// the same endpoint, with the same code, just before the first call at or
+// after its position that takes an outcome, so the replayed run's error
+// handler runs as the recorded run's did. Returns how many failures had no
+// such call after them and were left out.
+func ScheduleFromProcess(p *recording.Process, key string, cycle bool, source string) (*WireReplay, int) {
+	w := ScheduleFromCalls(p.Calls, key, cycle, source)
+	failures := p.Failures()
+	if len(failures) == 0 {
+		return w, 0
+	}
+	// index[i] is where call i's outcome sits in w: its function's list,
+	// or the global list; -1 for calls that take none.
+	index := make([]int, len(p.Calls))
+	perFn := map[string]int{}
+	global := 0
+	for i, c := range p.Calls {
+		index[i] = -1
+		if _, h, err := hooks.Lookup(c.Fn); err != nil || !consumes(h) {
+			continue
+		}
+		if key == "global" {
+			index[i] = global
+			global++
+		} else {
+			index[i] = perFn[c.Fn]
+			perFn[c.Fn]++
+		}
+	}
+	dropped := 0
+	for _, ev := range failures {
+		placed := false
+		for i, c := range p.Calls {
+			if c.Seq < ev.Seq || index[i] < 0 {
+				continue
+			}
+			var o *Outcome
+			if key == "global" {
+				o = &w.Global[index[i]].Outcome
+			} else {
+				o = &w.Calls[c.Fn][index[i]]
+			}
+			if o.Kill != nil {
+				continue // one kill per call; the next call takes this one
+			}
+			o.Kill = &Kill{Endpoint: ev.Endpoint, Code: ucs.Status(ev.Code)}
+			placed = true
+			break
+		}
+		if !placed {
+			dropped++
+		}
+	}
+	return w, dropped
 }
 
 // BucketMin is the smallest size in size bucket b.

@@ -39,3 +39,54 @@ func TestGlobalScheduleSkipsCallsThatTakeNoOutcome(t *testing.T) {
 		t.Fatal("an enabled opt-in hook lost its outcome")
 	}
 }
+
+// A recorded endpoint failure becomes a kill of the same endpoint, with the
+// same code, before the first call at or after its position that takes an
+// outcome (a status query there takes none); one past the last such call is
+// reported as left out.
+func TestScheduleFromProcessPlacesKills(t *testing.T) {
+	p := &recording.Process{Calls: []recording.Call{
+		{Seq: 0, Fn: "ucp_put_nbx", Endpoint: 0},
+		{Seq: 1, Fn: "ucp_get_nbx", Endpoint: 0},
+		{Seq: 2, Fn: "ucp_request_check_status", Endpoint: -1, Status: -80},
+		{Seq: 3, Fn: "ucp_get_nbx", Endpoint: 0, Status: -80, Injected: true},
+		{Seq: 4, Fn: "ucp_put_nbx", Endpoint: 0, Status: -80, Injected: true},
+	}, EndpointEvents: []recording.EndpointEvent{
+		{Seq: 0, Endpoint: 0, Event: recording.EventCreate},
+		{Seq: 2, Endpoint: 0, Event: recording.EventFailure, Code: -80, Injected: true},
+		{Seq: 2, Endpoint: 0, Event: recording.EventHandler, Code: -80, Injected: true},
+		{Seq: 5, Endpoint: 1, Event: recording.EventFailure, Code: -25},
+	}}
+	for _, key := range []string{"function", "global"} {
+		w, dropped := ScheduleFromProcess(p, key, false, "test")
+		if dropped != 1 {
+			t.Errorf("%s: %d failures left out, want 1 (the one after the last call)", key, dropped)
+		}
+		r, err := ReplayFromWire(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.HasKills() {
+			t.Fatalf("%s: no kill in %+v", key, r)
+		}
+		var killed []Outcome
+		if key == "global" {
+			killed = r.All
+		} else {
+			get, _, _ := hooks.Lookup("ucp_get_nbx")
+			killed = r.PerHook[get]
+		}
+		// The kill sits on the get at seq 3 (the query at seq 2 takes no outcome).
+		k := killed[len(killed)-1]
+		if key == "global" {
+			k = r.All[2]
+		}
+		if k.Kill == nil || k.Kill.Endpoint != 0 || k.Kill.Code != -80 || k.Code != -80 {
+			t.Fatalf("%s: kill placed as %+v in %+v", key, k, killed)
+		}
+	}
+	bad := &WireReplay{Key: "function", Calls: map[string][]Outcome{"ucp_put_nbx": {{Kill: &Kill{Endpoint: -1, Code: -80}}}}}
+	if _, err := ReplayFromWire(bad); err == nil {
+		t.Fatal("a kill of endpoint -1 was accepted")
+	}
+}

@@ -104,6 +104,30 @@ type Replay struct {
 type Outcome struct {
 	Code     ucs.Status `json:"code"`
 	Deferred bool       `json:"deferred,omitempty"`
+	// Kill, when set, kills that endpoint (as kill_ep does) just before
+	// the call that takes this outcome: a recorded endpoint failure
+	// replayed at its position in the call sequence.
+	Kill *Kill `json:"kill,omitempty"`
+}
+
+// HasKills reports whether some outcome of r kills an endpoint.
+func (r *Replay) HasKills() bool {
+	if r == nil {
+		return false
+	}
+	for _, o := range r.All {
+		if o.Kill != nil {
+			return true
+		}
+	}
+	for _, outs := range r.PerHook {
+		for _, o := range outs {
+			if o.Kill != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // WithoutDisabled returns r for a process whose enabled hooks are

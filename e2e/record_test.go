@@ -230,7 +230,7 @@ func TestCorruptRecordingIsRefusedAndNothingSent(t *testing.T) {
 	}{
 		"truncated": {good[:len(good)/2], "truncated"},
 		"foreign":   {[]byte(`{"name":"something else"}`), "not a ucxfault recording"},
-		"version":   {[]byte(strings.Replace(string(good), `"version": 1`, `"version": 2`, 1)), "unsupported recording version 2"},
+		"version":   {[]byte(strings.Replace(string(good), `"version": 2`, `"version": 3`, 1)), "unsupported recording version 3"},
 		"binary":    {[]byte{0x7f, 'E', 'L', 'F', 0, 1}, "not a ucxfault recording"},
 		"bad code":  {[]byte(strings.Replace(string(good), `"status": -`, `"status": 5`, 1)), "status 5"},
 	}

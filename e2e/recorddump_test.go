@@ -29,9 +29,10 @@ func TestRecordDumpOfAFullLog(t *testing.T) {
 	}{
 		// 300,000 puts overflow the default log of 262,144 records.
 		{"default capacity", 0, 300000},
-		// The puts and the four other calls (set-up and close) fill a
-		// log of 4 Mi records exactly.
-		{"4 million records", 4 << 20, 4<<20 - 4},
+		// The puts, the four other calls (set-up and close) and the
+		// endpoint's creation and close records fill a log of 4 Mi
+		// records exactly.
+		{"4 million records", 4 << 20, 4<<20 - 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.capacity > 0 && os.Getenv("UCXFAULT_LARGE_TESTS") == "" {
@@ -57,9 +58,12 @@ func TestRecordDumpOfAFullLog(t *testing.T) {
 			if tc.capacity > 0 {
 				capacity = uint64(tc.capacity)
 			}
-			held, lost := min(st.Calls, capacity), st.Calls-min(st.Calls, capacity)
+			// The log also holds two endpoint events: the endpoint's
+			// creation and close.
+			records := st.Calls + 2
+			held, lost := min(records, capacity), records-min(records, capacity)
 			if st.Records != held || st.RecordsLost != lost {
-				t.Fatalf("status: %d records, %d lost; want %d and %d of %d calls", st.Records, st.RecordsLost, held, lost, st.Calls)
+				t.Fatalf("status: %d records, %d lost; want %d and %d of %d calls and 2 endpoint events", st.Records, st.RecordsLost, held, lost, st.Calls)
 			}
 
 			path := filepath.Join(t.TempDir(), "rec.json")
@@ -75,8 +79,9 @@ func TestRecordDumpOfAFullLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := f.Processes[0]
-			if uint64(len(p.Calls)) != held || p.Lost.OverwrittenRecords != lost || p.Complete != (lost == 0) {
-				t.Fatalf("records: %d calls, %d overwritten, complete %v; want %d, %d", len(p.Calls), p.Lost.OverwrittenRecords, p.Complete, held, lost)
+			if uint64(len(p.Calls)+len(p.EndpointEvents)) != held || p.Lost.OverwrittenRecords != lost || p.Complete != (lost == 0) {
+				t.Fatalf("records: %d calls and %d endpoint events, %d overwritten, complete %v; want %d, %d",
+					len(p.Calls), len(p.EndpointEvents), p.Lost.OverwrittenRecords, p.Complete, held, lost)
 			}
 			// The log keeps the newest calls: the last puts and the close.
 			puts := len(callsOf(&p, "ucp_put_nbx"))
@@ -90,7 +95,7 @@ func TestRecordDumpOfAFullLog(t *testing.T) {
 			}
 
 			sum := h.mustCtl(t, "record-dump", "summary")
-			head := fmt.Sprintf("pid %d, %d calls", e.PID, held)
+			head := fmt.Sprintf("pid %d, %d calls", e.PID, len(p.Calls))
 			if lost > 0 {
 				head += fmt.Sprintf(" (incomplete: %d overwritten", lost)
 			}

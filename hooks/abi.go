@@ -37,6 +37,8 @@ var ABI = []ABIConst{
 		"flags an outcome delivered on completion, not a call"},
 	{"MarkUnlearned", "UCXF_MARK_UNLEARNED", 0x4, true,
 		"flags, with MarkCompletion, a request freed before its failure reached the application"},
+	{"MarkEPFailure", "UCXF_MARK_EP_FAILURE", 0x8, true,
+		"flags an observer event that is no call but libucp invoking an endpoint's error handler (ucp_ep_invoke_err_cb): ep, and the status in ret"},
 }
 
 // retKinds are the return kinds as C names them (hooks.Return values).

@@ -30,6 +30,9 @@ type rawCall struct {
 	// Unlearned, with Completion: the request was freed before the
 	// application could learn its failure.
 	Unlearned bool
+	// EPFailure: not a call but libucp invoking the error handler of
+	// endpoint EP (ucp_ep_invoke_err_cb) with the status byte in Ret.
+	EPFailure bool
 }
 
 // errPtrMin is UCS_STATUS_PTR(UCS_ERR_LAST) = (void *)-100: a status
@@ -96,6 +99,16 @@ func toRaw(ev rawCall) recording.Raw {
 // add takes one call or marker, in any order. Calls of hooks not in
 // hooks.Table are ignored.
 func (c *correlator) add(ev rawCall) {
+	if ev.EPFailure {
+		// A real endpoint failure: the endpoint failed and its handler
+		// runs, at once, with the same code (ucp_ep_invoke_err_cb).
+		code := int(ucs.FromRaw(ev.Ret))
+		for _, kind := range []string{recording.EventFailure, recording.EventHandler} {
+			c.raws = append(c.raws, recording.Raw{TimeNS: ev.EntryNS, ThreadKey: uint64(ev.TID),
+				EndpointKey: ev.EP, Event: kind, Code: code})
+		}
+		return
+	}
 	if int(ev.Hook) >= len(hooks.Table) {
 		return
 	}
@@ -110,12 +123,18 @@ func (c *correlator) add(ev rawCall) {
 // them, with times relative to base (CLOCK_MONOTONIC), and counts the
 // failed ones in errors.
 func (c *correlator) finish(base uint64) []recording.Call {
-	calls, _ := recording.BuildSince(c.raws, base)
+	calls, _ := c.finishAll(base)
+	return calls
+}
+
+// finishAll is finish with the endpoint events.
+func (c *correlator) finishAll(base uint64) ([]recording.Call, []recording.EndpointEvent) {
+	calls, st := recording.BuildSince(c.raws, base)
 	c.errors = 0
 	for _, call := range calls {
 		if call.Failed() {
 			c.errors++
 		}
 	}
-	return calls
+	return calls, st.Events
 }

@@ -245,6 +245,14 @@ func StartContext(ctx context.Context, opts *Options) (_ *Session, err error) {
 		}
 		s.links = append(s.links, l)
 	}
+	// Real endpoint failures: libucp calls an endpoint's error handler
+	// through its exported ucp_ep_invoke_err_cb. A libucp without it
+	// (not seen: 1.13.1 and 1.22.0 export it) records no endpoint events.
+	if l, err := ex.Uprobe("ucp_ep_invoke_err_cb", s.objs.UcxfEpErr, &link.UprobeOptions{PID: pid}); err == nil {
+		s.links = append(s.links, l)
+	} else if !errors.Is(err, link.ErrNoSymbol) {
+		return nil, s.attachError("ucp_ep_invoke_err_cb", libPath, err)
+	}
 	// Entries first: a call entered before its return probe exists is
 	// discarded by the BPF program (it is entered before armed_ns is set),
 	// while a return without an entry would count as lost.
@@ -484,6 +492,7 @@ const (
 	eventInjected   = uint16(abi.MarkInjected)
 	eventCompletion = uint16(abi.MarkCompletion)
 	eventUnlearned  = uint16(abi.MarkUnlearned)
+	eventEPFailure  = uint16(abi.MarkEPFailure)
 )
 
 // decodeEvent reads a struct event (bpf/observer.bpf.c), in host byte
@@ -507,6 +516,7 @@ func decodeEvent(b []byte) (rawCall, bool) {
 		Injected:   e.Flags&eventInjected != 0,
 		Completion: e.Flags&eventCompletion != 0,
 		Unlearned:  e.Flags&eventUnlearned != 0,
+		EPFailure:  e.Flags&eventEPFailure != 0,
 	}, true
 }
 
@@ -633,7 +643,7 @@ func (s *Session) stop() (*recording.File, Stats, error) {
 	st.UnmatchedEntries += left
 
 	s.mu.Lock()
-	calls := s.corr.finish(s.armedNS)
+	calls, events := s.corr.finishAll(s.armedNS)
 	st.Errors = s.corr.errors // exact now that requests are followed
 	s.mu.Unlock()
 
@@ -658,7 +668,10 @@ func (s *Session) stop() (*recording.File, Stats, error) {
 		Hooks:     names,
 		Lost:      lost,
 		Complete:  !lost.Any(),
-		Calls:     calls,
+		// Endpoint numbers are the calls' (order of first use since the
+		// probes were armed).
+		EndpointEvents: events,
+		Calls:          calls,
 	}}
 	return f, st, errors.Join(errs...)
 }

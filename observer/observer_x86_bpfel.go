@@ -94,6 +94,7 @@ const (
 	observerMapInternalRanges  = "internal_ranges"
 	observerMapStacks          = "stacks"
 	observerProgUcxfEntry      = "ucxf_entry"
+	observerProgUcxfEpErr      = "ucxf_ep_err"
 	observerProgUcxfMarker     = "ucxf_marker"
 	observerProgUcxfReturn     = "ucxf_return"
 	observerVarArmedNs         = "armed_ns"
@@ -146,6 +147,7 @@ type observerSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerProgramSpecs struct {
 	UcxfEntry  *ebpf.ProgramSpec `ebpf:"ucxf_entry"`
+	UcxfEpErr  *ebpf.ProgramSpec `ebpf:"ucxf_ep_err"`
 	UcxfMarker *ebpf.ProgramSpec `ebpf:"ucxf_marker"`
 	UcxfReturn *ebpf.ProgramSpec `ebpf:"ucxf_return"`
 }
@@ -231,6 +233,7 @@ type observerVariables struct {
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerPrograms struct {
 	UcxfEntry  *ebpf.Program `ebpf:"ucxf_entry"`
+	UcxfEpErr  *ebpf.Program `ebpf:"ucxf_ep_err"`
 	UcxfMarker *ebpf.Program `ebpf:"ucxf_marker"`
 	UcxfReturn *ebpf.Program `ebpf:"ucxf_return"`
 }
@@ -238,6 +241,7 @@ type observerPrograms struct {
 func (p *observerPrograms) Close() error {
 	return _ObserverClose(
 		p.UcxfEntry,
+		p.UcxfEpErr,
 		p.UcxfMarker,
 		p.UcxfReturn,
 	)

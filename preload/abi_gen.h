@@ -19,6 +19,8 @@
 #define UCXF_MARK_COMPLETION 0x2
 /* MarkUnlearned flags, with MarkCompletion, a request freed before its failure reached the application. */
 #define UCXF_MARK_UNLEARNED 0x4
+/* MarkEPFailure flags an observer event that is no call but libucp invoking an endpoint's error handler (ucp_ep_invoke_err_cb): ep, and the status in ret. */
+#define UCXF_MARK_EP_FAILURE 0x8
 
 /* How a hook returns its status (hooks.Return). */
 enum ucxf_ret_kind {

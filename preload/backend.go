@@ -132,7 +132,10 @@ func (b *cBackend) Apply(s control.Settings) error {
 	cfg.enabled = boolC(s.Enabled)
 	cfg.recording = boolC(s.Recording)
 	cfg.deferred_mode = boolC(s.Mode == control.ModeDeferred)
-	cfg.kills = boolC(len(s.Kills) > 0 || slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP }))
+	// A replayed endpoint failure is a kill: calls on the endpoint fail
+	// and its requests are followed from the start, as under kill-ep.
+	cfg.kills = boolC(len(s.Kills) > 0 || slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP }) ||
+		s.Replay.HasKills())
 	switch s.Strategy {
 	case control.StrategyRandom:
 		cfg.strategy = C.UCXF_STRATEGY_RANDOM
@@ -189,6 +192,8 @@ func (b *cBackend) Apply(s control.Settings) error {
 		// An endpoint never leaves the table, so the ordinal found above
 		// is still there.
 		C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code))
+		// The call log's note of the failure (when recording is on).
+		C.ucxf_record_ep_event(C.int32_t(k.Endpoint), C.UCXF_EPEV_FAILURE, C.int(k.Code), 1)
 		b.killed[k.Endpoint] = true
 	}
 	if s.Replay != b.replay {
@@ -241,6 +246,28 @@ func (b *cBackend) schedule(outs []control.Outcome) C.struct_ucxf_schedule {
 	s.len = C.uint64_t(len(outs))
 	s.codes = (*C.int8_t)(codes)
 	s.deferred = (*C.uint8_t)(deferred)
+	hasKill := false
+	for _, o := range outs {
+		hasKill = hasKill || o.Kill != nil
+	}
+	if !hasKill {
+		return s
+	}
+	eps := b.cBytes(4 * len(outs))
+	kcodes := b.cBytes(len(outs))
+	if eps == nil || kcodes == nil {
+		return s // out of memory: the outcomes still replay, without kills
+	}
+	es := unsafe.Slice((*int32)(eps), len(outs))
+	ks := unsafe.Slice((*int8)(kcodes), len(outs))
+	for i, o := range outs {
+		es[i] = -1
+		if o.Kill != nil {
+			es[i], ks[i] = int32(o.Kill.Endpoint), int8(o.Kill.Code)
+		}
+	}
+	s.kill_ep = (*C.int32_t)(eps)
+	s.kill_code = (*C.int8_t)(kcodes)
 	return s
 }
 
@@ -369,6 +396,14 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 			p.Lost.OverwrittenRecords++
 			continue
 		}
+		if rec.flags&C.UCXF_REC_EP_EVENT != 0 {
+			if ev := epEventNames[uint64(rec.size)]; ev != "" && rec.ep >= 0 {
+				raws = append(raws, recording.Raw{TimeNS: uint64(rec.t_ns), ThreadKey: uint64(rec.thread) + 1,
+					EndpointKey: uint64(int64(rec.ep) + 1), Event: ev, Code: int(rec.status),
+					Injected: rec.flags&C.UCXF_REC_INJECTED != 0})
+			}
+			continue
+		}
 		raws = append(raws, recording.Raw{
 			TimeNS: uint64(rec.t_ns), DurationNS: uint64(rec.duration_ns),
 			ThreadKey: uint64(rec.thread) + 1, Hook: hooks.ID(rec.hook),
@@ -379,9 +414,20 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 			Unlearned:  rec.flags&C.UCXF_REC_UNLEARNED != 0,
 		})
 	}
-	p.Calls, _ = recording.Build(raws)
+	var st recording.BuildStats
+	p.Calls, st = recording.Build(raws)
+	p.EndpointEvents = st.Events
 	p.Complete = !p.Lost.Any()
 	return p, nil
+}
+
+// epEventNames maps the call log's endpoint event kinds (UCXF_EPEV_*,
+// record.h) to the recording's names.
+var epEventNames = map[uint64]string{
+	C.UCXF_EPEV_CREATE:  recording.EventCreate,
+	C.UCXF_EPEV_CLOSE:   recording.EventClose,
+	C.UCXF_EPEV_FAILURE: recording.EventFailure,
+	C.UCXF_EPEV_HANDLER: recording.EventHandler,
 }
 
 // RecordClear drops the logged calls.

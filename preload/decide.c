@@ -136,6 +136,14 @@ static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferr
         }
         pos %= s->len;
     }
+    if (UCXF_UNLIKELY(s->kill_ep != NULL) && s->kill_ep[pos] >= 0) {
+        /* A recorded endpoint failure at this position: the same kill
+         * kill-ep makes (its handler runs from the next progress). An
+         * endpoint not created yet, or killed already, is left as is. */
+        if (ucxf_ep_kill_ordinal(s->kill_ep[pos], s->kill_code[pos]) == 0) {
+            ucxf_record_ep_event(s->kill_ep[pos], UCXF_EPEV_FAILURE, s->kill_code[pos], 1);
+        }
+    }
     *deferred = s->deferred != NULL && s->deferred[pos];
     return s->codes[pos];
 }

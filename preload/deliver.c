@@ -498,6 +498,9 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
     if (params->field_mask & UCP_EP_PARAM_FIELD_REMOTE_ADDRESS) {
         ucxf_ep_set_remote(*ep_p, params->address);
     }
+    if (__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->recording) {
+        ucxf_record_ep_event(ucxf_ep_ordinal(*ep_p), UCXF_EPEV_CREATE, 0, 0);
+    }
 }
 
 UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-exec")));
@@ -515,6 +518,9 @@ UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-e
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     ucxf_forced_close = NULL;
+    if (__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->recording) {
+        ucxf_record_ep_event(ucxf_ep_ordinal(ep), UCXF_EPEV_CLOSE, 0, 0);
+    }
     if (UCXF_UNLIKELY(__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0)) {
         /* Held completions on the endpoint end with what the close does
          * to requests in flight: a forced close (ucp_ep_close_nbx,

@@ -126,6 +126,36 @@ void ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *r
     __atomic_store_n(&slot->seq, i + 1, __ATOMIC_RELEASE);
 }
 
+/* Logs an endpoint event (kind: UCXF_EPEV_*) when recording is on: a
+ * creation, a close, a failure (a kill) or an error-handler call the
+ * injector makes. Endpoint events are rare: no cost on the call path. */
+void ucxf_record_ep_event(int32_t ordinal, int kind, int code, int injected)
+{
+    const struct ucxf_config *cfg = ucxf_current();
+    struct ucxf_record *ring = __atomic_load_n(&ucxf_ring, __ATOMIC_ACQUIRE);
+    struct ucxf_record *slot;
+    uint64_t i;
+
+    if (cfg == NULL || !cfg->recording || ring == NULL || ordinal < 0) {
+        return;
+    }
+    i    = __atomic_fetch_add(&ucxf_ring_head, 1, __ATOMIC_RELAXED);
+    slot = &ring[i & ucxf_ring_mask];
+    __atomic_store_n(&slot->seq, 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    slot->t_ns        = ucxf_now_ns();
+    slot->duration_ns = 0;
+    slot->size        = (uint64_t)kind;
+    slot->req         = 0;
+    slot->thread      = ucxf_self != NULL ? ucxf_self->ordinal : 0;
+    slot->tid         = ucxf_self != NULL ? (uint32_t)ucxf_self->tid : 0;
+    slot->ep          = ordinal;
+    slot->hook        = 0;
+    slot->status      = (int8_t)code;
+    slot->flags       = (uint8_t)(UCXF_REC_EP_EVENT | (injected ? UCXF_REC_INJECTED : 0));
+    __atomic_store_n(&slot->seq, i + 1, __ATOMIC_RELEASE);
+}
+
 /* Copies record index into out; returns 1 when it is whole and still the
  * record of that index, 0 when it was overwritten or is being written. */
 int ucxf_record_read(uint64_t index, struct ucxf_record *out)

@@ -17,6 +17,14 @@ struct ucxf_call;
 /* With COMPLETION: the request was freed before the application could
  * learn its failure (ucp_request_free calls no callback). */
 #define UCXF_REC_UNLEARNED 0x8
+/* Not a call: an endpoint event (ucxf_record_ep_event); size holds its
+ * kind (UCXF_EPEV_*), status the code of a failure or a handler call. */
+#define UCXF_REC_EP_EVENT 0x10
+
+#define UCXF_EPEV_CREATE  1
+#define UCXF_EPEV_CLOSE   2
+#define UCXF_EPEV_FAILURE 3
+#define UCXF_EPEV_HANDLER 4
 
 /* One logged call. seq is the commit stamp: index + 1 once the slot is whole. */
 struct ucxf_record {
@@ -44,5 +52,6 @@ uint64_t ucxf_record_snapshot(struct ucxf_record *out, uint64_t *head_out);
 void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);
 void     ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *request, int mark,
                               uint64_t now);
+void     ucxf_record_ep_event(int32_t ordinal, int kind, int code, int injected);
 
 #endif

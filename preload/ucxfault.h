@@ -90,6 +90,10 @@ struct ucxf_schedule {
     uint64_t len;
     const int8_t *codes;     /* 0 = pass through, <0 = fail with that code */
     const uint8_t *deferred; /* 1 = the failure arrives on completion */
+    /* NULL, or per position: the endpoint ordinal to kill (kill-ep) just
+     * before the call, -1 for none, and the kill's code. */
+    const int32_t *kill_ep;
+    const int8_t *kill_code;
 };
 
 /*

@@ -41,6 +41,13 @@ type Raw struct {
 	// Unlearned, with Completion: the request was freed before the
 	// application could learn its failure.
 	Unlearned bool
+	// Event marks an endpoint event, not a call (EventCreate, EventClose,
+	// EventFailure, EventHandler) of the endpoint EndpointKey, with Code
+	// for a failure or a handler call. It takes the position of the next
+	// call in time order.
+	Event string
+	Code  int
+	Peer  string
 }
 
 // end is when the call returned.
@@ -56,6 +63,9 @@ func polls(hook hooks.ID) bool {
 type BuildStats struct {
 	// Unknown is the number of requests whose final status was never seen.
 	Unknown uint64
+	// Events are the endpoint events among the Raws, in time order, each
+	// placed before the next call and numbered as the calls' endpoints.
+	Events []EndpointEvent
 }
 
 // recentCalls bounds how far back a delivery looks, among its thread's
@@ -115,6 +125,7 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 		byThread: map[uint64][]int{}}
 	threads := map[uint64]int{}
 	eps := map[uint64]int{}
+	nextEP := 0
 	t0 := base
 	for i := range sorted {
 		r := &sorted[i]
@@ -122,25 +133,39 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 			f.deliver(r)
 			continue
 		}
+		ep := -1
+		if r.EndpointKey != 0 {
+			var ok bool
+			if ep, ok = eps[r.EndpointKey]; !ok {
+				// Numbers are never reused, even after a close.
+				ep = nextEP
+				nextEP++
+				eps[r.EndpointKey] = ep
+			}
+		}
+		var rel uint64
+		if r.TimeNS > t0 {
+			rel = r.TimeNS - t0
+		}
+		if r.Event != "" {
+			if ep >= 0 {
+				f.st.Events = append(f.st.Events, EndpointEvent{Seq: uint64(len(f.calls)), Endpoint: ep,
+					Event: r.Event, Code: r.Code, Peer: r.Peer, Injected: r.Injected, TimeNS: rel})
+			}
+			if r.Event == EventClose {
+				// A later endpoint at the same address is a new one.
+				delete(eps, r.EndpointKey)
+			}
+			continue
+		}
 		th, ok := threads[r.ThreadKey]
 		if !ok {
 			th = len(threads)
 			threads[r.ThreadKey] = th
 		}
-		ep := -1
-		if r.EndpointKey != 0 {
-			if ep, ok = eps[r.EndpointKey]; !ok {
-				ep = len(eps)
-				eps[r.EndpointKey] = ep
-			}
-		}
 		name := "?"
 		if int(r.Hook) < len(hooks.Table) {
 			name = hooks.Table[r.Hook].Name
-		}
-		var rel uint64
-		if r.TimeNS > t0 {
-			rel = r.TimeNS - t0
 		}
 		f.call(r, Call{Seq: uint64(len(f.calls)), Thread: th, Fn: name, Size: r.Size, Endpoint: ep,
 			How: HowImmediate, TimeNS: rel, DurationNS: r.DurationNS})

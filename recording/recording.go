@@ -20,8 +20,27 @@ import (
 // Format is the value of the "format" field of every recording.
 const Format = "ucxfault-recording"
 
-// Version is the only version this build reads and writes.
-const Version = 1
+// Version is the version this build writes. Version 2 added the endpoint
+// events (Process.EndpointEvents); it reads versions MinVersion to Version.
+const Version = 2
+
+// MinVersion is the oldest version this build reads: a version 1 file is a
+// version 2 file without endpoint events, and replays as before.
+const MinVersion = 1
+
+// Endpoint events (EndpointEvent.Event).
+const (
+	// EventCreate: ucp_ep_create returned the endpoint.
+	EventCreate = "create"
+	// EventClose: the application closed the endpoint.
+	EventClose = "close"
+	// EventFailure: the endpoint failed with Code (a peer death, or a
+	// kill-ep); replay turns it into a kill at the same position.
+	EventFailure = "failure"
+	// EventHandler: the application's error handler was called for the
+	// endpoint with Code.
+	EventHandler = "handler"
+)
 
 // Sources of a recording.
 const (
@@ -61,8 +80,46 @@ type Process struct {
 	Hooks []string `json:"hooks"`
 	Lost  Lost     `json:"lost"`
 	// Complete is false when any counter in Lost is non-zero.
-	Complete bool   `json:"complete"`
-	Calls    []Call `json:"calls"`
+	Complete bool `json:"complete"`
+	// EndpointEvents are the endpoint lifetimes and failures, in order
+	// (version 2; absent in version 1 files).
+	EndpointEvents []EndpointEvent `json:"endpoint_events,omitempty"`
+	// Calls stays the last field: encode streams it.
+	Calls []Call `json:"calls"`
+}
+
+// EndpointEvent is one endpoint's creation, close, failure or error-handler
+// call, placed in the process's call sequence.
+type EndpointEvent struct {
+	// Seq is the position: the seq of the first call after the event (the
+	// number of calls before it), so a replay can act before that call.
+	Seq uint64 `json:"seq"`
+	// Endpoint is the endpoint's ordinal, numbered as Call.Endpoint.
+	Endpoint int `json:"ep"`
+	// Event is create, close, failure or handler.
+	Event string `json:"event"`
+	// Code is the failure's, or the handler's, UCX code (-1 to -100); 0
+	// for create and close.
+	Code int `json:"code,omitempty"`
+	// Peer names the remote side when known (see docs/recording-format.md).
+	Peer string `json:"peer,omitempty"`
+	// Injected is true for a failure ucxfault made (a kill-ep), and for the
+	// handler call it delivered.
+	Injected bool `json:"injected,omitempty"`
+	// TimeNS is when it happened, in nanoseconds since the recording began.
+	TimeNS uint64 `json:"t_ns"`
+}
+
+// Failures returns the process's endpoint failures in order: what replay
+// turns into kills.
+func (p *Process) Failures() []EndpointEvent {
+	var out []EndpointEvent
+	for _, e := range p.EndpointEvents {
+		if e.Event == EventFailure {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Lost counts what a recording is missing.
@@ -166,8 +223,8 @@ func Parse(data []byte) (*File, error) {
 	if head.Format != Format {
 		return nil, fmt.Errorf("%w: format field is %q, want %q", ErrNotRecording, head.Format, Format)
 	}
-	if head.Version != Version {
-		return nil, fmt.Errorf("%w %d (this build reads version %d)", ErrVersion, head.Version, Version)
+	if head.Version < MinVersion || head.Version > Version {
+		return nil, fmt.Errorf("%w %d (this build reads versions %d to %d)", ErrVersion, head.Version, MinVersion, Version)
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
@@ -224,6 +281,31 @@ func (f *File) Validate() error {
 				return bad("process %d call %d: negative thread or endpoint", pi, ci)
 			}
 			last = c.Seq
+		}
+		if len(p.EndpointEvents) > 0 && f.Version < 2 {
+			return bad("process %d: endpoint_events need version 2 (the file says %d)", pi, f.Version)
+		}
+		var lastEv uint64
+		for ei, e := range p.EndpointEvents {
+			if ei > 0 && e.Seq < lastEv {
+				return bad("process %d endpoint event %d: seq %d goes back", pi, ei, e.Seq)
+			}
+			lastEv = e.Seq
+			if e.Endpoint < 0 {
+				return bad("process %d endpoint event %d: negative endpoint", pi, ei)
+			}
+			switch e.Event {
+			case EventCreate, EventClose:
+				if e.Code != 0 {
+					return bad("process %d endpoint event %d: %s carries code %d", pi, ei, e.Event, e.Code)
+				}
+			case EventFailure, EventHandler:
+				if e.Code >= 0 || e.Code < ucs.LastError {
+					return bad("process %d endpoint event %d: %s code %d is not a UCX error code", pi, ei, e.Event, e.Code)
+				}
+			default:
+				return bad("process %d endpoint event %d: event %q (want create, close, failure or handler)", pi, ei, e.Event)
+			}
 		}
 	}
 	return nil

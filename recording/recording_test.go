@@ -43,7 +43,7 @@ func TestParseRefuses(t *testing.T) {
 		"truncated": {good[:len(good)/2], ErrTruncated},
 		"foreign":   {`{"a":1}`, ErrNotRecording},
 		"array":     {`[1,2]`, ErrNotRecording},
-		"version":   {strings.Replace(good, `"version": 1`, `"version": 9`, 1), ErrVersion},
+		"version":   {strings.Replace(good, `"version": 2`, `"version": 9`, 1), ErrVersion},
 		"fn":        {strings.Replace(good, `"fn": "ucp_get_nbx"`, `"fn": "ucp_launch_missiles"`, 1), ErrInvalidContent},
 		"status":    {strings.Replace(good, `"status": -3`, `"status": -300`, 1), ErrInvalidContent},
 		"how":       {strings.Replace(good, `"how": "immediate"`, `"how": "later"`, 1), ErrInvalidContent},

@@ -93,7 +93,11 @@ each process gets the part recorded for its rank.`,
 					continue
 				}
 				src := fmt.Sprintf("%s, %s", from, processLabel(*p))
-				req := &control.Request{Cmd: control.CmdReplay, Schedule: control.ScheduleFromCalls(p.Calls, key, cycle, src)}
+				sched, dropped := control.ScheduleFromProcess(p, key, cycle, src)
+				if dropped > 0 {
+					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %d recorded endpoint failures come after the last replayed call and are not replayed\n", t.PID, dropped)
+				}
+				req := &control.Request{Cmd: control.CmdReplay, Schedule: sched}
 				resp, err := control.Send(t.Path, req, global.timeout)
 				if err == nil {
 					err = control.CheckIdentity(t, resp)

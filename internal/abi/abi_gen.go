@@ -22,4 +22,6 @@ const (
 	MarkCompletion = 0x2
 	// MarkUnlearned flags, with MarkCompletion, a request freed before its failure reached the application.
 	MarkUnlearned = 0x4
+	// MarkEPFailure flags an observer event that is no call but libucp invoking an endpoint's error handler (ucp_ep_invoke_err_cb): ep, and the status in ret.
+	MarkEPFailure = 0x8
 )
