@@ -107,8 +107,11 @@ func TestReplayedKillCallsTheHandler(t *testing.T) {
 			handlerEvents++
 		}
 	}
-	if len(fails) != 1 || fails[0].Endpoint != 0 || fails[0].Code >= 0 || !fails[0].Injected || handlerEvents != 1 {
-		t.Fatalf("endpoint events %+v, want one injected failure of endpoint 0 and one handler call", p.EndpointEvents)
+	// The handler call is logged where the injector calls it (its
+	// emulation); where libucp runs its own failure path for the kill,
+	// libucp calls it, unseen by the call log.
+	if len(fails) != 1 || fails[0].Endpoint != 0 || fails[0].Code >= 0 || !fails[0].Injected || handlerEvents > 1 {
+		t.Fatalf("endpoint events %+v, want one injected failure of endpoint 0 and at most one handler call", p.EndpointEvents)
 	}
 	recOps, recHandlers := outcomes(rec)
 	if len(recHandlers) != 1 || rec.handlers != 1 {
