@@ -90,6 +90,22 @@ static int ucxf_hold_callback(struct ucxf_cb_ctx *x)
     return 0;
 }
 
+/* Drops, from one of this thread's callback lists, the callbacks of a
+ * request the application freed: UCX calls none after ucp_request_free. */
+static void ucxf_drop_cbs(struct ucxf_cb_ctx **p, void *request)
+{
+    while (*p != NULL) {
+        struct ucxf_cb_ctx *x = *p;
+        if (x->request != request) {
+            p = &x->next;
+            continue;
+        }
+        *p = x->next;
+        free(x);
+        __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
+    }
+}
+
 static void ucxf_deliver(struct ucxf_cb_ctx *x)
 {
     ucs_status_t st;
@@ -421,34 +437,14 @@ void ucxf_request_forget(void *request, int freed)
     if (freed && ucxf_pending_cbs != NULL) {
         /* libucp calls no callback once a request is freed: one fired
          * inside the call and kept for progress is dropped too. */
-        struct ucxf_cb_ctx **p = &ucxf_pending_cbs;
-        while (*p != NULL) {
-            struct ucxf_cb_ctx *x = *p;
-            if (x->request != request) {
-                p = &x->next;
-                continue;
-            }
-            *p = x->next;
-            free(x);
-            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
-        }
+        ucxf_drop_cbs(&ucxf_pending_cbs, request);
     }
     if (freed && ucxf_held_cbs != NULL) {
         /* A held callback (delay-completion=, hang) of a freed request is
          * never delivered: UCX calls none after ucp_request_free. The
          * operation completed for real before it was held, so libucp's
          * free releases the request at once. */
-        struct ucxf_cb_ctx **p = &ucxf_held_cbs;
-        while (*p != NULL) {
-            struct ucxf_cb_ctx *x = *p;
-            if (x->request != request) {
-                p = &x->next;
-                continue;
-            }
-            *p = x->next;
-            free(x);
-            __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
-        }
+        ucxf_drop_cbs(&ucxf_held_cbs, request);
     }
     if (ucxf_defer_take(request, &di) < 0) {
         return;
