@@ -314,10 +314,11 @@ func TestPollsNamedFaultsReplayOnTheirOperations(t *testing.T) {
 // request and went on, and at the end closed its endpoint while UCX still
 // worked for it. Over TCP the peer process (which runs without the
 // injector) then died in 2 of 12 runs of this very command, on a UCX
-// assertion about a wireup reply ("ucp_request.c:684 ... got REP message"),
-// or, as first reported, on a fatal "unexpected error: Endpoint timeout"
-// (ucp_request_try_send): states no real UCX failure leads to. A poll fault
-// now lands only on a completed request, and the peer lives.
+// assertion about a wireup reply ("ucp_request.c:684 ... got REP message");
+// first reported as a fatal "unexpected error: Endpoint timeout", libucp's
+// ucp_request_try_send on a send whose connection went away, which these
+// runs did not show. No real UCX failure leads there. A poll fault now
+// lands only on a completed request, and the peer lives.
 func TestPollFaultsEveryPollTCPPeerLives(t *testing.T) {
 	h := newHarness(t)
 	const runs = 12
