@@ -82,11 +82,11 @@ lint: $(CFILES) $(STATICCHECK)
 
 test: deps deps-mpi all lint check-generate check-vagrant test-c test-go
 
-# The injector's shared tables (defer.c, endpoint.c with epfail.c, record.c) under many
+# The injector's shared tables (defer.c, endpoint.c with epfail.c and peer.c, record.c) under many
 # threads, built with ThreadSanitizer: a wrong entry or a data race fails it
 # (TSan exits 66).
 STRESS := $(BUILD)/tables_stress_tsan
-STRESS_C := preload/defer.c preload/endpoint.c preload/epfail.c preload/record.c
+STRESS_C := preload/defer.c preload/endpoint.c preload/epfail.c preload/peer.c preload/record.c
 $(STRESS): preload/testdata/tables_stress.c $(STRESS_C) $(wildcard preload/*.h)
 	@mkdir -p $(BUILD)
 	clang -O1 -g -fsanitize=thread -Wall -Wextra -Werror $(UCX_CFLAGS) -Ipreload -o $@ \

@@ -3,7 +3,9 @@ package control
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +73,8 @@ type Engine struct {
 	base Counters
 	// nextRule numbers the next rule set; rule IDs are never reused.
 	nextRule int
+	// epBase holds each endpoint's counters at the last reset, by number.
+	epBase map[int]EndpointStatus
 }
 
 // NewEngine returns an engine whose current settings are s (already applied).
@@ -323,7 +327,7 @@ func planReset(e *Engine, _ *Request) (plan, error) {
 	// A dead endpoint stays dead, as a peer that died does not return.
 	next.Seed, next.Kills = e.s.Seed, append([]Kill(nil), e.s.Kills...)
 	return plan{next: &next, msg: "reset: injection off, default settings, counters and records cleared",
-		after: []func(){func() { e.base = e.b.Counters() }, e.b.RecordClear}}, nil
+		after: []func(){func() { e.base = e.b.Counters(); e.epBase = endpointBase(e.b.Info().Endpoints) }, e.b.RecordClear}}, nil
 }
 
 func planHooks(e *Engine, req *Request) (plan, error) {
@@ -439,8 +443,11 @@ func planMode(e *Engine, req *Request) (plan, error) {
 }
 
 func planKillEP(e *Engine, req *Request) (plan, error) {
+	if req.Peer != "" {
+		return planKillPeer(e, req)
+	}
 	if req.Endpoint == nil || *req.Endpoint < 0 {
-		return plan{}, fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0", ErrInvalid)
+		return plan{}, fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0, or \"peer\"", ErrInvalid)
 	}
 	code := 0
 	if req.Code != nil {
@@ -464,6 +471,101 @@ func planKillEP(e *Engine, req *Request) (plan, error) {
 	})
 }
 
+// killCode is kill_ep's code: the request's, else what the process's
+// libucp reports for a dead TCP peer (from info, the process's status).
+func killCode(req *Request, info func() Status) (ucs.Status, error) {
+	code := 0
+	if req.Code != nil {
+		code = *req.Code
+	} else {
+		code = int(DeadPeerCode(info().Libucp))
+	}
+	codes, err := CheckCodes([]int{code})
+	if err != nil {
+		return 0, err
+	}
+	return codes[0], nil
+}
+
+// planKillPeer kills every open endpoint whose peer is req.Peer, as a peer
+// process that dies takes all its connections with it. Endpoints of that
+// peer created later are not killed (a peer that comes back is reached
+// again); a rule with peer= and kill-ep kills those too.
+func planKillPeer(e *Engine, req *Request) (plan, error) {
+	if req.Endpoint != nil {
+		return plan{}, fmt.Errorf("%w: kill_ep takes \"endpoint\" or \"peer\", not both", ErrInvalid)
+	}
+	peer, err := CheckPeer(req.Peer)
+	if err != nil {
+		return plan{}, err
+	}
+	info := e.b.Info()
+	code, err := killCode(req, func() Status { return info })
+	if err != nil {
+		return plan{}, err
+	}
+	var eps []int
+	var known []string
+	for _, ep := range info.Endpoints {
+		if ep.State == EndpointOpen && ep.Peer == peer {
+			eps = append(eps, ep.Endpoint)
+		}
+		if ep.Peer != "" && ep.State == EndpointOpen && !slices.Contains(known, ep.Peer) {
+			known = append(known, ep.Peer)
+		}
+	}
+	if len(eps) == 0 {
+		if len(known) == 0 {
+			return plan{}, fmt.Errorf("%w: no open endpoint has peer %s (this process has no open endpoint with a known peer)", ErrInvalid, peer)
+		}
+		return plan{}, fmt.Errorf("%w: no open endpoint has peer %s (open endpoints' peers: %s)", ErrInvalid, peer, strings.Join(known, ", "))
+	}
+	return e.change(func(next *Settings) (string, error) {
+		names := make([]string, len(eps))
+		for i, ep := range eps {
+			next.Kills = append(next.Kills, Kill{Endpoint: ep, Code: code})
+			names[i] = strconv.Itoa(ep)
+		}
+		return fmt.Sprintf("peer %s: endpoint %s killed with %d (%s)", peer, strings.Join(names, ", "), int(code), code), nil
+	})
+}
+
+// endpointBase keys endpoints' counters by number.
+func endpointBase(eps []EndpointStatus) map[int]EndpointStatus {
+	m := make(map[int]EndpointStatus, len(eps))
+	for _, ep := range eps {
+		m[ep.Endpoint] = ep
+	}
+	return m
+}
+
+// endpointsSince returns eps with the counters at the last reset taken
+// off, and only the newest MaxClosedEndpoints closed ones (eps is sorted
+// by number), with how many closed ones were left out.
+func endpointsSince(eps []EndpointStatus, base map[int]EndpointStatus) ([]EndpointStatus, int) {
+	closed := 0
+	for _, ep := range eps {
+		if ep.State == EndpointClosed {
+			closed++
+		}
+	}
+	omit := max(closed-MaxClosedEndpoints, 0)
+	out := make([]EndpointStatus, 0, len(eps)-omit)
+	skip := omit
+	for _, ep := range eps {
+		if ep.State == EndpointClosed && skip > 0 {
+			skip--
+			continue
+		}
+		if b, ok := base[ep.Endpoint]; ok {
+			ep.Calls -= min(b.Calls, ep.Calls)
+			ep.Faults -= min(b.Faults, ep.Faults)
+		}
+		out = append(out, ep)
+	}
+	return out, omit
+}
+
 func onOff(what string, on bool) string {
 	if on {
 		return what + " on"
@@ -484,6 +586,7 @@ func (e *Engine) status(detailed bool) Status {
 	st.Recording = e.s.Recording
 	st.Mode = e.s.Mode
 	st.Killed = append([]Kill(nil), e.s.Kills...)
+	st.Endpoints, st.ClosedOmitted = endpointsSince(st.Endpoints, e.epBase)
 	for _, c := range e.s.Codes {
 		st.Codes = append(st.Codes, int(c))
 	}

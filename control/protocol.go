@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ucxfault/ucxfault/recording"
+	"github.com/ucxfault/ucxfault/ucs"
 )
 
 // ProtocolVersion is the version every request and response carries.
@@ -74,6 +75,9 @@ type Request struct {
 	// TCP peer: DeadPeerCode).
 	Endpoint *int `json:"endpoint,omitempty"`
 	Code     *int `json:"code,omitempty"`
+	// Peer, for kill_ep instead of Endpoint, kills every open endpoint of
+	// that peer (Rule.Peer; the peer status lists).
+	Peer string `json:"peer,omitempty"`
 	// Detailed asks status for per-hook counters.
 	Detailed bool `json:"detailed,omitempty"`
 	// RuleOp, Rules and RuleID change the fault rules (rules): RuleOp is
@@ -146,6 +150,11 @@ type Status struct {
 	Hooks       []HookStatus      `json:"hooks"`
 	Mode        string            `json:"mode"`
 	Killed      []Kill            `json:"killed_endpoints,omitempty"`
+	// Endpoints lists the process's endpoints by number: every open or
+	// killed one, and the newest MaxClosedEndpoints closed ones
+	// (ClosedOmitted counts the older closed ones left out).
+	Endpoints     []EndpointStatus `json:"endpoints,omitempty"`
+	ClosedOmitted int              `json:"endpoints_closed_omitted,omitempty"`
 	// KilledRequests counts requests that were in flight on an endpoint
 	// when it was killed and completed with the kill's code (deferred mode).
 	KilledRequests uint64   `json:"killed_requests,omitempty"`
@@ -166,6 +175,32 @@ type Status struct {
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`
 	DelayNS uint64       `json:"delay_ns"`
+}
+
+// Endpoint states in EndpointStatus.State.
+const (
+	EndpointOpen   = "open"
+	EndpointKilled = "killed" // by kill-ep, not closed yet
+	EndpointClosed = "closed"
+)
+
+// MaxClosedEndpoints bounds the closed endpoints a status lists (the
+// newest by number); the injector itself keeps the closed endpoints still
+// in its table and the newest 64 whose address a new endpoint took.
+const MaxClosedEndpoints = 16
+
+// EndpointStatus is one endpoint of a process: its number (order of
+// creation, from 0), its state, its calls and injected faults (counted as
+// the hook counters are: application calls while some hook is armed;
+// since its creation or the last reset), the code it was killed with (0:
+// never), and its peer (Rule.Peer; "" when the injector cannot tell).
+type EndpointStatus struct {
+	Endpoint int        `json:"endpoint"`
+	State    string     `json:"state"`
+	Calls    uint64     `json:"calls"`
+	Faults   uint64     `json:"faults"`
+	Code     ucs.Status `json:"code,omitempty"`
+	Peer     string     `json:"peer,omitempty"`
 }
 
 // HookStatus holds one hook's switch and counters.

@@ -27,7 +27,7 @@ const EnvRules = "UCX_FAULT_RULES"
 // RuleForms lists the tokens of a rule. Every error about rule syntax
 // ends with it, so that the user sees what is accepted.
 const RuleForms = `hooks=LIST|all, prob=PERCENT or pattern=XO..., codes=LIST, ` +
-	`min-size=SIZE, max-size=SIZE (e.g. 64K, 1M), endpoint=N, ` +
+	`min-size=SIZE, max-size=SIZE (e.g. 64K, 1M), endpoint=N, peer=PEER, ` +
 	`calls=N|N..|N..M|..M|N..M+STEP, max-faults=N, after=DUR, for=DUR, from-start, ` +
 	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms), delay-completion=DUR, hang, kill-ep or kill-ep=CODE; ` +
 	`tokens are separated by spaces, rules by ';'`
@@ -205,8 +205,13 @@ type Rule struct {
 	HasMaxSize bool   `json:"has_max_size,omitempty"`
 	// Endpoint is the endpoint number (endpoints numbered from 0 in the
 	// order the process created them, ucp_ep_create), or -1 for any.
-	Endpoint int       `json:"endpoint"`
-	Calls    CallRange `json:"calls"`
+	Endpoint int `json:"endpoint"`
+	// Peer selects the endpoints of one peer, as status shows it: "w:" and
+	// 12 hex digits (a worker, for endpoints made from its address),
+	// "IP:port" or "[IPv6]:port" (client and server endpoints); every
+	// endpoint with that peer matches, across reconnects. "" for any.
+	Peer  string    `json:"peer,omitempty"`
+	Calls CallRange `json:"calls"`
 	// MaxFaults bounds the calls the rule acts on (faults; delays for a
 	// delay-only rule), over all threads; 0 = no bound.
 	MaxFaults uint64 `json:"max_faults,omitempty"`
@@ -307,6 +312,9 @@ func (r *Rule) String() string {
 	if r.Endpoint >= 0 {
 		p = append(p, "endpoint="+strconv.Itoa(r.Endpoint))
 	}
+	if r.Peer != "" {
+		p = append(p, "peer="+r.Peer)
+	}
 	if !r.Calls.All() {
 		p = append(p, "calls="+r.Calls.String())
 	}
@@ -348,6 +356,7 @@ var ruleKeys = map[string]string{
 	"codes":   "codes", "error-codes": "codes",
 	"min-size": "min-size", "max-size": "max-size",
 	"endpoint": "endpoint", "ep": "endpoint",
+	"peer":       "peer",
 	"calls":      "calls",
 	"max-faults": "max-faults",
 	"after":      "after", "for": "for",
@@ -443,6 +452,8 @@ func ParseRule(text string) (*Rule, error) {
 				return fail("endpoint %q is not an endpoint number (accepted: 0, 1, ... in the order the process created its endpoints)", v)
 			}
 			r.Endpoint = n
+		case "peer":
+			r.Peer, err = CheckPeer(v)
 		case "calls":
 			r.Calls, err = ParseCallRange(v)
 		case "max-faults":
@@ -501,6 +512,27 @@ func ParseRule(text string) (*Rule, error) {
 	return r, nil
 }
 
+// MaxPeerLen bounds a peer name: the injector keeps 63 bytes of one
+// (UCXF_PEER_MAX, preload/peer.h), more than the longest it makes ("[" an
+// IPv6 address "]:" a port, 53).
+const MaxPeerLen = 63
+
+// CheckPeer validates a peer name as status shows it (see Rule.Peer): 1 to
+// MaxPeerLen printable ASCII characters, no space, '=' or ';'. It does not
+// check that a process has such a peer: a rule may name one before it
+// connects.
+func CheckPeer(v string) (string, error) {
+	if v == "" || len(v) > MaxPeerLen {
+		return "", fmt.Errorf("%w: peer %q: want 1 to %d characters, as status shows a peer (w:1a2b3c4d5e6f, 10.0.0.2:13337, [fe80::1]:13337)", ErrInvalid, v, MaxPeerLen)
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c > '~' || c == '=' || c == ';' {
+			return "", fmt.Errorf("%w: peer %q: character %q is not in a peer name (as status shows a peer: w:1a2b3c4d5e6f, 10.0.0.2:13337, [fe80::1]:13337)", ErrInvalid, v, c)
+		}
+	}
+	return v, nil
+}
+
 func parseDelay(v string) (lo, hi time.Duration, err error) {
 	a, b, isRange := strings.Cut(v, "..")
 	lo, err = time.ParseDuration(a)
@@ -526,7 +558,7 @@ func parseDelay(v string) (lo, hi time.Duration, err error) {
 // resolveHooks fills r.Hooks from the hooks= text (given) or the default.
 func (r *Rule) resolveHooks(text string, given bool) error {
 	needSize := r.MinSize > 0 || r.HasMaxSize
-	needEP := r.Endpoint >= 0 || r.KillEP
+	needEP := r.Endpoint >= 0 || r.Peer != "" || r.KillEP
 	fits := func(h *hooks.Hook) string {
 		switch {
 		case !h.Faultable:
@@ -536,7 +568,7 @@ func (r *Rule) resolveHooks(text string, given bool) error {
 		case needSize && h.Size == "":
 			return "has no size argument for min-size/max-size"
 		case needEP && h.Endpoint == "":
-			return "has no endpoint argument for endpoint= or kill-ep"
+			return "has no endpoint argument for endpoint=, peer= or kill-ep"
 		}
 		return ""
 	}

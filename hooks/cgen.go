@@ -285,7 +285,7 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
  * resolved the real function. */
 static {{.Return}} ucxf_fast_{{.Name}}({{.Decl}})
 {
-    if ({{if .Polls}}UCXF_LIKELY(!ucxf_defer_active()) && {{end}}UCXF_LIKELY(ucxf_fast_decide({{.CName}}, __builtin_return_address(0), {{.SizeExpr}}) == 0)) {
+    if ({{if .Polls}}UCXF_LIKELY(!ucxf_defer_active()) && {{end}}UCXF_LIKELY(ucxf_fast_decide({{.CName}}, __builtin_return_address(0), {{.SizeExpr}}, {{.EpExpr}}) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
             __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);

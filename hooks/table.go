@@ -234,8 +234,8 @@ var Table = []Hook{
 	{
 		Name: "ucp_ep_create", Return: Status,
 		Params: []Param{{"ucp_worker_h", "worker"}, {"const ucp_ep_params_t *", "params"}, {"ucp_ep_h *", "ep_p"}},
-		After:  "ucxf_after_ep_create",
-		OptIn:  true, Faultable: true, Summary: "create an endpoint",
+		Before: "ucxf_peer_before_create", After: "ucxf_after_ep_create",
+		OptIn: true, Faultable: true, Summary: "create an endpoint",
 	},
 	{
 		Name: "ucp_mem_map", Return: Status,

@@ -25,6 +25,7 @@ import (
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/recording"
+	"github.com/ucxfault/ucxfault/ucs"
 )
 
 // retireGrace is how long a replaced C configuration is kept before it is
@@ -352,7 +353,35 @@ func (b *cBackend) Info() control.Status {
 		st.Warnings = append(st.Warnings, "kill-ep is "+C.GoString(d)+": a kill is emulated by the injector and differs from a real peer death (docs/peer-death.md)")
 	}
 	st.KilledRequests = uint64(C.ucxf_defer_kill_count())
+	st.Endpoints = endpointRows()
 	return st
+}
+
+// endpointStates maps the endpoint table's states (UCXF_EP_*, endpoint.h)
+// to the status's.
+var endpointStates = map[C.int8_t]string{
+	C.UCXF_EP_OPEN:   control.EndpointOpen,
+	C.UCXF_EP_KILLED: control.EndpointKilled,
+	C.UCXF_EP_CLOSED: control.EndpointClosed,
+}
+
+// endpointRows lists every endpoint the C table knows, by number: those in
+// the table and the newest it retired (ucxf_ep_rows), with the counters
+// summed over threads at this instant.
+func endpointRows() []control.EndpointStatus {
+	rows := make([]C.struct_ucxf_ep_row, C.UCXF_EP_SLOTS+C.UCXF_EP_GONE)
+	n := int(C.ucxf_ep_rows(&rows[0], C.int(len(rows))))
+	out := make([]control.EndpointStatus, 0, n)
+	for _, r := range rows[:n] {
+		if r.ordinal < 0 {
+			continue
+		}
+		out = append(out, control.EndpointStatus{Endpoint: int(r.ordinal), State: endpointStates[r.state],
+			Calls: uint64(r.calls), Faults: uint64(r.faults), Code: ucs.Status(r.code),
+			Peer: C.GoString(&r.peer[0])})
+	}
+	slices.SortFunc(out, func(a, b control.EndpointStatus) int { return a.Endpoint - b.Endpoint })
+	return out
 }
 
 // Records reads the call log and follows requests to their final status.

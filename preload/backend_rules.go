@@ -4,6 +4,7 @@ package main
 #include <stdlib.h>
 #include "ucxfault.h"
 #include "rules.h"
+#include "peer.h"
 */
 import "C"
 
@@ -173,6 +174,11 @@ func (b *cBackend) fillRule(cr *C.struct_ucxf_rule, r *control.Rule, rs *ruleSlo
 	}
 	cr.spent = (*C.uint64_t)(rs.spent)
 	cr.endpoint = C.int32_t(r.Endpoint)
+	if r.Peer != "" {
+		cs := C.CString(r.Peer)
+		cr.peer = C.ucxf_peer_hash(cs)
+		C.free(unsafe.Pointer(cs))
+	}
 	switch r.Strategy {
 	case control.StrategyRandom:
 		cr.strategy = C.UCXF_STRATEGY_RANDOM

@@ -148,11 +148,35 @@ static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferr
     return s->codes[pos];
 }
 
+/* Counts a call (fault 0) or a fault on endpoint ep in t's counters of ep
+ * (status's endpoint rows), through t's cache of the last endpoint, which
+ * ucxf_fast_decide counts calls into without a look-up. */
+static void ucxf_ep_count(struct ucxf_thread *t, void *ep, int fault)
+{
+    if (ep == NULL) {
+        return;
+    }
+    if (t->ep_cnt_ep != ep) {
+        struct ucxf_ep_counts *cell = ucxf_ep_counts_cell(t, ucxf_ep_slot_of(ep));
+        if (cell == NULL) {
+            return; /* out of memory: not counted by endpoint */
+        }
+        t->ep_cnt_cell = cell;
+        t->ep_cnt_ep   = ep;
+    }
+    if (fault) {
+        UCXF_INC(t->ep_cnt_cell->faults);
+    } else {
+        UCXF_INC(t->ep_cnt_cell->calls);
+    }
+}
+
 /* Counts a failure injected now, without calling libucp, and shows it to
  * the observer. Returns code. */
 static int ucxf_count_injected(struct ucxf_thread *t, int h, int code, void *ep, uint64_t size, int bucket)
 {
     ucxf_count_code(&t->h[h], code, bucket);
+    ucxf_ep_count(t, ep, 1);
     ucxf_fault_marker(h, code, ep, size, NULL, UCXF_MARK_INJECTED);
     return code;
 }
@@ -234,6 +258,7 @@ int ucxf_enter(struct ucxf_call *c)
     UCXF_INC(hc->calls);
     c->size_bucket = ucxf_size_bucket(c->size);
     UCXF_INC(hc->size_calls[c->size_bucket]);
+    ucxf_ep_count(t, c->ep, 0);
     if (cfg->recording) {
         c->t0        = ucxf_now_ns();
         c->recording = 1;
@@ -326,6 +351,7 @@ static void ucxf_count_fault(struct ucxf_call *c, int code)
 {
     c->injected = 1;
     ucxf_count_code(&c->thread->h[c->hook], code, c->size_bucket);
+    ucxf_ep_count(c->thread, c->ep, 1);
 }
 
 /* After the real call: delivers failures that arrive on completion, and

@@ -490,7 +490,9 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
     if (params->field_mask & UCP_EP_PARAM_FIELD_USER_DATA) {
         arg = params->user_data;
     }
-    ucxf_ep_set_info(*ep_p, worker, cb, arg);
+    /* The peer is worked out here, once (peer.c), and stays the
+     * endpoint's for its life. */
+    ucxf_ep_set_info(*ep_p, worker, cb, arg, ucxf_peer_of_params(params));
     if (params->field_mask & UCP_EP_PARAM_FIELD_REMOTE_ADDRESS) {
         ucxf_ep_set_remote(*ep_p, params->address);
     }

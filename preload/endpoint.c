@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -16,7 +18,6 @@
 #include "defer.h"
 #include "epfail.h"
 
-#define UCXF_EP_SLOTS 4096
 static void *ucxf_ep_keys[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_vals[UCXF_EP_SLOTS]; /* ordinal + 1, 0 while being inserted */
 /* Written once by ucxf_after_ep_create, before the endpoint is used. */
@@ -39,6 +40,19 @@ static uint8_t ucxf_ep_has_remote[UCXF_EP_SLOTS];
  * back as a new endpoint. */
 static uint8_t ucxf_ep_closed[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_next;
+/* The endpoint's peer (peer.c): its index in the peer table + 1, 0 when
+ * unknown. Written by ucxf_ep_set_info before the application has the
+ * handle, and not again during the endpoint's life. */
+static int32_t ucxf_ep_peer[UCXF_EP_SLOTS];
+/* The slot's counters (summed over threads) when its endpoint was created
+ * at a reused address: the new endpoint counts from there. */
+static struct ucxf_ep_counts ucxf_ep_base[UCXF_EP_SLOTS];
+/* Endpoints whose slot a new endpoint took (status lists the newest
+ * UCXF_EP_GONE): written at a re-creation, read by status; the lock is
+ * held for a copy of one row either side. */
+static struct ucxf_ep_row ucxf_ep_gone[UCXF_EP_GONE];
+static uint64_t ucxf_ep_gone_n;
+static int ucxf_ep_gone_lock;
 /* Bumped whenever an address gets a new number (a new endpoint at a reused
  * address): caches of address -> number (rules.c) are stale then. */
 UCXF_HIDDEN uint32_t ucxf_ep_renumbered;
@@ -103,7 +117,40 @@ int32_t ucxf_ep_ordinal(void *ep)
  * the memory of a closed endpoint): the new endpoint gets the next number
  * and none of the old one's state. The application has not seen the new
  * handle yet, so no other thread looks it up meanwhile. */
-void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg)
+static void ucxf_ep_gone_lock_take(void)
+{
+    while (__atomic_exchange_n(&ucxf_ep_gone_lock, 1, __ATOMIC_ACQUIRE)) {
+        ucxf_cpu_relax();
+    }
+}
+
+static void ucxf_ep_gone_lock_drop(void)
+{
+    __atomic_store_n(&ucxf_ep_gone_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* The row of slot s's endpoint, with counters now (sums: every slot's
+ * counters summed over threads, or NULL to sum this slot's). */
+static void ucxf_ep_row_of(int s, const struct ucxf_ep_counts *sums, struct ucxf_ep_row *row)
+{
+    struct ucxf_ep_counts c;
+
+    if (sums != NULL) {
+        c = sums[s];
+    } else {
+        ucxf_ep_counts_slot(s, &c);
+    }
+    row->ordinal = __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) - 1;
+    row->code    = __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
+    row->state   = __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE) ? UCXF_EP_CLOSED
+                   : row->code != 0                                    ? UCXF_EP_KILLED
+                                                                        : UCXF_EP_OPEN;
+    row->calls  = c.calls - ucxf_ep_base[s].calls;
+    row->faults = c.faults - ucxf_ep_base[s].faults;
+    snprintf(row->peer, sizeof(row->peer), "%s", ucxf_peer_name(__atomic_load_n(&ucxf_ep_peer[s], __ATOMIC_ACQUIRE) - 1));
+}
+
+void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg, int32_t peer)
 {
     int inserted = 0;
     int s        = ucxf_ep_slot_ins(ep, 1, &inserted);
@@ -113,7 +160,19 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
     }
     if (!inserted) {
         uint8_t one = 1;
-        int32_t v   = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
+        int32_t v;
+        struct ucxf_ep_row gone;
+        struct ucxf_ep_counts now;
+
+        /* The old endpoint leaves the table: status keeps its row. */
+        ucxf_ep_row_of(s, NULL, &gone);
+        gone.state = UCXF_EP_CLOSED;
+        ucxf_ep_counts_slot(s, &now);
+        ucxf_ep_gone_lock_take();
+        ucxf_ep_gone[ucxf_ep_gone_n++ % UCXF_EP_GONE] = gone;
+        ucxf_ep_gone_lock_drop();
+        ucxf_ep_base[s] = now;
+        v = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
         if (__atomic_compare_exchange_n(&ucxf_ep_kill_undelivered[s], &one, 0, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
             __atomic_sub_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
@@ -125,12 +184,58 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
         __atomic_store_n(&ucxf_ep_fail[s].state, UCXF_EPFAIL_NONE, __ATOMIC_RELEASE);
         __atomic_store_n(&ucxf_ep_closed[s], 0, __ATOMIC_RELEASE);
         __atomic_store_n(&ucxf_ep_has_remote[s], 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ucxf_ep_peer[s], peer + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&ucxf_ep_renumbered, 1, __ATOMIC_RELEASE);
     }
+    __atomic_store_n(&ucxf_ep_peer[s], peer + 1, __ATOMIC_RELEASE);
     ucxf_ep_workers[s] = worker;
     ucxf_ep_err_arg[s] = arg;
     __atomic_store_n(&ucxf_ep_err_cb[s], cb, __ATOMIC_RELEASE);
+}
+
+/* ep's slot in the table (inserted, numbered at first use, when unseen),
+ * or -1 when the table is full: the index of its counters. */
+int ucxf_ep_slot_of(void *ep)
+{
+    return ucxf_ep_slot(ep, 1);
+}
+
+/* The hash of ep's peer (peer.h), 0 when unknown. */
+uint64_t ucxf_ep_peer_hash(void *ep)
+{
+    int s = ucxf_ep_slot(ep, 1);
+    return s < 0 ? 0 : ucxf_peer_hash_at(__atomic_load_n(&ucxf_ep_peer[s], __ATOMIC_ACQUIRE) - 1);
+}
+
+/* For status: writes up to n rows, the endpoints in the table then the
+ * newest retired ones (closed, their address since reused), in no order;
+ * returns how many. Sums every thread's counters once. */
+int ucxf_ep_rows(struct ucxf_ep_row *rows, int n)
+{
+    struct ucxf_ep_counts *sums = calloc(UCXF_EP_SLOTS + 1, sizeof(*sums));
+    uint64_t g, end;
+    int s, k = 0;
+
+    if (sums == NULL) {
+        return 0;
+    }
+    ucxf_ep_counts_sum(sums);
+    for (s = 0; s < UCXF_EP_SLOTS && k < n; s++) {
+        if (__atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE) == NULL ||
+            __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) == 0) {
+            continue;
+        }
+        ucxf_ep_row_of(s, sums, &rows[k++]);
+    }
+    free(sums);
+    ucxf_ep_gone_lock_take();
+    end = ucxf_ep_gone_n;
+    for (g = end > UCXF_EP_GONE ? end - UCXF_EP_GONE : 0; g < end && k < n; g++) {
+        rows[k++] = ucxf_ep_gone[g % UCXF_EP_GONE];
+    }
+    ucxf_ep_gone_lock_drop();
+    return k;
 }
 
 void *ucxf_ep_worker(void *ep)

@@ -8,9 +8,31 @@
 #include <stdint.h>
 #include <ucp/api/ucp.h>
 
+#include "peer.h"
+
+/* An endpoint as status lists it (ucxf_ep_rows). */
+enum {
+    UCXF_EP_OPEN   = 0,
+    UCXF_EP_KILLED = 1, /* kill-ep, not closed yet */
+    UCXF_EP_CLOSED = 2,
+};
+struct ucxf_ep_row {
+    int32_t  ordinal;
+    int8_t   state; /* UCXF_EP_* */
+    int8_t   code;  /* the kill's code, 0 when never killed */
+    uint64_t calls, faults;
+    char     peer[UCXF_PEER_MAX]; /* "" when unknown */
+};
+/* Endpoints retired from the table (their address came back as a new
+ * endpoint) that status still lists: the newest ones. */
+#define UCXF_EP_GONE 64
+
 /* ucxf_kill_pending is declared in ucxfault.h (the progress hook reads it). */
 int32_t ucxf_ep_ordinal(void *ep);
-void    ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg);
+int     ucxf_ep_slot_of(void *ep);
+uint64_t ucxf_ep_peer_hash(void *ep);
+int     ucxf_ep_rows(struct ucxf_ep_row *rows, int n);
+void    ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg, int32_t peer);
 void   *ucxf_ep_worker(void *ep);
 int     ucxf_ep_has_ordinal(int32_t ordinal);
 int     ucxf_ep_kill_ordinal(int32_t ordinal, int code);

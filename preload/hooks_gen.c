@@ -26,7 +26,7 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
@@ -105,7 +105,7 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
@@ -184,7 +184,7 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
@@ -263,7 +263,7 @@ ucs_status_t ucp_request_check_status(void *request)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_request_check_status(void *request)
 {
-    if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_CHECK_STATUS, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_CHECK_STATUS, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_request_check_status) *real = (__typeof__(ucp_request_check_status) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_CHECK_STATUS], __ATOMIC_ACQUIRE);
@@ -330,7 +330,7 @@ ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count,
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
@@ -409,7 +409,7 @@ ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t c
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
@@ -488,7 +488,7 @@ ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t coun
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
@@ -567,7 +567,7 @@ ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t cou
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
@@ -646,7 +646,7 @@ ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, si
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
@@ -725,7 +725,7 @@ ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, s
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
@@ -804,7 +804,7 @@ ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
@@ -883,7 +883,7 @@ ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const vo
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
@@ -962,7 +962,7 @@ ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_par
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
@@ -1090,6 +1090,8 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
 {
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
+
+    ucxf_peer_before_create(worker, params, ep_p);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
         ucs_status_t ret = real(worker, params, ep_p);
         if (ret == UCS_OK) {
@@ -1108,7 +1110,7 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_CREATE, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
@@ -1188,7 +1190,7 @@ ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *para
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
@@ -1257,7 +1259,7 @@ ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
@@ -1326,7 +1328,7 @@ ucs_status_t ucp_request_test(void *request, ucp_tag_recv_info_t *info)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_request_test(void *request, ucp_tag_recv_info_t *info)
 {
-    if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_TEST, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(!ucxf_defer_active()) && UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_REQUEST_TEST, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_request_test) *real = (__typeof__(ucp_request_test) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_REQUEST_TEST], __ATOMIC_ACQUIRE);
@@ -1393,7 +1395,7 @@ ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
@@ -1462,7 +1464,7 @@ ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remo
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
@@ -1531,7 +1533,7 @@ ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, 
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
@@ -1601,7 +1603,7 @@ ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
@@ -1671,7 +1673,7 @@ ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t coun
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
@@ -1741,7 +1743,7 @@ ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
@@ -1811,7 +1813,7 @@ ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
@@ -1881,7 +1883,7 @@ ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_se
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
@@ -1951,7 +1953,7 @@ ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t 
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_POST, __builtin_return_address(0), (uint64_t)op_size) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_POST, __builtin_return_address(0), (uint64_t)op_size, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
@@ -2020,7 +2022,7 @@ ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, 
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size, (void *)ep) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
@@ -2272,7 +2274,7 @@ ucs_status_t ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_bu
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_RKEY_PACK, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_RKEY_PACK, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_rkey_pack) *real = (__typeof__(ucp_rkey_pack) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_RKEY_PACK], __ATOMIC_ACQUIRE);
@@ -2392,7 +2394,7 @@ ucs_status_t ucp_worker_arm(ucp_worker_h worker)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_arm(ucp_worker_h worker)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_ARM, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_ARM, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_arm) *real = (__typeof__(ucp_worker_arm) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_ARM], __ATOMIC_ACQUIRE);
@@ -2461,7 +2463,7 @@ ucs_status_t ucp_worker_get_efd(ucp_worker_h worker, int *fd)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_get_efd(ucp_worker_h worker, int *fd)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_GET_EFD, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_GET_EFD, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_get_efd) *real = (__typeof__(ucp_worker_get_efd) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_GET_EFD], __ATOMIC_ACQUIRE);
@@ -2530,7 +2532,7 @@ ucs_status_t ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_QUERY, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_QUERY, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_query) *real = (__typeof__(ucp_worker_query) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_QUERY], __ATOMIC_ACQUIRE);
@@ -2599,7 +2601,7 @@ ucs_status_t ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_ha
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_set_am_recv_handler) *real = (__typeof__(ucp_worker_set_am_recv_handler) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER], __ATOMIC_ACQUIRE);
@@ -2724,7 +2726,7 @@ ucs_status_t ucp_device_local_mem_list_create(const void *params, void **mem_lis
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_device_local_mem_list_create(const void *params, void **mem_list_h)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_device_local_mem_list_create) *real = (__typeof__(ucp_device_local_mem_list_create) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
@@ -2798,7 +2800,7 @@ ucs_status_t ucp_device_remote_mem_list_create(const void *params, void **mem_li
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, __builtin_return_address(0), 0) == 0)) {
+    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_device_remote_mem_list_create) *real = (__typeof__(ucp_device_remote_mem_list_create) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);

@@ -3,7 +3,7 @@
  *
  * A rule matches a call when every condition holds: size range, call range
  * (the hook's calls in this thread since the rule was set), time window,
- * endpoint ordinal. Per hook the first matching rule decides; a rule that
+ * endpoint ordinal, the endpoint's peer. Per hook the first matching rule decides; a rule that
  * matches but whose strategy says pass, or whose fault budget is spent, still
  * decides (the call passes). Nothing here takes a lock; a rule that does not
  * match writes nothing; counters are the calling thread's own. The one shared
@@ -56,17 +56,33 @@ static inline int ucxf_rules_in_window(const struct ucxf_rule *r)
     return now >= r->t_start_ns && now < r->t_end_ns;
 }
 
-/* The endpoint's ordinal, through a one-entry cache in the thread's block. */
-static inline int32_t ucxf_rules_ep_ordinal(struct ucxf_thread *t, void *ep)
+/* Fills the thread's one-entry cache with ep's ordinal and peer. A new
+ * endpoint at a reused address bumps ucxf_ep_renumbered after it has its
+ * number and peer, so a cache filled before that is refilled. */
+static inline void ucxf_rules_ep_lookup(struct ucxf_thread *t, void *ep)
 {
     uint32_t gen = __atomic_load_n(&ucxf_ep_renumbered, __ATOMIC_ACQUIRE);
 
     if (t->rule_ep != ep || t->rule_ep_gen != gen) {
         t->rule_ep_ordinal = ucxf_ep_ordinal(ep);
+        t->rule_ep_peer    = ucxf_ep_peer_hash(ep);
         t->rule_ep         = ep;
         t->rule_ep_gen     = gen;
     }
+}
+
+/* The endpoint's ordinal, through the cache. */
+static inline int32_t ucxf_rules_ep_ordinal(struct ucxf_thread *t, void *ep)
+{
+    ucxf_rules_ep_lookup(t, ep);
     return t->rule_ep_ordinal;
+}
+
+/* The hash of the endpoint's peer, through the cache. */
+static inline uint64_t ucxf_rules_ep_peer(struct ucxf_thread *t, void *ep)
+{
+    ucxf_rules_ep_lookup(t, ep);
+    return t->rule_ep_peer;
 }
 
 void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
@@ -219,6 +235,9 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
             continue;
         }
         if (r->endpoint >= 0 && (c->ep == NULL || ucxf_rules_ep_ordinal(t, c->ep) != r->endpoint)) {
+            continue;
+        }
+        if (r->peer != 0 && (c->ep == NULL || ucxf_rules_ep_peer(t, c->ep) != r->peer)) {
             continue;
         }
         return ucxf_rules_act(c, cfg, t, r, s, k);

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,6 +30,11 @@ static pthread_key_t ucxf_thread_key;
  * whose fast[] is all 0, and its fast_caller[] stays NULL. */
 UCXF_HIDDEN struct ucxf_thread ucxf_no_thread;
 UCXF_HIDDEN __thread struct ucxf_thread *ucxf_self __attribute__((tls_model("initial-exec"))) = &ucxf_no_thread;
+
+/* Endpoint counters of threads that exited, by endpoint slot; under the
+ * threads lock. */
+static struct ucxf_ep_counts ucxf_ep_retired[UCXF_EP_SLOTS + 1];
+#define UCXF_EP_COUNTS_BYTES (sizeof(struct ucxf_ep_counts) * (UCXF_EP_SLOTS + 1))
 
 /* Counters of rules of threads that exited, by slot; under the threads lock. */
 static struct ucxf_rule_counters ucxf_rules_retired[UCXF_MAX_RULES];
@@ -51,6 +57,7 @@ static void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thr
 static void ucxf_thread_exit(void *arg)
 {
     struct ucxf_thread *t = arg, **pp;
+    struct ucxf_ep_counts *epc = t->ep_cnt;
     int h, k;
 
     ucxf_self = &ucxf_no_thread; /* the block is reused: a later call starts anew */
@@ -75,10 +82,76 @@ static void ucxf_thread_exit(void *arg)
         }
     }
     ucxf_rules_add(ucxf_rules_retired, t);
+    if (epc != NULL) {
+        for (k = 0; k <= UCXF_EP_SLOTS; k++) {
+            ucxf_ep_retired[k].calls += epc[k].calls;
+            ucxf_ep_retired[k].faults += epc[k].faults;
+        }
+    }
     memset(t, 0, sizeof(*t));
     t->next           = ucxf_free_threads;
     ucxf_free_threads = t;
     pthread_mutex_unlock(&ucxf_threads_lock);
+    if (epc != NULL) {
+        munmap(epc, UCXF_EP_COUNTS_BYTES); /* no sum reads it: t left the list under the lock */
+    }
+}
+
+struct ucxf_ep_counts *ucxf_ep_counts_cell(struct ucxf_thread *t, int slot)
+{
+    struct ucxf_ep_counts *epc = t->ep_cnt;
+
+    if (epc == NULL) {
+        /* Anonymous pages: untouched ones cost no memory. */
+        void *p = mmap(NULL, UCXF_EP_COUNTS_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            return NULL;
+        }
+        epc = p;
+        /* Published under the lock, which the sums read it under. */
+        pthread_mutex_lock(&ucxf_threads_lock);
+        t->ep_cnt = epc;
+        pthread_mutex_unlock(&ucxf_threads_lock);
+    }
+    return &epc[slot < 0 || slot >= UCXF_EP_SLOTS ? UCXF_EP_SLOTS : slot];
+}
+
+/* Adds every thread's endpoint counters of slots [lo, hi] to out[0..]. */
+static void ucxf_ep_counts_add(int lo, int hi, struct ucxf_ep_counts *out)
+{
+    struct ucxf_thread *t;
+    int k;
+
+    pthread_mutex_lock(&ucxf_threads_lock);
+    for (k = lo; k <= hi; k++) {
+        out[k - lo].calls += ucxf_ep_retired[k].calls;
+        out[k - lo].faults += ucxf_ep_retired[k].faults;
+    }
+    for (t = ucxf_threads; t != NULL; t = t->next) {
+        const struct ucxf_ep_counts *epc = t->ep_cnt;
+        if (epc == NULL) {
+            continue;
+        }
+        for (k = lo; k <= hi; k++) {
+            out[k - lo].calls += __atomic_load_n(&epc[k].calls, __ATOMIC_RELAXED);
+            out[k - lo].faults += __atomic_load_n(&epc[k].faults, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&ucxf_threads_lock);
+}
+
+void ucxf_ep_counts_sum(struct ucxf_ep_counts *out)
+{
+    memset(out, 0, UCXF_EP_COUNTS_BYTES);
+    ucxf_ep_counts_add(0, UCXF_EP_SLOTS, out);
+}
+
+void ucxf_ep_counts_slot(int slot, struct ucxf_ep_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (slot >= 0 && slot <= UCXF_EP_SLOTS) {
+        ucxf_ep_counts_add(slot, slot, out);
+    }
 }
 
 struct ucxf_thread *ucxf_thread_new(void)

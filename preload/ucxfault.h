@@ -55,6 +55,7 @@ struct ucxf_rule {
     int32_t  endpoint;                   /* endpoint ordinal, -1 = any */
     uint8_t  windowed;
     uint64_t t_start_ns, t_end_ns;       /* CLOCK_MONOTONIC window [start, end) when windowed */
+    uint64_t peer;                       /* the endpoint's peer hash (peer.h), 0 = any */
     /* The action. */
     uint64_t uid;                        /* unique in the process; 0 = slot unused */
     uint64_t delay_min_ns, delay_max_ns; /* uniform in [min, max]; max 0 = no delay */
@@ -148,6 +149,17 @@ struct ucxf_hook_counters {
     uint64_t codes[UCXF_CODE_SLOTS];
 };
 
+/* The endpoint table's size (endpoint.c): more endpoints than this in one
+ * process are neither numbered nor counted. */
+#define UCXF_EP_SLOTS 4096
+
+/* One endpoint's counters in one thread (index: its slot in the endpoint
+ * table; slot UCXF_EP_SLOTS counts endpoints the full table left out). */
+struct ucxf_ep_counts {
+    uint64_t calls;
+    uint64_t faults;
+};
+
 /* Per-thread state: written by its thread only, read by Go. */
 struct ucxf_thread {
     struct ucxf_thread *next;
@@ -175,6 +187,15 @@ struct ucxf_thread {
     void    *rule_ep;                    /* the endpoint last looked up for a rule */
     int32_t  rule_ep_ordinal;            /* and its ordinal */
     uint32_t rule_ep_gen;                /* ucxf_ep_renumbered when looked up */
+    uint64_t rule_ep_peer;               /* and its peer's hash (peer.h) */
+    /* Calls and faults by endpoint (status): this thread's counters of
+     * every endpoint slot, mapped at its first counted call on an endpoint
+     * (UCXF_EP_SLOTS + 1 cells, 64 KiB of address space, pages touched
+     * only for the slots it uses), and the cell of the endpoint it last
+     * counted, which ucxf_fast_decide counts into without a look-up. */
+    struct ucxf_ep_counts *ep_cnt;
+    void    *ep_cnt_ep;
+    struct ucxf_ep_counts *ep_cnt_cell;
 };
 
 /* One call in flight through a wrapper. */
@@ -247,6 +268,7 @@ void ucxf_defer_done(struct ucxf_call *c, int attached);
 void ucxf_progress_deliver(ucp_worker_h worker);
 void ucxf_request_forget(void *request, int freed);
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+void ucxf_peer_before_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p); /* peer.c */
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param);
 /* The endpoint of this thread's ucp_ep_close_nbx in progress when it is a
  * forced close of a killed endpoint (ucxf_before_ep_close), else NULL. */
@@ -405,7 +427,7 @@ static inline uint64_t ucxf_mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *caller, uint64_t size)
+static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *caller, uint64_t size, void *ep)
 {
     struct ucxf_thread *t = ucxf_self;
     struct ucxf_hook_counters *hc;
@@ -418,10 +440,16 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
     if (UCXF_UNLIKELY(t->until_fault[h] == 0) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
         return 1; /* this call fails, or a rule may match its size: ucxf_enter decides */
     }
+    if (ep != NULL && UCXF_UNLIKELY(t->ep_cnt_ep != ep)) {
+        return 1; /* another endpoint than the last: ucxf_enter finds its counters */
+    }
     hc = &t->h[h];
     UCXF_DEC(t->until_fault[h]);
     UCXF_INC(hc->calls);
     UCXF_INC(hc->size_calls[bucket]);
+    if (ep != NULL) {
+        UCXF_INC(t->ep_cnt_cell->calls);
+    }
     return 0;
 }
 
@@ -442,6 +470,13 @@ UCXF_HIDDEN void ucxf_forget_fast_callers(void);
 UCXF_HIDDEN void ucxf_count_code(struct ucxf_hook_counters *hc, int code, int bucket);
 void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads);
 void ucxf_rule_stats_sum(struct ucxf_rule_counters *out);
+/* Endpoint counters (thread.c): t's cell for an endpoint slot (-1: the
+ * cell of endpoints left out), NULL when its counters cannot be mapped;
+ * the sums over all threads, of every slot (out: UCXF_EP_SLOTS + 1 cells)
+ * or of one. */
+UCXF_HIDDEN struct ucxf_ep_counts *ucxf_ep_counts_cell(struct ucxf_thread *t, int slot);
+void ucxf_ep_counts_sum(struct ucxf_ep_counts *out);
+void ucxf_ep_counts_slot(int slot, struct ucxf_ep_counts *out);
 
 /* The published configuration (config.c). */
 extern UCXF_HIDDEN int ucxf_ready;

@@ -15,6 +15,22 @@ import (
 )
 
 // simpleControl is a command that takes no argument and sends one request.
+// killTarget reads kill-ep's argument: an endpoint number, or a peer
+// (anything that is not a number and reads as a peer name).
+func killTarget(arg string) (*control.Request, error) {
+	if ep, err := strconv.Atoi(arg); err == nil {
+		if ep < 0 {
+			return nil, usagef("kill-ep %q: want an endpoint number from 0, or a peer as status lists it", arg)
+		}
+		return &control.Request{Cmd: control.CmdKillEP, Endpoint: &ep}, nil
+	}
+	peer, err := control.CheckPeer(arg)
+	if err != nil {
+		return nil, usagef("kill-ep %q: want an endpoint number from 0, or a peer as status lists it: %v", arg, err)
+	}
+	return &control.Request{Cmd: control.CmdKillEP, Peer: peer}, nil
+}
+
 func simpleControl(use, short, cmd string) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
@@ -123,23 +139,24 @@ A real error wins over an injected one.`,
 	}
 	var killCode string
 	killEP := &cobra.Command{
-		Use:   "kill-ep ENDPOINT [--code CODE]",
-		Short: "Kill an endpoint as if its peer died (-80 up to UCX 1.13, -25 from 1.14, as a dead TCP peer)",
+		Use:   "kill-ep ENDPOINT|PEER [--code CODE]",
+		Short: "Kill an endpoint, or every endpoint of a peer, as if the peer died (-80 up to UCX 1.13, -25 from 1.14, as a dead TCP peer)",
 		Long: `Endpoints are numbered from 0 in order of creation (or of first use, for
-endpoints created before the injector saw them). From the kill on, as UCX
-does when a peer dies: the endpoint's error handler is called once, from
-ucp_worker_progress, with the code (by default the one the process's libucp
-reports for a dead TCP peer: -80 ENDPOINT_TIMEOUT up to 1.13, -25
-CONNECTION_RESET from 1.14 on); every later operation on the endpoint
-fails at once with it. Other endpoints keep working. A killed endpoint stays
-dead, even across reset.`,
+endpoints created before the injector saw them). A PEER, as status lists it
+(w:1a2b3c4d5e6f for an endpoint made from a worker address, IP:port for a
+client or server endpoint), kills every open endpoint of that peer; choose the
+process with --pid or --rank. From the kill on, as UCX does when a peer dies:
+the endpoint's error handler is called once, from ucp_worker_progress, with
+the code (by default the one the process's libucp reports for a dead TCP
+peer: -80 ENDPOINT_TIMEOUT up to 1.13, -25 CONNECTION_RESET from 1.14 on);
+every later operation on the endpoint fails at once with it. Other endpoints
+keep working. A killed endpoint stays dead, even across reset.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			ep, err := strconv.Atoi(args[0])
-			if err != nil || ep < 0 {
-				return usagef("kill-ep %q: want an endpoint number from 0", args[0])
+			req, err := killTarget(args[0])
+			if err != nil {
+				return err
 			}
-			req := &control.Request{Cmd: control.CmdKillEP, Endpoint: &ep}
 			if killCode != "" {
 				code, err := ucs.Parse(killCode)
 				if err != nil {

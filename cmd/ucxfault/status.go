@@ -18,7 +18,7 @@ import (
 )
 
 func newStatusCmd() *cobra.Command {
-	var detailed bool
+	var detailed, endpoints bool
 	var output string
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -40,11 +40,13 @@ func newStatusCmd() *cobra.Command {
 				}
 			} else {
 				renderStatus(c.OutOrStdout(), statuses, detailed)
+				renderEndpoints(c.OutOrStdout(), statuses, endpoints)
 			}
 			return err
 		},
 	}
 	cmd.Flags().BoolVar(&detailed, "detailed", false, "add a table of counters per hook")
+	cmd.Flags().BoolVar(&endpoints, "endpoints", false, fmt.Sprintf("list every endpoint (by default the list is shown up to %d rows)", maxEndpointRows))
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
@@ -221,5 +223,48 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 				strconv.FormatUint(hs.CallsSinceFault, 10), codesText(hs.FaultCodes))
 		}
 		h.Render()
+	}
+}
+
+// maxEndpointRows is the longest endpoint table status shows without
+// --endpoints: an MPI job has an endpoint per rank pair.
+const maxEndpointRows = 32
+
+// renderEndpoints prints each process's endpoints (number, state, calls,
+// injected faults, peer) after the process table, or, past maxEndpointRows
+// rows without all, how many there are.
+func renderEndpoints(w io.Writer, statuses []control.Status, all bool) {
+	rows, omitted := 0, 0
+	for _, st := range statuses {
+		rows += len(st.Endpoints)
+		omitted += st.ClosedOmitted
+	}
+	if rows == 0 {
+		return
+	}
+	if rows > maxEndpointRows && !all {
+		fmt.Fprintf(w, "%d endpoints: ucxfault status --endpoints lists them\n", rows)
+		return
+	}
+	t := tablewriter.NewWriter(w)
+	t.Header("PID", "Endpoint", "State", "Calls", "Faults", "Peer")
+	for _, st := range statuses {
+		for _, ep := range st.Endpoints {
+			state := ep.State
+			if ep.Code != 0 {
+				state += " " + strconv.Itoa(int(ep.Code))
+			}
+			peer := ep.Peer
+			if peer == "" {
+				peer = "-"
+			}
+			t.Append(strconv.Itoa(st.PID), strconv.Itoa(ep.Endpoint), state, strconv.FormatUint(ep.Calls, 10),
+				strconv.FormatUint(ep.Faults, 10), peer)
+		}
+	}
+	t.Render()
+	if omitted > 0 {
+		fmt.Fprintf(w, "%d older closed endpoints not listed (a status lists the newest %d closed endpoints of each process)\n",
+			omitted, control.MaxClosedEndpoints)
 	}
 }
