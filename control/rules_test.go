@@ -410,6 +410,7 @@ func FuzzParseRule(f *testing.F) {
 		"from-start after=1s", "prob=0.01", "min-size=1T", "codes=-1,-100", "", "=", "calls=1..2+",
 		"hooks=ucp_get_nbx delay-completion=200ms", "hang calls=3 prob=50", "hang=1", "hang delay-completion=1s",
 		"hooks=ucp_tag_recv_nbx hang", "delay-completion=2m", "hooks=ucp_put_nbi hang", "hang codes=-3",
+		"peer=w:0123456789ab hooks=ucp_get_nbx", "peer=127.0.0.1:13337 kill-ep", "peer=[::1]:5 endpoint=2", "peer=a=b", "peer=x;y",
 	} {
 		f.Add(seed)
 	}

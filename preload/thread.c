@@ -166,7 +166,8 @@ struct ucxf_thread *ucxf_thread_new(void)
         t = calloc(1, sizeof(*t));
     }
     if (t != NULL) {
-        t->ordinal   = ucxf_next_ordinal++;
+        t->ordinal     = ucxf_next_ordinal++;
+        t->ep_cnt_cell = &t->ep_sink;
         t->tid       = (int32_t)syscall(SYS_gettid);
         t->next      = ucxf_threads;
         ucxf_threads = t;

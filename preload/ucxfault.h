@@ -167,6 +167,11 @@ struct ucxf_thread {
     int32_t  tid;
     uint64_t generation;                 /* config the bases belong to */
     /* What ucxf_fast_decide reads, together near the start (one page). */
+    /* The endpoint this thread last counted a call of, and its cell of
+     * ep_cnt (below), which ucxf_fast_decide counts into without a
+     * look-up; &ep_sink until an endpoint is counted. */
+    void    *ep_cnt_ep;
+    struct ucxf_ep_counts *ep_cnt_cell;
     /* The last caller of each hook that ucxf_enter found outside UCX, in
      * a configuration whose fast[] byte was set for the hook (else NULL):
      * ucxf_fast_decide trusts it, and the configuration, without looking
@@ -191,11 +196,9 @@ struct ucxf_thread {
     /* Calls and faults by endpoint (status): this thread's counters of
      * every endpoint slot, mapped at its first counted call on an endpoint
      * (UCXF_EP_SLOTS + 1 cells, 64 KiB of address space, pages touched
-     * only for the slots it uses), and the cell of the endpoint it last
-     * counted, which ucxf_fast_decide counts into without a look-up. */
+     * only for the slots it uses); ep_sink counts a NULL endpoint. */
     struct ucxf_ep_counts *ep_cnt;
-    void    *ep_cnt_ep;
-    struct ucxf_ep_counts *ep_cnt_cell;
+    struct ucxf_ep_counts ep_sink;
 };
 
 /* One call in flight through a wrapper. */
@@ -440,14 +443,16 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
     if (UCXF_UNLIKELY(t->until_fault[h] == 0) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
         return 1; /* this call fails, or a rule may match its size: ucxf_enter decides */
     }
-    if (ep != NULL && UCXF_UNLIKELY(t->ep_cnt_ep != ep)) {
+    /* Hooks without an endpoint pass a literal NULL: their test folds
+     * away. (A NULL endpoint of one that has it counts in ep_sink.) */
+    if ((!__builtin_constant_p(ep) || ep != NULL) && UCXF_UNLIKELY(t->ep_cnt_ep != ep)) {
         return 1; /* another endpoint than the last: ucxf_enter finds its counters */
     }
     hc = &t->h[h];
     UCXF_DEC(t->until_fault[h]);
     UCXF_INC(hc->calls);
     UCXF_INC(hc->size_calls[bucket]);
-    if (ep != NULL) {
+    if (!__builtin_constant_p(ep) || ep != NULL) {
         UCXF_INC(t->ep_cnt_cell->calls);
     }
     return 0;

@@ -44,7 +44,7 @@ docs/rules.md.`
 
 type ruleFlags struct {
 	hooks, prob, pattern, codes, minSize, maxSize, endpoint string
-	calls, maxFaults, after, dur, delay                     string
+	peer, calls, maxFaults, after, dur, delay               string
 	fromStart                                               bool
 }
 
@@ -63,6 +63,7 @@ func (f *ruleFlags) text(c *cobra.Command, args []string) string {
 	add("min-size", "min-size", f.minSize)
 	add("max-size", "max-size", f.maxSize)
 	add("endpoint", "endpoint", f.endpoint)
+	add("peer", "peer", f.peer)
 	add("calls", "calls", f.calls)
 	add("max-faults", "max-faults", f.maxFaults)
 	add("after", "after", f.after)
@@ -111,7 +112,8 @@ func newRuleCmd() *cobra.Command {
 	fl.StringVar(&f.codes, "codes", "", "codes to fail with (default: the global codes); use --codes=-3,-6")
 	fl.StringVar(&f.minSize, "min-size", "", "only transfers of at least this size (64K, 1M)")
 	fl.StringVar(&f.maxSize, "max-size", "", "only transfers of at most this size")
-	fl.StringVar(&f.endpoint, "endpoint", "", "only this endpoint (ordinal from 0, in order of first use)")
+	fl.StringVar(&f.endpoint, "endpoint", "", "only this endpoint (number from 0, in order of creation)")
+	fl.StringVar(&f.peer, "peer", "", "only the endpoints of this peer, as status lists it (w:1a2b3c4d5e6f, 10.0.0.2:13337)")
 	fl.StringVar(&f.calls, "calls", "", "only these calls of the hook: 3, 5.., ..50, 100..200+10")
 	fl.StringVar(&f.maxFaults, "max-faults", "", "act on at most this many calls, then pass everything")
 	fl.StringVar(&f.after, "after", "", "only after this time (10s), from now or the process start")
