@@ -49,7 +49,9 @@ func TestKillPeer(t *testing.T) {
 	}{
 		{Request{Peer: "w:ffffffffffff"}, "no open endpoint has peer w:ffffffffffff (open endpoints' peers: " + p},
 		{Request{Peer: p, Endpoint: ptr(0)}, "not both"},
-		{Request{Peer: "a b"}, "not in a peer name"},
+		{Request{Peer: "a b:1"}, "not in a peer name"},
+		{Request{Peer: "x"}, "not a peer name"},
+		{Request{Peer: "x:"}, "not a peer name"},
 		{Request{Peer: strings.Repeat("x", MaxPeerLen+1)}, "want 1 to 63 characters"},
 	} {
 		req := tc.req
@@ -116,8 +118,9 @@ func TestRulePeer(t *testing.T) {
 	}
 	for text, want := range map[string]string{
 		"peer=":                                  "needs a value",
-		"peer=a=b":                               "not in a peer name",
-		"peer=x peer=y":                          "given twice",
+		"peer=a=b:1":                             "not in a peer name",
+		"peer=x":                                 "not a peer name",
+		"peer=x:1 peer=y:1":                      "given twice",
 		"hooks=ucp_worker_flush_nbx peer=w:0001": "no endpoint argument for endpoint=, peer= or kill-ep",
 		"peer=" + strings.Repeat("1", 64):        "want 1 to 63 characters",
 	} {

@@ -517,13 +517,17 @@ func ParseRule(text string) (*Rule, error) {
 // IPv6 address "]:" a port, 53).
 const MaxPeerLen = 63
 
-// CheckPeer validates a peer name as status shows it (see Rule.Peer): 1 to
-// MaxPeerLen printable ASCII characters, no space, '=' or ';'. It does not
-// check that a process has such a peer: a rule may name one before it
-// connects.
+// CheckPeer validates a peer name as status shows it (see Rule.Peer): 3 to
+// MaxPeerLen printable ASCII characters, no space, '=' or ';', with a ':'
+// that is neither first nor last (every name the injector makes has one).
+// It does not check that a process has such a peer: a rule may name one
+// before it connects.
 func CheckPeer(v string) (string, error) {
 	if v == "" || len(v) > MaxPeerLen {
 		return "", fmt.Errorf("%w: peer %q: want 1 to %d characters, as status shows a peer (w:1a2b3c4d5e6f, 10.0.0.2:13337, [fe80::1]:13337)", ErrInvalid, v, MaxPeerLen)
+	}
+	if i := strings.LastIndexByte(v, ':'); i <= 0 || i == len(v)-1 {
+		return "", fmt.Errorf("%w: peer %q is not a peer name (as status shows a peer: w:1a2b3c4d5e6f, 10.0.0.2:13337, [fe80::1]:13337)", ErrInvalid, v)
 	}
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c <= ' ' || c > '~' || c == '=' || c == ';' {

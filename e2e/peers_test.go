@@ -188,8 +188,10 @@ func TestPeers(t *testing.T) {
 	if r := h.ctl(t, "--pid", pid, "kill-ep", "-1"); r.code != 2 {
 		t.Errorf("kill-ep -1: exit %d, want 2\n%s", r.code, r.stderr)
 	}
-	if r := h.ctl(t, "--pid", pid, "kill-ep", "a=b"); r.code != 2 || !strings.Contains(r.stderr, "peer") {
-		t.Errorf("kill-ep a=b: exit %d, want 2 with a message on peers\n%s", r.code, r.stderr)
+	for _, bad := range []string{"a=b:1", "x", "w:"} {
+		if r := h.ctl(t, "--pid", pid, "kill-ep", bad); r.code != 2 || !strings.Contains(r.stderr, "peer") {
+			t.Errorf("kill-ep %s: exit %d, want 2 with a message on peers\n%s", bad, r.code, r.stderr)
+		}
 	}
 	if r := h.ctl(t, "--pid", pid, "kill-ep", peerA); r.code != 1 || !strings.Contains(r.stderr, "no open endpoint has peer "+peerA) {
 		t.Errorf("kill-ep %s (no endpoint of it here): exit %d, want 1 and a message\n%s", peerA, r.code, r.stderr)

@@ -112,11 +112,6 @@ int32_t ucxf_ep_ordinal(void *ep)
     return s < 0 ? -1 : __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) - 1;
 }
 
-/* Remembers a new endpoint's worker and error handler (from ucp_ep_create).
- * An address already known belonged to an endpoint since closed (UCX reuses
- * the memory of a closed endpoint): the new endpoint gets the next number
- * and none of the old one's state. The application has not seen the new
- * handle yet, so no other thread looks it up meanwhile. */
 static void ucxf_ep_gone_lock_take(void)
 {
     while (__atomic_exchange_n(&ucxf_ep_gone_lock, 1, __ATOMIC_ACQUIRE)) {
@@ -145,11 +140,17 @@ static void ucxf_ep_row_of(int s, const struct ucxf_ep_counts *sums, struct ucxf
     row->state   = __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE) ? UCXF_EP_CLOSED
                    : row->code != 0                                    ? UCXF_EP_KILLED
                                                                         : UCXF_EP_OPEN;
-    row->calls  = c.calls - ucxf_ep_base[s].calls;
-    row->faults = c.faults - ucxf_ep_base[s].faults;
+    row->calls  = c.calls - __atomic_load_n(&ucxf_ep_base[s].calls, __ATOMIC_RELAXED);
+    row->faults = c.faults - __atomic_load_n(&ucxf_ep_base[s].faults, __ATOMIC_RELAXED);
     snprintf(row->peer, sizeof(row->peer), "%s", ucxf_peer_name(__atomic_load_n(&ucxf_ep_peer[s], __ATOMIC_ACQUIRE) - 1));
 }
 
+/* Remembers a new endpoint's worker and error handler (from ucp_ep_create).
+ * An address already known belonged to an endpoint since closed (UCX reuses
+ * the memory of a closed endpoint): the new endpoint gets the next number
+ * and none of the old one's state. The application has not seen the new
+ * handle yet, so no other thread looks it up meanwhile. peer is its peer's
+ * index in the peer table (peer.h), -1 for none. */
 void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg, int32_t peer)
 {
     int inserted = 0;
@@ -171,7 +172,8 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
         ucxf_ep_gone_lock_take();
         ucxf_ep_gone[ucxf_ep_gone_n++ % UCXF_EP_GONE] = gone;
         ucxf_ep_gone_lock_drop();
-        ucxf_ep_base[s] = now;
+        __atomic_store_n(&ucxf_ep_base[s].calls, now.calls, __ATOMIC_RELAXED);
+        __atomic_store_n(&ucxf_ep_base[s].faults, now.faults, __ATOMIC_RELAXED);
         v = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
         if (__atomic_compare_exchange_n(&ucxf_ep_kill_undelivered[s], &one, 0, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
@@ -184,6 +186,7 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
         __atomic_store_n(&ucxf_ep_fail[s].state, UCXF_EPFAIL_NONE, __ATOMIC_RELEASE);
         __atomic_store_n(&ucxf_ep_closed[s], 0, __ATOMIC_RELEASE);
         __atomic_store_n(&ucxf_ep_has_remote[s], 0, __ATOMIC_RELEASE);
+        /* The peer before the bump, which makes rules.c look again. */
         __atomic_store_n(&ucxf_ep_peer[s], peer + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&ucxf_ep_renumbered, 1, __ATOMIC_RELEASE);
