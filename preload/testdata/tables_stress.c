@@ -15,6 +15,8 @@
  * Usage: tables_stress [rounds]
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,6 +253,67 @@ static void *ep_worker(void *arg)
     return NULL;
 }
 
+/* Peers: each thread closes and re-creates its own endpoints (at the same
+ * addresses, as UCX reuses them) with a new client/server peer each time,
+ * while a reader lists every endpoint's row; a peer name is whole when it
+ * reads as 127.0.0.1:PORT with a port some thread gave. */
+#define PEER_EPS    4
+#define PEER_ROUNDS 64
+static char peer_eps[THREADS][PEER_EPS];
+static unsigned long long peer_rows_checked;
+
+static void *peer_worker(void *arg)
+{
+    int t = (int)(intptr_t)arg, r, j;
+
+    for (r = 0; r < PEER_ROUNDS; r++) {
+        for (j = 0; j < PEER_EPS; j++) {
+            struct sockaddr_in sin;
+            ucp_ep_params_t params;
+            char want[UCXF_PEER_MAX];
+            unsigned port = 1024u + (unsigned)((t * PEER_EPS + j) * PEER_ROUNDS + r);
+
+            memset(&sin, 0, sizeof(sin));
+            sin.sin_family      = AF_INET;
+            sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            sin.sin_port        = htons((uint16_t)port);
+            memset(&params, 0, sizeof(params));
+            params.field_mask       = UCP_EP_PARAM_FIELD_SOCK_ADDR;
+            params.sockaddr.addr    = (const struct sockaddr *)&sin;
+            params.sockaddr.addrlen = sizeof(sin);
+            ucxf_ep_set_closed(&peer_eps[t][j]);
+            ucxf_ep_set_info(&peer_eps[t][j], NULL, NULL, NULL, ucxf_peer_of_params(&params));
+            snprintf(want, sizeof(want), "127.0.0.1:%u", port);
+            if (ucxf_ep_peer_hash(&peer_eps[t][j]) != ucxf_peer_hash(want)) {
+                FAIL("endpoint %d of thread %d, round %d: its peer is not %s", j, t, r, want);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void *peer_reader(void *arg)
+{
+    static struct ucxf_ep_row rows[UCXF_EP_SLOTS + UCXF_EP_GONE];
+    (void)arg;
+    while (!__atomic_load_n(&stop_killer, __ATOMIC_ACQUIRE)) {
+        int n = ucxf_ep_rows(rows, UCXF_EP_SLOTS + UCXF_EP_GONE), i;
+        for (i = 0; i < n; i++) {
+            unsigned port;
+            char tail;
+            if (rows[i].peer[0] == '\0') {
+                continue;
+            }
+            if (sscanf(rows[i].peer, "127.0.0.1:%u%c", &port, &tail) != 1 || port < 1024 ||
+                port >= 1024u + THREADS * PEER_EPS * PEER_ROUNDS) {
+                FAIL("endpoint %d: peer %.64s is not one a thread gave", rows[i].ordinal, rows[i].peer);
+            }
+            peer_rows_checked++;
+        }
+    }
+    return NULL;
+}
+
 /* A record is whole when its fields agree with what its writer derived
  * from (thread, k). */
 static void check_record(const struct ucxf_record *r, const int32_t *ordinal_of_ep)
@@ -363,6 +426,18 @@ int main(int argc, char **argv)
     __atomic_store_n(&stop_killer, 1, __ATOMIC_RELEASE);
     pthread_join(rth, NULL);
 
+    /* Peers of re-created endpoints, with a reader of the rows. */
+    __atomic_store_n(&stop_killer, 0, __ATOMIC_RELEASE);
+    pthread_create(&rth, NULL, peer_reader, NULL);
+    for (t = 0; t < THREADS; t++) {
+        pthread_create(&th[t], NULL, peer_worker, (void *)(intptr_t)t);
+    }
+    for (t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+    }
+    __atomic_store_n(&stop_killer, 1, __ATOMIC_RELEASE);
+    pthread_join(rth, NULL);
+
     memset(used, 0, sizeof(used));
     for (i = 0; i < EPS; i++) {
         ordinal_of_ep[i] = ucxf_ep_ordinal(&eps[i]);
@@ -405,8 +480,10 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("tables_stress: %d threads x %d rounds x %d requests, %llu kills; %d endpoints; "
-           "%llu records (%llu overwritten by a late writer), %llu copied while written: all checked\n",
+           "%llu records (%llu overwritten by a late writer), %llu copied while written; "
+           "%d re-creations with new peers, %llu endpoint rows read meanwhile: all checked\n",
            THREADS, rounds, PER_ROUND, (unsigned long long)ucxf_defer_kill_count(), EPS,
-           (unsigned long long)head, (unsigned long long)lapped, (unsigned long long)records_checked);
+           (unsigned long long)head, (unsigned long long)lapped, (unsigned long long)records_checked,
+           THREADS * PEER_EPS * PEER_ROUNDS, peer_rows_checked);
     return 0;
 }
