@@ -6,7 +6,10 @@
 // __TARGET_ARCH_arm64 for bpf_tracing.h.
 //
 // One entry program and one return program serve all hooks: the hook id (the
-// row of hooks.Table) arrives as the attach cookie. Entries are pushed on a
+// row of hooks.Table) arrives as the attach cookie. The probes are attached
+// once per libucp file for every process that maps it; the programs keep
+// the calls of the processes in the procs map (the watched ones) and return
+// at once for any other, so watching more processes adds nothing per call. Entries are pushed on a
 // small per-thread stack; a return pops its entry and emits ONE event per
 // completed application call through a ring buffer. Calls made from inside
 // libucp/libucs/libuct (libucp calls its own exported functions through its
@@ -56,7 +59,9 @@ struct pt_regs;
 enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 enum {
@@ -83,6 +88,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define STACK_DEPTH 16 // per thread; a power of two
 #define MAX_RANGES 32  // executable mappings of libucp/libucs/libuct
 #define MAX_THREADS 16384
+#define MAX_PROCS 1024 // watched processes; the Go side may raise it
 
 // hook_cfg says, per hook id, which 1-based argument positions hold what
 // matters (0 = none). Filled from Go from hooks.Table.
@@ -134,6 +140,15 @@ struct stack {
 	struct frame f[STACK_DEPTH];
 };
 
+// proc is a watched process: its entry in procs is the filter, and it holds
+// the code ranges that tell its internal calls apart. The Go side replaces
+// the whole value when the process maps more of UCX (a hash map update
+// swaps the element: a probe sees the old ranges or the new, never a mix).
+struct proc {
+	struct lib_ranges internal;  // libucp/libucs/libuct/libucm
+	struct lib_ranges forwarder; // the ucxfault injector
+};
+
 // event is one completed application call.
 struct event {
 	__u64 entry_ns;
@@ -145,6 +160,7 @@ struct event {
 	__u64 raddr;
 	__u64 req;
 	__u32 tid;
+	__u32 pid; // the process (tgid): which part of the recording
 	__u16 hook;
 	// UCXF_MARK_*, as the injector's marker passes them in its sixth
 	// argument: INJECTED, the injector made this failure; COMPLETION,
@@ -153,6 +169,7 @@ struct event {
 	// UNLEARNED, with COMPLETION, the request was freed before the
 	// failure reached the application.
 	__u16 flags;
+	__u8 pad2[4];
 };
 
 // Counter indexes of the per-CPU counters map.
@@ -165,6 +182,11 @@ enum counter {
 	CNT_NO_STACK = 5,      // the stack map was full: entry not recorded
 	CNT_INTERNAL = 6,      // internal calls dropped
 	CNT_MAX = 7,
+};
+
+// counts are one process's counters on one CPU.
+struct counts {
+	__u64 c[CNT_MAX];
 };
 
 struct {
@@ -192,27 +214,41 @@ struct {
 	__type(value, struct hook_cfg);
 } hook_cfgs SEC(".maps");
 
+// procs holds the watched processes, by tgid. The forwarder ranges are the
+// executable mappings of the ucxfault injector: its wrappers call the real
+// function, so the return address a probe sees is the wrapper's, and the
+// application's is one frame further up.
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lib_ranges);
-} internal_ranges SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PROCS);
+	__type(key, __u32); // tgid
+	__type(value, struct proc);
+} procs SEC(".maps");
 
-// forwarder_ranges holds the executable mappings of the ucxfault injector:
-// its wrappers call the real function, so the return address a probe sees
-// is the wrapper's, and the application's is one frame further up.
+// seen holds the unwatched processes already announced to the Go side
+// (HOOK_HELLO), so that each is announced once, not at every call.
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lib_ranges);
-} forwarder_ranges SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); // tgid
+	__type(value, __u8);
+} seen SEC(".maps");
 
+// HOOK_HELLO is the hook of an event that is not a call: a process that is
+// not watched entered a probed function (discover is set). The Go side
+// decides whether to watch it: a process that loads an already probed
+// libucp is watched at its first call, not at the next scan of /proc.
+#define HOOK_HELLO 0xffff
+
+// discover is set when the observer watches every process (--all).
+const volatile __u8 discover = 0;
+
+// stacks are keyed by pid_tgid (tgid << 32 | tid), so that the Go side can
+// drop the stacks of a process that exited.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_THREADS);
-	__type(key, __u32); // tid
+	__type(key, __u64); // pid_tgid
 	__type(value, struct stack);
 } stacks SEC(".maps");
 
@@ -224,18 +260,18 @@ struct {
 	__type(value, struct stack);
 } empty_stack SEC(".maps");
 
+// counters are per process (inserted by the Go side when it watches one)
+// and per CPU, so that no cache line is shared between CPUs.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_PROCS);
+	__type(key, __u32); // tgid
+	__type(value, struct counts);
 } counters SEC(".maps");
 
-// target_tgid is the observed process, set before loading.
-const volatile __u32 target_tgid = 0;
-
-// armed_ns is set once every probe is attached; calls entered before it are
-// dropped silently. stop_ns is set before detaching: no new entries are
+// armed_ns is set once the first file's probes are attached; calls entered
+// before it are dropped silently. (A process watched later is added to
+// procs only once the probes of its libucp are in place.) stop_ns is set before detaching: no new entries are
 // recorded and unmatched returns are no longer counted.
 volatile __u64 armed_ns = 0;
 volatile __u64 stop_ns = 0;
@@ -244,11 +280,29 @@ volatile __u64 stop_ns = 0;
 const struct event *unused_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count(__u32 tgid, __u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-	if (v)
-		__sync_fetch_and_add(v, 1);
+	struct counts *c = bpf_map_lookup_elem(&counters, &tgid);
+	if (c && idx < CNT_MAX)
+		__sync_fetch_and_add(&c->c[idx], 1);
+}
+
+// hello announces the unwatched process tgid once.
+static __attribute__((noinline)) int hello(__u32 tgid)
+{
+	__u8 one = 1;
+	if (bpf_map_lookup_elem(&seen, &tgid))
+		return 0;
+	if (bpf_map_update_elem(&seen, &tgid, &one, BPF_NOEXIST))
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 0; // the next scan of /proc finds it
+	__builtin_memset(e, 0, sizeof(*e));
+	e->pid = tgid;
+	e->hook = HOOK_HELLO;
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
 }
 
 // args holds the first six integer arguments of a call (and two zeros, so
@@ -293,12 +347,8 @@ static __always_inline __u64 arg(const struct args *x, __u8 n)
 	return x->a[(n - 1) & 7];
 }
 
-static __always_inline int in_ranges(void *map, __u64 caller)
+static __always_inline int in_ranges(const struct lib_ranges *lr, __u64 caller)
 {
-	__u32 zero = 0;
-	struct lib_ranges *lr = bpf_map_lookup_elem(map, &zero);
-	if (!lr)
-		return 0;
 	__u32 n = lr->count;
 	for (__u32 i = 0; i < MAX_RANGES; i++) {
 		if (i >= n)
@@ -313,8 +363,13 @@ SEC("uprobe")
 int ucxf_entry(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((__u32)(pid_tgid >> 32) != target_tgid)
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	struct proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	if (!p) {
+		if (discover)
+			hello(tgid);
 		return 0;
+	}
 	if (stop_ns)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
@@ -323,17 +378,16 @@ int ucxf_entry(struct pt_regs *ctx)
 	if (!cfg || !cfg->enabled)
 		return 0;
 
-	__u32 tid = (__u32)pid_tgid;
-	struct stack *st = bpf_map_lookup_elem(&stacks, &tid);
+	struct stack *st = bpf_map_lookup_elem(&stacks, &pid_tgid);
 	if (!st) {
 		__u32 zero = 0;
 		struct stack *empty = bpf_map_lookup_elem(&empty_stack, &zero);
 		if (!empty)
 			return 0;
-		bpf_map_update_elem(&stacks, &tid, empty, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&stacks, &tid);
+		bpf_map_update_elem(&stacks, &pid_tgid, empty, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&stacks, &pid_tgid);
 		if (!st) {
-			count(CNT_NO_STACK);
+			count(tgid, CNT_NO_STACK);
 			return 0;
 		}
 	}
@@ -370,7 +424,7 @@ int ucxf_entry(struct pt_regs *ctx)
 #endif
 		for (int i = 0; i < 3; i++) {
 			__u64 outer = 0, next = 0;
-			if (!in_ranges(&forwarder_ranges, caller))
+			if (!in_ranges(&p->forwarder, caller))
 				break;
 			if (bpf_probe_read_user(&outer, sizeof(outer), (void *)(fp + 8)) ||
 			    bpf_probe_read_user(&next, sizeof(next), (void *)fp))
@@ -381,7 +435,7 @@ int ucxf_entry(struct pt_regs *ctx)
 	}
 
 	__u8 flags = 0;
-	if (in_ranges(&internal_ranges, caller))
+	if (in_ranges(&p->internal, caller))
 		flags |= FRAME_INTERNAL;
 	if (!armed_ns)
 		flags |= FRAME_PREARM;
@@ -392,7 +446,7 @@ int ucxf_entry(struct pt_regs *ctx)
 		// The slot of the next push holds the oldest frame: its return
 		// will never be matched.
 		if (!(f->flags & (FRAME_INTERNAL | FRAME_PREARM)))
-			count(CNT_OVERWRITTEN);
+			count(tgid, CNT_OVERWRITTEN);
 	} else {
 		st->count++;
 	}
@@ -415,19 +469,21 @@ SEC("uretprobe")
 int ucxf_return(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((__u32)(pid_tgid >> 32) != target_tgid)
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	__u64 sp = PT_REGS_SP(ctx);
 	__u32 tid = (__u32)pid_tgid;
 
-	struct stack *st = bpf_map_lookup_elem(&stacks, &tid);
-	if (!st) {
-		if (!stop_ns)
-			count(CNT_UNMATCHED_RET);
+	// No stack: this thread has entered no call since its process was
+	// watched (the stack is made at the first entry, or counted
+	// CNT_NO_STACK when it could not be), so this call began before: the
+	// return of a call the observer never started to record, not a loss.
+	struct stack *st = bpf_map_lookup_elem(&stacks, &pid_tgid);
+	if (!st)
 		return 0;
-	}
 
 	// Frames deeper than this return (a smaller return sp) belong to
 	// calls whose return was never seen (a longjmp, or a probe attached
@@ -441,7 +497,7 @@ int ucxf_return(struct pt_regs *ctx)
 		struct frame *f = &st->f[(st->top - 1) & (STACK_DEPTH - 1)];
 		if (f->ret_sp < sp) {
 			if (!(f->flags & (FRAME_INTERNAL | FRAME_PREARM)))
-				count(CNT_STALE);
+				count(tgid, CNT_STALE);
 			st->top--;
 			st->count--;
 			continue;
@@ -456,19 +512,19 @@ int ucxf_return(struct pt_regs *ctx)
 	}
 	if (!found) {
 		if (!stop_ns)
-			count(CNT_UNMATCHED_RET);
+			count(tgid, CNT_UNMATCHED_RET);
 		return 0;
 	}
 	if (fr.flags & FRAME_PREARM)
 		return 0;
 	if (fr.flags & FRAME_INTERNAL) {
-		count(CNT_INTERNAL);
+		count(tgid, CNT_INTERNAL);
 		return 0;
 	}
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(CNT_DROPPED);
+		count(tgid, CNT_DROPPED);
 		return 0;
 	}
 	e->entry_ns = fr.entry_ns;
@@ -480,10 +536,11 @@ int ucxf_return(struct pt_regs *ctx)
 	e->raddr = fr.raddr;
 	e->req = fr.req;
 	e->tid = tid;
+	e->pid = tgid;
 	e->hook = fr.hook;
 	e->flags = 0;
 	submit(e);
-	count(CNT_CALLS);
+	count(tgid, CNT_CALLS);
 	return 0;
 }
 
@@ -497,7 +554,8 @@ SEC("uprobe")
 int ucxf_marker(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((__u32)(pid_tgid >> 32) != target_tgid)
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;
 	if (stop_ns || !armed_ns)
 		return 0;
@@ -507,7 +565,7 @@ int ucxf_marker(struct pt_regs *ctx)
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(CNT_DROPPED);
+		count(tgid, CNT_DROPPED);
 		return 0;
 	}
 	__s64 code = (__s32)PT_REGS_PARM2(ctx);
@@ -521,10 +579,11 @@ int ucxf_marker(struct pt_regs *ctx)
 	e->raddr = 0;
 	e->req = PT_REGS_PARM5(ctx);
 	e->tid = (__u32)pid_tgid;
+	e->pid = tgid;
 	e->hook = (__u16)id;
 	e->flags = (__u16)(UCXF_PARM6(ctx) & (UCXF_MARK_INJECTED | UCXF_MARK_COMPLETION | UCXF_MARK_UNLEARNED));
 	submit(e);
-	count(CNT_CALLS);
+	count(tgid, CNT_CALLS);
 	return 0;
 }
 
@@ -539,13 +598,14 @@ SEC("uprobe")
 int ucxf_ep_err(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((__u32)(pid_tgid >> 32) != target_tgid)
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;
 	if (stop_ns || !armed_ns)
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(CNT_DROPPED);
+		count(tgid, CNT_DROPPED);
 		return 0;
 	}
 	e->entry_ns = bpf_ktime_get_ns();
@@ -557,9 +617,10 @@ int ucxf_ep_err(struct pt_regs *ctx)
 	e->raddr = 0;
 	e->req = 0;
 	e->tid = (__u32)pid_tgid;
+	e->pid = tgid;
 	e->hook = 0;
 	e->flags = UCXF_MARK_EP_FAILURE;
 	submit(e);
-	count(CNT_CALLS);
+	count(tgid, CNT_CALLS);
 	return 0;
 }

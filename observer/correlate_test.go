@@ -120,11 +120,11 @@ func TestIsErrPtr(t *testing.T) {
 
 // decodeEvent copies a ring-buffer record into the bpf2go-generated type;
 // the record is written here field by field, packed in host order (struct
-// event has no padding), so a generated type that no longer matches the
+// event has no implicit padding), so a generated type that no longer matches the
 // C struct, or a decoder that misplaces a field, fails.
 func TestDecodeEvent(t *testing.T) {
 	in := observerEvent{EntryNs: 11, DurationNs: 22, Ret: 33, Caller: 0xcafe, Size: 44, Ep: 55,
-		Raddr: 0xbeef, Req: 66, Tid: 77, Hook: 3, Flags: eventInjected | eventCompletion}
+		Raddr: 0xbeef, Req: 66, Tid: 77, Pid: 88, Hook: 3, Flags: eventInjected | eventCompletion}
 	var buf bytes.Buffer
 	if err := binary.Write(&buf, binary.NativeEndian, in); err != nil {
 		t.Fatal(err)
@@ -132,13 +132,13 @@ func TestDecodeEvent(t *testing.T) {
 	if buf.Len() != eventSize {
 		t.Fatalf("struct event packs into %d bytes, the generated type is %d", buf.Len(), eventSize)
 	}
-	got, ok := decodeEvent(buf.Bytes())
+	got, pid, ok := decodeEvent(buf.Bytes())
 	want := rawCall{Hook: 3, TID: 77, EntryNS: 11, DurationNS: 22, Ret: 33, Size: 44, EP: 55, Req: 66,
 		Injected: true, Completion: true}
-	if !ok || got != want {
-		t.Errorf("decodeEvent = %+v, %v; want %+v", got, ok, want)
+	if !ok || got != want || pid != 88 {
+		t.Errorf("decodeEvent = %+v, %d, %v; want %+v, 88", got, pid, ok, want)
 	}
-	if _, ok := decodeEvent(buf.Bytes()[:10]); ok {
+	if _, _, ok := decodeEvent(buf.Bytes()[:10]); ok {
 		t.Error("decodeEvent accepted a short record")
 	}
 }

@@ -26,6 +26,11 @@ const (
 	observerCounterCNT_MAX           observerCounter = 7
 )
 
+type observerCounts struct {
+	_ structs.HostLayout
+	C [7]uint64
+}
+
 type observerEvent struct {
 	_          structs.HostLayout
 	EntryNs    uint64
@@ -37,8 +42,10 @@ type observerEvent struct {
 	Raddr      uint64
 	Req        uint64
 	Tid        uint32
+	Pid        uint32
 	Hook       uint16
 	Flags      uint16
+	Pad2       [4]uint8
 }
 
 type observerHookCfg struct {
@@ -61,6 +68,12 @@ type observerLibRanges struct {
 		Start uint64
 		End   uint64
 	}
+}
+
+type observerProc struct {
+	_         structs.HostLayout
+	Internal  observerLibRanges
+	Forwarder observerLibRanges
 }
 
 type observerStack struct {
@@ -86,22 +99,22 @@ type observerStack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	observerMapCounters        = "counters"
-	observerMapEmptyStack      = "empty_stack"
-	observerMapEvents          = "events"
-	observerMapForwarderRanges = "forwarder_ranges"
-	observerMapHookCfgs        = "hook_cfgs"
-	observerMapInternalRanges  = "internal_ranges"
-	observerMapStacks          = "stacks"
-	observerProgUcxfEntry      = "ucxf_entry"
-	observerProgUcxfEpErr      = "ucxf_ep_err"
-	observerProgUcxfMarker     = "ucxf_marker"
-	observerProgUcxfReturn     = "ucxf_return"
-	observerVarArmedNs         = "armed_ns"
-	observerVarStopNs          = "stop_ns"
-	observerVarTargetTgid      = "target_tgid"
-	observerVarUnusedCounter   = "unused_counter"
-	observerVarUnusedEvent     = "unused_event"
+	observerMapCounters      = "counters"
+	observerMapEmptyStack    = "empty_stack"
+	observerMapEvents        = "events"
+	observerMapHookCfgs      = "hook_cfgs"
+	observerMapProcs         = "procs"
+	observerMapSeen          = "seen"
+	observerMapStacks        = "stacks"
+	observerProgUcxfEntry    = "ucxf_entry"
+	observerProgUcxfEpErr    = "ucxf_ep_err"
+	observerProgUcxfMarker   = "ucxf_marker"
+	observerProgUcxfReturn   = "ucxf_return"
+	observerVarArmedNs       = "armed_ns"
+	observerVarDiscover      = "discover"
+	observerVarStopNs        = "stop_ns"
+	observerVarUnusedCounter = "unused_counter"
+	observerVarUnusedEvent   = "unused_event"
 )
 
 // loadObserver returns the embedded CollectionSpec for observer.
@@ -156,13 +169,13 @@ type observerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerMapSpecs struct {
-	Counters        *ebpf.MapSpec `ebpf:"counters"`
-	EmptyStack      *ebpf.MapSpec `ebpf:"empty_stack"`
-	Events          *ebpf.MapSpec `ebpf:"events"`
-	ForwarderRanges *ebpf.MapSpec `ebpf:"forwarder_ranges"`
-	HookCfgs        *ebpf.MapSpec `ebpf:"hook_cfgs"`
-	InternalRanges  *ebpf.MapSpec `ebpf:"internal_ranges"`
-	Stacks          *ebpf.MapSpec `ebpf:"stacks"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	EmptyStack *ebpf.MapSpec `ebpf:"empty_stack"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	HookCfgs   *ebpf.MapSpec `ebpf:"hook_cfgs"`
+	Procs      *ebpf.MapSpec `ebpf:"procs"`
+	Seen       *ebpf.MapSpec `ebpf:"seen"`
+	Stacks     *ebpf.MapSpec `ebpf:"stacks"`
 }
 
 // observerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -170,8 +183,8 @@ type observerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type observerVariableSpecs struct {
 	ArmedNs       *ebpf.VariableSpec `ebpf:"armed_ns"`
+	Discover      *ebpf.VariableSpec `ebpf:"discover"`
 	StopNs        *ebpf.VariableSpec `ebpf:"stop_ns"`
-	TargetTgid    *ebpf.VariableSpec `ebpf:"target_tgid"`
 	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
 }
@@ -196,13 +209,13 @@ func (o *observerObjects) Close() error {
 //
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerMaps struct {
-	Counters        *ebpf.Map `ebpf:"counters"`
-	EmptyStack      *ebpf.Map `ebpf:"empty_stack"`
-	Events          *ebpf.Map `ebpf:"events"`
-	ForwarderRanges *ebpf.Map `ebpf:"forwarder_ranges"`
-	HookCfgs        *ebpf.Map `ebpf:"hook_cfgs"`
-	InternalRanges  *ebpf.Map `ebpf:"internal_ranges"`
-	Stacks          *ebpf.Map `ebpf:"stacks"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	EmptyStack *ebpf.Map `ebpf:"empty_stack"`
+	Events     *ebpf.Map `ebpf:"events"`
+	HookCfgs   *ebpf.Map `ebpf:"hook_cfgs"`
+	Procs      *ebpf.Map `ebpf:"procs"`
+	Seen       *ebpf.Map `ebpf:"seen"`
+	Stacks     *ebpf.Map `ebpf:"stacks"`
 }
 
 func (m *observerMaps) Close() error {
@@ -210,9 +223,9 @@ func (m *observerMaps) Close() error {
 		m.Counters,
 		m.EmptyStack,
 		m.Events,
-		m.ForwarderRanges,
 		m.HookCfgs,
-		m.InternalRanges,
+		m.Procs,
+		m.Seen,
 		m.Stacks,
 	)
 }
@@ -222,8 +235,8 @@ func (m *observerMaps) Close() error {
 // It can be passed to loadObserverObjects or ebpf.CollectionSpec.LoadAndAssign.
 type observerVariables struct {
 	ArmedNs       *ebpf.Variable `ebpf:"armed_ns"`
+	Discover      *ebpf.Variable `ebpf:"discover"`
 	StopNs        *ebpf.Variable `ebpf:"stop_ns"`
-	TargetTgid    *ebpf.Variable `ebpf:"target_tgid"`
 	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
 }
