@@ -89,3 +89,80 @@ func percentile(sorted []uint64, p int) uint64 {
 	}
 	return sorted[k-1]
 }
+
+// Summary is what `ucxfault observe -o json` prints: per process, the
+// functions that were called, and the same over every process.
+type Summary struct {
+	Processes []ProcessSummary `json:"processes"`
+	Total     ProcessSummary   `json:"total"`
+}
+
+// ProcessSummary sums up one process (or, as Summary.Total, every process:
+// PID 0, rank -1).
+type ProcessSummary struct {
+	PID      int    `json:"pid"`
+	Rank     int    `json:"rank"`
+	Command  string `json:"command,omitempty"`
+	Calls    uint64 `json:"calls"`
+	Errors   uint64 `json:"errors"`
+	Lost     uint64 `json:"lost"`
+	Internal uint64 `json:"internal"`
+	Complete bool   `json:"complete"`
+	// Functions holds only the functions that were called.
+	Functions []FuncJSON `json:"functions"`
+}
+
+// FuncJSON is FuncSummary as JSON: durations in nanoseconds.
+type FuncJSON struct {
+	Fn     string            `json:"fn"`
+	Calls  uint64            `json:"calls"`
+	Errors map[string]uint64 `json:"errors,omitempty"`
+	P50NS  int64             `json:"p50_ns"`
+	P99NS  int64             `json:"p99_ns"`
+	MaxNS  int64             `json:"max_ns"`
+}
+
+func funcsJSON(p *recording.Process) []FuncJSON {
+	out := []FuncJSON{}
+	for _, s := range Summarize(p) {
+		j := FuncJSON{Fn: s.Fn, Calls: s.Calls, P50NS: s.P50.Nanoseconds(), P99NS: s.P99.Nanoseconds(), MaxNS: s.Max.Nanoseconds()}
+		if len(s.Errors) > 0 {
+			j.Errors = s.Errors
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+// Summarise returns the summary of a recording the observer made, with the
+// counters Node.Stop returned (stats[i] for f.Processes[i]; missing ones
+// count nothing internal).
+func Summarise(f *recording.File, stats []ProcessStats) Summary {
+	s := Summary{Processes: []ProcessSummary{}, Total: ProcessSummary{Rank: -1, Complete: true}}
+	all := &recording.Process{}
+	for i := range f.Processes {
+		p := &f.Processes[i]
+		ps := ProcessSummary{PID: p.PID, Rank: p.Rank, Calls: uint64(len(p.Calls)), Complete: p.Complete,
+			Lost: p.Lost.DroppedEvents + p.Lost.UnmatchedEntries + p.Lost.UnmatchedReturns, Functions: funcsJSON(p)}
+		if len(p.Command) > 0 {
+			ps.Command = p.Command[0]
+		}
+		for _, c := range p.Calls {
+			if c.Failed() {
+				ps.Errors++
+			}
+		}
+		if i < len(stats) {
+			ps.Internal = stats[i].Internal
+		}
+		s.Processes = append(s.Processes, ps)
+		s.Total.Calls += ps.Calls
+		s.Total.Errors += ps.Errors
+		s.Total.Lost += ps.Lost
+		s.Total.Internal += ps.Internal
+		s.Total.Complete = s.Total.Complete && ps.Complete
+		all.Calls = append(all.Calls, p.Calls...)
+	}
+	s.Total.Functions = funcsJSON(all)
+	return s
+}

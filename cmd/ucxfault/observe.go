@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -19,127 +20,301 @@ import (
 
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/observer"
-	"github.com/ucxfault/ucxfault/recording"
 )
 
 type observeFlags struct {
 	duration  time.Duration
 	output    string
+	recording string
 	functions string
 	wait      bool
 	ringSize  int
+	all       bool
+	comm      string
+	cgroup    string
+	flight    time.Duration
+	onError   string
+	after     time.Duration
+	flightMax int
 }
 
 func newObserveCmd() *cobra.Command {
 	var fl observeFlags
 	cmd := &cobra.Command{
-		Use:   "observe PID",
-		Short: "Record a running process's UCX calls and their real outcomes with eBPF",
+		Use:   "observe [PID...] [--all [--comm NAME] [--cgroup PATH]]",
+		Short: "Record running processes' UCX calls and their real outcomes with eBPF",
 		Long: `observe attaches eBPF uprobes to the hooked ucp_* functions of the libucp
-that process PID has loaded, without changing the process. It records every
-application call (calls libucp makes to itself are left out), its size,
-endpoint, final status and duration, until --duration ends, Ctrl-C, or the
-process exits. It then writes a recording (see 'replay') and prints a table
-per function: calls, errors by name, and call latency measured in the kernel.
+that the processes have loaded, without changing them: one set of probes per
+libucp file, shared by every process that maps it, with the processes
+filtered in the kernel. It records every application call (calls libucp makes
+to itself are left out), its size, endpoint, final status and duration, until
+--duration ends, Ctrl-C, or the processes named exit. It then writes one
+recording with one part per process (see 'replay --part') and prints, per
+process and in total, the functions that were called: calls, errors by name,
+and call latency measured in the kernel.
+
+--all watches every process that maps a libucp (under its usual name or a
+renamed wheel copy), including the ones that start later; --comm and --cgroup
+narrow it (a Kubernetes pod or a Slurm job is a cgroup). Processes that exit
+keep their part.
+
+--flight 30s --on-error DIR is the flight recorder: only the last 30 s of each
+process's calls are kept (at most --flight-max-calls each, shown at the
+start), and when a call of a process fails, at once or on completion, or an
+endpoint fails, one recording of that process (the window before the error
+and --after after it) is written to DIR, named by host, pid and time.
+SIGUSR1 writes one of every process at once.
 
 Needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with
 uprobes, BTF and BPF ring buffers.`,
 		Example: `  ucxfault observe 4242
-  ucxfault observe 4242 --duration 30s -o run.json --functions put_nbx,get_nbx
-  ucxfault observe --wait $(pgrep -n myapp)`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("observe takes one PID, got %d arguments", len(args))
-			}
-			return nil
-		},
+  ucxfault observe 4242 4243 --duration 30s --recording run.json --functions put_nbx,get_nbx
+  ucxfault observe --wait $(pgrep -n myapp)
+  ucxfault observe --all --comm python3 -o json
+  ucxfault observe --all --flight 30s --on-error /var/log/ucxfault`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runObserve(cmd, args[0], &fl)
+			return runObserve(cmd, args, &fl)
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&fl.duration, "duration", 0, "stop after this long (default: until Ctrl-C or the process exits)")
-	f.StringVarP(&fl.output, "output", "o", "", "recording file (default ucxfault-observe-PID.json)")
+	f.DurationVar(&fl.duration, "duration", 0, "stop after this long (default: until Ctrl-C or the processes exit)")
+	f.StringVarP(&fl.output, "output", "o", "table", "summary format: table or json")
+	f.StringVarP(&fl.recording, "recording", "w", "", "recording file (default ucxfault-observe-PID.json, or ucxfault-observe-all.json)")
 	f.StringVar(&fl.functions, "functions", "all", "comma-separated functions to probe ("+strings.Join(hooks.Names(), ", ")+"), or all")
-	f.BoolVar(&fl.wait, "wait", false, "wait for the process to load libucp instead of failing")
+	f.BoolVar(&fl.wait, "wait", false, "wait for the processes to load libucp instead of failing")
 	f.IntVar(&fl.ringSize, "ring-size", observer.DefaultRingSize, "bytes of the kernel's ring buffer (a power of two); calls that find it full are lost and counted")
+	f.BoolVar(&fl.all, "all", false, "watch every process that maps a libucp, now and later")
+	f.StringVar(&fl.comm, "comm", "", "only processes with this name (/proc/PID/comm); implies --all without PIDs")
+	f.StringVar(&fl.cgroup, "cgroup", "", "only processes in this cgroup or below (/sys/fs/cgroup/... or as /proc/PID/cgroup shows it); implies --all without PIDs")
+	f.DurationVar(&fl.flight, "flight", 0, "flight recorder: keep only this much of each process's past, write incidents to --on-error")
+	f.StringVar(&fl.onError, "on-error", "", "directory for the flight recorder's incidents (with --flight)")
+	f.DurationVar(&fl.after, "after", 5*time.Second, "how long an incident keeps recording after its error (with --flight)")
+	f.IntVar(&fl.flightMax, "flight-max-calls", 0, fmt.Sprintf("calls kept per process (with --flight; default (flight+after) x %d/s); more are lost and counted", observer.DefaultFlightRate))
 	return cmd
 }
 
-func runObserve(cmd *cobra.Command, pidArg string, fl *observeFlags) error {
-	pid, err := strconv.Atoi(pidArg)
-	if err != nil || pid <= 0 {
-		return usagef("observe: %q is not a PID", pidArg)
+// parseObserve checks the flags and arguments and returns the node's
+// options and the recording file ("" in flight mode without --recording).
+func parseObserve(args []string, fl *observeFlags, stderr io.Writer) (*observer.NodeOptions, string, error) {
+	opts := &observer.NodeOptions{All: fl.all, Comm: fl.comm, Cgroup: fl.cgroup, Wait: fl.wait, RingSize: fl.ringSize}
+	for _, a := range args {
+		pid, err := strconv.Atoi(a)
+		if err != nil || pid <= 0 {
+			return nil, "", usagef("observe: %q is not a PID", a)
+		}
+		opts.PIDs = append(opts.PIDs, pid)
+	}
+	if len(opts.PIDs) == 0 && !fl.all && fl.comm == "" && fl.cgroup == "" {
+		return nil, "", usagef("observe: give PIDs, or --all (with --comm, --cgroup)")
 	}
 	if fl.duration < 0 {
-		return usagef("observe: --duration %v is negative", fl.duration)
+		return nil, "", usagef("observe: --duration %v is negative", fl.duration)
 	}
 	if n, page := fl.ringSize, os.Getpagesize(); n < page || n > 1<<30 || n&(n-1) != 0 {
-		return usagef("observe: --ring-size %d: want a power of two from %d to %d", n, page, 1<<30)
+		return nil, "", usagef("observe: --ring-size %d: want a power of two from %d to %d", n, page, 1<<30)
 	}
-	var ids []hooks.ID // nil: every row the observer probes by default
 	if !strings.EqualFold(strings.TrimSpace(fl.functions), "all") {
-		if ids, err = hooks.ParseList(fl.functions); err != nil {
-			return usagef("observe: --functions: %w", err)
+		ids, err := hooks.ParseList(fl.functions)
+		if err != nil {
+			return nil, "", usagef("observe: --functions: %w", err)
+		}
+		opts.Hooks = ids
+	}
+	switch fl.output {
+	case "table", "json":
+	default:
+		// The old spelling: -o named the recording file.
+		if fl.recording != "" {
+			return nil, "", usagef("observe: -o %q: want table or json", fl.output)
+		}
+		fmt.Fprintf(stderr, "observe: -o FILE is deprecated, use --recording FILE (-o is the format: table or json)\n")
+		fl.recording, fl.output = fl.output, "table"
+	}
+	if fl.flight != 0 || fl.onError != "" {
+		if fl.flight <= 0 || fl.onError == "" {
+			return nil, "", usagef("observe: the flight recorder needs both --flight DURATION (positive) and --on-error DIR")
+		}
+		if fi, err := os.Stat(fl.onError); err != nil || !fi.IsDir() {
+			return nil, "", usagef("observe: --on-error %s: not a directory", fl.onError)
+		}
+		if fl.after < 0 || fl.flightMax < 0 {
+			return nil, "", usagef("observe: --after and --flight-max-calls cannot be negative")
+		}
+		opts.Flight = &observer.FlightOptions{Window: fl.flight, After: fl.after, Dir: fl.onError, MaxCalls: fl.flightMax}
+	}
+	out := fl.recording
+	if out == "" && opts.Flight == nil {
+		out = "ucxfault-observe-all.json"
+		if len(opts.PIDs) == 1 && !fl.all {
+			out = fmt.Sprintf("ucxfault-observe-%d.json", opts.PIDs[0])
 		}
 	}
-	out := fl.output
-	if out == "" {
-		out = fmt.Sprintf("ucxfault-observe-%d.json", pid)
-	}
-	stderr := cmd.ErrOrStderr()
+	return opts, out, nil
+}
 
+func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
+	stderr := cmd.ErrOrStderr()
+	opts, out, err := parseObserve(args, fl, stderr)
+	if err != nil {
+		return err
+	}
 	parent := cmd.Context()
 	if parent == nil {
 		parent = context.Background()
 	}
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGUSR1 asks the flight recorder for a snapshot; without it, it is
+	// ignored rather than fatal.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 
-	if fl.wait {
-		fmt.Fprintf(stderr, "waiting for process %d to load libucp...\n", pid)
+	if fl.wait && len(opts.PIDs) > 0 {
+		fmt.Fprintf(stderr, "waiting for %s to load libucp...\n", pidList(opts.PIDs))
 	}
-	s, err := observer.StartContext(ctx, &observer.Options{PID: pid, Hooks: ids, Wait: fl.wait, RingSize: fl.ringSize})
+	if opts.All || len(opts.PIDs) > 1 || opts.Flight != nil {
+		// On a terminal, a log line first erases the live line.
+		erase := ""
+		if isTerminal(stderr) {
+			erase = "\r\033[K"
+		}
+		opts.Log = func(format string, a ...any) { fmt.Fprintf(stderr, erase+format+"\n", a...) }
+	}
+	n, err := observer.StartNode(ctx, opts)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			return fmt.Errorf("observe: interrupted while waiting for process %d to load libucp", pid)
+			return fmt.Errorf("observe: interrupted while waiting for %s to load libucp", pidList(opts.PIDs))
 		}
-		return fmt.Errorf("observing process %d: %w", pid, err)
+		return fmt.Errorf("observing %s: %w", pidList(opts.PIDs), err)
 	}
-	fmt.Fprintf(stderr, "observing process %d (%d functions); Ctrl-C stops\n", s.PID(), len(s.Hooks())-len(s.Missing))
-	if len(s.Missing) > 0 {
-		fmt.Fprintf(stderr, "not probed, its libucp does not export them: %s\n", strings.Join(s.Missing, ", "))
+	probes := len(n.Hooks()) - len(n.Missing())
+	files := n.Files()
+	what := fmt.Sprintf("processes %s", pidList(opts.PIDs))
+	switch {
+	case opts.All:
+		what = "every process that maps libucp" + filterText(opts)
+	case len(opts.PIDs) == 1:
+		what = fmt.Sprintf("process %d", opts.PIDs[0])
+	}
+	fmt.Fprintf(stderr, "observing %s (%d functions, %s); Ctrl-C stops\n", what, probes, plural(len(files), "libucp file"))
+	if missing := n.Missing(); len(missing) > 0 {
+		fmt.Fprintf(stderr, "not probed, its libucp does not export them: %s\n", strings.Join(missing, ", "))
+	}
+	if opts.Flight != nil {
+		o := opts.Flight
+		max := o.MaxCalls
+		if max == 0 {
+			max = int((o.Window + o.After).Seconds() * observer.DefaultFlightRate)
+		}
+		fmt.Fprintf(stderr, "flight recorder: last %v of each process, %v after an error, at most %d calls (%s) per process; incidents to %s\n",
+			o.Window, o.After, max, formatBytes(int64(max)*int64(observer.FlightCallBytes)), o.Dir)
 	}
 
-	reason := watch(ctx, s, fl.duration, stderr)
+	reason := watchNode(ctx, n, opts, fl.duration, stderr, usr1)
 
-	rec, st, stopErr := s.Stop()
+	fmt.Fprintf(stderr, "detaching...\n")
+	rec, stats, stopErr := n.Stop()
 	if rec == nil {
-		return fmt.Errorf("stopping observation of process %d: %w", pid, stopErr)
+		return fmt.Errorf("stopping observation: %w", stopErr)
 	}
-	if err := rec.WriteFile(out); err != nil {
-		return fmt.Errorf("observe: %w", err)
+	if out != "" {
+		if err := rec.WriteFile(out); err != nil {
+			return fmt.Errorf("observe: %w", err)
+		}
 	}
-	p := &rec.Processes[0]
-	if err := printObserveTable(cmd.OutOrStdout(), p); err != nil {
+	sum := observer.Summarise(rec, stats)
+	if fl.output == "json" {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(sum); err != nil {
+			return fmt.Errorf("printing summary: %w", err)
+		}
+	} else if err := printObserveTable(cmd.OutOrStdout(), &sum); err != nil {
 		return fmt.Errorf("printing table: %w", err)
 	}
-	state := "complete"
-	if !p.Complete {
-		state = "INCOMPLETE"
+	var total observer.Stats
+	incomplete := 0
+	for i, p := range stats {
+		total.Calls += p.Calls
+		total.Errors += p.Errors
+		total.Internal += p.Internal
+		total.DroppedEvents += p.DroppedEvents
+		total.UnmatchedEntries += p.UnmatchedEntries
+		total.UnmatchedReturns += p.UnmatchedReturns
+		if i < len(rec.Processes) && !rec.Processes[i].Complete {
+			incomplete++
+		}
 	}
-	fmt.Fprintf(stderr, "stopped (%s): %d calls, %d errors, %d lost (dropped %d, unmatched entries %d, unmatched returns %d), %d internal calls left out\n",
-		reason, st.Calls, st.Errors, st.Lost(), st.DroppedEvents, st.UnmatchedEntries, st.UnmatchedReturns, st.Internal)
-	fmt.Fprintf(stderr, "recording written to %s (%s)\n", out, state)
+	total.Errors = sum.Total.Errors
+	fmt.Fprintf(stderr, "stopped (%s): %s, %d calls, %d errors, %d lost (dropped %d, unmatched entries %d, unmatched returns %d), %d internal calls left out\n",
+		reason, plural(len(stats), "process"), total.Calls, total.Errors, total.Lost(), total.DroppedEvents, total.UnmatchedEntries, total.UnmatchedReturns, total.Internal)
+	if out != "" {
+		state := "complete"
+		if incomplete > 0 {
+			state = fmt.Sprintf("INCOMPLETE: %d of %s", incomplete, plural(len(stats), "part"))
+		}
+		fmt.Fprintf(stderr, "recording written to %s (%s)\n", out, state)
+	}
+	if opts.Flight != nil {
+		written, werr := n.Incidents()
+		fmt.Fprintf(stderr, "%s written to %s\n", plural(len(written), "incident"), opts.Flight.Dir)
+		stopErr = errors.Join(stopErr, werr)
+	}
 	if stopErr != nil {
-		return fmt.Errorf("stopping observation of process %d: %w", pid, stopErr)
+		return fmt.Errorf("stopping observation: %w", stopErr)
 	}
 	return nil
 }
 
-// watch waits for the end of the observation and shows a live line on
-// stderr when it is a terminal. It returns why the observation ended.
-func watch(ctx context.Context, s *observer.Session, d time.Duration, stderr io.Writer) string {
+func filterText(o *observer.NodeOptions) string {
+	var parts []string
+	if o.Comm != "" {
+		parts = append(parts, "named "+o.Comm)
+	}
+	if o.Cgroup != "" {
+		parts = append(parts, "in cgroup "+o.Cgroup)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " " + strings.Join(parts, ", ")
+}
+
+func pidList(pids []int) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	if strings.HasSuffix(what, "s") {
+		return fmt.Sprintf("%d %ses", n, what)
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func formatBytes(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+// watchNode waits for the end of the observation and shows a live line on
+// stderr when it is a terminal (none when it is not). It returns why the
+// observation ended.
+func watchNode(ctx context.Context, n *observer.Node, opts *observer.NodeOptions, d time.Duration, stderr io.Writer, usr1 <-chan os.Signal) string {
 	var deadline <-chan time.Time
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -147,9 +322,9 @@ func watch(ctx context.Context, s *observer.Session, d time.Duration, stderr io.
 		deadline = t.C
 	}
 	live := isTerminal(stderr)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	last, lastT := uint64(0), time.Now()
+	start := time.Now()
 	defer func() {
 		if live {
 			fmt.Fprint(stderr, "\r\033[K")
@@ -161,17 +336,31 @@ func watch(ctx context.Context, s *observer.Session, d time.Duration, stderr io.
 			return "interrupted"
 		case <-deadline:
 			return "duration elapsed"
-		case <-s.Exited():
-			return "process exited"
-		case now := <-tick.C:
+		case <-usr1:
+			if path, err := n.Snapshot(); err != nil {
+				fmt.Fprintf(stderr, "SIGUSR1: %v\n", err)
+			} else {
+				fmt.Fprintf(stderr, "SIGUSR1: snapshot written to %s\n", path)
+			}
+		case <-tick.C:
+			if !opts.All && n.Watching() == 0 {
+				if len(opts.PIDs) == 1 {
+					return "process exited"
+				}
+				return "processes exited"
+			}
 			if !live {
 				continue
 			}
-			st := s.Stats()
-			rate := float64(st.Calls-last) / now.Sub(lastT).Seconds()
-			last, lastT = st.Calls, now
-			fmt.Fprintf(stderr, "\r\033[K%.0f calls/s  calls %d  errors %d  lost %d  internal %d",
-				rate, st.Calls, st.Errors, st.Lost(), st.Internal)
+			ps, st := n.Stats()
+			line := fmt.Sprintf("\r\033[K%s (%d live)  calls %d  errors %d  lost %d  elapsed %s",
+				plural(len(ps), "process"), n.Watching(), st.Calls, st.Errors, st.Lost(), time.Since(start).Round(time.Second))
+			if opts.Flight != nil {
+				used, bound := n.FlightMemory()
+				written, _ := n.Incidents()
+				line += fmt.Sprintf("  flight %s of %s  incidents %d", formatBytes(used), formatBytes(bound), len(written))
+			}
+			fmt.Fprint(stderr, line)
 		}
 	}
 }
@@ -185,24 +374,30 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// printObserveTable prints one row per probed function.
-func printObserveTable(w io.Writer, p *recording.Process) error {
-	sums := map[string]observer.FuncSummary{}
-	for _, s := range observer.Summarize(p) {
-		sums[s.Fn] = s
-	}
+// printObserveTable prints, per process, one row per function that was
+// called, then the same over every process when there are several.
+func printObserveTable(w io.Writer, sum *observer.Summary) error {
 	table := tablewriter.NewTable(w, tablewriter.WithHeaderAutoFormat(tw.Off))
-	table.Header("FUNCTION", "CALLS", "ERRORS", "P50", "P99", "MAX")
-	for _, fn := range p.Hooks {
-		s, ok := sums[fn]
-		if !ok {
-			if err := table.Append(fn, "0", "-", "-", "-", "-"); err != nil {
+	table.Header("PID", "RANK", "FUNCTION", "CALLS", "ERRORS", "P50", "P99", "MAX")
+	rows := func(pid, rank string, fs []observer.FuncJSON) error {
+		if len(fs) == 0 {
+			return table.Append(pid, rank, "(no calls)", "-", "-", "-", "-", "-")
+		}
+		for _, f := range fs {
+			if err := table.Append(pid, rank, f.Fn, strconv.FormatUint(f.Calls, 10), formatErrors(f.Errors),
+				formatLatency(time.Duration(f.P50NS)), formatLatency(time.Duration(f.P99NS)), formatLatency(time.Duration(f.MaxNS))); err != nil {
 				return err
 			}
-			continue
 		}
-		if err := table.Append(fn, strconv.FormatUint(s.Calls, 10), formatErrors(s.Errors),
-			formatLatency(s.P50), formatLatency(s.P99), formatLatency(s.Max)); err != nil {
+		return nil
+	}
+	for _, p := range sum.Processes {
+		if err := rows(strconv.Itoa(p.PID), strconv.Itoa(p.Rank), p.Functions); err != nil {
+			return err
+		}
+	}
+	if len(sum.Processes) > 1 {
+		if err := rows("all", "-", sum.Total.Functions); err != nil {
 			return err
 		}
 	}
