@@ -123,8 +123,12 @@ type FuncJSON struct {
 }
 
 func funcsJSON(p *recording.Process) []FuncJSON {
+	return toJSON(Summarize(p))
+}
+
+func toJSON(sums []FuncSummary) []FuncJSON {
 	out := []FuncJSON{}
-	for _, s := range Summarize(p) {
+	for _, s := range sums {
 		j := FuncJSON{Fn: s.Fn, Calls: s.Calls, P50NS: s.P50.Nanoseconds(), P99NS: s.P99.Nanoseconds(), MaxNS: s.Max.Nanoseconds()}
 		if len(s.Errors) > 0 {
 			j.Errors = s.Errors
@@ -136,10 +140,12 @@ func funcsJSON(p *recording.Process) []FuncJSON {
 
 // Summarise returns the summary of a recording the observer made, with the
 // counters Node.Stop returned (stats[i] for f.Processes[i]; missing ones
-// count nothing internal).
+// count nothing internal). In flight mode (stats[i].Functions set) the
+// calls are counted from the stats, the recording holding only a window.
 func Summarise(f *recording.File, stats []ProcessStats) Summary {
 	s := Summary{Processes: []ProcessSummary{}, Total: ProcessSummary{Rank: -1, Complete: true}}
 	all := &recording.Process{}
+	flight := false
 	for i := range f.Processes {
 		p := &f.Processes[i]
 		ps := ProcessSummary{PID: p.PID, Rank: p.Rank, Calls: uint64(len(p.Calls)), Complete: p.Complete,
@@ -154,6 +160,13 @@ func Summarise(f *recording.File, stats []ProcessStats) Summary {
 		}
 		if i < len(stats) {
 			ps.Internal = stats[i].Internal
+			if fs := stats[i].Functions; fs != nil {
+				flight = true
+				ps.Calls, ps.Errors, ps.Functions = stats[i].Calls, 0, toJSON(fs)
+				for _, f := range fs {
+					ps.Errors += f.Failed()
+				}
+			}
 		}
 		s.Processes = append(s.Processes, ps)
 		s.Total.Calls += ps.Calls
@@ -164,5 +177,37 @@ func Summarise(f *recording.File, stats []ProcessStats) Summary {
 		all.Calls = append(all.Calls, p.Calls...)
 	}
 	s.Total.Functions = funcsJSON(all)
+	if flight {
+		s.Total.Functions = sumFunctions(s.Processes)
+	}
 	return s
+}
+
+// sumFunctions adds up the processes' functions by name, in hooks.Table
+// order (flight mode: counts, no durations).
+func sumFunctions(ps []ProcessSummary) []FuncJSON {
+	by := map[string]*FuncJSON{}
+	for _, p := range ps {
+		for _, f := range p.Functions {
+			t := by[f.Fn]
+			if t == nil {
+				t = &FuncJSON{Fn: f.Fn}
+				by[f.Fn] = t
+			}
+			t.Calls += f.Calls
+			for k, v := range f.Errors {
+				if t.Errors == nil {
+					t.Errors = map[string]uint64{}
+				}
+				t.Errors[k] += v
+			}
+		}
+	}
+	out := []FuncJSON{}
+	for _, h := range hooks.Table {
+		if f := by[h.Name]; f != nil {
+			out = append(out, *f)
+		}
+	}
+	return out
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +16,7 @@ func newReplayCmd() *cobra.Command {
 	var from, key string
 	var cycle bool
 	var process int
+	var part string
 	cmd := &cobra.Command{
 		Use:   "replay [--from FILE] [--key function|global] [--cycle]",
 		Short: "Replay recorded outcomes into injected processes",
@@ -26,9 +29,13 @@ After the last outcome calls pass, unless --cycle starts over. A failure that
 was recorded on completion is delivered on completion when the operation
 returns a request, and at once when it completes at once.
 
-A recording of several processes (an MPI job) is replayed rank by rank:
-each process gets the part recorded for its rank.`,
-		Example: `  ucxfault replay --from ucxfault-observe-4242.json --pid 5151`,
+A recording of several processes (an MPI job, or 'observe' of several
+processes or --all) is replayed rank by rank: each process gets the part
+recorded for its rank. --part picks one part for every target: by its index
+(N), the pid it was recorded from (pid:PID) or its rank (rank:R).`,
+		Example: `  ucxfault replay --from ucxfault-observe-4242.json --pid 5151
+  ucxfault replay --from incident.json --part pid:4242 --pid 5151
+  ucxfault replay --from job.json --part rank:3 --pid 5151`,
 		Args:    exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
 			if key != "function" && key != "global" {
@@ -44,6 +51,16 @@ each process gets the part recorded for its rank.`,
 			}
 			if len(f.Processes) == 0 {
 				return usagef("%s: recording holds no process", from)
+			}
+			if part != "" {
+				if process >= 0 {
+					return usagef("give --part or --process, not both")
+				}
+				i, err := pickPart(f, part)
+				if err != nil {
+					return usagef("--part %s: %w", part, err)
+				}
+				process = i
 			}
 			if process >= len(f.Processes) {
 				return usagef("--process %d: %s holds %d processes (0 to %d)", process, from, len(f.Processes), len(f.Processes)-1)
@@ -123,5 +140,31 @@ each process gets the part recorded for its rank.`,
 	cmd.Flags().StringVar(&key, "key", "function", "function: a cursor per function; global: one cursor over all calls")
 	cmd.Flags().BoolVar(&cycle, "cycle", false, "start over after the last recorded outcome")
 	cmd.Flags().IntVar(&process, "process", -1, "replay this process of a multi-process recording into every target")
+	cmd.Flags().StringVar(&part, "part", "", "replay one part into every target: N (its index), pid:PID or rank:R")
 	return cmd
+}
+
+// pickPart returns the index of the part of f that sel names: N (an
+// index), pid:PID (the process it was recorded from) or rank:R.
+func pickPart(f *recording.File, sel string) (int, error) {
+	kind, val, ok := strings.Cut(sel, ":")
+	if !ok {
+		kind, val = "index", sel
+	}
+	n, err := strconv.Atoi(val)
+	if err != nil {
+		return 0, fmt.Errorf("want N, pid:PID or rank:R")
+	}
+	var held []string
+	for i, p := range f.Processes {
+		held = append(held, fmt.Sprintf("%d: pid %d rank %d", i, p.PID, p.Rank))
+		switch {
+		case kind == "index" && i == n, kind == "pid" && p.PID == n, kind == "rank" && p.Rank == n:
+			return i, nil
+		}
+	}
+	if kind != "index" && kind != "pid" && kind != "rank" {
+		return 0, fmt.Errorf("want N, pid:PID or rank:R")
+	}
+	return 0, fmt.Errorf("no such part; the recording holds %s", strings.Join(held, ", "))
 }
