@@ -304,6 +304,12 @@ func (n *Node) watch(pid int, maps []mapping, solo bool) error {
 	if n.flight != nil {
 		t.flight = n.flight.newBuffer()
 	}
+	n.mu.Lock()
+	old := n.procs[pid]
+	n.mu.Unlock()
+	if old != nil && !old.gone {
+		return nil // watched already
+	}
 	// Zeroed counters first (the programs only look them up), then the
 	// process's entry, which turns its probes on.
 	zero := make([]observerCounts, ebpf.MustPossibleCPU())
@@ -311,10 +317,6 @@ func (n *Node) watch(pid int, maps []mapping, solo bool) error {
 		return fmt.Errorf("watching process %d: %w", pid, err)
 	}
 	n.mu.Lock()
-	if old := n.procs[pid]; old != nil && !old.gone {
-		n.mu.Unlock()
-		return nil
-	}
 	n.procs[pid] = t
 	n.parts = append(n.parts, t)
 	n.mu.Unlock()

@@ -318,6 +318,9 @@ func inCgroup(text, want string) bool {
 		if under(path, want) {
 			return true
 		}
+		if parts[1] != "" && under("/"+parts[1]+path, want) {
+			return true // the mount directory of the controllers (cpu,cpuacct)
+		}
 		for _, ctrl := range strings.Split(parts[1], ",") {
 			if ctrl != "" && under("/"+strings.TrimPrefix(ctrl, "name=")+path, want) {
 				return true

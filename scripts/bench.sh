@@ -4,8 +4,10 @@
 # fork (about 3 minutes) runs a fork-at-start-up UCX program 1000 times on an
 # idle machine and 1000 times with every core busy; nonucx (about 2 minutes)
 # measures what a process that never uses UCX pays, and runs a shell 10,000 times.
-# observer-rate (about 70 s, root) observes 20,000+ puts a second for a minute
-# and reports the events lost (target: none).
+# observer-rate (about 2 minutes, root) observes 20,000+ puts a second for a
+# minute and reports the events lost (target: none), then runs the flight
+# recorder (30 s window) at that rate for 40 s and reports its memory and
+# losses.
 # Environment: BENCH_REPS (default 5), BENCH_JSON (default build/bench.json).
 # Tables go to stdout (markdown), progress to stderr, results to BENCH_JSON.
 # Needs `make all` first (make bench does it); the observer part needs root.
@@ -34,7 +36,7 @@ observer_rate() {
 	pid=$!
 	sleep 1
 	rec=$BUILD/bench-observer-rate.json
-	$BUILD/ucxfault observe "$pid" --duration 60s --functions ucp_put_nbx -o "$rec" >/dev/null 2>&1 || true
+	$BUILD/ucxfault observe "$pid" --duration 60s --functions ucp_put_nbx --recording "$rec" >/dev/null 2>&1 || true
 	kill -INT "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	python3 - "$rec" <<'PY' || echo "observer-rate: no recording (needs root)" >&2
@@ -50,6 +52,37 @@ print(f"| calls observed in {secs:.0f} s | {len(c)} | calls | | |")
 print(f"| rate | {len(c)/secs:.0f} | calls/s | >= 20,000 | {'met' if len(c)/secs >= 20000 else 'MISSED'} |")
 print(f"| events lost | {n} | events | 0 | {'met' if n == 0 else 'MISSED'} |")
 PY
+}
+
+# observer_flight: the flight recorder (30 s window) on build/rma doing
+# puts at more than 20,000 a second for 40 s: the memory its window takes
+# and the events lost at that rate.
+observer_flight() {
+	echo "flight recorder, 30 s window, at 20,000+ calls/s for 40 s" >&2
+	$BUILD/rma --ops 0 --seq put,put,put,put --interval-us 60 --quiet >/dev/null 2>&1 &
+	pid=$!
+	sleep 1
+	dir=$(mktemp -d)
+	$BUILD/ucxfault observe "$pid" --duration 40s --functions ucp_put_nbx --flight 30s --on-error "$dir" -o json \
+		>"$dir/summary.json" 2>"$dir/err.txt" || true
+	kill -INT "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	python3 - "$dir/summary.json" "$dir/err.txt" <<'PY' || echo "observer-flight: no summary (needs root)" >&2
+import json, re, sys
+s = json.load(open(sys.argv[1]))["total"]
+err = open(sys.argv[2]).read()
+m = re.search(r"flight buffers (\S+ \S+) at the end \(bound (\S+ \S+)\), observer peak memory (\S+ \S+)", err)
+used, bound, rss = m.groups() if m else ("?", "?", "?")
+rate = s["calls"] / 40
+print("\n### 3c. Flight recorder, 30 s window\n")
+print("| measurement | value | unit | target | verdict |")
+print("|---|---:|---|---|---|")
+print(f"| rate | {rate:.0f} | calls/s | >= 20,000 | {'met' if rate >= 20000 else 'MISSED'} |")
+print(f"| window's buffers at the end | {used} | | <= bound {bound} | |")
+print(f"| observer peak resident memory | {rss} | | | |")
+print(f"| events lost | {s['lost']} | events | 0 | {'met' if s['lost'] == 0 else 'MISSED'} |")
+PY
+	rm -rf "$dir"
 }
 
 want_rate=0
@@ -68,4 +101,5 @@ if [ $# -eq 0 ] || [ -n "$parts" ]; then
 fi
 if [ $want_rate = 1 ]; then
 	observer_rate
+	observer_flight
 fi

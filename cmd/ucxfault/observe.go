@@ -213,6 +213,7 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 
 	reason := watchNode(ctx, n, opts, fl.duration, stderr, usr1)
 
+	flightUsed, flightBound := n.FlightMemory()
 	fmt.Fprintf(stderr, "detaching...\n")
 	rec, stats, stopErr := n.Stop()
 	if rec == nil {
@@ -258,7 +259,8 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	}
 	if opts.Flight != nil {
 		written, werr := n.Incidents()
-		fmt.Fprintf(stderr, "%s written to %s\n", plural(len(written), "incident"), opts.Flight.Dir)
+		fmt.Fprintf(stderr, "%s written to %s; flight buffers %s at the end (bound %s), observer peak memory %s\n",
+			plural(len(written), "incident"), opts.Flight.Dir, formatBytes(flightUsed), formatBytes(flightBound), peakRSS())
 		stopErr = errors.Join(stopErr, werr)
 	}
 	if stopErr != nil {
@@ -439,4 +441,20 @@ func formatLatency(d time.Duration) string {
 		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
 	}
 	return d.Round(time.Millisecond).String()
+}
+
+// peakRSS is this process's peak resident memory (VmHWM), or "?".
+func peakRSS() string {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+				return formatBytes(kb << 10)
+			}
+		}
+	}
+	return "?"
 }
