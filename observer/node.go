@@ -92,13 +92,13 @@ type Node struct {
 	files    map[fileKey]*probedFile
 	missing  []string
 
-	mu       sync.Mutex
-	procs    map[int]*target // watched (and exited ones until replaced), by tgid
-	parts    []*target       // every process ever watched, in order
-	checked  map[procKey]time.Time // looked at with All and not watched: when (zero: for good)
-	hellos   chan int              // processes the probes announced (HOOK_HELLO)
-	calls    atomic.Uint64
-	flight   *flightRecorder
+	mu      sync.Mutex
+	procs   map[int]*target       // watched (and exited ones until replaced), by tgid
+	parts   []*target             // every process ever watched, in order
+	checked map[procKey]time.Time // looked at with All and not watched: when (zero: for good)
+	hellos  chan int              // processes the probes announced (HOOK_HELLO)
+	calls   atomic.Uint64
+	flight  *flightRecorder
 
 	stopOnce sync.Once
 	stopped  bool
@@ -112,19 +112,19 @@ type procKey struct {
 
 // target is one watched process: its part of the recording.
 type target struct {
-	pid     int
-	key     procKey
-	info    processInfo
-	comm    string
-	ranges  []ucxRange
-	corr    *correlator
-	flight  *flightBuffer
-	exited  chan struct{}
-	calls   uint64 // application calls received
+	pid    int
+	key    procKey
+	info   processInfo
+	comm   string
+	ranges []ucxRange
+	corr   *correlator
+	flight *flightBuffer
+	exited chan struct{}
+	calls  uint64 // application calls received
 	// fns counts the calls by function in flight mode, where the calls
 	// themselves are not all kept.
-	fns map[hooks.ID]*FuncSummary
-	gone    bool   // exited and released from the kernel maps
+	fns     map[hooks.ID]*FuncSummary
+	gone    bool  // exited and released from the kernel maps
 	final   Stats // kernel counters read when it exited
 	watched time.Time
 }

@@ -36,7 +36,7 @@ recorded for its rank. --part picks one part for every target: by its index
 		Example: `  ucxfault replay --from ucxfault-observe-4242.json --pid 5151
   ucxfault replay --from incident.json --part pid:4242 --pid 5151
   ucxfault replay --from job.json --part rank:3 --pid 5151`,
-		Args:    exactArgs(0),
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
 			if key != "function" && key != "global" {
 				return usagef("--key %q (accepted: function, global)", key)
