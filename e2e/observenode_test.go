@@ -315,3 +315,54 @@ func TestFlightRecorderWritesOneIncident(t *testing.T) {
 		}
 	}
 }
+
+// testCgroup makes a cgroup for the test and returns its directory under
+// /sys/fs/cgroup: cgroup v2 where /sys/fs/cgroup is one, else the v1 pids
+// hierarchy. It skips when neither can be written.
+func testCgroup(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("ucxf-test-%d", os.Getpid())
+	var fs syscall.Statfs_t
+	base := "/sys/fs/cgroup/pids"
+	if syscall.Statfs("/sys/fs/cgroup", &fs) == nil && fs.Type == 0x63677270 { // CGROUP2_SUPER_MAGIC
+		base = "/sys/fs/cgroup"
+	}
+	dir := filepath.Join(base, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot make a cgroup under %s: %v", base, err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	return dir
+}
+
+// TestObserveCgroupFilters: `observe --cgroup DIR` records the process in
+// that cgroup and not one outside it that calls the same libucp.
+func TestObserveCgroupFilters(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	cg := testCgroup(t)
+	in := testutil.StartExample(t, h.rma, "--ops", "20", "--seq", "put,flush", "--wait-before-start-ms", "60000")
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(in.PID)), 0o644); err != nil {
+		t.Skipf("cannot move a process into %s: %v", cg, err)
+	}
+	out := testutil.StartExample(t, h.rma, "--ops", "0", "--seq", "put", "--interval-us", "2000")
+	path := filepath.Join(t.TempDir(), "cg.json")
+	r := h.startNodeObserver(t, "--cgroup", cg, "--recording", path)
+	if !strings.Contains(r.stderr.String(), fmt.Sprintf("watching process %d ", in.PID)) {
+		t.Fatalf("the process in %s is not watched:\n%s", cg, r.stderr.String())
+	}
+	if err := syscall.Kill(in.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	ops := testutil.ParseOps(in.Wait(t, 30*time.Second))
+	r.stop(t)
+	out.Cmd.Process.Kill()
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, r.stderr.String())
+	}
+	if len(f.Processes) != 1 {
+		t.Fatalf("%d parts, want only pid %d of the cgroup (not %d)", len(f.Processes), in.PID, out.PID)
+	}
+	matchOps(t, partOf(t, f, in.PID), ops)
+}

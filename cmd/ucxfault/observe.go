@@ -107,6 +107,9 @@ func parseObserve(args []string, fl *observeFlags, stderr io.Writer) (*observer.
 	if len(opts.PIDs) == 0 && !fl.all && fl.comm == "" && fl.cgroup == "" {
 		return nil, "", usagef("observe: give PIDs, or --all (with --comm, --cgroup)")
 	}
+	if len(opts.PIDs) == 0 {
+		opts.All = true // --comm and --cgroup alone narrow --all
+	}
 	if fl.duration < 0 {
 		return nil, "", usagef("observe: --duration %v is negative", fl.duration)
 	}
