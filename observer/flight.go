@@ -35,6 +35,11 @@ type FlightOptions struct {
 	// oldest call is still inside the window drops that call, counted as
 	// lost.
 	MaxCalls int
+	// Final makes Node.Stop's recording hold each process's last window;
+	// without it the parts hold no calls (building a window of 600,000
+	// calls takes memory and time an operator who only wants the
+	// incidents does not need to spend).
+	Final bool
 }
 
 // DefaultFlightRate is the call rate, in calls per second and process, that

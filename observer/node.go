@@ -627,7 +627,8 @@ func (n *Node) Hooks() []hooks.ID { return slices.Clone(n.hookIDs) }
 // Stop detaches all probes, drains the events still in the ring buffer and
 // returns the recording, one part per process watched (in the order they
 // were watched, exited ones included), and the final counters. In flight
-// mode the parts hold the calls of the window. Stop may be called once.
+// mode the parts hold the calls of the window when FlightOptions.Final is
+// set, and none otherwise. Stop may be called once.
 func (n *Node) Stop() (*recording.File, []ProcessStats, error) {
 	var (
 		f   *recording.File
@@ -704,7 +705,9 @@ func (n *Node) stop() (*recording.File, []ProcessStats, error) {
 			events []recording.EndpointEvent
 		)
 		if t.flight != nil {
-			calls, events, _ = t.flight.build(0)
+			if n.opts.Flight.Final {
+				calls, events, _ = t.flight.build(0)
+			}
 		} else {
 			calls, events = t.corr.finishAll(n.armedNS)
 		}

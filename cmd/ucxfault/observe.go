@@ -143,7 +143,8 @@ func parseObserve(args []string, fl *observeFlags, stderr io.Writer) (*observer.
 		if fl.after < 0 || fl.flightMax < 0 {
 			return nil, "", usagef("observe: --after and --flight-max-calls cannot be negative")
 		}
-		opts.Flight = &observer.FlightOptions{Window: fl.flight, After: fl.after, Dir: fl.onError, MaxCalls: fl.flightMax}
+		opts.Flight = &observer.FlightOptions{Window: fl.flight, After: fl.after, Dir: fl.onError, MaxCalls: fl.flightMax,
+			Final: fl.recording != ""}
 	}
 	out := fl.recording
 	if out == "" && opts.Flight == nil {
@@ -217,6 +218,7 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	reason := watchNode(ctx, n, opts, fl.duration, stderr, usr1)
 
 	flightUsed, flightBound := n.FlightMemory()
+	rss := procMemory("VmRSS:")
 	fmt.Fprintf(stderr, "detaching...\n")
 	rec, stats, stopErr := n.Stop()
 	if rec == nil {
@@ -262,8 +264,8 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	}
 	if opts.Flight != nil {
 		written, werr := n.Incidents()
-		fmt.Fprintf(stderr, "%s written to %s; flight buffers %s at the end (bound %s), observer peak memory %s\n",
-			plural(len(written), "incident"), opts.Flight.Dir, formatBytes(flightUsed), formatBytes(flightBound), peakRSS())
+		fmt.Fprintf(stderr, "%s written to %s; flight buffers %s at the end (bound %s), observer resident memory %s before detaching, %s at peak\n",
+			plural(len(written), "incident"), opts.Flight.Dir, formatBytes(flightUsed), formatBytes(flightBound), rss, procMemory("VmHWM:"))
 		stopErr = errors.Join(stopErr, werr)
 	}
 	if stopErr != nil {
@@ -446,14 +448,15 @@ func formatLatency(d time.Duration) string {
 	return d.Round(time.Millisecond).String()
 }
 
-// peakRSS is this process's peak resident memory (VmHWM), or "?".
-func peakRSS() string {
+// procMemory is a memory line of /proc/self/status (VmRSS:, VmHWM: the
+// peak), or "?".
+func procMemory(field string) string {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return "?"
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
 				return formatBytes(kb << 10)
 			}
