@@ -50,8 +50,9 @@ type NodeOptions struct {
 	Wait bool
 	// RingSize is the ring buffer's size in bytes (see Options.RingSize).
 	RingSize int
-	// Scan is how often /proc is read for new processes and for the
-	// libraries the watched ones load later; zero means DefaultScan.
+	// Scan is how often the watched processes are checked for exit;
+	// /proc is read for new processes and for the libraries the watched
+	// ones load later at four times it. Zero means DefaultScan.
 	Scan time.Duration
 	// Flight, when not nil, keeps only a window of each process's calls
 	// and writes incidents (see FlightOptions).
@@ -61,9 +62,12 @@ type NodeOptions struct {
 	Log func(format string, args ...any)
 }
 
-// DefaultScan is NodeOptions.Scan's default: a process that starts, or
-// loads a libucp whose file is already probed, is watched within this
-// time; its calls before are not recorded.
+// DefaultScan is NodeOptions.Scan's default: an exit is seen within this
+// time, and (at four times it) the libraries a watched process loads and a
+// process that loads a libucp file not probed yet. A process that calls a
+// libucp whose file is probed already is announced by the probes at its
+// first call and watched at once. Calls before a process is watched are
+// not recorded.
 const DefaultScan = 250 * time.Millisecond
 
 // maxProcs is how many processes one observer watches at once (the size of
@@ -383,15 +387,20 @@ func (n *Node) follow() {
 	defer n.bg.Done()
 	tick := time.NewTicker(n.opts.Scan)
 	defer tick.Stop()
-	for {
+	for k := 1; ; k++ {
 		select {
 		case <-n.quit:
 			return
 		case pid := <-n.hellos:
 			n.consider(pid, time.Now(), true)
+			k--
 			continue
 		case <-tick.C:
 		}
+		// Exits at every tick (a read of /proc/PID/stat each); maps, which
+		// are larger (a Python process maps a thousand files), and new
+		// processes at every mapsEvery-th.
+		slow := k%mapsEvery == 0
 		n.mu.Lock()
 		live := make([]*target, 0, len(n.procs))
 		for _, t := range n.procs {
@@ -401,10 +410,16 @@ func (n *Node) follow() {
 		}
 		n.mu.Unlock()
 		for _, t := range live {
-			maps, err := readMaps(t.pid)
-			if err != nil || !proc.Alive(t.pid) || !sameProcess(t) {
+			if !proc.Alive(t.pid) || !sameProcess(t) {
 				n.release(t)
 				continue
+			}
+			if !slow {
+				continue
+			}
+			maps, err := readMaps(t.pid)
+			if err != nil {
+				continue // exiting: the next tick releases it
 			}
 			if rs := append(ucxRanges(maps), forwarderRanges(maps)...); !slices.Equal(rs, t.ranges) {
 				n.attachMu.Lock()
@@ -413,11 +428,15 @@ func (n *Node) follow() {
 				_ = n.setRanges(t, maps) // best effort; the old ranges stay
 			}
 		}
-		if n.opts.All {
+		if n.opts.All && slow {
 			n.scanAll()
 		}
 	}
 }
+
+// mapsEvery is how many ticks of NodeOptions.Scan pass between two reads of
+// the watched processes' maps and two scans of /proc for new processes.
+const mapsEvery = 4
 
 // sameProcess reports whether t's pid still names the process watched.
 func sameProcess(t *target) bool {
