@@ -74,6 +74,12 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
+// The helper declarations name this type of <linux/bpf.h>.
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
+
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -243,6 +249,25 @@ struct {
 // discover is set when the observer watches every process (--all).
 const volatile __u8 discover = 0;
 
+// pidns_dev and pidns_ino name the observer's pid namespace when it is not
+// the initial one (a container without the host's pids): the programs then
+// see every process by its pid in that namespace, as the observer's /proc
+// shows it, and skip the processes that namespace cannot see.
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
+
+// current returns the calling thread as tgid << 32 | tid, as the observer
+// sees them, or 0 for a thread outside its pid namespace.
+static __always_inline __u64 current(void)
+{
+	if (!pidns_ino)
+		return bpf_get_current_pid_tgid();
+	struct bpf_pidns_info ns = {};
+	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+		return 0;
+	return (__u64)ns.tgid << 32 | ns.pid;
+}
+
 // stacks are keyed by pid_tgid (tgid << 32 | tid), so that the Go side can
 // drop the stacks of a process that exited.
 struct {
@@ -291,7 +316,7 @@ static __always_inline void count(__u32 tgid, __u32 idx)
 static __attribute__((noinline)) int hello(__u32 tgid)
 {
 	__u8 one = 1;
-	if (bpf_map_lookup_elem(&seen, &tgid))
+	if (!tgid || bpf_map_lookup_elem(&seen, &tgid))
 		return 0;
 	if (bpf_map_update_elem(&seen, &tgid, &one, BPF_NOEXIST))
 		return 0;
@@ -362,7 +387,7 @@ static __always_inline int in_ranges(const struct lib_ranges *lr, __u64 caller)
 SEC("uprobe")
 int ucxf_entry(struct pt_regs *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = current();
 	__u32 tgid = (__u32)(pid_tgid >> 32);
 	struct proc *p = bpf_map_lookup_elem(&procs, &tgid);
 	if (!p) {
@@ -468,7 +493,7 @@ int ucxf_entry(struct pt_regs *ctx)
 SEC("uretprobe")
 int ucxf_return(struct pt_regs *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = current();
 	__u32 tgid = (__u32)(pid_tgid >> 32);
 	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;
@@ -553,7 +578,7 @@ int ucxf_return(struct pt_regs *ctx)
 SEC("uprobe")
 int ucxf_marker(struct pt_regs *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = current();
 	__u32 tgid = (__u32)(pid_tgid >> 32);
 	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;
@@ -597,7 +622,7 @@ int ucxf_marker(struct pt_regs *ctx)
 SEC("uprobe")
 int ucxf_ep_err(struct pt_regs *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = current();
 	__u32 tgid = (__u32)(pid_tgid >> 32);
 	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;

@@ -366,3 +366,50 @@ func TestObserveCgroupFilters(t *testing.T) {
 	}
 	matchOps(t, partOf(t, f, in.PID), ops)
 }
+
+// TestObserveAllInAPidNamespace: the observer in a pid namespace of its own
+// (a container without the host's pids) watches the processes its /proc
+// shows, by the pids it shows, and no other.
+func TestObserveAllInAPidNamespace(t *testing.T) {
+	testutil.RequireBPF(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1) to make a pid namespace")
+	}
+	h := newHarness(t)
+	dir := t.TempDir()
+	rec, out, errs := filepath.Join(dir, "ns.json"), filepath.Join(dir, "rma.out"), filepath.Join(dir, "observe.err")
+	// In the namespace: the example waits; the observer attaches; the
+	// example is released once watched, runs, and exits; the observer is
+	// interrupted.
+	script := fmt.Sprintf(`%[1]s --ops 20 --seq put,flush --wait-before-start-ms 60000 >%[2]s 2>&1 &
+p=$!
+%[3]s observe --all --recording %[4]s 2>%[5]s &
+o=$!
+i=0
+until grep -q "watching process $p " %[5]s; do i=$((i+1)); [ $i -lt 600 ] || exit 3; sleep 0.1; done
+kill -USR1 $p
+wait $p
+kill -INT $o
+wait $o`, h.rma, out, h.cli, rec, errs)
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", "sh", "-ec", script)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		stderr, _ := os.ReadFile(errs)
+		t.Fatalf("in a pid namespace: %v\n%s\n%s", err, b, stderr)
+	}
+	f, err := recording.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	printed, _ := os.ReadFile(out)
+	pid := 0
+	fmt.Sscanf(string(printed), "READY pid=%d", &pid)
+	if len(f.Processes) != 1 || f.Processes[0].PID != pid {
+		var pids []int
+		for _, p := range f.Processes {
+			pids = append(pids, p.PID)
+		}
+		t.Fatalf("parts for pids %v, want only the example, pid %d in the namespace", pids, pid)
+	}
+	matchOps(t, &f.Processes[0], testutil.ParseOps(string(printed)))
+}

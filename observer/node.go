@@ -261,6 +261,14 @@ func (n *Node) load() error {
 			return fmt.Errorf("setting discovery: %w", err)
 		}
 	}
+	if dev, ino, ok := ownPidNamespace(); ok {
+		if err := spec.Variables[observerVarPidnsDev].Set(dev); err != nil {
+			return fmt.Errorf("setting pid namespace: %w", err)
+		}
+		if err := spec.Variables[observerVarPidnsIno].Set(ino); err != nil {
+			return fmt.Errorf("setting pid namespace: %w", err)
+		}
+	}
 	if err := spec.LoadAndAssign(&n.objs, nil); err != nil {
 		return fmt.Errorf("loading eBPF objects: %w", err)
 	}

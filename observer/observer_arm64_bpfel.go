@@ -112,6 +112,8 @@ const (
 	observerProgUcxfReturn   = "ucxf_return"
 	observerVarArmedNs       = "armed_ns"
 	observerVarDiscover      = "discover"
+	observerVarPidnsDev      = "pidns_dev"
+	observerVarPidnsIno      = "pidns_ino"
 	observerVarStopNs        = "stop_ns"
 	observerVarUnusedCounter = "unused_counter"
 	observerVarUnusedEvent   = "unused_event"
@@ -184,6 +186,8 @@ type observerMapSpecs struct {
 type observerVariableSpecs struct {
 	ArmedNs       *ebpf.VariableSpec `ebpf:"armed_ns"`
 	Discover      *ebpf.VariableSpec `ebpf:"discover"`
+	PidnsDev      *ebpf.VariableSpec `ebpf:"pidns_dev"`
+	PidnsIno      *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	StopNs        *ebpf.VariableSpec `ebpf:"stop_ns"`
 	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -236,6 +240,8 @@ func (m *observerMaps) Close() error {
 type observerVariables struct {
 	ArmedNs       *ebpf.Variable `ebpf:"armed_ns"`
 	Discover      *ebpf.Variable `ebpf:"discover"`
+	PidnsDev      *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno      *ebpf.Variable `ebpf:"pidns_ino"`
 	StopNs        *ebpf.Variable `ebpf:"stop_ns"`
 	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`

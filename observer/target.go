@@ -329,3 +329,23 @@ func inCgroup(text, want string) bool {
 	}
 	return false
 }
+
+// initPidNamespace is the inode of the initial pid namespace
+// (PROC_PID_INIT_INO in the kernel's include/linux/proc_ns.h).
+const initPidNamespace = 0xEFFFFFFC
+
+// ownPidNamespace returns the device and inode of the observer's pid
+// namespace when it is not the initial one (a container without the host's
+// pids): the BPF programs then name processes as this namespace's /proc
+// does (bpf_get_ns_current_pid_tgid, Linux 5.7 or later).
+func ownPidNamespace() (dev, ino uint64, ok bool) {
+	fi, err := os.Stat("/proc/self/ns/pid")
+	if err != nil {
+		return 0, 0, false
+	}
+	st, isStat := fi.Sys().(*syscall.Stat_t)
+	if !isStat || st.Ino == initPidNamespace {
+		return 0, 0, false
+	}
+	return uint64(st.Dev), st.Ino, true
+}
