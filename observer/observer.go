@@ -7,6 +7,15 @@
 // into a recording (recording.SourceObserver) of what really happened,
 // without touching the process.
 //
+// One Node (StartNode) watches many processes with one set of kernel
+// objects: the probes are set once per libucp file for every process that
+// maps it, and the BPF programs keep the calls of the processes in their
+// map of watched ones, so watching more processes costs no call more. It
+// follows processes that start later (NodeOptions.All, narrowed by Comm and
+// Cgroup), keeps the part of those that exit, and can keep only a window of
+// each process's calls and write an incident when one fails (the flight
+// recorder, FlightOptions). Session (Start) is a Node of one process.
+//
 // Calls that libucp makes to its own exported functions (ucp_put_nbi calls
 // ucp_put_nbx through its PLT) are recognised by their return address,
 // counted and left out, so that the observer counts the same application

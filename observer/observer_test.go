@@ -450,7 +450,9 @@ func TestObserveRenamedLibucp(t *testing.T) {
 	// Preloaded, the copy (whose SONAME is still libucp.so.0) satisfies
 	// the example's dependency on libucp.so.0, so the system's file is
 	// never mapped.
-	cmd := exec.Command(bin, "--ops", "5", "--seq", "put", "--wait-before-start-ms", "2000", "--quiet")
+	// Released by SIGUSR1 once the probes are attached (attaching to a
+	// file no probe was set on yet took over 2 s under load).
+	cmd := exec.Command(bin, "--ops", "5", "--seq", "put", "--wait-before-start-ms", "60000", "--quiet")
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		if name != "LD_PRELOAD" && !slices.Contains(proc.RankVars, name) {
@@ -469,6 +471,9 @@ func TestObserveRenamedLibucp(t *testing.T) {
 	s, err := observer.Start(&observer.Options{PID: ex.PID})
 	if err != nil {
 		t.Fatalf("Start on a renamed libucp: %v", err)
+	}
+	if err := syscall.Kill(ex.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
 	}
 	ex.Wait(t, 2*time.Minute)
 	f, st, err := s.Stop()
