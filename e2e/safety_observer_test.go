@@ -225,10 +225,15 @@ func TestSafetyObserverEnds(t *testing.T) {
 				ops = "40"
 			}
 			e := h.start(t, []string{"--pattern", "XOO", "--hooks", "ucp_put_nbx"}, "--ops", ops,
-				"--interval-us", "2000", "--seq", "put,get,flush", "--wait-before-start-ms", "3000")
+				"--interval-us", "2000", "--seq", "put,get,flush", "--wait-before-start-ms", "60000")
 			o := h.startObserver(t, e.PID)
 			if len(testutil.ParseOps(e.Output())) != 0 {
-				t.Fatalf("the observer attached after the first operation (machine too slow?)")
+				t.Fatalf("the example started before it was released")
+			}
+			// Released once the probes are attached: under load attaching
+			// took more than the 3 s the example used to wait.
+			if err := syscall.Kill(e.PID, syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
 			}
 			progs := probesOf(t, o.cmd.Process.Pid, e.PID)
 			switch how {
@@ -286,11 +291,15 @@ func TestSafetyTwoObservers(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "30", "--seed", "5", "--hooks", "ucp_put_nbx,ucp_get_nbx"},
-		"--ops", "60", "--interval-us", "1000", "--seq", "put,get,flush", "--wait-before-start-ms", "3000")
+		"--ops", "60", "--interval-us", "1000", "--seq", "put,get,flush", "--wait-before-start-ms", "60000")
 	a := h.startObserver(t, e.PID)
 	b := h.startObserver(t, e.PID)
 	if len(testutil.ParseOps(e.Output())) != 0 {
-		t.Fatalf("the observers attached after the first operation (machine too slow?)")
+		t.Fatalf("the example started before it was released")
+	}
+	// Released once both are attached (see TestSafetyObserverEnds).
+	if err := syscall.Kill(e.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
 	}
 	out := e.Wait(t, 60*time.Second)
 	pa, pb := a.wait(t), b.wait(t)

@@ -68,8 +68,9 @@ func (o *FlightOptions) check() error {
 	return nil
 }
 
-// maxCalls is the per-process bound.
-func (o *FlightOptions) maxCalls() int {
+// CallBound returns the most calls kept per process: MaxCalls, or its
+// default.
+func (o *FlightOptions) CallBound() int {
 	if o.MaxCalls > 0 {
 		return o.MaxCalls
 	}
@@ -177,7 +178,7 @@ func newFlightRecorder(n *Node, o *FlightOptions) *flightRecorder {
 }
 
 func (r *flightRecorder) newBuffer() *flightBuffer {
-	return &flightBuffer{max: r.opts.maxCalls()}
+	return &flightBuffer{max: r.opts.CallBound()}
 }
 
 // eventFailed reports whether ev starts an incident: a call that failed at

@@ -60,7 +60,7 @@ func TestFlightOptionsCheck(t *testing.T) {
 	if err := o.check(); err != nil {
 		t.Fatal(err)
 	}
-	if got := o.maxCalls(); got != 30*DefaultFlightRate {
+	if got := o.CallBound(); got != 30*DefaultFlightRate {
 		t.Errorf("default bound %d calls, want %d", got, 30*DefaultFlightRate)
 	}
 }

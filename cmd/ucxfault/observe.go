@@ -192,6 +192,12 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 		}
 		return fmt.Errorf("observing %s: %w", pidList(opts.PIDs), err)
 	}
+	if opts.Flight != nil {
+		o := opts.Flight
+		bound := o.CallBound()
+		fmt.Fprintf(stderr, "flight recorder: last %v of each process, %v after an error, at most %d calls (%s) per process; incidents to %s\n",
+			o.Window, o.After, bound, formatBytes(int64(bound)*int64(observer.FlightCallBytes)), o.Dir)
+	}
 	probes := len(n.Hooks()) - len(n.Missing())
 	files := n.Files()
 	what := fmt.Sprintf("processes %s", pidList(opts.PIDs))
@@ -205,16 +211,6 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	if missing := n.Missing(); len(missing) > 0 {
 		fmt.Fprintf(stderr, "not probed, its libucp does not export them: %s\n", strings.Join(missing, ", "))
 	}
-	if opts.Flight != nil {
-		o := opts.Flight
-		max := o.MaxCalls
-		if max == 0 {
-			max = int((o.Window + o.After).Seconds() * observer.DefaultFlightRate)
-		}
-		fmt.Fprintf(stderr, "flight recorder: last %v of each process, %v after an error, at most %d calls (%s) per process; incidents to %s\n",
-			o.Window, o.After, max, formatBytes(int64(max)*int64(observer.FlightCallBytes)), o.Dir)
-	}
-
 	reason := watchNode(ctx, n, opts, fl.duration, stderr, usr1)
 
 	flightUsed, flightBound := n.FlightMemory()
