@@ -26,7 +26,9 @@ type FlightOptions struct {
 	// (errors meanwhile join the same incident). A process that exits
 	// meanwhile has its incident written at once.
 	After time.Duration
-	// Dir is where incidents go, one file each:
+	// Dir is where incidents go, one file each (at most one per process
+	// and Window: errors within a window after an incident was written
+	// start none, Node.Suppressed counts them):
 	// ucxfault-incident-HOST-PID-TIME.json (TIME in UTC, 20060102T150405Z).
 	Dir string
 	// MaxCalls bounds the calls kept per process (and so the memory, at
@@ -162,6 +164,8 @@ type flightRecorder struct {
 
 	mu      sync.Mutex
 	pending map[*target]*incident
+	last    map[*target]time.Time // when its last incident was written
+	quiet   map[*target]uint64    // errors in a cooldown, not incidents
 	written []string
 	werr    error
 }
@@ -174,7 +178,8 @@ type incident struct {
 }
 
 func newFlightRecorder(n *Node, o *FlightOptions) *flightRecorder {
-	return &flightRecorder{n: n, opts: *o, pending: map[*target]*incident{}}
+	return &flightRecorder{n: n, opts: *o, pending: map[*target]*incident{}, last: map[*target]time.Time{},
+		quiet: map[*target]uint64{}}
 }
 
 func (r *flightRecorder) newBuffer() *flightBuffer {
@@ -195,6 +200,13 @@ func (r *flightRecorder) failed(t *target, ev rawCall) {
 		return // joins the pending incident
 	}
 	now := time.Now()
+	// A process that keeps failing writes at most one incident per
+	// window: the next one would hold mostly the same calls, and a day of
+	// them could fill the disk.
+	if last, ok := r.last[t]; ok && now.Sub(last) < r.opts.Window {
+		r.quiet[t]++
+		return
+	}
 	r.pending[t] = &incident{errNS: ev.EntryNS, at: now, due: now.Add(r.opts.After)}
 	window := uint64(r.opts.Window.Nanoseconds())
 	from := uint64(1)
@@ -255,6 +267,7 @@ func (r *flightRecorder) flush(all bool) {
 		r.mu.Unlock()
 		path, err := r.writeIncident(t, in)
 		r.mu.Lock()
+		r.last[t] = time.Now()
 		if err != nil {
 			r.werr = errors.Join(r.werr, err)
 		} else {
@@ -385,4 +398,19 @@ func (n *Node) Incidents() ([]string, error) {
 	n.flight.mu.Lock()
 	defer n.flight.mu.Unlock()
 	return append([]string(nil), n.flight.written...), n.flight.werr
+}
+
+// Suppressed returns the errors that started no incident because their
+// process had one written less than a window before.
+func (n *Node) Suppressed() uint64 {
+	if n.flight == nil {
+		return 0
+	}
+	n.flight.mu.Lock()
+	defer n.flight.mu.Unlock()
+	var k uint64
+	for _, v := range n.flight.quiet {
+		k += v
+	}
+	return k
 }

@@ -262,6 +262,9 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 		written, werr := n.Incidents()
 		fmt.Fprintf(stderr, "%s written to %s; flight buffers %s at the end (bound %s), observer resident memory %s before detaching, %s at peak\n",
 			plural(len(written), "incident"), opts.Flight.Dir, formatBytes(flightUsed), formatBytes(flightBound), rss, procMemory("VmHWM:"))
+		if q := n.Suppressed(); q > 0 {
+			fmt.Fprintf(stderr, "%d errors came less than %v after their process's last incident and started none\n", q, opts.Flight.Window)
+		}
 		stopErr = errors.Join(stopErr, werr)
 	}
 	if stopErr != nil {
