@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -344,7 +345,12 @@ func TestStartWaitsForLibucp(t *testing.T) {
 	testutil.RequireBPF(t)
 	// sh maps no libucp until it execs the example.
 	bin := testutil.BuildExample(t)
-	cmd := exec.Command("sh", "-c", "sleep 0.5; exec \"$0\" --ops 5 --seq put --wait-before-start-ms 1500 --quiet", bin)
+	// The example waits after READY until released (SIGUSR1) once the
+	// probes are attached: under load, attaching took longer than the
+	// 1.5 s it used to wait.
+	cmd := exec.Command("sh", "-c", "sleep 0.5; exec \"$0\" --ops 5 --seq put --wait-before-start-ms 60000 --quiet", bin)
+	out := &lockedBuffer{}
+	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -355,6 +361,17 @@ func TestStartWaitsForLibucp(t *testing.T) {
 	s, err := observer.Start(&observer.Options{PID: cmd.Process.Pid, Wait: true})
 	if err != nil {
 		t.Fatalf("Start with Wait: %v", err)
+	}
+	// Not before READY: until then SIGUSR1 would still kill it.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "READY") {
+		if time.Now().After(deadline) {
+			t.Fatal("the example printed no READY in 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("example: %v", err)
@@ -488,4 +505,22 @@ func TestObserveRenamedLibucp(t *testing.T) {
 	if p.Rank != -1 {
 		t.Errorf("recording of a process no launcher started has rank %d, want -1", p.Rank)
 	}
+}
+
+// lockedBuffer collects a command's output for reading while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
