@@ -59,7 +59,6 @@ type cBackend struct {
 	live      []unsafe.Pointer // allocations of the current configuration
 	replay    *control.Replay  // the schedule the current configuration holds
 	recCap    uint64
-	recFloor  uint64
 	startTime uint64
 	host      string
 	rank      int
@@ -314,8 +313,7 @@ func (b *cBackend) Identity() control.Identity {
 func (b *cBackend) Info() control.Status {
 	st := control.Status{PID: os.Getpid(), StartTime: b.startTime, Host: b.host, Rank: b.rank,
 		Command: b.command, Backend: b.ipc}
-	head := uint64(C.ucxf_record_head())
-	st.Records = head - b.recFloor
+	st.Records = uint64(C.ucxf_record_head())
 	if capa := uint64(C.ucxf_record_capacity()); capa > 0 && st.Records > capa {
 		st.RecordsLost = st.Records - capa
 		st.Records = capa
@@ -386,45 +384,64 @@ func endpointRows() []control.EndpointStatus {
 
 // Records reads the call log and follows requests to their final status.
 // The log is copied in one C pass (ucxf_record_snapshot) as it stands at
-// one instant, the head read first, so that a program that keeps calling
-// during a dump overtakes only the few slots the copy had not yet reached:
-// reading it a record per cgo call let a busy program overwrite a third of
-// the log during the read. Records the program overwrote before the dump
-// are counted in Lost.OverwrittenRecords, those it overwrote during the
-// copy in Lost.OvertakenRecords.
+// one instant, the per-thread counts read first, so that a program that
+// keeps calling during a dump overtakes only the few slots the copy had
+// not yet reached. The records of all threads are merged by time (the
+// log's clock, one for the process; recording.Build sorts them), and the
+// newest capacity records are kept (count, when smaller): the log's pool
+// holds a few chunks more than its capacity, for the chunks threads are
+// filling. Every record appended since the last clear and not returned
+// is counted: in Lost.OvertakenRecords, up to the slots the program
+// rewrote during the copy (where the capacity was not reached), the rest
+// in Lost.OverwrittenRecords.
 func (b *cBackend) Records(count int) (*recording.Process, error) {
 	capa := uint64(C.ucxf_record_capacity())
+	slots := uint64(C.ucxf_record_slots())
 	p := &recording.Process{Host: b.host, PID: os.Getpid(), Rank: b.rank, Command: b.command,
 		StartTime: b.start.UTC(), Hooks: hooks.Names(), Calls: []recording.Call{}}
 	// A Go-owned buffer: the records hold no Go pointers.
-	snap := make([]C.struct_ucxf_record, capa+1)
+	snap := make([]C.struct_ucxf_record, slots+1)
 	var cHead C.uint64_t
 	C.ucxf_record_snapshot(&snap[0], &cHead)
 	head := uint64(cHead)
-	start := b.recFloor
-	if head-start > capa {
-		p.Lost.OverwrittenRecords = head - start - capa
-		start = head - capa
-	}
-	if count > 0 && head-start > uint64(count) {
-		start = head - uint64(count)
-	}
-	// snap[k] is the slot that held record head-capa+k at the instant.
-	n := head - start
-	raws := make([]recording.Raw, 0, n)
-	for k := capa - n; k < capa; k++ {
+	var late uint64
+	recs := make([]*C.struct_ucxf_record, 0, min(head, slots))
+	for k := uint64(0); k < slots; k++ {
 		rec := &snap[k]
-		index := start + (k - (capa - n))
-		switch seq := uint64(rec.seq); {
-		case seq > head:
-			p.Lost.OvertakenRecords++
-			continue
-		case seq != index+1:
-			// Being written at the instant, or dropped by a writer that
-			// found its slot claimed a lap ahead.
-			p.Lost.OverwrittenRecords++
-			continue
+		switch {
+		case rec.seq != 0:
+			recs = append(recs, rec)
+		case rec.flags&C.UCXF_REC_LATE != 0:
+			late++
 		}
+	}
+	// One order for the process: by time, then by thread's segment and
+	// index, so that equal times keep each thread's own order.
+	slices.SortStableFunc(recs, func(x, y *C.struct_ucxf_record) int {
+		switch {
+		case x.t_ns != y.t_ns:
+			return cmpU64(uint64(x.t_ns), uint64(y.t_ns))
+		case x.seg != y.seg:
+			return cmpU64(uint64(x.seg), uint64(y.seg))
+		}
+		return cmpU64(uint64(x.seq), uint64(y.seq))
+	})
+	if capa > 0 && uint64(len(recs)) > capa {
+		recs = recs[uint64(len(recs))-capa:]
+	}
+	if lost := head - min(head, uint64(len(recs))); lost > 0 {
+		// Overtaken: records the log held at the start (up to its
+		// capacity) that the program rewrote before the copy reached
+		// them; the rest were dropped before the dump.
+		held := min(head, capa)
+		p.Lost.OvertakenRecords = min(late, held-min(held, uint64(len(recs))))
+		p.Lost.OverwrittenRecords = lost - p.Lost.OvertakenRecords
+	}
+	if count > 0 && len(recs) > count {
+		recs = recs[len(recs)-count:]
+	}
+	raws := make([]recording.Raw, 0, len(recs))
+	for _, rec := range recs {
 		if rec.flags&C.UCXF_REC_EP_EVENT != 0 {
 			if ev := epEventNames[uint64(rec.size)]; ev != "" && rec.ep >= 0 {
 				raws = append(raws, recording.Raw{TimeNS: uint64(rec.t_ns), ThreadKey: uint64(rec.thread) + 1,
@@ -450,6 +467,16 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 	return p, nil
 }
 
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
 // epEventNames maps the call log's endpoint event kinds (UCXF_EPEV_*,
 // record.h) to the recording's names.
 var epEventNames = map[uint64]string{
@@ -461,5 +488,5 @@ var epEventNames = map[uint64]string{
 
 // RecordClear drops the logged calls.
 func (b *cBackend) RecordClear() {
-	b.recFloor = uint64(C.ucxf_record_head())
+	C.ucxf_record_clear()
 }

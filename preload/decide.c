@@ -260,7 +260,7 @@ int ucxf_enter(struct ucxf_call *c)
     UCXF_INC(hc->size_calls[c->size_bucket]);
     ucxf_ep_count(t, c->ep, 0);
     if (cfg->recording) {
-        c->t0        = ucxf_now_ns();
+        c->t0        = ucxf_rec_now();
         c->recording = 1;
     }
     if (UCXF_UNLIKELY(cfg->kills) && c->ep != NULL && ucxf_hook_faultable[h]) {
@@ -446,7 +446,7 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
     if (c->recording) {
         /* Decided at entry: the configuration read then may be freed by
          * now, if the real call took long and commands kept coming. */
-        ucxf_record_append(c, status, request, ucxf_now_ns());
+        ucxf_record_append(c, status, request, ucxf_rec_now());
     }
     return override;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ucxfault.h"
+#include "record.h"
 
 static pid_t ucxf_owner_pid;
 static char ucxf_socket_path[256];
@@ -99,12 +100,14 @@ static void ucxf_atfork_prepare(void)
     ucxf_fork_unread = !__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE);
     ucxf_objects_fork_prepare();
     ucxf_threads_fork_prepare();
+    ucxf_record_fork_prepare();
     ucxf_fork_gate_late = ucxf_gate_close() != 0;
 }
 
 static void ucxf_atfork_parent(void)
 {
     ucxf_gate_open();
+    ucxf_record_fork_parent();
     ucxf_threads_fork_parent();
     ucxf_objects_fork_parent();
 }
@@ -113,6 +116,7 @@ static void ucxf_atfork_child(void)
 {
     ucxf_gate_child();
     ucxf_threads_fork_child();
+    ucxf_record_fork_child();
     ucxf_objects_fork_child();
     if (!ucxf_fork_runtime) {
         /* Forked by a constructor that ran before the library's Go

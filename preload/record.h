@@ -5,6 +5,7 @@
 #define UCXFAULT_RECORD_H
 
 #include <stdint.h>
+#include <time.h>
 #include <ucp/api/ucp.h>
 
 struct ucxf_call;
@@ -20,13 +21,20 @@ struct ucxf_call;
 /* Not a call: an endpoint event (ucxf_record_ep_event); size holds its
  * kind (UCXF_EPEV_*), status the code of a failure or a handler call. */
 #define UCXF_REC_EP_EVENT 0x10
+/* In ucxf_record_snapshot's copy only (seq 0): the slot held a record
+ * appended after the copy began, in place of an older one. */
+#define UCXF_REC_LATE 0x80
 
 #define UCXF_EPEV_CREATE  1
 #define UCXF_EPEV_CLOSE   2
 #define UCXF_EPEV_FAILURE 3
 #define UCXF_EPEV_HANDLER 4
 
-/* One logged call. seq is the commit stamp: index + 1 once the slot is whole. */
+/* One logged record, one cache line. In the log, seq is the slot's stamp:
+ * (segment << 40) | (index in the segment + 1) once the record is whole.
+ * In a copy from ucxf_record_read or ucxf_record_snapshot, seq is the
+ * index in the segment + 1 (0: no record), seg the segment, and t_ns and
+ * duration_ns are nanoseconds of CLOCK_MONOTONIC. */
 struct ucxf_record {
     uint64_t seq;
     uint64_t t_ns;
@@ -39,19 +47,53 @@ struct ucxf_record {
     int8_t   status;  /* as returned: 0, 1 (a request, UCS_INPROGRESS) or < 0 */
     uint8_t  flags;
     uint32_t tid;
+    uint32_t seg;     /* the log segment (one per thread that logs) */
+    uint32_t pad;
 };
 
 /* Control side. */
 int      ucxf_record_alloc(uint64_t capacity);
 uint64_t ucxf_record_capacity(void);
+uint64_t ucxf_record_slots(void);
 uint64_t ucxf_record_head(void);
-int      ucxf_record_read(uint64_t index, struct ucxf_record *out);
+void     ucxf_record_clear(void);
+int      ucxf_record_read(uint64_t slot, struct ucxf_record *out);
 uint64_t ucxf_record_snapshot(struct ucxf_record *out, uint64_t *head_out);
+void     ucxf_record_fork_prepare(void);
+void     ucxf_record_fork_parent(void);
+void     ucxf_record_fork_child(void);
 
-/* Hot path. */
+/* Hot path. Times (c->t0, now) are of the log's clock, ucxf_rec_now. */
 void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);
 void     ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *request, int mark,
                               uint64_t now);
 void     ucxf_record_ep_event(int32_t ordinal, int kind, int code, int injected);
+
+/* The log's clock: the CPU's time-stamp counter where the kernel keeps
+ * CLOCK_MONOTONIC on it (one instruction instead of a vDSO call: two reads
+ * a call were most of the log's cost), else CLOCK_MONOTONIC in ns. Ticks
+ * become nanoseconds of CLOCK_MONOTONIC when the log is copied out. */
+extern int ucxf_rec_tsc __attribute__((visibility("hidden")));
+static inline uint64_t ucxf_rec_now(void)
+{
+#if defined(__x86_64__)
+    if (__builtin_expect(ucxf_rec_tsc, 1)) {
+        uint32_t lo, hi;
+        __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+        return ((uint64_t)hi << 32) | lo;
+    }
+#elif defined(__aarch64__)
+    if (__builtin_expect(ucxf_rec_tsc, 1)) {
+        uint64_t v;
+        __asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+        return v;
+    }
+#endif
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    }
+}
 
 #endif

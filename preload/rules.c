@@ -17,6 +17,7 @@
 #include "ucxfault.h"
 #include "endpoint.h"
 #include "rules.h"
+#include "record.h"
 #include "epfail.h"
 
 /*
@@ -123,7 +124,7 @@ static void ucxf_rules_sleep(struct ucxf_call *c, struct ucxf_thread *t, uint32_
     UCXF_ADD(t->rule[s].delay_ns, t1 - t0);
     c->cfg = ucxf_current();
     if (c->cfg->recording && !was_recording) {
-        c->t0        = t0; /* recording started while we slept */
+        c->t0        = ucxf_rec_now(); /* recording started while we slept */
         c->recording = 1;
     }
 }
