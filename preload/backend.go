@@ -244,6 +244,12 @@ func (b *cBackend) schedule(outs []control.Outcome) C.struct_ucxf_schedule {
 		}
 	}
 	s.len = C.uint64_t(len(outs))
+	for i := len(outs) - 1; i >= 0; i-- {
+		if outs[i].Code < 0 || outs[i].Kill != nil {
+			s.events_end = C.uint64_t(i + 1)
+			break
+		}
+	}
 	s.codes = (*C.int8_t)(codes)
 	s.deferred = (*C.uint8_t)(deferred)
 	hasKill := false

@@ -90,6 +90,16 @@ static uint64_t ucxf_rule_buckets(const struct ucxf_config *cfg, int h)
     return mask;
 }
 
+/* A replayed hook whose schedule fails nothing and kills nothing: every
+ * call passes, as under the random strategy at 0 %, so the fast half may
+ * pass it (no cursor is needed). */
+static int ucxf_replay_quiet(const struct ucxf_config *cfg, int h)
+{
+    const struct ucxf_schedule *s = cfg->replay_global ? &cfg->replay_all : &cfg->replay[h];
+
+    return cfg->strategy == UCXF_STRATEGY_REPLAY && s->events_end == 0;
+}
+
 /* Publishes cfg and returns the configuration it replaces. The caller (Go)
  * frees the old one after a grace period: a hook reads a configuration for
  * nanoseconds, never across a sleep or a call into libucp. */
@@ -110,10 +120,12 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
          * once: nothing but the random draw, or rules that no call of
          * some sizes can match. */
         cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h);
-        cfg->fast[h] = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] &&
-                       !cfg->recording && !cfg->kills &&
-                       (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM) &&
-                       !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h]));
+        int alone = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] && !cfg->recording &&
+                    !cfg->kills && !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h]));
+        cfg->fast[h] = alone && (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
+                                 ucxf_replay_quiet(cfg, h));
+        cfg->fast_after_replay[h] = alone && cfg->hook_nrules[h] == 0 && cfg->strategy == UCXF_STRATEGY_REPLAY &&
+                                    !cfg->replay_cycle && !ucxf_hook_polls[h];
     }
     old = __atomic_exchange_n(&ucxf_cfg, cfg, __ATOMIC_SEQ_CST);
     ucxf_forget_fast_callers();

@@ -109,8 +109,9 @@ void ucxf_replay_reset(void)
 
 /* Replay counts the calls of the whole process, not of each thread, so the
  * k-th call of a function gets the k-th recorded outcome whichever thread
- * makes it. This is the one shared counter on a hot path, and only while a
- * replay is loaded. */
+ * makes it: the one shared counter on a hot path, and only while a replay
+ * is loaded. Only the calls up to a schedule's last failure or kill take
+ * a position from it; see ucxf_replay_next. */
 static uint64_t ucxf_replay_global_next(void)
 {
     return __atomic_fetch_add(&ucxf_replay_global_cursor, 1, __ATOMIC_RELAXED);
@@ -121,13 +122,34 @@ static uint64_t ucxf_replay_cursor_next(int hook)
     return __atomic_fetch_add(&ucxf_replay_cursors[hook], 1, __ATOMIC_RELAXED);
 }
 
+/* Whether the replay of hook h (not cycled) is past its schedule's last
+ * failure or kill: every later call passes, under this configuration
+ * (a new schedule restarts the cursors before it is published, and
+ * publishing makes every thread look again). */
+static inline int ucxf_replay_done(const struct ucxf_config *cfg, int h)
+{
+    const struct ucxf_schedule *s = cfg->replay_global ? &cfg->replay_all : &cfg->replay[h];
+    const uint64_t *cur = cfg->replay_global ? &ucxf_replay_global_cursor : &ucxf_replay_cursors[h];
+
+    return __atomic_load_n(cur, __ATOMIC_RELAXED) >= s->events_end;
+}
+
 static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferred)
 {
     const struct ucxf_schedule *s = cfg->replay_global ? &cfg->replay_all : &cfg->replay[hook];
     uint64_t pos;
 
-    if (s->len == 0 || ucxf_hook_polls[hook]) {
+    if (s->events_end == 0 || ucxf_hook_polls[hook]) {
+        /* Every outcome passes (ucxf_publish lets such a hook take the
+         * fast half, where recording or kills do not keep it here). */
         return 0;
+    }
+    if (!cfg->replay_cycle) {
+        /* Past the last event every call passes: a read of the cursor,
+         * which no call writes any more, instead of an increment. */
+        if (ucxf_replay_done(cfg, hook)) {
+            return 0;
+        }
     }
     pos = cfg->replay_global ? ucxf_replay_global_next() : ucxf_replay_cursor_next(hook);
     if (pos >= s->len) {
@@ -234,7 +256,8 @@ int ucxf_enter(struct ucxf_call *c)
     }
     c->thread  = t;
     c->counted = 1;
-    if (!cfg->fast[h] || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+    if (!(cfg->fast[h] || (cfg->fast_after_replay[h] && ucxf_replay_done(cfg, h))) ||
+        __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
         t->fast_caller[h] = NULL;
     } else if (__atomic_load_n(&t->fast_caller[h], __ATOMIC_RELAXED) != c->caller) {
         /* Trusted from now on, unless the ranges or the configuration

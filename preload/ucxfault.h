@@ -89,6 +89,10 @@ struct ucxf_rule_counters {
 /* One replay schedule: the outcomes to return, in call order. */
 struct ucxf_schedule {
     uint64_t len;
+    /* The position after the last that does something (a failure or a
+     * kill), 0 when none does: the calls from there on pass, so they need
+     * not take a position from the shared cursor. */
+    uint64_t events_end;
     const int8_t *codes;     /* 0 = pass through, <0 = fail with that code */
     const uint8_t *deferred; /* 1 = the failure arrives on completion */
     /* NULL, or per position: the endpoint ordinal to kill (kill-ep) just
@@ -119,6 +123,10 @@ struct ucxf_config {
      * hook alone: random faults now, no rules, kills, recording or
      * failures on completion. */
     uint8_t  fast[UCXF_NUM_HOOKS];
+    /* For a replayed hook (not cycled) that fast[] would allow were its
+     * schedule quiet: the fast half may take it over once the cursor is
+     * past the schedule's last event (ucxf_replay_done), for good. */
+    uint8_t  fast_after_replay[UCXF_NUM_HOOKS];
     /* For a hook with rules: bit b (b < 63) set where some rule can match
      * a size of bucket b, bit 63 for buckets 63 and 64. Calls of the other
      * sizes match no rule and pass in ucxf_fast_decide. */

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+var (
+	loader     = flag.String("loader", "", "run the benchmark programs through this dynamic loader (ld-linux-x86-64.so.2), as a self-contained directory does (make bench-dir)")
+	libPath    = flag.String("libpath", "", "with -loader: the directory of the libraries it loads (--library-path)")
+	sweepCalls = flag.Int("sweep-calls", 500000, "puts per thread and run (thread sweep)")
+	sweepMax   = flag.Int("sweep-threads", 16, "most threads of the thread sweep (1, 2, 4, ... up to it)")
+)
+
+// viaLoader returns argv run through -loader when it is set: a directory
+// made by `make bench-dir` carries Debian's UCX and C libraries and their
+// loader, so that it runs where they are not installed.
+func viaLoader(argv ...string) []string {
+	if *loader == "" {
+		return argv
+	}
+	pre := []string{*loader}
+	if *libPath != "" {
+		pre = append(pre, "--library-path", *libPath)
+	}
+	return append(pre, argv...)
+}
+
+// replayFile writes a recording of 1000 calls of fn, failing those at
+// the positions in fails (code -3, UCS_ERR_NO_MESSAGE... any code does),
+// and returns its path.
+func replayFile(dir, fn string, pid int, fails ...int) (string, error) {
+	f := recording.New(recording.SourceInjector)
+	p := recording.Process{PID: pid, Hooks: []string{fn}, Complete: true}
+	for i := 0; i < 1000; i++ {
+		c := recording.Call{Seq: uint64(i), Fn: fn, Size: 8, How: recording.HowImmediate}
+		for _, k := range fails {
+			if k == i {
+				c.Status, c.Injected = -3, true
+			}
+		}
+		p.Calls = append(p.Calls, c)
+	}
+	f.Processes = []recording.Process{p}
+	path := filepath.Join(dir, "rec.json")
+	return path, f.WriteFile(path)
+}
+
+// replayWith returns a setup that replays, with the extra replay flags,
+// a recording of calls of fn failing at the positions in fails.
+func replayWith(fn string, flags []string, fails ...int) func(pid int) error {
+	return func(pid int) error {
+		dir, err := os.MkdirTemp("", "ucxfault-bench-rec")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		path, err := replayFile(dir, fn, pid, fails...)
+		if err != nil {
+			return err
+		}
+		argv := viaLoader(append([]string{b("ucxfault"), "--socket-dir", sockTmp(), "--pid", strconv.Itoa(pid),
+			"replay", "--from", path}, flags...)...)
+		o, err := run(nil, 30*time.Second, argv[0], argv[1:]...)
+		if err != nil {
+			return fmt.Errorf("ucxfault replay: %v: %s", err, o)
+		}
+		return nil
+	}
+}
+
+// partThreads is the thread sweep: every variant at 1, 2, 4, ... threads
+// (each thread its own worker and self endpoint), each figure the best of
+// reps runs (default three) of the mean over threads of each thread's
+// fastest 50,000-put chunk. On a machine with fewer cores than threads,
+// the threads share cores; a chunk is about a millisecond, under a
+// scheduler's time slice, so the fastest chunk is still a thread's cost
+// per call when it runs, and a cache line written by several threads
+// still moves between the cores that run them.
+func partThreads() {
+	vs := []variant{
+		{"no preload", nil, nil},
+		{"minimal interposer", []string{"LD_PRELOAD=" + b("libmininterpose.so")}, nil},
+		{"enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0"), nil},
+		{"pattern (slow half)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_STRATEGY=pattern", "UCX_FAULT_PATTERN=O"), nil},
+		{"rule (slow half)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx prob=0"), nil},
+		{"recording", lib("UCX_FAULT_RECORD=1"), nil},
+		{"replay (cycled, all pass)", lib(), replayWith("ucp_put_nbx", []string{"--cycle"})},
+		{"replay (past its last failure)", lib(), replayWith("ucp_put_nbx", nil, 0)},
+		{"replay (cycled, 1 failure in 1000)", lib(), replayWith("ucp_put_nbx", []string{"--cycle"}, 999)},
+	}
+	var counts []int
+	for n := 1; n <= *sweepMax; n *= 2 {
+		counts = append(counts, n)
+	}
+	best := 3
+	if os.Getenv("BENCH_SWEEP_REPS") != "" {
+		best, _ = strconv.Atoi(os.Getenv("BENCH_SWEEP_REPS"))
+		best = max(best, 1)
+	}
+	progress("thread sweep: %d variants x %v threads x best of %d x %d puts per thread", len(vs), counts, best, *sweepCalls)
+	res := map[string]map[int]float64{}
+	samples := map[string]map[int][]float64{}
+	for _, v := range vs {
+		res[v.name], samples[v.name] = map[int]float64{}, map[int][]float64{}
+	}
+	for r := 0; r < best; r++ {
+		for _, n := range counts {
+			for i := range vs {
+				v := vs[(i+r)%len(vs)]
+				args := []string{"-n", strconv.Itoa(*sweepCalls), "-t", strconv.Itoa(n)}
+				o, err := runPutbench(v, 3*time.Minute, viaLoader(), args...)
+				x := parseFloat(nsChunkRe, o)
+				if err != nil || x < 0 {
+					progress("%s, %d threads: %v: %s", v.name, n, err, o)
+					x = -1
+				}
+				samples[v.name][n] = append(samples[v.name][n], x)
+				if old, ok := res[v.name][n]; x >= 0 && (!ok || old < 0 || x < old) {
+					res[v.name][n] = x
+				} else if !ok {
+					res[v.name][n] = x
+				}
+			}
+		}
+		progress("round %d/%d done", r+1, best)
+	}
+	fmt.Printf("\n### Thread sweep: 8-byte ucp_put_nbx over a self endpoint, each thread its own worker (ns per call and thread: mean over threads of each thread's fastest 50,000-put chunk, best of %d runs)\n\n", best)
+	fmt.Print("| threads |")
+	for _, v := range vs {
+		fmt.Printf(" %s |", v.name)
+	}
+	fmt.Print("\n|---:|")
+	fmt.Print(strings.Repeat("---:|", len(vs)))
+	fmt.Println()
+	for _, n := range counts {
+		fmt.Printf("| %d |", n)
+		for _, v := range vs {
+			x := res[v.name][n]
+			if x < 0 {
+				fmt.Print(" n/a |")
+			} else {
+				fmt.Printf(" %.1f |", x)
+			}
+			results = append(results, row{Part: "threads", Name: fmt.Sprintf("%s, %d threads", v.name, n), Value: x,
+				Unit: "ns/call", Samples: samples[v.name][n]})
+		}
+		fmt.Println()
+	}
+	// The targets, against the minimal interposer at the same thread count.
+	floor := func(n int) float64 { return res["minimal interposer"][n] }
+	over := func(name string, n int) float64 {
+		if res[name][n] < 0 || floor(n) < 0 {
+			return math.NaN()
+		}
+		return res[name][n] - floor(n)
+	}
+	last := counts[len(counts)-1]
+	var rows []row
+	add := func(name, target string, v float64, ok bool, unit string) {
+		rows = append(rows, row{Part: "threads-targets", Name: name, Value: v, Unit: unit, Target: target, Verdict: verdict(ok)})
+	}
+	for _, n := range []int{1, last} {
+		d := over("recording", n)
+		add(fmt.Sprintf("recording over the interposer, %d threads", n), "<= 20 ns", d, d <= 20, "ns/call")
+	}
+	ratio := res["recording"][last] / res["recording"][1]
+	add(fmt.Sprintf("recording, %d threads / 1 thread", last), "<= 1.3x", ratio, ratio <= 1.3, "x")
+	for _, name := range []string{"replay (cycled, all pass)", "replay (past its last failure)"} {
+		for _, n := range []int{1, last} {
+			d := over(name, n)
+			add(fmt.Sprintf("%s over the interposer, %d threads", name, n), "<= 10 ns", d, d <= 10, "ns/call")
+		}
+	}
+	for _, name := range []string{"pattern (slow half)", "rule (slow half)"} {
+		for _, n := range []int{1, last} {
+			d := over(name, n)
+			add(fmt.Sprintf("%s over the interposer, %d threads", name, n), "<= 15 ns", d, d <= 15, "ns/call")
+		}
+	}
+	printTable("Thread sweep: targets (the same runs)", rows)
+}
