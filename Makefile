@@ -33,7 +33,7 @@ UCX_LIBDIR = $(shell $(PKG_CONFIG) --variable=libdir ucx)
 # time with dlsym), so cgo needs UCX's include path and no library.
 export CGO_CFLAGS := $(or $(CGO_CFLAGS),-g -O2) $(UCX_CFLAGS)
 
-.PHONY: all deps deps-generate deps-mpi deps-bench test test-go test-c lint demo bench generate \
+.PHONY: all deps deps-generate deps-mpi deps-bench test test-go test-c lint demo bench bench-dir generate \
 	check-generate fuzz clean
 
 all: $(CLI) $(LIB) $(EXAMPLE)
@@ -110,6 +110,11 @@ demo: deps all
 
 bench: deps deps-bench all
 	@scripts/bench.sh
+
+# The thread sweep, self-contained (build/bench-dir/run.sh), for a machine
+# where the project is not built.
+bench-dir: all
+	@scripts/bench-dir.sh
 
 generate:
 	$(GO) generate ./hooks ./observer
