@@ -1,6 +1,9 @@
 #!/bin/sh
 # Benchmarks: builds the benchmark programs in bench/ and runs the driver.
-# Usage: scripts/bench.sh [interpose|perftest|observer|control|startup|fork|nonucx|observer-rate|observer-flight|all]...
+# Usage: scripts/bench.sh [interpose|threads|perftest|observer|control|startup|fork|nonucx|observer-rate|observer-flight|all]...
+# threads (about a minute on 2 cores) is the thread sweep: every variant of
+# the hot path at 1, 2, 4, 8 and 16 threads, best of three (make bench-dir
+# packs it to run where the project is not built).
 # fork (about 3 minutes) runs a fork-at-start-up UCX program 1000 times on an
 # idle machine and 1000 times with every core busy; nonucx (about 2 minutes)
 # measures what a process that never uses UCX pays, and runs a shell 10,000 times.
