@@ -133,7 +133,7 @@ func partThreads() {
 		}
 		progress("round %d/%d done", r+1, best)
 	}
-	fmt.Printf("\n### Thread sweep: 8-byte ucp_put_nbx over a self endpoint, each thread its own worker (ns per call and thread: mean over threads of each thread's fastest 50,000-put chunk, best of %d runs)\n\n", best)
+	fmt.Printf("\n### Thread sweep: 8-byte ucp_put_nbx over a self endpoint, each thread its own worker (ns per call and thread: mean over threads of each thread's fastest 50,000-put chunk, best of %d)\n\n", best)
 	fmt.Print("| threads |")
 	for _, v := range vs {
 		fmt.Printf(" %s |", v.name)
@@ -164,26 +164,32 @@ func partThreads() {
 		return res[name][n] - floor(n)
 	}
 	last := counts[len(counts)-1]
+	threads := func(n int) string {
+		if n == 1 {
+			return "1 thread"
+		}
+		return fmt.Sprintf("%d threads", n)
+	}
 	var rows []row
 	add := func(name, target string, v float64, ok bool, unit string) {
 		rows = append(rows, row{Part: "threads-targets", Name: name, Value: v, Unit: unit, Target: target, Verdict: verdict(ok)})
 	}
 	for _, n := range []int{1, last} {
 		d := over("recording", n)
-		add(fmt.Sprintf("recording over the interposer, %d threads", n), "<= 20 ns", d, d <= 20, "ns/call")
+		add("recording over the interposer, "+threads(n), "<= 20 ns", d, d <= 20, "ns/call")
 	}
 	ratio := res["recording"][last] / res["recording"][1]
-	add(fmt.Sprintf("recording, %d threads / 1 thread", last), "<= 1.3x", ratio, ratio <= 1.3, "x")
+	add("recording, "+threads(last)+" / 1 thread", "<= 1.3x", ratio, ratio <= 1.3, "x")
 	for _, name := range []string{"replay (cycled, all pass)", "replay (past its last failure)"} {
 		for _, n := range []int{1, last} {
 			d := over(name, n)
-			add(fmt.Sprintf("%s over the interposer, %d threads", name, n), "<= 10 ns", d, d <= 10, "ns/call")
+			add(name+" over the interposer, "+threads(n), "<= 10 ns", d, d <= 10, "ns/call")
 		}
 	}
 	for _, name := range []string{"pattern (slow half)", "rule (slow half)"} {
 		for _, n := range []int{1, last} {
 			d := over(name, n)
-			add(fmt.Sprintf("%s over the interposer, %d threads", name, n), "<= 15 ns", d, d <= 15, "ns/call")
+			add(name+" over the interposer, "+threads(n), "<= 15 ns", d, d <= 15, "ns/call")
 		}
 	}
 	printTable("Thread sweep: targets (the same runs)", rows)
