@@ -3,11 +3,14 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/internal/testutil"
 	"github.com/ucxfault/ucxfault/recording"
@@ -213,6 +216,107 @@ func TestTwoThreadsTotalsMatchWhatEachThreadPrinted(t *testing.T) {
 			t.Fatalf("%s: per-thread calls %d and %d, want 100 each", fn, perThread[key{fn, 0}], perThread[key{fn, 1}])
 		}
 	}
+}
+
+// TestRecordingOfEightThreadsKeepsEachThreadsOrder records eight threads
+// that each log into their own part of the call log: the dump merges them
+// into one sequence ordered by time, in which every thread's calls appear in
+// the order that thread made them, with the outcomes it printed.
+func TestRecordingOfEightThreadsKeepsEachThreadsOrder(t *testing.T) {
+	h := newHarness(t)
+	const threads, ops = 8, 200
+	printedOps, p, _ := h.recordRun(t, []string{"--probability", "20", "--seed", "5"},
+		"--ops", fmt.Sprint(ops), "--seq", "put,get", "--threads", fmt.Sprint(threads))
+	if !p.Complete {
+		t.Fatalf("recording incomplete: %+v", p.Lost)
+	}
+	// One string per thread: its puts and gets in order, with failures
+	// marked; the recording numbers threads by first call, the example by
+	// creation, so the two sets are compared sorted.
+	printed := map[int][]string{}
+	for _, op := range printedOps {
+		printed[op.Thread] = append(printed[op.Thread], fmt.Sprintf("%s:%v", fnOfOp[op.Fn], op.Status != 0))
+	}
+	recorded := map[int][]string{}
+	var last uint64
+	for i, c := range p.Calls {
+		if c.Seq != uint64(i) || c.TimeNS < last {
+			t.Fatalf("call %d: seq %d at %d ns after one at %d ns: not one order by time", i, c.Seq, c.TimeNS, last)
+		}
+		last = c.TimeNS
+		if c.Fn == "ucp_put_nbx" || c.Fn == "ucp_get_nbx" {
+			recorded[c.Thread] = append(recorded[c.Thread], fmt.Sprintf("%s:%v", c.Fn, c.Failed()))
+		}
+	}
+	join := func(m map[int][]string) []string {
+		var out []string
+		for _, v := range m {
+			out = append(out, strings.Join(v, " "))
+		}
+		slices.Sort(out)
+		return out
+	}
+	want, got := join(printed), join(recorded)
+	if len(want) != threads || len(printedOps) != threads*ops*2 {
+		t.Fatalf("the example printed %d operations of %d threads, want %d of %d", len(printedOps), len(want), threads*ops*2, threads)
+	}
+	if !slices.Equal(want, got) {
+		t.Fatalf("per-thread sequences differ: recorded %d threads, printed %d\nrecorded: %.300q\nprinted:  %.300q", len(got), len(want), got, want)
+	}
+	failed := 0
+	for _, c := range p.Calls {
+		if c.Failed() {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatalf("no recorded failure at 20 %%: the injector did not act")
+	}
+}
+
+// TestRecordingOfEightThreadsInASmallLog fills a call log of 1000 records
+// from eight threads: it keeps exactly its capacity, and every other record
+// is counted as lost, in status and in the dump.
+func TestRecordingOfEightThreadsInASmallLog(t *testing.T) {
+	h := newHarness(t)
+	const capacity = 1000
+	args := h.injectArgs([]string{"--record", "--probability", "0", "--hooks", "ucp_put_nbx"},
+		"--seq", "put", "--ops", "500", "--threads", "8", "--quiet", "--linger-ms", "3600000")
+	cmd := exec.Command(h.cli, args...)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", control.EnvRecordCapacity, capacity))
+	e := testutil.StartCmd(t, cmd)
+	waitFor(t, 60*time.Second, "the puts", func() bool { return strings.Contains(e.Output(), "DONE") })
+	st := h.statusOf(t)
+	if st.Calls < 8*500 {
+		t.Fatalf("status counts %d calls, the example made at least %d puts", st.Calls, 8*500)
+	}
+	total := st.Records + st.RecordsLost
+	if st.Records != capacity || total < st.Calls {
+		t.Fatalf("status: %d records, %d lost, %d calls; want %d held and every call counted", st.Records, st.RecordsLost, st.Calls, capacity)
+	}
+	path := filepath.Join(t.TempDir(), "rec.json")
+	if r := h.ctl(t, "record-dump", "records", "-o", path); r.code != 0 {
+		t.Fatalf("record-dump records: exit %d\n%s", r.code, r.stderr)
+	}
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Processes[0]
+	held := uint64(len(p.Calls) + len(p.EndpointEvents))
+	if held != capacity || p.Lost.OverwrittenRecords+p.Lost.OvertakenRecords != total-capacity || p.Complete {
+		t.Fatalf("dump: %d records, %d overwritten, %d overtaken, complete %v; want %d and %d lost", held,
+			p.Lost.OverwrittenRecords, p.Lost.OvertakenRecords, p.Complete, capacity, total-capacity)
+	}
+	threads := map[int]bool{}
+	for _, c := range p.Calls {
+		threads[c.Thread] = true
+	}
+	if len(threads) < 2 {
+		t.Fatalf("the log kept the calls of %d threads of 8", len(threads))
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 60*time.Second)
 }
 
 func TestCorruptRecordingIsRefusedAndNothingSent(t *testing.T) {
