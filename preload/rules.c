@@ -141,37 +141,31 @@ static int ucxf_rules_hold(struct ucxf_call *c, const struct ucxf_rule *r)
     return 0;
 }
 
-/* The matched rule r (slot s) acts on call number k of the hook. */
+/* The matched rule r (slot s) acts on call number k of the hook: its
+ * strategy chose the call (ucxf_rules_decide; x is the random draw). Apart
+ * from the decision, so that the calls a rule lets pass pay for no call. */
 static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const struct ucxf_config *cfg,
                                                     struct ucxf_thread *t, const struct ucxf_rule *r,
-                                                    uint32_t s, uint64_t k)
+                                                    uint32_t s, uint64_t k, uint64_t x)
 {
     const int8_t *codes = r->ncodes ? r->codes : cfg->codes;
     uint32_t ncodes     = r->ncodes ? r->ncodes : cfg->ncodes;
-    uint64_t x          = 0, d = 0;
-    int code = 0, act = 1;
+    uint64_t d          = 0;
+    int code = 0;
 
-    UCXF_INC(t->rule[s].matches);
     switch (r->strategy) {
     case UCXF_STRATEGY_RANDOM:
-        x   = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)c->hook << 56) ^
-                             ((uint64_t)t->ordinal << 40) ^ k);
-        act = (((x >> 32) * UCXF_PROB_SCALE) >> 32) < r->prob_units;
-        if (act && ncodes > 0) {
+        if (ncodes > 0) {
             code = codes[(uint32_t)x % ncodes];
         }
         break;
     case UCXF_STRATEGY_PATTERN:
-        act = r->pattern_len > 0 && r->pattern[k % r->pattern_len];
-        if (act && ncodes > 0) {
+        if (ncodes > 0) {
             code = codes[t->rule[s].faults % ncodes];
         }
         break;
     default: /* delay only */
         break;
-    }
-    if (!act) {
-        return 0;
     }
     if (r->kill_ep) {
         code = r->kill_code != 0 ? r->kill_code : ucxf_epfail_default_code();
@@ -217,6 +211,7 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
     const int h       = c->hook;
     const uint32_t n  = cfg->hook_nrules[h];
     const uint64_t nr = t->h[h].calls - 1; /* this call's number in the thread */
+    uint64_t x = 0;
     uint32_t i;
 
     for (i = 0; i < n; i++) {
@@ -241,7 +236,16 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         if (r->peer != 0 && (c->ep == NULL || ucxf_rules_ep_peer(t, c->ep) != r->peer)) {
             continue;
         }
-        return ucxf_rules_act(c, cfg, t, r, s, k);
+        UCXF_INC(t->rule[s].matches);
+        if (r->strategy == UCXF_STRATEGY_RANDOM) {
+            x = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ k);
+            if ((((x >> 32) * UCXF_PROB_SCALE) >> 32) >= r->prob_units) {
+                return 0;
+            }
+        } else if (r->strategy == UCXF_STRATEGY_PATTERN && (r->pattern_len == 0 || !r->pattern[k % r->pattern_len])) {
+            return 0;
+        }
+        return ucxf_rules_act(c, cfg, t, r, s, k, x);
     }
     return 0;
 }
