@@ -3,8 +3,8 @@
 # to run on a machine where ucxfault is not built (and UCX, Go or a
 # compiler may be missing): the library, the CLI, the benchmark programs,
 # the driver, Debian's UCX libraries with the C libraries they and the
-# programs link, and the loader that runs them all (ld-linux-x86-64.so.2
-# --library-path lib). Copy the directory over and run ./run.sh there.
+# programs link, and the loader that runs them all (ld-linux-x86-64.so.2,
+# or the machine's own, --library-path lib). Copy the directory over and run ./run.sh there.
 # Needs `make all` first (make bench-dir does it).
 set -eu
 cd "$(dirname "$0")/.."
@@ -41,7 +41,7 @@ for bin in "$OUT/putbench" "$OUT/libucxfault.so" "$OUT/libmininterpose.so" "$OUT
 	done
 done
 loader=$(ldd "$OUT/putbench" | awk '$1 ~ /ld-linux/ {print $1}')
-cp -L "$loader" "$OUT/lib/ld-linux-x86-64.so.2"
+cp -L "$loader" "$OUT/lib/$(basename "$loader")"
 
 cat >"$OUT/run.sh" <<'RUN'
 #!/bin/sh
@@ -56,7 +56,8 @@ set -eu
 d=$(cd "$(dirname "$0")" && pwd)
 echo "## machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), $(date -u +%Y-%m-%d)"
 [ $# -eq 0 ] && set -- threads
-exec "$d/benchdrv" -build "$d" -loader "$d/lib/ld-linux-x86-64.so.2" -libpath "$d/lib" \
+ld=$(ls "$d"/lib/ld-linux-*)
+exec "$d/benchdrv" -build "$d" -loader "$ld" -libpath "$d/lib" \
 	-json "${BENCH_JSON:-$d/bench.json}" "$@"
 RUN
 chmod +x "$OUT/run.sh" scripts/bench-dir.sh 2>/dev/null || true
