@@ -6,13 +6,14 @@
  * next slot, its record count. Appending a record writes that segment and
  * the slot, nothing another thread writes: no lock, no atomic
  * read-modify-write, no cache line shared with another writer. A thread
- * takes a chunk from the pool when its chunk is full (one fetch-add and one
- * compare-and-swap every chunk_len records), the oldest chunk no thread is
- * filling, so the pool keeps the newest records of all threads and drops
- * whole chunks of the oldest.
+ * takes a chunk from the pool for its first record and after its chunk is
+ * full (one fetch-add and one compare-and-swap every chunk_len records),
+ * the oldest chunk no thread is filling, so the pool keeps the newest
+ * records of all threads and drops whole chunks of the oldest.
  *
- * A chunk has one writer at a time: a thread gives its chunk back when it
- * is full or when the thread exits, and only then may another take it. A
+ * A chunk has one writer at a time: a thread gives its chunk back as soon
+ * as it is full, or when the thread exits, and only then may another take
+ * it. A
  * slot's stamp (seq) names its record, segment and index in the segment;
  * the writer sets it to WRITING, fills the slot and stamps it; a reader
  * copies a slot and keeps it only when the stamp is the same before and
@@ -42,8 +43,10 @@
 #define UCXF_REC_IDX_MASK  ((1ull << UCXF_REC_IDX_BITS) - 1)
 /* Segments live at once (threads logging at once); more drop their records. */
 #define UCXF_REC_MAX_SEGS  4096
-/* Chunks beyond the capacity: room for the chunks threads are filling, so
- * that the pool still holds `capacity` whole records (ucxf_record_alloc). */
+/* Chunks beyond the capacity: room for the chunks threads are filling
+ * (a thread that logged a few records and went idle keeps the rest of its
+ * chunk), so that the pool still holds `capacity` whole records: 16, and
+ * one more for every 16 of the capacity (ucxf_record_alloc). */
 #define UCXF_REC_SPARE     16
 #define UCXF_REC_MAX_CHUNK 256
 
@@ -63,7 +66,7 @@ struct ucxf_recseg {
     int32_t  ep_ordinal;
     uint32_t ep_gen;
     uint32_t id;
-    uint32_t pad0;
+    uint32_t skip;            /* records to drop before trying for a chunk again */
     uint64_t pad1;
     /* Control side. */
     uint64_t floor __attribute__((aligned(64))); /* count at the last clear */
@@ -223,7 +226,6 @@ static int ucxf_seg_take_chunk(struct ucxf_recseg *s)
 {
     uint64_t tries;
 
-    ucxf_seg_release_chunk(s);
     for (tries = 0; tries < ucxf_nchunks; tries++) {
         uint64_t k  = __atomic_fetch_add(&ucxf_chunk_next, 1, __ATOMIC_RELAXED) % ucxf_nchunks;
         uint8_t  st = UCXF_CHUNK_FREE;
@@ -250,7 +252,12 @@ static inline struct ucxf_record *ucxf_rec_begin(struct ucxf_recseg **sp)
         __atomic_fetch_add(&ucxf_rec_unsegmented, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    if (UCXF_UNLIKELY(s->slot == s->end) && !ucxf_seg_take_chunk(s)) {
+    if (UCXF_UNLIKELY(s->slot == NULL) && (s->skip != 0 || !ucxf_seg_take_chunk(s))) {
+        /* Every chunk is being filled (more threads logging than the
+         * pool's spare chunks cover): the record is dropped and counted,
+         * and so are the next chunk_len, before the pool is searched
+         * again, so that a thread never spins on a full pool. */
+        s->skip = s->skip != 0 ? s->skip - 1 : (uint32_t)ucxf_chunk_len;
         UCXF_REC_SET(s->count, s->count + 1);
         return NULL;
     }
@@ -272,6 +279,9 @@ static inline void ucxf_rec_commit(struct ucxf_recseg *s, struct ucxf_record *sl
                      __ATOMIC_RELEASE);
     UCXF_REC_SET(s->count, n + 1);
     s->slot = slot + 1;
+    if (UCXF_UNLIKELY(s->slot == s->end)) {
+        ucxf_seg_release_chunk(s); /* full: another thread may take it now */
+    }
 }
 
 /* The endpoint's ordinal through the segment's one-entry cache: a program
@@ -305,11 +315,13 @@ int ucxf_record_alloc(uint64_t capacity)
         capacity = 1;
     }
     /* At least 64 chunks in the capacity, so that losing the oldest chunk
-     * loses little of it. */
+     * loses little of it; at most 256 records, so that a thread that went
+     * idle keeps few slots from the others. */
     while (len > 1 && len * 64 > capacity) {
         len >>= 1;
     }
-    n     = (capacity + len - 1) / len + UCXF_REC_SPARE;
+    n     = (capacity + len - 1) / len;
+    n    += UCXF_REC_SPARE + n / 16;
     state = calloc(n, 1);
     /* Zero pages, all taken now (by the control side, which allocates):
      * otherwise the host's threads would take a page fault every 64
