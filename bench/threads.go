@@ -171,25 +171,28 @@ func partThreads() {
 		return fmt.Sprintf("%d threads", n)
 	}
 	var rows []row
-	add := func(name, target string, v float64, ok bool, unit string) {
-		rows = append(rows, row{Part: "threads-targets", Name: name, Value: v, Unit: unit, Target: target, Verdict: verdict(ok)})
+	// Each row: the variant's figure, and its difference from the
+	// interposer's at the same thread count (or the ratio) against the
+	// target.
+	add := func(name string, n int, target string, limit float64) {
+		d := over(name, n)
+		rows = append(rows, row{Part: "threads-targets", Name: name + ", " + threads(n), Value: res[name][n], Unit: "ns/call",
+			Target: target, Compare: fmt.Sprintf("%+.2f ns", d), Verdict: verdict(d <= limit)})
 	}
 	for _, n := range []int{1, last} {
-		d := over("recording", n)
-		add("recording over the interposer, "+threads(n), "<= 20 ns", d, d <= 20, "ns/call")
+		add("recording", n, "<= interposer + 20 ns", 20)
 	}
 	ratio := res["recording"][last] / res["recording"][1]
-	add("recording, "+threads(last)+" / 1 thread", "<= 1.3x", ratio, ratio <= 1.3, "x")
+	rows = append(rows, row{Part: "threads-targets", Name: "recording, " + threads(last) + " / 1 thread", Value: ratio, Unit: "x",
+		Target: "<= 1.3x", Verdict: verdict(ratio <= 1.3)})
 	for _, name := range []string{"replay (cycled, all pass)", "replay (past its last failure)"} {
 		for _, n := range []int{1, last} {
-			d := over(name, n)
-			add(name+" over the interposer, "+threads(n), "<= 10 ns", d, d <= 10, "ns/call")
+			add(name, n, "<= interposer + 10 ns", 10)
 		}
 	}
 	for _, name := range []string{"pattern (slow half)", "rule (slow half)"} {
 		for _, n := range []int{1, last} {
-			d := over(name, n)
-			add(name+" over the interposer, "+threads(n), "<= 15 ns", d, d <= 15, "ns/call")
+			add(name, n, "<= interposer + 15 ns", 15)
 		}
 	}
 	printTable("Thread sweep: targets (the same runs)", rows)
