@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,16 +21,11 @@ import (
 	"github.com/ucxfault/ucxfault/internal/proc"
 )
 
-// DefaultSocketDir is where sockets live unless UCX_FAULT_SOCKET_DIR says
-// otherwise; it is the original tool's directory.
-const DefaultSocketDir = "/tmp"
-
-// SocketDir returns the socket directory from the environment.
+// SocketDir returns the socket directory chosen in the environment
+// (UCX_FAULT_SOCKET_DIR), or "" for the user's private directory
+// (PrivateDir).
 func SocketDir(getenv Env) string {
-	if d := getenv(EnvSocketDir); d != "" {
-		return d
-	}
-	return DefaultSocketDir
+	return getenv(EnvSocketDir)
 }
 
 // SocketPath is the control socket of pid in dir.
@@ -101,14 +97,22 @@ func List(dir string) ([]Target, error) {
 	return list, nil
 }
 
-// Lookup returns the control sockets of pids in dir, and looks at no other
-// socket. A pid without a socket is an ErrNoProcess; a socket whose process
-// is proven gone is removed and returned in removed instead.
-func Lookup(dir string, pids []int) (targets []Target, removed []Removal, err error) {
+// Lookup returns the control sockets of pids in dirs, and looks at no
+// other socket: each pid's is the first found in dirs' order. A pid without
+// a socket is an ErrNoProcess; a socket whose process is proven gone is
+// removed and returned in removed instead.
+func Lookup(dirs []string, pids []int) (targets []Target, removed []Removal, err error) {
 	for _, pid := range pids {
-		t := Target{PID: pid, Path: SocketPath(dir, pid)}
-		if _, err := os.Lstat(t.Path); err != nil {
-			return nil, removed, fmt.Errorf("%w: no control socket for pid %d in %s (is it running under ucxfault inject?)", ErrNoProcess, pid, dir)
+		var t Target
+		for _, dir := range dirs {
+			path := SocketPath(dir, pid)
+			if _, err := os.Lstat(path); err == nil {
+				t = Target{PID: pid, Path: path}
+				break
+			}
+		}
+		if t.Path == "" {
+			return nil, removed, fmt.Errorf("%w: no control socket for pid %d in %s (is it running under ucxfault inject?)", ErrNoProcess, pid, strings.Join(dirs, ", "))
 		}
 		if ok, why := RemoveIfStale(t); ok {
 			removed = append(removed, Removal{t, why})
@@ -203,18 +207,26 @@ func removeSame(path string, fi os.FileInfo) bool {
 // the process gone: it may be about to listen (see RemoveIfStale).
 var ErrStale = errors.New("stale control socket")
 
-// Send sends one request to the socket at path and returns the response.
-func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
+// Send sends one request to t's socket and returns the response. Before
+// anything is sent, the kernel is asked who listens on the socket
+// (CheckListener); the answer must then name that process (CheckIdentity). An
+// answer that fails either check is never returned: the error wraps
+// ErrWrongProcess.
+func Send(t Target, req *Request, timeout time.Duration) (*Response, error) {
+	resp, _, err := send(t, req, timeout)
+	return resp, err
+}
+
+// send is Send, also returning the uid of the process that answered.
+func send(t Target, req *Request, timeout time.Duration) (*Response, int, error) {
+	path := t.Path
 	line, err := req.Encode()
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	conn, err := net.DialTimeout("unix", path, timeout)
+	conn, uid, err := dial(t, timeout)
 	if err != nil {
-		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
-			return nil, fmt.Errorf("%w: %s: %v", ErrStale, path, err)
-		}
-		return nil, fmt.Errorf("connecting to %s: %w", path, err)
+		return nil, -1, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
@@ -226,20 +238,92 @@ func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
 		if respLine, err := readLine(br); err == nil {
 			var resp Response
 			if json.Unmarshal(respLine, &resp) == nil && !resp.OK && resp.Error != "" {
-				return &resp, nil
+				if err := CheckIdentity(t, &resp); err != nil {
+					return nil, uid, err
+				}
+				return &resp, uid, nil
 			}
 		}
-		return nil, fmt.Errorf("sending to %s: %w", path, werr)
+		return nil, uid, fmt.Errorf("sending to %s: %w", path, werr)
 	}
 	respLine, err := readAnswer(br, path)
 	if err != nil {
-		return nil, err
+		return nil, uid, err
 	}
 	var resp Response
 	if err := json.Unmarshal(respLine, &resp); err != nil {
-		return nil, fmt.Errorf("decoding response from %s: %w", path, err)
+		return nil, uid, fmt.Errorf("decoding response from %s: %w", path, err)
 	}
-	return &resp, nil
+	if err := CheckIdentity(t, &resp); err != nil {
+		return nil, uid, err
+	}
+	return &resp, uid, nil
+}
+
+// dial connects to t's socket and checks who listens on it (CheckListener),
+// before a byte is sent: a request is never shown to an impostor.
+func dial(t Target, timeout time.Duration) (net.Conn, int, error) {
+	conn, err := net.DialTimeout("unix", t.Path, timeout)
+	if err != nil {
+		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
+			return nil, -1, fmt.Errorf("%w: %s: %v", ErrStale, t.Path, err)
+		}
+		return nil, -1, fmt.Errorf("connecting to %s: %w", t.Path, err)
+	}
+	uid, err := CheckListener(t, conn)
+	if err != nil {
+		conn.Close()
+		return nil, -1, err
+	}
+	return conn, uid, nil
+}
+
+// ErrImpostor is wrapped (with ErrWrongProcess) by CheckListener's error for a
+// socket on which another process than the target listens.
+var ErrImpostor = errors.New("impostor")
+
+// CheckListener asks the kernel who listens on conn, connected to t's socket
+// (SO_PEERCRED: the pid and effective uid of the process that called
+// listen), and returns that uid if the listener is t: its pid is t.PID and
+// its uid is the effective uid /proc shows for t.PID (proc.Owner).
+// Anything else is an impostor (a socket planted by another user in a
+// shared directory), a socket file moved or linked under another pid's
+// name, or a process in another pid namespace (whose pid the kernel
+// translates into ours, or reports as 0 when it has none here): the error
+// wraps ErrWrongProcess and ErrImpostor and names the listener.
+func CheckListener(t Target, conn net.Conn) (int, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return -1, fmt.Errorf("%w: %s is not a unix socket connection", ErrWrongProcess, t.Path)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("reading the credentials of %s: %w", t.Path, err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return -1, fmt.Errorf("reading the credentials of %s: %w", t.Path, errors.Join(err, cerr))
+	}
+	if int(cred.Pid) != t.PID {
+		who := fmt.Sprintf("pid %d (uid %d)", cred.Pid, cred.Uid)
+		if cred.Pid == 0 {
+			who = fmt.Sprintf("a process of uid %d outside this pid namespace", cred.Uid)
+		}
+		return -1, fmt.Errorf("%w: %w: %s listens on %s, not pid %d (a socket planted by another user, a moved socket file, or a process in another pid namespace); its answer is refused",
+			ErrWrongProcess, ErrImpostor, who, t.Path, t.PID)
+	}
+	owner, err := proc.Owner(t.PID)
+	if err != nil {
+		return -1, fmt.Errorf("%w: pid %d listens on %s, but its owner cannot be read here (another pid namespace?): %v", ErrWrongProcess, t.PID, t.Path, err)
+	}
+	if int(cred.Uid) != owner {
+		return -1, fmt.Errorf("%w: %w: a process of uid %d listens on %s, but pid %d belongs to uid %d; its answer is refused",
+			ErrWrongProcess, ErrImpostor, cred.Uid, t.Path, t.PID, owner)
+	}
+	return owner, nil
 }
 
 // ErrWrongProcess is returned by Broadcast when the process that answered
@@ -247,8 +331,8 @@ func Send(path string, req *Request, timeout time.Duration) (*Response, error) {
 // is not reported as that pid's.
 var ErrWrongProcess = errors.New("control socket answered by another process")
 
-// ErrNoIdentity is wrapped by CheckIdentity's error for a successful answer
-// that names no process.
+// ErrNoIdentity is wrapped by CheckIdentity's error for an answer that
+// names no process.
 var ErrNoIdentity = errors.New("answer carries no identity")
 
 // CheckIdentity checks that resp, read from t's socket, comes from the
@@ -258,29 +342,22 @@ var ErrNoIdentity = errors.New("answer carries no identity")
 // pid namespace that shares the socket directory, or when the socket file
 // was moved or linked. Every claim the answer makes is checked: its
 // identity, and the pid and start time of its status and recording. Every
-// answer of this version carries an identity; one from an older injector
-// carries a status or a recording when it succeeded, so a successful answer
-// with none is refused (ErrNoIdentity). An error answer without one (a
-// refused connection) passes.
+// answer carries an identity, refusals included: one without is refused
+// (ErrNoIdentity), so that nothing unnamed is ever taken for a process's
+// reply.
 func CheckIdentity(t Target, resp *Response) error {
 	if resp == nil {
-		return nil
+		return fmt.Errorf("%w: %w: %s gave no answer", ErrWrongProcess, ErrNoIdentity, t.Path)
 	}
-	var claims []Identity
-	if resp.Identity != nil {
-		claims = append(claims, *resp.Identity)
+	if resp.Identity == nil {
+		return fmt.Errorf("%w: %w: %s (an injector older than this CLI, or not an injector); the answer is refused", ErrWrongProcess, ErrNoIdentity, t.Path)
 	}
+	claims := []Identity{*resp.Identity}
 	if resp.Status != nil {
 		claims = append(claims, Identity{PID: resp.Status.PID, StartTime: resp.Status.StartTime})
 	}
 	if resp.Recording != nil {
 		claims = append(claims, Identity{PID: resp.Recording.PID}) // its start time is wall-clock
-	}
-	if len(claims) == 0 {
-		if resp.OK {
-			return fmt.Errorf("%w: %w: %s", ErrWrongProcess, ErrNoIdentity, t.Path)
-		}
-		return nil
 	}
 	var now uint64
 	for _, c := range claims {
@@ -309,6 +386,9 @@ type Result struct {
 	Target Target
 	Resp   *Response
 	Err    error
+	// UID is the effective uid of the process that answered (checked by
+	// CheckListener); -1 when none did.
+	UID int
 }
 
 // Broadcast sends req to every target at once and returns the results in
@@ -329,11 +409,8 @@ func Broadcast(targets []Target, req *Request, timeout time.Duration) []Result {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			r := *req
-			resp, err := Send(t.Path, &r, timeout)
-			if err == nil {
-				err = CheckIdentity(t, resp)
-			}
-			out[i] = Result{Target: t, Resp: resp, Err: judge(t, err)}
+			resp, uid, err := send(t, &r, timeout)
+			out[i] = Result{Target: t, Resp: resp, Err: judge(t, err), UID: uid}
 		}()
 	}
 	wg.Wait()

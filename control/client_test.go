@@ -21,18 +21,25 @@ func TestCheckIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	me := Target{PID: pid, Path: "/tmp/ucx-fault-self.sock"}
+	id := &Identity{PID: pid, StartTime: start}
 	for _, tc := range []struct {
 		name string
 		resp *Response
 		ok   bool
 	}{
-		{"same process", &Response{OK: true, Status: &Status{PID: pid, StartTime: start}}, true},
-		{"no start time", &Response{OK: true, Status: &Status{PID: pid}}, true},
-		{"error response", &Response{Error: "busy"}, true},
-		{"recording", &Response{OK: true, Recording: &recording.Process{PID: pid}}, true},
-		{"another pid", &Response{OK: true, Status: &Status{PID: pid + 1, StartTime: start}}, false},
-		{"another start time", &Response{OK: true, Status: &Status{PID: pid, StartTime: start + 1}}, false},
-		{"recording of another pid", &Response{OK: true, Recording: &recording.Process{PID: 1}}, false},
+		{"same process", &Response{OK: true, Identity: id, Status: &Status{PID: pid, StartTime: start}}, true},
+		{"no start time", &Response{OK: true, Identity: &Identity{PID: pid}, Status: &Status{PID: pid}}, true},
+		{"recording", &Response{OK: true, Identity: id, Recording: &recording.Process{PID: pid}}, true},
+		{"another pid", &Response{OK: true, Identity: id, Status: &Status{PID: pid + 1, StartTime: start}}, false},
+		{"another start time", &Response{OK: true, Identity: id, Status: &Status{PID: pid, StartTime: start + 1}}, false},
+		{"recording of another pid", &Response{OK: true, Identity: id, Recording: &recording.Process{PID: 1}}, false},
+		// Without an identity nothing passes, not even a status naming
+		// the right process, nor an error: an unnamed line is never
+		// taken for a process's reply.
+		{"status without identity", &Response{OK: true, Status: &Status{PID: pid, StartTime: start}}, false},
+		{"error without identity", &Response{Error: "busy"}, false},
+		{"forged success", &Response{OK: true, Message: "forged"}, false},
+		{"no answer", nil, false},
 		{"identity", &Response{OK: true, Identity: &Identity{PID: pid, StartTime: start}}, true},
 		{"error with identity", &Response{Error: "invalid value", Identity: &Identity{PID: pid, StartTime: start}}, true},
 		{"error of another process", &Response{Error: "invalid value", Identity: &Identity{PID: pid, StartTime: start + 1}}, false},
@@ -49,6 +56,73 @@ func TestCheckIdentity(t *testing.T) {
 		if !tc.ok && !errors.Is(err, ErrWrongProcess) {
 			t.Errorf("%s: got %v, want ErrWrongProcess", tc.name, err)
 		}
+	}
+}
+
+// TestCheckListener: the kernel's word on who listens decides, before any
+// answer is read. This process listens on sockets named for itself and for
+// another live pid: the first passes, the second is an impostor.
+func TestCheckListener(t *testing.T) {
+	dir := t.TempDir()
+	other := os.Getppid()
+	for _, tc := range []struct {
+		name string
+		pid  int
+		ok   bool
+	}{
+		{"the listener itself", os.Getpid(), true},
+		{"another live pid", other, false},
+	} {
+		tg := Target{PID: tc.pid, Path: filepath.Join(dir, tc.name+".sock")}
+		l, err := net.Listen("unix", tg.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		conn, err := net.Dial("unix", tg.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, err := CheckListener(tg, conn)
+		conn.Close()
+		l.Close()
+		if tc.ok && (err != nil || uid != os.Geteuid()) {
+			t.Errorf("%s: uid %d, %v; want uid %d", tc.name, uid, err, os.Geteuid())
+		}
+		if !tc.ok && (!errors.Is(err, ErrImpostor) || !errors.Is(err, ErrWrongProcess) ||
+			!strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())+" (uid")) {
+			t.Errorf("%s: got %v, want an impostor named by its pid", tc.name, err)
+		}
+	}
+	// Send checks before it writes: the impostor never sees the request.
+	tg := Target{PID: other, Path: filepath.Join(dir, "send.sock")}
+	l, err := net.Listen("unix", tg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte(`{"v":1,"ok":true,"message":"forged"}` + "\n"))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _ := c.Read(make([]byte, 100))
+		got <- n
+	}()
+	resp, err := Send(tg, &Request{Cmd: CmdStatus}, 2*time.Second)
+	if resp != nil || !errors.Is(err, ErrImpostor) {
+		t.Fatalf("Send to an impostor: %+v, %v", resp, err)
+	}
+	if n := <-got; n != 0 {
+		t.Fatalf("the impostor read %d bytes of the request", n)
 	}
 }
 

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ucxfault/ucxfault/recording"
 )
 
@@ -93,19 +91,24 @@ type Progress func(t Target, got, total int)
 // builds the recording first) and the wait for each line, not the whole
 // transfer, so a recording of any size arrives whole. An error response
 // (for instance from a process too old to know chunks) is returned as
-// such; CheckIdentity is left to the caller.
+// such. Who listens is checked before the request is sent (CheckListener), and
+// the header's identity before any chunk is read (CheckIdentity).
 func DumpRecording(t Target, count int, timeout time.Duration, progress Progress) (*Response, error) {
+	resp, _, err := dumpRecording(t, count, timeout, progress)
+	return resp, err
+}
+
+// dumpRecording is DumpRecording, also returning the uid of the process
+// that answered (-1 when none did).
+func dumpRecording(t Target, count int, timeout time.Duration, progress Progress) (*Response, int, error) {
 	req := &Request{Cmd: CmdRecordDump, Count: count, Chunk: DumpChunk}
 	line, err := req.Encode()
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	conn, err := net.DialTimeout("unix", t.Path, timeout)
+	conn, uid, err := dial(t, timeout)
 	if err != nil {
-		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
-			return nil, fmt.Errorf("%w: %s: %v", ErrStale, t.Path, err)
-		}
-		return nil, fmt.Errorf("connecting to %s: %w", t.Path, err)
+		return nil, -1, err
 	}
 	defer conn.Close()
 	br := bufio.NewReaderSize(conn, 1<<20)
@@ -114,29 +117,35 @@ func DumpRecording(t Target, count int, timeout time.Duration, progress Progress
 		if respLine, err := readLine(br); err == nil {
 			var resp Response
 			if json.Unmarshal(respLine, &resp) == nil && !resp.OK && resp.Error != "" {
-				return &resp, nil
+				if err := CheckIdentity(t, &resp); err != nil {
+					return nil, uid, err
+				}
+				return &resp, uid, nil
 			}
 		}
-		return nil, fmt.Errorf("sending to %s: %w", t.Path, werr)
+		return nil, uid, fmt.Errorf("sending to %s: %w", t.Path, werr)
 	}
 	head, err := readAnswer(br, t.Path)
 	if err != nil {
-		return nil, err
+		return nil, uid, err
 	}
 	var resp Response
 	if err := json.Unmarshal(head, &resp); err != nil {
-		return nil, fmt.Errorf("decoding response from %s: %w", t.Path, err)
+		return nil, uid, fmt.Errorf("decoding response from %s: %w", t.Path, err)
+	}
+	if err := CheckIdentity(t, &resp); err != nil {
+		return nil, uid, err
 	}
 	if !resp.OK || resp.Recording == nil {
-		return &resp, nil
+		return &resp, uid, nil
 	}
 	if resp.Stream == nil {
 		// A whole answer in one line: nothing follows.
-		return &resp, nil
+		return &resp, uid, nil
 	}
 	st := *resp.Stream
 	if st.Calls < 0 || st.Chunks < 0 || st.Chunks > st.Calls || (st.Calls > 0 && st.Chunks == 0) {
-		return nil, fmt.Errorf("decoding response from %s: %d calls in %d chunks announced", t.Path, st.Calls, st.Chunks)
+		return nil, uid, fmt.Errorf("decoding response from %s: %d calls in %d chunks announced", t.Path, st.Calls, st.Chunks)
 	}
 	// Announced by the process itself: capped so that a bad header cannot
 	// make the CLI allocate without bound before the data is there.
@@ -145,17 +154,17 @@ func DumpRecording(t Target, count int, timeout time.Duration, progress Progress
 		conn.SetReadDeadline(time.Now().Add(timeout))
 		b, err := readAnswer(br, t.Path)
 		if err != nil {
-			return nil, fmt.Errorf("chunk %d of %d: %w", part+1, st.Chunks, err)
+			return nil, uid, fmt.Errorf("chunk %d of %d: %w", part+1, st.Chunks, err)
 		}
 		if !bytes.HasSuffix(b, []byte("\n")) {
-			return nil, fmt.Errorf("reading response from %s: the connection closed in the middle of chunk %d of %d (did the process exit?)", t.Path, part+1, st.Chunks)
+			return nil, uid, fmt.Errorf("reading response from %s: the connection closed in the middle of chunk %d of %d (did the process exit?)", t.Path, part+1, st.Chunks)
 		}
 		var c Chunk
 		if err := json.Unmarshal(b, &c); err != nil {
-			return nil, fmt.Errorf("decoding chunk %d of %d from %s: %w", part+1, st.Chunks, t.Path, err)
+			return nil, uid, fmt.Errorf("decoding chunk %d of %d from %s: %w", part+1, st.Chunks, t.Path, err)
 		}
 		if c.Part != part || len(calls)+len(c.Calls) > st.Calls {
-			return nil, fmt.Errorf("decoding chunk %d of %d from %s: part %d with %d calls after %d of %d", part+1, st.Chunks, t.Path, c.Part, len(c.Calls), len(calls), st.Calls)
+			return nil, uid, fmt.Errorf("decoding chunk %d of %d from %s: part %d with %d calls after %d of %d", part+1, st.Chunks, t.Path, c.Part, len(c.Calls), len(calls), st.Calls)
 		}
 		calls = append(calls, c.Calls...)
 		if progress != nil {
@@ -163,11 +172,11 @@ func DumpRecording(t Target, count int, timeout time.Duration, progress Progress
 		}
 	}
 	if len(calls) != st.Calls {
-		return nil, fmt.Errorf("reading response from %s: %d calls arrived, %d announced", t.Path, len(calls), st.Calls)
+		return nil, uid, fmt.Errorf("reading response from %s: %d calls arrived, %d announced", t.Path, len(calls), st.Calls)
 	}
 	resp.Recording.Calls = calls
 	resp.Stream = nil
-	return &resp, nil
+	return &resp, uid, nil
 }
 
 // readAnswer reads one answer line of at most MaxLine bytes.
@@ -198,14 +207,11 @@ func DumpAll(targets []Target, count int, timeout time.Duration, progress Progre
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			resp, err := DumpRecording(t, count, timeout, progress)
-			if err == nil {
-				err = CheckIdentity(t, resp)
-			}
+			resp, uid, err := dumpRecording(t, count, timeout, progress)
 			if errors.Is(err, ErrStale) {
 				os.Remove(t.Path)
 			}
-			out[i] = Result{Target: t, Resp: resp, Err: err}
+			out[i] = Result{Target: t, Resp: resp, Err: err, UID: uid}
 		}()
 	}
 	wg.Wait()

@@ -71,7 +71,7 @@ func TestDumpLargerThanALine(t *testing.T) {
 		t.Fatalf("progress told %d times, last %d; want %d times, %d", calls, last, want, n)
 	}
 
-	_, err = Send(tg.Path, &Request{Cmd: CmdRecordDump}, 10*time.Second)
+	_, err = Send(tg, &Request{Cmd: CmdRecordDump}, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "answer line longer than") || strings.Contains(err.Error(), "request") {
 		t.Fatalf("one-line dump of %d calls: %v; want an error about the answer's size", n, err)
 	}
@@ -80,7 +80,7 @@ func TestDumpLargerThanALine(t *testing.T) {
 func TestDumpChunkBounds(t *testing.T) {
 	tg, _ := serveBig(t, 10)
 	for _, chunk := range []int{-1, MaxChunk + 1} {
-		resp, err := Send(tg.Path, &Request{Cmd: CmdRecordDump, Chunk: chunk}, 5*time.Second)
+		resp, err := Send(tg, &Request{Cmd: CmdRecordDump, Chunk: chunk}, 5*time.Second)
 		if err != nil || resp.OK || !strings.Contains(resp.Error, "chunk") {
 			t.Errorf("chunk %d: %+v, %v; want refused", chunk, resp, err)
 		}

@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -578,6 +579,7 @@ func onOff(what string, on bool) string {
 func (e *Engine) status(detailed bool) Status {
 	st := e.b.Info()
 	st.PID, st.StartTime = e.id.PID, e.id.StartTime
+	st.UID = os.Geteuid()
 	st.Enabled = e.s.Enabled
 	st.Strategy = e.s.Strategy
 	st.Probability = e.s.Probability

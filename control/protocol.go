@@ -111,8 +111,8 @@ type Response struct {
 	Error   string `json:"error,omitempty"`
 	Message string `json:"message,omitempty"`
 	// Identity names the process that answered: every answer an injected
-	// process gives carries it (refusals before a request is read, such as
-	// permission denied, excepted), and clients check it (CheckIdentity).
+	// process gives carries it, refusals included, and clients refuse an
+	// answer without it (CheckIdentity).
 	Identity  *Identity          `json:"identity,omitempty"`
 	Status    *Status            `json:"status,omitempty"`
 	Recording *recording.Process `json:"recording,omitempty"`
@@ -127,7 +127,12 @@ type Status struct {
 	// StartTime is the process start time in clock ticks since boot
 	// (/proc/PID/stat field 22): with the pid it names one process, even
 	// after the pid is reused.
-	StartTime   uint64            `json:"start_time"`
+	StartTime uint64 `json:"start_time"`
+	// UID is the process's effective uid; the CLI sets it from the
+	// kernel's word (SO_PEERCRED, CheckListener), and User from it: the name of
+	// that user, for root's status, which lists every user's processes.
+	UID         int               `json:"uid"`
+	User        string            `json:"user,omitempty"`
 	Host        string            `json:"host"`
 	Rank        int               `json:"rank"`
 	Command     []string          `json:"command"`

@@ -78,8 +78,10 @@ func Serve(l net.Listener, e *Engine, opts *ServerOptions) error {
 			refusedOnce.Do(func() {
 				logf("refused a control connection from %s (%s control this process)", who, only)
 			})
-			// The answer says no more than the socket's owner already shows.
-			r := Response{Error: fmt.Sprintf("permission denied: %s may not control this process (%s)", who, only)}
+			// The answer says no more than the socket's owner and /proc
+			// already show; it is named like every answer, so that no
+			// client takes an unnamed line for this process's.
+			r := Response{Error: fmt.Sprintf("permission denied: %s may not control this process (%s)", who, only), Identity: &e.id}
 			conn.SetWriteDeadline(time.Now().Add(time.Second))
 			conn.Write(r.Encode())
 			conn.Close()
@@ -230,6 +232,12 @@ func Listen(path string) (net.Listener, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		l.Close()
 		os.Remove(tmp)
+		if errors.Is(err, os.ErrPermission) {
+			// In a shared sticky directory (/tmp), a file of another
+			// user holds the name: it may be a socket planted to answer
+			// in this process's place.
+			return nil, fmt.Errorf("naming control socket: %s belongs to another user, who may be waiting to answer in this process's place (use the default private directory: unset %s)", path, EnvSocketDir)
+		}
 		return nil, fmt.Errorf("naming control socket: %w", err)
 	}
 	return l, nil

@@ -136,7 +136,6 @@ func randomSeed() uint64 {
 }
 
 func startControl(ipc string) {
-	dir := control.SocketDir(os.Getenv)
 	pid := os.Getpid()
 	if v := os.Getenv(control.EnvStatsLogInterval); v != "" {
 		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs > 0 {
@@ -144,6 +143,14 @@ func startControl(ipc string) {
 		} else {
 			logf("%s=%q is not a positive number of seconds; statistics not logged", control.EnvStatsLogInterval, v)
 		}
+	}
+	// The user's private directory unless one was chosen: in a directory
+	// others may write, another user could take this socket's name first,
+	// or plant one that answers in this process's place (SECURITY.md).
+	dir, err := control.PrepareDir(control.SocketDir(os.Getenv), os.Getenv, os.Geteuid())
+	if err != nil {
+		logf("%v; control plane off, the program runs on", err)
+		return
 	}
 	if ipc == control.BackendFile {
 		path := control.StateFile(dir, pid)

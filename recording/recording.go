@@ -13,6 +13,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/ucs"
 )
@@ -390,7 +392,9 @@ func (f *File) encode(w *bufio.Writer) error {
 }
 
 // WriteFile writes f to path atomically (a temporary file renamed into
-// place), so that a reader never sees half a recording.
+// place), so that a reader never sees half a recording. A link planted at
+// path is replaced, never followed, and the file is made with mode 0644:
+// nobody but its owner may change it.
 func (f *File) WriteFile(path string) error {
 	tmp, err := os.CreateTemp(dirOf(path), ".ucxfault-rec-*")
 	if err != nil {
@@ -411,6 +415,45 @@ func (f *File) WriteFile(path string) error {
 		return fmt.Errorf("renaming recording into place: %w", err)
 	}
 	return nil
+}
+
+// CreateOutput opens path to write a text output (a summary, a pattern)
+// in place, with the care WriteFile takes: a symbolic link at path is
+// refused, not followed (O_NOFOLLOW), a regular file is made or truncated
+// with mode 0644, and one that others could write loses that permission.
+// Other kinds of file (a pipe, a terminal, /dev/null) are written as they are.
+func CreateOutput(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o644)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("creating %s: it is a symbolic link, not followed (remove it, or name the file it points to)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	// O_NONBLOCK only kept open(2) from waiting for a pipe's reader.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	if fi.Mode().IsRegular() {
+		if p := fi.Mode().Perm(); p&0o022 != 0 {
+			if err := f.Chmod(p &^ 0o022); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("creating %s: others may write it: %w", path, err)
+			}
+		}
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("creating %s: %w", path, err)
+		}
+	}
+	return f, nil
 }
 
 func dirOf(path string) string {

@@ -9,8 +9,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
-
-	"github.com/ucxfault/ucxfault/control"
 )
 
 // newGenDocsCmd is the hidden `gen-docs DIR` command that `make dist` runs:
@@ -34,9 +32,10 @@ is set, so that a release build is reproducible.`,
 // genDocs writes the man pages and completions of root under dir.
 func genDocs(root *cobra.Command, dir string) error {
 	// The default shown for --socket-dir is read from the environment of
-	// whoever runs the command; the pages show the built-in one.
+	// whoever runs the command; the pages show the built-in one (none: the
+	// user's private directory, named in the flag's text).
 	if f := root.PersistentFlags().Lookup("socket-dir"); f != nil {
-		f.DefValue = control.DefaultSocketDir
+		f.DefValue = ""
 	}
 	root.DisableAutoGenTag = true
 	man := filepath.Join(dir, "man", "man1")

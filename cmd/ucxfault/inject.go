@@ -257,7 +257,11 @@ func (o *injectOptions) environment() ([]string, error) {
 	if o.debug {
 		env = append(env, control.EnvDebug+"=1")
 	}
-	env = append(env, control.EnvSocketDir+"="+global.socketDir)
+	// Without --socket-dir the program picks the private directory
+	// the CLI looks in (control.PrivateDir); a chosen one travels.
+	if global.socketDir != "" {
+		env = append(env, control.EnvSocketDir+"="+global.socketDir)
+	}
 	return env, nil
 }
 

@@ -55,7 +55,7 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	}
 	root.PersistentFlags().IntSliceVar(&global.pids, "pid", nil, "send to this process only (repeatable)")
 	root.PersistentFlags().StringVar(&global.ranks, "rank", "", "send to these launcher ranks only (e.g. 0,2-3)")
-	root.PersistentFlags().StringVar(&global.socketDir, "socket-dir", control.SocketDir(os.Getenv), "directory of the control sockets (UCX_FAULT_SOCKET_DIR)")
+	root.PersistentFlags().StringVar(&global.socketDir, "socket-dir", control.SocketDir(os.Getenv), "directory of the control sockets, e.g. /tmp for the original tool's layout (UCX_FAULT_SOCKET_DIR; default: your private $XDG_RUNTIME_DIR/ucxfault or /tmp/ucxfault-UID, see SECURITY.md)")
 	root.PersistentFlags().DurationVar(&global.timeout, "timeout", 5*time.Second, "time to wait for each process")
 	root.SetFlagErrorFunc(flagError)
 

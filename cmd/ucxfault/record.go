@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,9 +77,9 @@ func newRecordCmds() []*cobra.Command {
 				fmt.Fprintf(c.ErrOrStderr(), "wrote %d processes, %d calls to %s\n", len(f.Processes), totalCalls(f), output)
 				return err
 			}
-			fh, e := os.Create(output)
+			fh, e := recording.CreateOutput(output)
 			if e != nil {
-				return fmt.Errorf("creating %s: %w", output, e)
+				return e
 			}
 			defer fh.Close()
 			out = fh

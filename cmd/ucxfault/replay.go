@@ -115,10 +115,7 @@ recorded for its rank. --part picks one part for every target: by its index
 					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %d recorded endpoint failures come after the last replayed call and are not replayed\n", t.PID, dropped)
 				}
 				req := &control.Request{Cmd: control.CmdReplay, Schedule: sched}
-				resp, err := control.Send(t.Path, req, global.timeout)
-				if err == nil {
-					err = control.CheckIdentity(t, resp)
-				}
+				resp, err := control.Send(t, req, global.timeout)
 				switch {
 				case err != nil:
 					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %v\n", t.PID, err)

@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -54,12 +58,21 @@ func newStatusCmd() *cobra.Command {
 // collectStatus asks every target for its status.
 func collectStatus(stderr io.Writer, detailed bool) ([]control.Status, error) {
 	if fileBackend() {
-		states, removed, err := control.ReadStates(global.socketDir)
+		dir, err := fileDir(false)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w in %s (file backend)", control.ErrNoProcess, dir)
+		} else if err != nil {
+			return nil, err
+		}
+		states, removed, err := control.ReadStates(dir)
 		for _, pid := range removed {
 			fmt.Fprintf(stderr, "removed state file of dead process %d\n", pid)
 		}
+		for i := range states {
+			states[i].User = userName(states[i].UID)
+		}
 		if err == nil && len(states) == 0 {
-			err = fmt.Errorf("%w in %s (file backend)", control.ErrNoProcess, global.socketDir)
+			err = fmt.Errorf("%w in %s (file backend)", control.ErrNoProcess, dir)
 		}
 		return states, err
 	}
@@ -67,11 +80,21 @@ func collectStatus(stderr io.Writer, detailed bool) ([]control.Status, error) {
 	var out []control.Status
 	for _, r := range results {
 		if r.Resp.Status != nil {
-			out = append(out, *r.Resp.Status)
+			st := *r.Resp.Status
+			st.UID, st.User = r.UID, userName(r.UID)
+			out = append(out, st)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out, err
+}
+
+// userName is the login name of uid, or the number when it has none.
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(uid)
 }
 
 func commandName(cmd []string) string {
@@ -172,6 +195,10 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 	}
 	t.Render()
 	for _, st := range statuses {
+		// Root sees every user's processes: say whose each one is.
+		if st.UID != os.Geteuid() {
+			fmt.Fprintf(w, "pid %d: user %s (uid %d)\n", st.PID, st.User, st.UID)
+		}
 		for _, warn := range st.Warnings {
 			fmt.Fprintf(w, "pid %d: warning: %s\n", st.PID, warn)
 		}

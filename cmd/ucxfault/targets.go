@@ -39,26 +39,75 @@ func parseRanks(text string) (map[int]bool, error) {
 	return set, nil
 }
 
+// socketDirs lists the directories to look for sockets in: --socket-dir
+// (or UCX_FAULT_SOCKET_DIR) alone when given, else the user's private
+// directories, and for root every user's (control.SearchDirs). A private
+// directory refused as unsafe is said on stderr and skipped.
+func socketDirs(stderr io.Writer) ([]string, error) {
+	found, refused, err := control.SearchDirs(global.socketDir, os.Getenv, os.Geteuid())
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range refused {
+		fmt.Fprintf(stderr, "skipped: %v\n", e)
+	}
+	dirs := make([]string, len(found))
+	for i, d := range found {
+		dirs[i] = d.Path
+	}
+	return dirs, nil
+}
+
+// dirsText names where the CLI looked, for an error that found nothing.
+func dirsText(dirs []string) string {
+	if len(dirs) == 0 {
+		p := control.PrivateDir(os.Getenv, os.Geteuid())
+		return fmt.Sprintf("%s (no socket directory of yours exists)", p)
+	}
+	return strings.Join(dirs, ", ")
+}
+
+// fileDir is the file backend's directory: --socket-dir when given, else
+// the user's private directory, checked as the injector checks it; create
+// creates a missing private directory.
+func fileDir(create bool) (string, error) {
+	if global.socketDir != "" {
+		return global.socketDir, control.CheckChosenDir(global.socketDir, os.Geteuid())
+	}
+	dir := control.PrivateDir(os.Getenv, os.Geteuid())
+	if create {
+		return dir, control.EnsurePrivateDir(dir, os.Geteuid())
+	}
+	return dir, control.CheckPrivateDir(dir, os.Geteuid())
+}
+
 // targets finds the injected processes the command is for. With --pid it
 // looks at those pids' sockets only; with --rank it asks every socket's
 // process for its rank and removes nothing (a process that does not answer
-// cannot say its rank). Otherwise it sweeps the directory: sockets of
+// cannot say its rank). Otherwise it sweeps the directories: sockets of
 // processes proven gone are removed and reported (control.RemoveIfStale).
 func targets(stderr io.Writer) ([]control.Target, error) {
 	var (
 		list    []control.Target
 		removed []control.Removal
-		err     error
 	)
+	dirs, err := socketDirs(stderr)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case len(global.pids) > 0:
-		list, removed, err = control.Lookup(global.socketDir, global.pids)
+		list, removed, err = control.Lookup(dirs, global.pids)
 	case global.ranks != "":
-		list, err = control.List(global.socketDir)
+		for _, dir := range dirs {
+			l, e := control.List(dir)
+			list, err = append(list, l...), errors.Join(err, e)
+		}
 	default:
-		var d control.Discovery
-		d, err = control.Discover(global.socketDir)
-		list, removed = d.Targets, d.Removed
+		for _, dir := range dirs {
+			d, e := control.Discover(dir)
+			list, removed, err = append(list, d.Targets...), append(removed, d.Removed...), errors.Join(err, e)
+		}
 	}
 	for _, t := range removed {
 		fmt.Fprintf(stderr, "removed stale socket of dead process %d (%s): %s\n", t.PID, t.Path, t.Why)
@@ -86,7 +135,7 @@ func targets(stderr io.Writer) ([]control.Target, error) {
 		list = kept
 	}
 	if len(list) == 0 {
-		return nil, fmt.Errorf("%w in %s (start a program with `ucxfault inject -- PROGRAM`, or set --socket-dir)", control.ErrNoProcess, global.socketDir)
+		return nil, fmt.Errorf("%w in %s (start a program with `ucxfault inject -- PROGRAM`, or set --socket-dir)", control.ErrNoProcess, dirsText(dirs))
 	}
 	return list, nil
 }
@@ -132,10 +181,14 @@ func collect(stderr io.Writer, results []control.Result, cmd string) ([]control.
 // the command file when the file backend is selected.
 func runControl(out, stderr io.Writer, req *control.Request) error {
 	if fileBackend() {
-		if err := control.AppendCommand(global.socketDir, req); err != nil {
+		dir, err := fileDir(true)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "appended %s to %s; injected processes apply it within 100 ms\n", req.Cmd, control.CommandFile(global.socketDir))
+		if err := control.AppendCommand(dir, req); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "appended %s to %s; injected processes apply it within 100 ms\n", req.Cmd, control.CommandFile(dir))
 		return nil
 	}
 	results, err := sendAll(stderr, req)

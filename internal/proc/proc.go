@@ -343,3 +343,29 @@ func LibucpCopies(maps []Mapping) []string {
 	}
 	return out
 }
+
+// Owner returns the effective uid of pid: the second field of the Uid line
+// of /proc/PID/status. It is the uid SO_PEERCRED reports for a socket the
+// process listens on (the kernel records the listener's effective uid).
+// /proc/PID's own owner is not used: the kernel shows root there for a
+// process that is not dumpable.
+func Owner(pid int) (int, error) {
+	data, err := readPID(pid, "status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			if len(f) < 2 {
+				break
+			}
+			uid, err := strconv.Atoi(f[1])
+			if err != nil {
+				return 0, fmt.Errorf("parsing owner of %d: %w", pid, err)
+			}
+			return uid, nil
+		}
+	}
+	return 0, fmt.Errorf("reading owner of %d: no Uid line in /proc/%d/status", pid, pid)
+}

@@ -1,0 +1,61 @@
+package recording
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestOutputsFollowNoLink: a link planted at the output path is neither
+// followed by CreateOutput nor by WriteFile, and what they write is not
+// world-writable.
+func TestOutputsFollowNoLink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "out")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := CreateOutput(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("CreateOutput through a link: %v", err)
+	}
+	if err := New("test").WriteFile(link); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Fatalf("WriteFile followed the link: the victim holds %q", b)
+	}
+	if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("WriteFile left %v (%v), want a regular file of mode 0644", fi.Mode(), err)
+	}
+
+	// An existing world-writable file loses that permission and is truncated.
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, []byte("old content"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(open, 0o666)
+	f, err := CreateOutput(open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("new\n")
+	f.Close()
+	fi, _ := os.Stat(open)
+	if b, _ := os.ReadFile(open); string(b) != "new\n" || fi.Mode().Perm()&0o022 != 0 {
+		t.Fatalf("rewritten: %q, mode %v", b, fi.Mode())
+	}
+	// /dev/null is written as it is.
+	if f, err := CreateOutput("/dev/null"); err != nil {
+		t.Fatalf("/dev/null: %v", err)
+	} else {
+		f.Close()
+	}
+}
