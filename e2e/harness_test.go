@@ -24,6 +24,9 @@ import (
 type harness struct {
 	cli, lib, rma string
 	dir           string
+	// byDefault: dir is the user's default directory, and no --socket-dir
+	// is passed (newDefaultHarness).
+	byDefault bool
 }
 
 func newHarness(t *testing.T) *harness {
@@ -42,9 +45,30 @@ func newHarness(t *testing.T) *harness {
 	return &harness{cli: cli, lib: lib, rma: rma, dir: dir}
 }
 
+// newDefaultHarness is a harness whose programs and CLI find each other
+// by the default, with no --socket-dir: XDG_RUNTIME_DIR is a directory of
+// the test's own (for the test's life), so the sockets are in its
+// ucxfault directory, which dir names.
+func newDefaultHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t)
+	t.Setenv("XDG_RUNTIME_DIR", h.dir)
+	t.Setenv(control.EnvSocketDir, "")
+	h.dir, h.byDefault = filepath.Join(h.dir, control.PrivateDirName), true
+	return h
+}
+
+// dirArgs are the CLI's flags that choose the harness's directory.
+func (h *harness) dirArgs() []string {
+	if h.byDefault {
+		return nil
+	}
+	return []string{"--socket-dir", h.dir}
+}
+
 // injectArgs builds `ucxfault inject FLAGS -- rma ARGS`.
 func (h *harness) injectArgs(flags []string, rmaArgs ...string) []string {
-	args := append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet"}, flags...)
+	args := append(append(h.dirArgs(), "inject", "--lib", h.lib, "--quiet"), flags...)
 	args = append(args, "--", h.rma)
 	return append(args, rmaArgs...)
 }
@@ -78,7 +102,7 @@ func (h *harness) ctl(t *testing.T, args ...string) ctlResult {
 
 func (h *harness) ctlEnv(t *testing.T, env []string, args ...string) ctlResult {
 	t.Helper()
-	cmd := exec.Command(h.cli, append([]string{"--socket-dir", h.dir}, args...)...)
+	cmd := exec.Command(h.cli, append(h.dirArgs(), args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
