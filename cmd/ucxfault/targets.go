@@ -43,10 +43,10 @@ func parseRanks(text string) (map[int]bool, error) {
 // (or UCX_FAULT_SOCKET_DIR) alone when given, else the user's private
 // directories, and for root every user's (control.SearchDirs). A private
 // directory refused as unsafe is said on stderr and skipped.
-func socketDirs(stderr io.Writer) ([]string, error) {
+func socketDirs(stderr io.Writer) ([]string, int, error) {
 	found, refused, err := control.SearchDirs(global.socketDir, os.Getenv, os.Geteuid())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, e := range refused {
 		fmt.Fprintf(stderr, "skipped: %v\n", e)
@@ -55,13 +55,17 @@ func socketDirs(stderr io.Writer) ([]string, error) {
 	for i, d := range found {
 		dirs[i] = d.Path
 	}
-	return dirs, nil
+	return dirs, len(refused), nil
 }
 
-// dirsText names where the CLI looked, for an error that found nothing.
-func dirsText(dirs []string) string {
+// dirsText names where the CLI looked, for an error that found nothing;
+// refused counts the directories skipped as unsafe.
+func dirsText(dirs []string, refused int) string {
 	if len(dirs) == 0 {
 		p := control.PrivateDir(os.Getenv, os.Geteuid())
+		if refused > 0 {
+			return fmt.Sprintf("%s (refused: see above)", p)
+		}
 		return fmt.Sprintf("%s (no socket directory of yours exists)", p)
 	}
 	return strings.Join(dirs, ", ")
@@ -91,7 +95,7 @@ func targets(stderr io.Writer) ([]control.Target, error) {
 		list    []control.Target
 		removed []control.Removal
 	)
-	dirs, err := socketDirs(stderr)
+	dirs, refused, err := socketDirs(stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +139,7 @@ func targets(stderr io.Writer) ([]control.Target, error) {
 		list = kept
 	}
 	if len(list) == 0 {
-		return nil, fmt.Errorf("%w in %s (start a program with `ucxfault inject -- PROGRAM`, or set --socket-dir)", control.ErrNoProcess, dirsText(dirs))
+		return nil, fmt.Errorf("%w in %s (start a program with `ucxfault inject -- PROGRAM`, or set --socket-dir)", control.ErrNoProcess, dirsText(dirs, refused))
 	}
 	return list, nil
 }
