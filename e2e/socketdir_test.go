@@ -189,14 +189,14 @@ type heldProgram struct {
 	pid     int
 }
 
-func holdProgram(t *testing.T, uid, gid int, lib, rma string) *heldProgram {
+func holdProgram(t *testing.T, uid, gid int, lib, rma string, env ...string) *heldProgram {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", `read go; exec env "$@"`, "sh", "LD_PRELOAD="+lib, "UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0",
 		rma, "--ops", "0", "--interval-us", "1000", "--seq", "put")
 	if uid != 0 {
 		asUser(cmd, uid, gid)
 	}
-	cmd.Env = cleanEnv()
+	cmd.Env = cleanEnv(env...)
 	p := &heldProgram{cmd: cmd, out: &syncBuffer{}, errb: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.out, p.errb
 	var err error
@@ -347,6 +347,33 @@ func TestSocketDirImpostor(t *testing.T) {
 			if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st) != 1 || st[0].UID != tc.uid {
 				t.Fatalf("root's status -o json: %v, %+v; want uid %d", err, st, tc.uid)
 			}
+
+			// The original layout, chosen on purpose, with an impostor
+			// on the program's future name: an ordinary user's program
+			// cannot take the name and says why, and runs on; root's
+			// takes it over, and its CLI reaches the real program.
+			q := holdProgram(t, tc.uid, tc.gid, lib, rma, control.EnvSocketDir+"=/tmp")
+			squat = control.SocketPath("/tmp", q.pid)
+			os.Remove(squat)
+			imp = startImpostor(t, iuid, igid, squat, q.pid)
+			q.run(t)
+			qpid := strconv.Itoa(q.pid)
+			if tc.uid != 0 {
+				waitFor(t, 10*time.Second, "the injector's refusal", func() bool { return strings.Contains(q.errb.String(), "control socket off") })
+				if !strings.Contains(q.errb.String(), squat+" belongs to another user") {
+					t.Fatalf("the injector does not say who holds its socket's name:\n%s", q.errb)
+				}
+				before := len(q.ops())
+				waitFor(t, 10*time.Second, "the program to run on", func() bool { return len(q.ops()) > before+20 })
+				r = runCLI(t, cli, tc.uid, tc.gid, "--socket-dir", "/tmp", "--pid", qpid, "status")
+				if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("impostor: pid %d (uid %d)", imp, iuid)) {
+					t.Fatalf("status through the squatted name: exit %d, stderr %q", r.code, r.stderr)
+				}
+				return
+			}
+			waitFor(t, 10*time.Second, "root's program to take its name", func() bool {
+				return runCLI(t, cli, 0, 0, "--socket-dir", "/tmp", "--pid", qpid, "status").code == 0
+			})
 		})
 	}
 }
