@@ -468,6 +468,45 @@ func TestMPIDefaultSocketDir(t *testing.T) {
 		launch := testutil.RequireMPICH(t)
 		h := newDefaultHarness(t)
 		ring := buildExampleC(t, "ring-mpich", "mpicc.mpich", "examples/mpi/ring.c")
-		h.statusWhileStarting(t, launch, []string{"-n", "2"}, []string{"MPIR_CVAR_NOLOCAL=1"}, ring, 2, 0)
+		args := append([]string{"-n", "2", h.cli}, h.injectArgs([]string{"--probability", "0"})...)
+		// injectArgs ends with the example's path: run ring instead.
+		args = append(args[:len(args)-1], ring, "--iters", "100000000", "--quiet")
+		cmd := exec.Command(launch, args...)
+		cmd.Env = append(os.Environ(), "MPIR_CVAR_NOLOCAL=1")
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var pids []int
+		t.Cleanup(func() {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		})
+		// Only this job's ranks, those with a socket in the private
+		// directory of XDG_RUNTIME_DIR: root's CLI also lists every
+		// other process in the private directories it reads.
+		var ranks []int
+		waitFor(t, 60*time.Second, "both ranks in status", func() bool {
+			r := h.ctl(t, "status", "-o", "json")
+			var st []control.Status
+			json.Unmarshal([]byte(r.stdout), &st)
+			pids, ranks = pids[:0], ranks[:0]
+			for _, s := range st {
+				if _, err := os.Stat(control.SocketPath(h.dir, s.PID)); err == nil {
+					pids, ranks = append(pids, s.PID), append(ranks, s.Rank)
+				}
+			}
+			return len(pids) == 2
+		})
+		if ranks[0]+ranks[1] != 1 || ranks[0]*ranks[1] != 0 {
+			t.Fatalf("the MPICH job's ranks are %v, want 0 and 1", ranks)
+		}
+		sel := []string{"--pid", strconv.Itoa(pids[0]), "--pid", strconv.Itoa(pids[1])}
+		h.mustCtl(t, append(sel, "probability", "5")...)
 	})
 }
