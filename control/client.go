@@ -98,27 +98,28 @@ func List(dir string) ([]Target, error) {
 }
 
 // Lookup returns the control sockets of pids in dirs, and looks at no
-// other socket: each pid's is the first found in dirs' order. A pid without
-// a socket is an ErrNoProcess; a socket whose process is proven gone is
-// removed and returned in removed instead.
+// other socket: each pid's is the first in dirs' order whose process is not
+// proven gone. A pid without a socket is an ErrNoProcess; a socket whose
+// process is proven gone is removed and returned in removed instead.
 func Lookup(dirs []string, pids []int) (targets []Target, removed []Removal, err error) {
 	for _, pid := range pids {
-		var t Target
+		found := false
 		for _, dir := range dirs {
-			path := SocketPath(dir, pid)
-			if _, err := os.Lstat(path); err == nil {
-				t = Target{PID: pid, Path: path}
-				break
+			t := Target{PID: pid, Path: SocketPath(dir, pid)}
+			if _, err := os.Lstat(t.Path); err != nil {
+				continue
 			}
+			found = true
+			if ok, why := RemoveIfStale(t); ok {
+				removed = append(removed, Removal{t, why})
+				continue
+			}
+			targets = append(targets, t)
+			break
 		}
-		if t.Path == "" {
+		if !found {
 			return nil, removed, fmt.Errorf("%w: no control socket for pid %d in %s (is it running under ucxfault inject?)", ErrNoProcess, pid, strings.Join(dirs, ", "))
 		}
-		if ok, why := RemoveIfStale(t); ok {
-			removed = append(removed, Removal{t, why})
-			continue
-		}
-		targets = append(targets, t)
 	}
 	return targets, removed, nil
 }

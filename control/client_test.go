@@ -222,3 +222,33 @@ func TestRemoveIfStaleNeedsProof(t *testing.T) {
 		t.Fatalf("files left aside: %v", left)
 	}
 }
+
+// TestLookupAcrossDirs: a pid's socket is the first, in the directories'
+// order, whose process is not proven gone; a stale one before it is removed
+// and reported, and a pid with no socket anywhere is an ErrNoProcess.
+func TestLookupAcrossDirs(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := pidMax + 1 // no such process
+	first, second := t.TempDir(), t.TempDir()
+	stale := deadSocket(t, first, pid)
+	live := Target{PID: pid, Path: SocketPath(second, pid)}
+	l, err := net.Listen("unix", live.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	targets, removed, err := Lookup([]string{first, second}, []int{pid})
+	if err != nil || len(targets) != 1 || targets[0] != live || len(removed) != 1 || removed[0].Target != stale {
+		t.Fatalf("Lookup: %+v, removed %+v, %v; want %s, and %s removed", targets, removed, err, live.Path, stale.Path)
+	}
+	if _, _, err := Lookup([]string{first, second}, []int{pid + 1}); !errors.Is(err, ErrNoProcess) {
+		t.Fatalf("Lookup of a pid without a socket: %v", err)
+	}
+}
