@@ -82,6 +82,7 @@ struct thread_state {
     void           *lbuf;      /* local source/destination buffer */
     size_t          buf_len;
     volatile int    ep_failed; /* set by the error handler */
+    int             peer_mode; /* ep created with UCP_ERR_HANDLING_MODE_PEER */
     int             had_error; /* any operation on the ep failed */
     unsigned long   ops, ok, failed;
     void           *app_req;   /* --app-request: this thread's one request */
@@ -516,6 +517,7 @@ static ucs_status_t setup_tcp(struct thread_state *ts)
     ep_params.err_handler.arg = ts;
     status = ucp_ep_create(ts->worker, &ep_params, &ts->ep);
     free(peer_addr);
+    ts->peer_mode = (status == UCS_OK);
     if (status != UCS_OK) {
         free(rkey_buf);
         SETUP_CHECK(ts, "ucp_ep_create", status);
@@ -535,9 +537,15 @@ static void close_ep(struct thread_state *ts)
     if (ts->ep == NULL) {
         return;
     }
+    /* UCP_EP_CLOSE_FLAG_FORCE needs UCP_ERR_HANDLING_MODE_PEER (ucp.h:
+     * undefined behaviour otherwise): UCX 1.22 aborts in
+     * ucp_worker_destroy (ucs_arbiter_group_cleanup, an assertion kept in
+     * release builds) after a forced close of a self endpoint with a
+     * ucp_get_nbi still in flight, which 1.13 never has. A self endpoint
+     * closes in flush mode whatever its operations returned. */
     memset(&param, 0, sizeof(param));
     param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    param.flags        = (ts->had_error || ts->ep_failed) ?
+    param.flags        = (ts->peer_mode && (ts->had_error || ts->ep_failed)) ?
                          UCP_EP_CLOSE_FLAG_FORCE : 0;
     req = ucp_ep_close_nbx(ts->ep, &param);
     if (UCS_PTR_IS_PTR(req)) {
