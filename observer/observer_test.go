@@ -449,16 +449,11 @@ func waitOps(t *testing.T, ex *testutil.Example, n int) {
 func TestObserveRenamedLibucp(t *testing.T) {
 	testutil.RequireBPF(t)
 	bin := testutil.BuildExample(t)
-	sys, _ := filepath.Glob("/usr/lib*/*/libucp.so.0")
-	if len(sys) == 0 {
-		sys, _ = filepath.Glob("/usr/lib*/libucp.so.0")
-	}
-	if len(sys) == 0 {
-		t.Skip("no libucp.so.0 under /usr/lib to copy (install libucx-dev)")
-	}
-	lib, err := os.ReadFile(sys[0])
+	// The copy is the libucp of the UCX under test, the one the example
+	// was built against: another version's would not match its headers.
+	lib, err := os.ReadFile(filepath.Join(testutil.UCX(t).LibDir, "libucp.so.0"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reading the libucp of the UCX under test: %v", err)
 	}
 	copyPath := filepath.Join(t.TempDir(), "libucp-deadbeef.so.0")
 	if err := os.WriteFile(copyPath, lib, 0o755); err != nil {
