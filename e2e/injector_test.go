@@ -196,6 +196,39 @@ func TestCallsLibucpMakesToItselfAreNotFaulted(t *testing.T) {
 	}
 }
 
+// TestFailedCloseClosesInTheApplicationsMode: an injected failure of
+// ucp_ep_close_nbx closes the real endpoint in the mode the application
+// asked for. The example's self endpoint has no peer error handling, where
+// UCP_EP_CLOSE_FLAG_FORCE is undefined (ucp.h); on UCX 1.22, whose 8-byte
+// ucp_get_nbi over it is still in flight at the close, a forced close made
+// ucp_worker_destroy abort (1.13 completes the get at once, so there the
+// test proves only that the close was faulted and the program ran on).
+func TestFailedCloseClosesInTheApplicationsMode(t *testing.T) {
+	h := newHarness(t)
+	e := h.start(t, []string{"--probability", "100", "--hooks", "ucp_ep_close_nbx"},
+		"--ops", "20", "--seq", "putnbi,getnbi", "--linger-ms", "60000")
+	waitFor(t, 30*time.Second, "DONE or the program's end", func() bool {
+		select {
+		case <-e.Done():
+			return true
+		default:
+			return strings.Contains(e.Output(), "DONE failed=0")
+		}
+	})
+	// The worker is destroyed before DONE: the program survived it.
+	if !strings.Contains(e.Output(), "DONE failed=0") {
+		t.Fatalf("the program ended before DONE:\n%s\nstderr:\n%s", e.Output(), e.Stderr())
+	}
+	if c := hookStatus(t, h.status(t)[0], "ucp_ep_close_nbx"); c.Calls != 1 || c.Faults != 1 {
+		t.Fatalf("ucp_ep_close_nbx: %d calls, %d faults; want the one close failed", c.Calls, c.Faults)
+	}
+	e.Cmd.Process.Signal(os.Interrupt)
+	e.Wait(t, 30*time.Second)
+	if strings.Contains(e.Stderr(), "Assertion") {
+		t.Fatalf("UCX asserted:\n%s", e.Stderr())
+	}
+}
+
 func TestBadCLIInputIsRefusedWithExit2(t *testing.T) {
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--interval-us", "1000", "--seq", "put")

@@ -550,9 +550,14 @@ void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
 
 /*
  * A failed ucp_ep_close_nbx promises that the endpoint's resources were
- * released, so the endpoint is closed for real, with UCP_EP_CLOSE_FLAG_FORCE,
- * before the injected error is returned. The close is waited for (bounded)
- * by progressing the endpoint's worker when it is known.
+ * released, so the endpoint is closed for real before the injected error is
+ * returned, in the mode the application asked for: UCP_EP_CLOSE_FLAG_FORCE
+ * is undefined on an endpoint without UCP_ERR_HANDLING_MODE_PEER (ucp.h),
+ * and UCX 1.22 aborts in ucp_worker_destroy (ucs_arbiter_group_cleanup)
+ * after a forced close of a self endpoint with a ucp_get_nbi in flight. Only
+ * the flags are passed on: the application's callback must not run for a
+ * close that failed. The close is waited for (bounded) by progressing the
+ * endpoint's worker when it is known.
  */
 ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const ucp_request_param_t *),
                                      ucp_ep_h ep, const ucp_request_param_t *param, int code)
@@ -563,20 +568,21 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
         (__typeof__(ucp_worker_progress) *)ucxf_real[UCXF_HOOK_WORKER_PROGRESS];
     __typeof__(ucp_request_free) *release = (__typeof__(ucp_request_free) *)ucxf_real[UCXF_HOOK_REQUEST_FREE];
     void *worker = ucxf_ep_worker(ep);
-    ucp_request_param_t force;
+    ucp_request_param_t mode;
     ucs_status_ptr_t req;
     uint64_t t0;
 
-    (void)param;
     /* A dead endpoint's error handler runs before its close returns, from
      * the progress UCX would make while closing. */
     if (worker != NULL) {
         ucxf_before_worker_progress(worker);
     }
-    memset(&force, 0, sizeof(force));
-    force.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    force.flags        = UCP_EP_CLOSE_FLAG_FORCE;
-    req                = real(ep, &force);
+    memset(&mode, 0, sizeof(mode));
+    mode.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    if (param != NULL && (param->op_attr_mask & UCP_OP_ATTR_FIELD_FLAGS)) {
+        mode.flags = param->flags & UCP_EP_CLOSE_FLAG_FORCE;
+    }
+    req = real(ep, &mode);
     if (!UCS_PTR_IS_PTR(req)) {
         return UCS_STATUS_PTR(code);
     }
