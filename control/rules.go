@@ -143,6 +143,11 @@ func ParseCallRange(text string) (CallRange, error) {
 		}
 		r.Last = r.First
 	}
+	if !r.Open && r.First == r.Last {
+		// One call: a step selects nothing more (..0+100 is call 0), and
+		// String prints the call alone, so the parsed range is that too.
+		r.Step = 1
+	}
 	return r, nil
 }
 

@@ -28,6 +28,8 @@ func TestParseCallRange(t *testing.T) {
 		{"7+3", CallRange{First: 7, Open: true, Step: 3}, "7..+3"},
 		{"..9+3", CallRange{First: 0, Last: 9, Step: 3}, "0..9+3"},
 		{" 4 ", CallRange{First: 4, Last: 4, Step: 1}, "4"},
+		{"..0+100", CallRange{First: 0, Last: 0, Step: 1}, "0"}, // one call: the step selects nothing more
+		{"5..5+3", CallRange{First: 5, Last: 5, Step: 1}, "5"},
 	}
 	for _, g := range good {
 		got, err := ParseCallRange(g.in)
@@ -411,6 +413,7 @@ func FuzzParseRule(f *testing.F) {
 		"hooks=ucp_get_nbx delay-completion=200ms", "hang calls=3 prob=50", "hang=1", "hang delay-completion=1s",
 		"hooks=ucp_tag_recv_nbx hang", "delay-completion=2m", "hooks=ucp_put_nbi hang", "hang codes=-3",
 		"peer=w:0123456789ab hooks=ucp_get_nbx", "peer=127.0.0.1:13337 kill-ep", "peer=[::1]:5 endpoint=2", "peer=a=b", "peer=x;y",
+		"CAlls=..0+100",
 	} {
 		f.Add(seed)
 	}
