@@ -329,6 +329,9 @@ func containsStr(xs []string, x string) bool {
 // otherwise (measured, 5 runs each).
 const connectionReset = -25
 
+// canceled is UCS_ERR_CANCELED.
+const canceled = -16
+
 // The limits are generous for a loaded 2-core machine: on an idle one the
 // handler runs 1-3 ms after the SIGKILL and the purge follows within 2 ms.
 const deathLimit = 2 * time.Second
@@ -430,7 +433,19 @@ func TestRealPeerDeath(t *testing.T) {
 			t.Fatalf("handler calls %v, want one with %d or %d:\n%s", hs, r.code, connectionReset, r.out)
 		}
 		t.Logf("handler %d", hs[0].Status)
-		r.requireInflight(t, map[string][]int{"put": {hs[0].Status}, "get": {hs[0].Status}, "flush": {hs[0].Status}},
+		// On 1.22.0 the puts in flight complete with -16 instead in 6 of 10
+		// runs (1.13.1: 0 of 10; the versions between are not measured, so
+		// -16 is accepted from 1.14 on), every put of the run alike, while the gets
+		// and the flush keep the handler's code: when the connection
+		// manager reports the death first, ucp_ep_discard_lanes flushes the
+		// transport's endpoint with UCT_FLUSH_FLAG_CANCEL, and
+		// uct_tcp_ep_flush purges its outstanding zcopy puts with
+		// UCS_ERR_CANCELED (src/ucp/core/ucp_ep.c, src/uct/tcp/tcp_ep.c).
+		puts := []int{hs[0].Status}
+		if testutil.UCX(t).AtLeast(1, 14) {
+			puts = append(puts, canceled)
+		}
+		r.requireInflight(t, map[string][]int{"put": puts, "get": {hs[0].Status}, "flush": {hs[0].Status}},
 			viaAll("poll"), deathLimit)
 		for _, e := range r.phase("after") {
 			if e.Status != r.code || (e.Via != "immediate" && !(e.Kind == "flush" && e.Via == "poll")) {
