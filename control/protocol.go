@@ -54,8 +54,9 @@ type Request struct {
 	Probability *float64 `json:"probability,omitempty"`
 	Pattern     *string  `json:"pattern,omitempty"`
 	Codes       []int    `json:"codes,omitempty"`
-	Seed        *uint64  `json:"seed,omitempty"`
-	Strategy    *string  `json:"strategy,omitempty"`
+	// Seed is sent as a decimal string; a JSON number is accepted too.
+	Seed     *Seed   `json:"seed,omitempty"`
+	Strategy *string `json:"strategy,omitempty"`
 	// Hooks and On: hooks to switch, and whether on (hooks); On alone
 	// switches recording (record).
 	Hooks []string `json:"hooks,omitempty"`
@@ -142,7 +143,7 @@ type Status struct {
 	Probability float64           `json:"probability"`
 	Pattern     string            `json:"pattern,omitempty"`
 	Codes       []int             `json:"codes"`
-	Seed        uint64            `json:"seed"`
+	Seed        Seed              `json:"seed"` // a decimal string in JSON
 	Recording   bool              `json:"recording"`
 	Records     uint64            `json:"records"`
 	RecordsLost uint64            `json:"records_lost"`
@@ -180,6 +181,9 @@ type Status struct {
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`
 	DelayNS uint64       `json:"delay_ns"`
+	// Version is the injector's build (internal/version), so that a CLI
+	// and an injector of different builds are told apart.
+	Version string `json:"version,omitempty"`
 }
 
 // Endpoint states in EndpointStatus.State.

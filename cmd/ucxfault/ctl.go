@@ -104,7 +104,8 @@ starts with a minus sign: ucxfault error-codes -- -3,-6,-20`,
 			if err != nil {
 				return usagef("seed %q is not an unsigned 64-bit integer", args[0])
 			}
-			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdSeed, Seed: &n})
+			seed := control.Seed(n)
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdSeed, Seed: &seed})
 		},
 	}
 	strategy := &cobra.Command{

@@ -39,6 +39,8 @@ type globalOptions struct {
 	ranks     string
 	socketDir string
 	timeout   time.Duration
+	output    string
+	wait      time.Duration
 }
 
 var global globalOptions
@@ -57,6 +59,8 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	root.PersistentFlags().StringVar(&global.ranks, "rank", "", "send to these launcher ranks only (e.g. 0,2-3)")
 	root.PersistentFlags().StringVar(&global.socketDir, "socket-dir", control.SocketDir(os.Getenv), "directory of the control sockets, e.g. /tmp for the original tool's layout (UCX_FAULT_SOCKET_DIR; default: your private $XDG_RUNTIME_DIR/ucxfault or /tmp/ucxfault-UID, see SECURITY.md)")
 	root.PersistentFlags().DurationVar(&global.timeout, "timeout", 5*time.Second, "time to wait for each process")
+	root.PersistentFlags().StringVarP(&global.output, "output", "o", formatTable, "output format: table, wide (every column) or json")
+	root.PersistentFlags().DurationVar(&global.wait, "wait", 0, "wait up to this long for an injected process to appear (e.g. one still starting)")
 	root.SetFlagErrorFunc(flagError)
 
 	root.AddCommand(newInjectCmd())
