@@ -110,7 +110,7 @@ func main() {
 	if err == nil {
 		return
 	}
-	fmt.Fprintf(os.Stderr, "ucxfault: %v\n", err)
+	fmt.Fprintf(os.Stderr, "ucxfault: %v\n", cliMessage(err))
 	var ue usageError
 	// cobra has no error type for an unknown command name, only this text.
 	if errors.As(err, &ue) || errors.Is(err, control.ErrInvalid) || strings.HasPrefix(err.Error(), "unknown command ") {
@@ -131,7 +131,47 @@ type exitError struct {
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 // negativeArg matches pflag's answer to a negative number taken for a flag.
-var negativeArg = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d+)`)
+var negativeArg = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d\S*)`)
+
+// ruleForms is the grammar the control package appends to a rule error for
+// those who meet it over the socket or in UCX_FAULT_RULES; on the command
+// line, rule --help says it better.
+var ruleForms = " (a rule is: " + control.RuleForms + ")"
+
+// cliMessage is err as the command line shows it: a rule error points to
+// ucxfault rule --help instead of repeating the grammar.
+func cliMessage(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, ruleForms) {
+		msg = strings.ReplaceAll(msg, ruleForms, "") + " (ucxfault rule --help lists the tokens)"
+	}
+	return msg
+}
+
+// withDashDash is the command line args (os.Args[1:]) rewritten so that
+// value, which starts with a minus, follows a "--": the command to type.
+func withDashDash(args []string, value string) string {
+	var out []string
+	moved := false
+	for _, a := range args {
+		if a == value && !moved {
+			moved = true
+			continue
+		}
+		out = append(out, a)
+	}
+	if !moved {
+		return ""
+	}
+	for i, a := range out {
+		if a == "--" {
+			// Already a "--" further on: the value goes right after it.
+			out = append(out[:i+1], append([]string{value}, out[i+1:]...)...)
+			return "ucxfault " + strings.Join(out, " ")
+		}
+	}
+	return "ucxfault " + strings.Join(append(out, "--", value), " ")
+}
 
 // badPID matches pflag's answer to a --pid value that is not a number.
 var badPID = regexp.MustCompile(`^invalid argument "(.*)" for "--pid" flag`)
@@ -143,7 +183,10 @@ func flagError(c *cobra.Command, err error) error {
 		if c.Name() == "kill-ep" {
 			return usagef("kill-ep %s: an endpoint is a number from 0, in order of creation (see status)", m[1])
 		}
-		return usagef("%s: %s is taken for a flag; put -- before arguments that start with a minus", c.Name(), m[1])
+		if fixed := withDashDash(os.Args[1:], m[1]); fixed != "" {
+			return usagef("%s: %s starts with a minus, so it is read as a flag; put -- before it: %s", c.Name(), m[1], fixed)
+		}
+		return usagef("%s: %s starts with a minus, so it is read as a flag; put -- before it", c.Name(), m[1])
 	}
 	if m := badPID.FindStringSubmatch(err.Error()); m != nil {
 		return usagef("--pid: %q is not a process id", m[1])

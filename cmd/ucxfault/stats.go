@@ -20,7 +20,7 @@ type hookStats struct {
 	// Faultable is false for hooks that are counted but never failed.
 	Faultable bool `json:"faultable"`
 	// FaultCodes counts faults by code, keyed by the code in decimal.
-	FaultCodes map[string]uint64  `json:"fault_codes"`
+	FaultCodes map[string]uint64    `json:"fault_codes"`
 	Sizes      []control.SizeBucket `json:"sizes"`
 }
 
