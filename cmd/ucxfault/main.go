@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ucxfault/ucxfault/control"
+	"github.com/ucxfault/ucxfault/internal/version"
 )
 
 // Exit statuses.
@@ -72,7 +73,11 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	root.AddCommand(newObserveCmd())
 	root.AddCommand(newGenDocsCmd())
 	root.AddCommand(newRuleCmd())
+	root.AddCommand(newVersionCmd())
+	root.Version = version.String()
+	root.SetVersionTemplate("ucxfault {{.Version}}\n")
 	groupCommands(root)
+	addCompletions(root)
 	return root
 }
 
@@ -85,7 +90,7 @@ var commandGroups = []struct {
 	{"run", "Run a program under the injector:", []string{"inject"}},
 	{"faults", "Change the faults of running processes:", []string{"enable", "disable", "toggle", "reset",
 		"probability", "error-codes", "pattern", "seed", "strategy", "mode", "rule", "hook", "kill-ep"}},
-	{"look", "Look at running processes:", []string{"status", "stats"}},
+	{"look", "Look at running processes:", []string{"status", "stats", "version"}},
 	{"record", "Record and replay calls:", []string{"record-toggle", "record-dump", "record-clear", "replay"}},
 	{"observe", "Watch processes that run without the injector:", []string{"observe"}},
 }
