@@ -12,6 +12,7 @@ import (
 
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/internal/abi"
+	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/internal/version"
 	"github.com/ucxfault/ucxfault/recording"
 	"github.com/ucxfault/ucxfault/ucs"
@@ -587,6 +588,9 @@ func (e *Engine) status(detailed bool) Status {
 	st := e.b.Info()
 	st.PID, st.StartTime = e.id.PID, e.id.StartTime
 	st.UID = os.Geteuid()
+	if t, err := proc.WallTime(e.id.StartTime); err == nil {
+		st.StartedAt = t
+	}
 	st.Enabled = e.s.Enabled
 	st.Strategy = e.s.Strategy
 	st.Probability = e.s.Probability

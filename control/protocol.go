@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/ucxfault/ucxfault/recording"
 	"github.com/ucxfault/ucxfault/ucs"
@@ -132,8 +133,11 @@ type Status struct {
 	// UID is the process's effective uid; the CLI sets it from the
 	// kernel's word (SO_PEERCRED, CheckListener), and User from it: the name of
 	// that user, for root's status, which lists every user's processes.
-	UID         int               `json:"uid"`
-	User        string            `json:"user,omitempty"`
+	UID  int    `json:"uid"`
+	User string `json:"user,omitempty"`
+	// StartedAt is the same start on the wall clock (RFC 3339 in JSON, as
+	// recordings write times), to within a second.
+	StartedAt   time.Time         `json:"started_at"`
 	Host        string            `json:"host"`
 	Rank        int               `json:"rank"`
 	Command     []string          `json:"command"`

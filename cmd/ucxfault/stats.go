@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -108,54 +109,8 @@ input.`,
 			if err != nil && len(statuses) == 0 {
 				return err
 			}
-			r := aggregate(statuses)
-			width := terminalWidth(out)
-			fmt.Fprintf(out, "%s, %s, %s\n", plural(r.Processes, "process"),
-				plural(int(r.Calls), "call"), plural(int(r.Faults), "fault"))
-			t := newTable(column{Name: "Hook"}, column{Name: "Calls"}, column{Name: "Faults"}, column{Name: "Fault rate"},
-				column{Name: "Faults by code", Shrink: 1, Min: 16})
-			hidden := 0
-			for _, a := range r.Hooks {
-				if a.Calls == 0 && !all {
-					hidden++
-					continue
-				}
-				faults, rate := count(a.Faults), "-"
-				if a.Calls > 0 && a.Faults > 0 {
-					rate = fmt.Sprintf("%.2f%%", 100*float64(a.Faults)/float64(a.Calls))
-				}
-				if !a.Faultable {
-					faults, rate = "n/a", "n/a"
-				}
-				t.add(a.Name, count(a.Calls), faults, rate, codesText(a.FaultCodes))
-			}
-			if t.len() > 0 {
-				if e := t.render(out, width, format == formatWide); e != nil {
-					return e
-				}
-			}
-			hiddenFooter(out, hidden, "hook")
-			if bySize {
-				fmt.Fprintln(out, "\nBy transfer size (power-of-two buckets):")
-				s := newTable(column{Name: "Hook"}, column{Name: "Size"}, column{Name: "Calls"}, column{Name: "Faults"})
-				for _, a := range r.Hooks {
-					for b := 0; b < 64; b++ {
-						lo := control.BucketMin(b)
-						for _, v := range a.Sizes {
-							if v.Min == lo {
-								s.add(a.Name, sizeBucketText(b), count(v.Calls), count(v.Faults))
-							}
-						}
-					}
-				}
-				if e := s.render(out, width, true); e != nil {
-					return e
-				}
-			}
-			if detailed {
-				if e := renderStatus(out, statuses, statusView{detailed: true, all: all, wide: format == formatWide}); e != nil {
-					return e
-				}
+			if e := renderStats(out, statuses, statsView{detailed: detailed, bySize: bySize, all: all, wide: format == formatWide}); e != nil {
+				return e
 			}
 			return err
 		},
@@ -185,4 +140,64 @@ func humanSize(n uint64) string {
 		return fmt.Sprintf("%dK", n>>10)
 	}
 	return strconv.FormatUint(n, 10)
+}
+
+// statsView says how much of stats to show.
+type statsView struct {
+	detailed, bySize, all, wide bool
+}
+
+// renderStats prints the totals and a table of the hooks with calls (all
+// with v.all), by size with v.bySize, and each process with v.detailed.
+func renderStats(out io.Writer, statuses []control.Status, v statsView) error {
+	r := aggregate(statuses)
+	width := terminalWidth(out)
+	fmt.Fprintf(out, "%s, %s, %s\n", plural(r.Processes, "process"),
+		plural(int(r.Calls), "call"), plural(int(r.Faults), "fault"))
+	t := newTable(column{Name: "Hook"}, column{Name: "Calls"}, column{Name: "Faults"}, column{Name: "Fault rate"},
+		column{Name: "Faults by code", Shrink: 1, Min: 16})
+	hidden := 0
+	for _, a := range r.Hooks {
+		if a.Calls == 0 && !v.all {
+			hidden++
+			continue
+		}
+		faults, rate := count(a.Faults), "-"
+		if a.Calls > 0 && a.Faults > 0 {
+			rate = fmt.Sprintf("%.2f%%", 100*float64(a.Faults)/float64(a.Calls))
+		}
+		if !a.Faultable {
+			faults, rate = "n/a", "n/a"
+		}
+		t.add(a.Name, count(a.Calls), faults, rate, codesText(a.FaultCodes))
+	}
+	if t.len() > 0 {
+		if e := t.render(out, width, v.wide); e != nil {
+			return e
+		}
+	}
+	hiddenFooter(out, hidden, "hook")
+	if v.bySize {
+		fmt.Fprintln(out, "\nBy transfer size (power-of-two buckets):")
+		s := newTable(column{Name: "Hook"}, column{Name: "Size"}, column{Name: "Calls"}, column{Name: "Faults"})
+		for _, a := range r.Hooks {
+			for b := 0; b < 64; b++ {
+				lo := control.BucketMin(b)
+				for _, bucket := range a.Sizes {
+					if bucket.Min == lo {
+						s.add(a.Name, sizeBucketText(b), count(bucket.Calls), count(bucket.Faults))
+					}
+				}
+			}
+		}
+		if e := s.render(out, width, true); e != nil {
+			return e
+		}
+	}
+	if v.detailed {
+		if e := renderStatus(out, statuses, statusView{detailed: true, all: v.all, wide: v.wide}); e != nil {
+			return e
+		}
+	}
+	return nil
 }
