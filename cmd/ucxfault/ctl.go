@@ -262,10 +262,11 @@ func since(h *hooks.Hook) string {
 
 // renderHookTable prints the hook table: name, return type, whether it can
 // fail (faultable, opt-in, or observed only), the first UCX release that has
-// it, and what it does (the summary is shortened to fit the terminal).
+// it, and what it does (the summary is shortened to fit the terminal; the
+// return type is in -o wide).
 func renderHookTable(w io.Writer, wide bool) error {
-	t := newTable(column{Name: "Hook"}, column{Name: "Returns", Shrink: 2}, column{Name: "Faults"}, column{Name: "Since"},
-		column{Name: "Summary", Shrink: 1, Min: 20})
+	t := newTable(column{Name: "Hook"}, column{Name: "Returns", Wide: true}, column{Name: "Faults"}, column{Name: "Since"},
+		column{Name: "Summary", Shrink: 1, Min: 16})
 	for i := range hooks.Table {
 		h := &hooks.Table[i]
 		t.add(h.Name, h.Return.String(), faultKind(h), since(h), h.Summary)

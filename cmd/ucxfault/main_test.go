@@ -35,7 +35,7 @@ func TestHookSubcommands(t *testing.T) {
 		err := root.Execute()
 		return out.String(), err
 	}
-	out, err := run("hook", "list")
+	out, err := run("hook", "list", "-o", "wide")
 	if err != nil {
 		t.Fatalf("hook list: %v\n%s", err, out)
 	}

@@ -96,6 +96,10 @@ type column struct {
 	Shrink int
 	// Min is the least width a shortened column keeps (default 8).
 	Min int
+	// HideEmpty leaves the column out of the narrow table when no row has
+	// anything in it ("", "-" or "off" in every cell): a rank column for
+	// processes without ranks says nothing.
+	HideEmpty bool
 }
 
 // table is a table of text cells that fits the terminal: build it with
@@ -120,7 +124,7 @@ func (t *table) len() int { return len(t.rows) }
 func (t *table) render(w io.Writer, width int, wide bool) error {
 	var keep []int
 	for i, c := range t.cols {
-		if wide || !c.Wide {
+		if wide || (!c.Wide && !(c.HideEmpty && t.empty(i))) {
 			keep = append(keep, i)
 		}
 	}
@@ -181,6 +185,16 @@ func (t *table) render(w io.Writer, width int, wide bool) error {
 		return fmt.Errorf("rendering table: %w", err)
 	}
 	return nil
+}
+
+// empty reports whether column i has nothing in any row.
+func (t *table) empty(i int) bool {
+	for _, r := range t.rows {
+		if c := r[i]; c != "" && c != "-" && c != "off" {
+			return false
+		}
+	}
+	return true
 }
 
 // count renders n, or "-" where nothing happened, so that the numbers that

@@ -270,6 +270,25 @@ func compressRuns(p []byte) string {
 	return strings.Join(parts, " ")
 }
 
+// compressCodes writes runs of the same code as "-3 x73": "-3,-3,-6"
+// reads "-3 x2, -6".
+func compressCodes(codes []string) string {
+	var parts []string
+	for i := 0; i < len(codes); {
+		j := i
+		for j < len(codes) && codes[j] == codes[i] {
+			j++
+		}
+		if j-i == 1 {
+			parts = append(parts, codes[i])
+		} else {
+			parts = append(parts, fmt.Sprintf("%s x%d", codes[i], j-i))
+		}
+		i = j
+	}
+	return strings.Join(parts, ", ")
+}
+
 // wrapWords breaks text at spaces into lines of at most width columns
 // (0: one line).
 func wrapWords(text string, width int) []string {
@@ -312,8 +331,19 @@ func printPattern(w io.Writer, f *recording.File, raw bool, width int) {
 					fmt.Fprintf(w, "  %-26s %s\n", label, line)
 				}
 			}
-			if len(o.codes) > 0 {
+			if len(o.codes) == 0 {
+				continue
+			}
+			if raw {
 				fmt.Fprintf(w, "  %-26s codes %s\n", "", strings.Join(o.codes, ","))
+				continue
+			}
+			for i, line := range wrapWords(compressCodes(o.codes), max(width-indent-6, 0)) {
+				label := "      "
+				if i == 0 {
+					label = "codes "
+				}
+				fmt.Fprintf(w, "  %-26s %s%s\n", "", label, line)
 			}
 		}
 	}
@@ -437,7 +467,7 @@ func printSummary(w io.Writer, f *recording.File, wide bool) error {
 		}
 		fmt.Fprintln(w)
 		t := newTable(column{Name: "Function"}, column{Name: "Calls"}, column{Name: "Failed"}, column{Name: "Injected"},
-			column{Name: "Faults by code", Shrink: 1, Min: 16}, column{Name: "Sizes"})
+			column{Name: "By code", Shrink: 1, Min: 12}, column{Name: "Sizes"})
 		for _, a := range s.Functions {
 			t.add(a.Fn, count(a.Calls), count(a.Failed), count(a.Injected), codesText(a.Codes), sizeRange(a.MinSize, a.MaxSize))
 		}

@@ -279,13 +279,14 @@ func renderRules(w io.Writer, st control.Status, now time.Time) error {
 		fmt.Fprintf(w, "pid %d: injection is off: no rule acts until it is on (ucxfault enable)\n", st.PID)
 	}
 	t := newTable(column{Name: "ID"}, column{Name: "Rule", Shrink: 1, Min: 20}, column{Name: "State"},
-		column{Name: "Matched"}, column{Name: "Failed"}, column{Name: "Delayed"}, column{Name: "Delay added"})
+		column{Name: "Matched"}, column{Name: "Failed"}, column{Name: "Delayed"})
 	for _, r := range ruleViews(st, now) {
-		added := "-"
+		delayed := count(r.Delays)
 		if r.DelayNS > 0 {
-			added = time.Duration(r.DelayNS).Round(time.Microsecond).String()
+			// How many calls, and the time that added.
+			delayed += " (" + time.Duration(r.DelayNS).Round(time.Microsecond).String() + ")"
 		}
-		t.add(strconv.Itoa(r.ID), r.Rule, r.State, count(r.Matches), count(r.Faults), count(r.Delays), added)
+		t.add(strconv.Itoa(r.ID), r.Rule, r.State, count(r.Matches), count(r.Faults), delayed)
 	}
 	if err := t.render(w, terminalWidth(w), true); err != nil {
 		return err

@@ -196,12 +196,14 @@ type statusView struct {
 
 func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
 	width := terminalWidth(w)
+	// The narrow table: what a person reads at a glance (injection off
+	// is said in the strategy column); -o wide adds the rest.
 	t := newTable(
-		column{Name: "PID"}, column{Name: "Host", Shrink: 3}, column{Name: "Rank"},
-		column{Name: "Command", Shrink: 1, Min: 12}, column{Name: "Injection"},
-		column{Name: "Strategy", Shrink: 2, Min: 12}, column{Name: "Rules"},
+		column{Name: "PID"}, column{Name: "Host", Wide: true}, column{Name: "Rank", HideEmpty: true},
+		column{Name: "Command", Shrink: 1, Min: 12}, column{Name: "Injection", Wide: true},
+		column{Name: "Strategy", Shrink: 2, Min: 12}, column{Name: "Rules", HideEmpty: true},
 		column{Name: "Codes", Wide: true}, column{Name: "Seed", Wide: true},
-		column{Name: "Record"}, column{Name: "Calls"}, column{Name: "Faults"},
+		column{Name: "Record", HideEmpty: true}, column{Name: "Calls"}, column{Name: "Faults"},
 		column{Name: "Injector", Wide: true})
 	for _, st := range statuses {
 		codes := make([]string, len(st.Codes))
@@ -212,8 +214,12 @@ func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
 		if st.Records > 0 || st.Recording {
 			rec += fmt.Sprintf(" (%d)", st.Records)
 		}
+		strategy := strategySetting(st)
+		if !st.Enabled && !v.wide {
+			strategy = "off: " + strategy
+		}
 		t.add(strconv.Itoa(st.PID), st.Host, rankText(st.Rank), commandName(st.Command), yesNo(st.Enabled),
-			strategySetting(st), count(uint64(len(st.Rules))), strings.Join(codes, ","), st.Seed.String(), rec,
+			strategy, count(uint64(len(st.Rules))), strings.Join(codes, ","), st.Seed.String(), rec,
 			count(st.Calls), count(st.Faults), versionText(st.Version))
 	}
 	if err := t.render(w, width, v.wide); err != nil {
@@ -236,7 +242,7 @@ func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
 // and a footer counting those left out.
 func renderHooks(w io.Writer, width int, list []control.HookStatus, all bool) error {
 	h := newTable(column{Name: "Hook"}, column{Name: "Enabled"}, column{Name: "Calls"}, column{Name: "Faults"},
-		column{Name: "Since last fault"}, column{Name: "Faults by code", Shrink: 1, Min: 16})
+		column{Name: "Since fault"}, column{Name: "By code", Shrink: 1, Min: 12})
 	hidden := 0
 	for _, hs := range list {
 		if hs.Calls == 0 && !all {
