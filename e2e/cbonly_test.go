@@ -34,7 +34,7 @@ func (h *harness) startCbonly(t *testing.T, flags []string, observe bool, args .
 	args = append(args, "--start-file", r.start, "--hold-file", r.hold, "--end-file", r.end)
 	r.e = h.startProg(t, flags, bin, args...)
 	if observe {
-		r.obs = h.startObserver(t, r.e.PID, "--functions", "ucp_tag_send_nbx,ucp_tag_recv_nbx")
+		r.obs = h.startObserver(t, r.e.PID, "--hooks", "ucp_tag_send_nbx,ucp_tag_recv_nbx")
 	}
 	return r
 }
