@@ -308,18 +308,19 @@ func renderStatusNotes(w io.Writer, statuses []control.Status) {
 			}
 			line := fmt.Sprintf("pid %d: libucp %s %s", st.PID, v, f.Path)
 			if n, ok := routed[f.Path]; ok {
-				line += fmt.Sprintf(", %d calls routed to it", n)
+				line += fmt.Sprintf(", %s routed to it", plural(int(n), "call"))
 				delete(routed, f.Path)
 			}
 			fmt.Fprintln(w, line)
 		}
 		for _, c := range st.LibucpCopies {
 			if _, left := routed[c.Path]; left {
-				fmt.Fprintf(w, "pid %d: %d calls routed to %s\n", st.PID, c.Calls, c.Path)
+				fmt.Fprintf(w, "pid %d: %s routed to %s\n", st.PID, plural(int(c.Calls), "call"), c.Path)
 			}
 		}
 		if st.KilledRequests > 0 {
-			fmt.Fprintf(w, "pid %d: %d requests in flight on killed endpoints completed with the kill's code\n", st.PID, st.KilledRequests)
+			fmt.Fprintf(w, "pid %d: %s in flight on killed endpoints completed with the kill's code\n", st.PID,
+				plural(int(st.KilledRequests), "request"))
 		}
 		if st.RecordsLost > 0 {
 			// The log keeps the newest calls; record-dump sends all it

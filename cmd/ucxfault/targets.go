@@ -176,7 +176,7 @@ func collect(stderr io.Writer, results []control.Result, cmd string) ([]control.
 		}
 	}
 	if failed > 0 {
-		return ok, fmt.Errorf("%d of %d processes did not apply %s", failed, len(results), commandOf(cmd))
+		return ok, fmt.Errorf("%d of %s did not apply %s", failed, plural(len(results), "process"), commandOf(cmd))
 	}
 	return ok, nil
 }
