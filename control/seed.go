@@ -3,7 +3,7 @@ package control
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
+	"reflect"
 	"strconv"
 )
 
@@ -31,7 +31,13 @@ func (s *Seed) UnmarshalJSON(b []byte) error {
 	}
 	n, err := strconv.ParseUint(text, 0, 64)
 	if err != nil {
-		return fmt.Errorf("seed %s is not an unsigned 64-bit integer", string(b))
+		// A type error, as for any other field: the decoder names the
+		// field, and ParseRequest says what it wants.
+		kind := "string"
+		if len(b) > 0 && b[0] != '"' {
+			kind = "number"
+		}
+		return &json.UnmarshalTypeError{Value: kind + " " + string(bytes.Trim(b, `"`)), Type: reflect.TypeOf(uint64(0))}
 	}
 	*s = Seed(n)
 	return nil

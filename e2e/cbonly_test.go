@@ -141,7 +141,7 @@ func sortInts(a []int) {
 // dumpPattern returns record-dump pattern's line for fn.
 func dumpPattern(t *testing.T, h *harness, fn string) string {
 	t.Helper()
-	out := h.mustCtl(t, "record-dump", "pattern")
+	out := h.mustCtl(t, "record-dump", "pattern", "--raw")
 	for _, line := range strings.Split(out, "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == fn {
 			return f[1]

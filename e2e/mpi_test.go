@@ -271,7 +271,7 @@ func TestMPIInjectsIntoEveryRank(t *testing.T) {
 	if opOutcomes(ops[0]) == opOutcomes(ops[1]) && opOutcomes(ops[1]) == opOutcomes(ops[2]) && opOutcomes(ops[2]) == opOutcomes(ops[3]) {
 		t.Errorf("four unseeded ranks failed the very same operations: %s", opOutcomes(ops[0]))
 	}
-	table := h.mustCtl(t, "status")
+	table := h.mustCtl(t, "status", "-o", "wide") // the host is a wide column
 	host, _ := os.Hostname()
 	for r := 0; r < jobRanks; r++ {
 		if !strings.Contains(table, strconv.Itoa(j.pids[r])) {
