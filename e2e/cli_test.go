@@ -167,6 +167,9 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"status", "-o", "yaml"}, "accepted: table, wide, json"},
 		{[]string{"record-dump", "-o", "out.txt", "--file", "x"}, "the file is --file"},
 		{[]string{"replay", "--from", "/nonexistent.json"}, "nonexistent"},
+		// Checked before attaching: the capture is not lost at the end.
+		{[]string{"observe", "1", "--file", "/nonexistent/dir/x.json"}, "the recording could not be written"},
+		{[]string{"observe", "1", "--functions", "put_nbx", "--file", "/nonexistent/x.json"}, "--functions is deprecated: use --hooks"},
 	} {
 		r := h.ctl(t, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
@@ -180,6 +183,10 @@ func TestCLIUsageErrors(t *testing.T) {
 		if r := h.ctl(t, args...); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
 			t.Errorf("ucxfault %v with no process: exit %d, stdout %q", args, r.code, r.stdout)
 		}
+	}
+	r := h.ctl(t, "--pid", "999999999", "observe", "--file", filepath.Join(t.TempDir(), "x.json"))
+	if r.code == 0 || !strings.Contains(r.stderr, "the usual form is: ucxfault observe 999999999") {
+		t.Errorf("observe --pid: exit %d, stderr %q", r.code, r.stderr)
 	}
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		if r := h.ctl(t, args...); r.code != 0 || !strings.HasPrefix(r.stdout, "ucxfault ") {
