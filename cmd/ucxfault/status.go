@@ -231,7 +231,7 @@ func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
 	}
 	for _, st := range statuses {
 		fmt.Fprintf(w, "\npid %d, %s:\n", st.PID, plural(int(st.Threads), "thread"))
-		if err := renderHooks(w, width, st.Hooks, v.all); err != nil {
+		if err := renderHooks(w, width, st.Hooks, v.all, v.wide); err != nil {
 			return err
 		}
 	}
@@ -239,10 +239,11 @@ func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
 }
 
 // renderHooks prints one row per hook with calls (every hook with all),
-// and a footer counting those left out.
-func renderHooks(w io.Writer, width int, list []control.HookStatus, all bool) error {
+// and a footer counting those left out; the calls since the last fault are
+// in the wide table.
+func renderHooks(w io.Writer, width int, list []control.HookStatus, all, wide bool) error {
 	h := newTable(column{Name: "Hook"}, column{Name: "Enabled"}, column{Name: "Calls"}, column{Name: "Faults"},
-		column{Name: "Since fault"}, column{Name: "By code", Shrink: 1, Min: 12})
+		column{Name: "Since fault", Wide: true}, column{Name: "By code", Shrink: 1, Min: 12})
 	hidden := 0
 	for _, hs := range list {
 		if hs.Calls == 0 && !all {
@@ -257,7 +258,7 @@ func renderHooks(w io.Writer, width int, list []control.HookStatus, all bool) er
 		h.add(hs.Name, hookState(hs), count(hs.Calls), faults, since, codesText(hs.FaultCodes))
 	}
 	if h.len() > 0 {
-		if err := h.render(w, width, true); err != nil {
+		if err := h.render(w, width, wide); err != nil {
 			return err
 		}
 	}
