@@ -58,6 +58,12 @@ func newRecordCmds() []*cobra.Command {
 		}
 		results, err := dumpAll(c.ErrOrStderr(), count)
 		if err != nil && len(results) == 0 {
+			if format == formatJSON && kind != "records" && file == "" {
+				// A script reading stdout still gets a document.
+				if e := writeJSON(c.OutOrStdout(), []any{}); e != nil {
+					return e
+				}
+			}
 			return err
 		}
 		f := recording.New(recording.SourceInjector)
