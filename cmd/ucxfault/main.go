@@ -52,7 +52,15 @@ func newRootCmd() *cobra.Command {
 		Short: "Make UCX applications fail on purpose, and watch them fail for real",
 		Long: `ucxfault injects UCX errors into the ucp_* calls of a running program
 (through LD_PRELOAD and a per-process control socket), records and replays
-what the calls did, and observes uninstrumented processes with eBPF.`,
+what the calls did, and observes uninstrumented processes with eBPF.
+
+-o chooses the output format of every command: table, wide (every column)
+or json (for scripts: seeds as strings, times in RFC 3339).
+
+Exit status: 0 on success; 1 when the command could not do its job (a
+process did not answer or refused, none was found, a file could not be
+written); 2 on bad input, with nothing sent (an unknown command or flag, a
+bad value). inject exits with its program's status.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
