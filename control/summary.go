@@ -10,9 +10,11 @@ import (
 // run that failed.
 const EnvSummaryFile = "UCX_FAULT_SUMMARY_FILE"
 
-// EnvQuiet, when true, keeps the exit summary off stderr (the file of
-// EnvSummaryFile still gets it); ucxfault inject --quiet sets it.
-const EnvQuiet = "UCX_FAULT_QUIET"
+// EnvExitSummary, when 1, has the injector write its exit summary line on
+// stderr. ucxfault inject sets it (unless --quiet); a program preloaded by
+// hand gets nothing on its stderr it did not ask for (docs/safety.md).
+// The file of EnvSummaryFile gets the line either way.
+const EnvExitSummary = "UCX_FAULT_EXIT_SUMMARY"
 
 // SettingsSummary describes s in one line for the injector's exit summary:
 // what a person needs to repeat the run. "seed 1, random 5.00%, codes

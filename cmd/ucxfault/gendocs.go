@@ -79,8 +79,8 @@ Path of libucxfault.so for inject, when --lib is not given.
 .B UCX_FAULT_SUMMARY_FILE
 A file each injected process appends its exit summary line to (faults, calls, seed, strategy, mode, rules).
 .TP
-.B UCX_FAULT_QUIET
-When 1, the exit summary line is not written on stderr (inject --quiet sets it).
+.B UCX_FAULT_EXIT_SUMMARY
+When 1, each injected process writes its exit summary line on stderr (inject sets it unless --quiet).
 .TP
 .B UCX_FAULT_IPC_BACKEND
 socket (default) or file: how the CLI reaches the injected processes.

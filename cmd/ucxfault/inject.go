@@ -279,8 +279,8 @@ func (o *injectOptions) environment() ([]string, error) {
 	if o.debug {
 		env = append(env, control.EnvDebug+"=1")
 	}
-	if o.quiet {
-		env = append(env, control.EnvQuiet+"=1")
+	if !o.quiet {
+		env = append(env, control.EnvExitSummary+"=1")
 	}
 	// Without --socket-dir the program picks the private directory
 	// the CLI looks in (control.PrivateDir); a chosen one travels.
