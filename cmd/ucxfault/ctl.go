@@ -266,7 +266,7 @@ func since(h *hooks.Hook) string {
 // return type is in -o wide).
 func renderHookTable(w io.Writer, wide bool) error {
 	t := newTable(column{Name: "Hook"}, column{Name: "Returns", Wide: true}, column{Name: "Faults"}, column{Name: "Since"},
-		column{Name: "Summary", Shrink: 1, Min: 16})
+		column{Name: "Summary", Shrink: 1, Min: 16, Wrap: true})
 	for i := range hooks.Table {
 		h := &hooks.Table[i]
 		t.add(h.Name, h.Return.String(), faultKind(h), since(h), h.Summary)

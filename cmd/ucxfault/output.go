@@ -96,6 +96,9 @@ type column struct {
 	Shrink int
 	// Min is the least width a shortened column keeps (default 8).
 	Min int
+	// Wrap breaks a shortened column's cells over several lines at spaces
+	// (a rule's tokens, faults by code) instead of cutting them.
+	Wrap bool
 	// HideEmpty leaves the column out of the narrow table when no row has
 	// anything in it ("", "-" or "off" in every cell): a rank column for
 	// processes without ranks says nothing.
@@ -174,7 +177,11 @@ func (t *table) render(w io.Writer, width int, wide bool) error {
 		for k, i := range keep {
 			cells[k] = r[i]
 			if twwidth.Width(cells[k]) > widths[k] {
-				cells[k] = cut(cells[k], widths[k])
+				if t.cols[i].Wrap {
+					cells[k] = strings.Join(wrapCell(cells[k], widths[k]), "\n")
+				} else {
+					cells[k] = cut(cells[k], widths[k])
+				}
 			}
 		}
 		if err := tw.Append(cells); err != nil {
@@ -212,6 +219,27 @@ func hiddenFooter(w io.Writer, hidden int, what string) {
 	if hidden > 0 {
 		fmt.Fprintf(w, "%s without calls not shown (--all shows them)\n", plural(hidden, what))
 	}
+}
+
+// wrapCell breaks s at spaces into lines of at most width columns; a word
+// longer than a line is cut.
+func wrapCell(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if twwidth.Width(w) > width {
+			w = cut(w, width)
+		}
+		if line != "" && twwidth.Width(line)+1+twwidth.Width(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
 }
 
 // cut shortens s to width columns of the terminal, "..." included.

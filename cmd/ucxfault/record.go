@@ -473,7 +473,7 @@ func printSummary(w io.Writer, f *recording.File, wide bool) error {
 		}
 		fmt.Fprintln(w)
 		t := newTable(column{Name: "Function"}, column{Name: "Calls"}, column{Name: "Failed"}, column{Name: "Injected"},
-			column{Name: "By code", Shrink: 1, Min: 12}, column{Name: "Sizes"})
+			column{Name: "By code", Shrink: 1, Min: 12, Wrap: true}, column{Name: "Sizes"})
 		for _, a := range s.Functions {
 			t.add(a.Fn, count(a.Calls), count(a.Failed), count(a.Injected), codesText(a.Codes), sizeRange(a.MinSize, a.MaxSize))
 		}

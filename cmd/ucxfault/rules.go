@@ -278,7 +278,7 @@ func renderRules(w io.Writer, st control.Status, now time.Time) error {
 	if !st.Enabled {
 		fmt.Fprintf(w, "pid %d: injection is off: no rule acts until it is on (ucxfault enable)\n", st.PID)
 	}
-	t := newTable(column{Name: "ID"}, column{Name: "Rule", Shrink: 1, Min: 20}, column{Name: "State"},
+	t := newTable(column{Name: "ID"}, column{Name: "Rule", Shrink: 1, Min: 20, Wrap: true}, column{Name: "State"},
 		column{Name: "Matched"}, column{Name: "Failed"}, column{Name: "Delayed"})
 	for _, r := range ruleViews(st, now) {
 		delayed := count(r.Delays)

@@ -155,7 +155,7 @@ func renderStats(out io.Writer, statuses []control.Status, v statsView) error {
 	fmt.Fprintf(out, "%s, %s, %s\n", plural(r.Processes, "process"),
 		plural(int(r.Calls), "call"), plural(int(r.Faults), "fault"))
 	t := newTable(column{Name: "Hook"}, column{Name: "Calls"}, column{Name: "Faults"}, column{Name: "Fault rate"},
-		column{Name: "By code", Shrink: 1, Min: 12})
+		column{Name: "By code", Shrink: 1, Min: 12, Wrap: true})
 	hidden := 0
 	for _, a := range r.Hooks {
 		if a.Calls == 0 && !v.all {

@@ -243,7 +243,7 @@ func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
 // in the wide table.
 func renderHooks(w io.Writer, width int, list []control.HookStatus, all, wide bool) error {
 	h := newTable(column{Name: "Hook"}, column{Name: "Enabled"}, column{Name: "Calls"}, column{Name: "Faults"},
-		column{Name: "Since fault", Wide: true}, column{Name: "By code", Shrink: 1, Min: 12})
+		column{Name: "Since fault", Wide: true}, column{Name: "By code", Shrink: 1, Min: 12, Wrap: true})
 	hidden := 0
 	for _, hs := range list {
 		if hs.Calls == 0 && !all {
