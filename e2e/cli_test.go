@@ -168,8 +168,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"record-dump", "-o", "out.txt", "--file", "x"}, "the file is --file"},
 		{[]string{"replay", "--from", "/nonexistent.json"}, "nonexistent"},
 		// Checked before attaching: the capture is not lost at the end.
-		{[]string{"observe", "1", "--file", "/nonexistent/dir/x.json"}, "the recording could not be written"},
-		{[]string{"observe", "1", "--functions", "put_nbx", "--file", "/nonexistent/x.json"}, "--functions is deprecated: use --hooks"},
+		{[]string{"observe", "1", "--recording", "/nonexistent/dir/x.json"}, "the recording could not be written"},
+		{[]string{"observe", "1", "--functions", "put_nbx", "--recording", "/nonexistent/x.json"}, "--functions is deprecated: use --hooks"},
 	} {
 		r := h.ctl(t, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
@@ -184,7 +184,7 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("ucxfault %v with no process: exit %d, stdout %q", args, r.code, r.stdout)
 		}
 	}
-	r := h.ctl(t, "--pid", "999999999", "observe", "--file", filepath.Join(t.TempDir(), "x.json"))
+	r := h.ctl(t, "--pid", "999999999", "observe", "--recording", filepath.Join(t.TempDir(), "x.json"))
 	if r.code == 0 || !strings.Contains(r.stderr, "the usual form is: ucxfault observe 999999999") {
 		t.Errorf("observe --pid: exit %d, stderr %q", r.code, r.stderr)
 	}

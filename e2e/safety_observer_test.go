@@ -58,7 +58,7 @@ type observerRun struct {
 func (h *harness) startObserver(t *testing.T, pid int, extra ...string) *observerRun {
 	t.Helper()
 	o := &observerRun{out: &syncBuffer{}, path: filepath.Join(t.TempDir(), "observed.json"), done: make(chan struct{})}
-	args := append([]string{"observe", strconv.Itoa(pid), "--file", o.path, "--hooks", observedFns}, extra...)
+	args := append([]string{"observe", strconv.Itoa(pid), "--recording", o.path, "--hooks", observedFns}, extra...)
 	o.cmd = exec.Command(h.cli, args...)
 	o.cmd.Stdout, o.cmd.Stderr = o.out, o.out
 	if err := o.cmd.Start(); err != nil {
