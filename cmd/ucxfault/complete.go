@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strconv"
 	"strings"
 
@@ -48,16 +49,22 @@ func completeHookArg(c *cobra.Command, args []string, toComplete string) ([]stri
 }
 
 // completePIDs offers the pids of the control sockets in the socket
-// directory (--socket-dir as typed so far), with the command each runs
-// where it can be read.
+// directories the control commands look in (--socket-dir as typed so far,
+// else the private ones).
 func completePIDs(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-	list, err := control.List(global.socketDir)
+	dirs, _, err := socketDirs(io.Discard)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	out := make([]string, 0, len(list))
-	for _, t := range list {
-		out = append(out, strconv.Itoa(t.PID))
+	var out []string
+	for _, d := range dirs {
+		list, err := control.List(d)
+		if err != nil {
+			continue
+		}
+		for _, t := range list {
+			out = append(out, strconv.Itoa(t.PID))
+		}
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp
 }

@@ -71,7 +71,7 @@ func genDocs(root *cobra.Command, dir string) error {
 const manEnvironment = `.SH ENVIRONMENT
 .TP
 .B UCX_FAULT_SOCKET_DIR
-Directory of the control sockets (default /tmp); --socket-dir overrides it.
+Directory of the control sockets (default: the user's private $XDG_RUNTIME_DIR/ucxfault, else /tmp/ucxfault-UID); --socket-dir overrides it.
 .TP
 .B UCXFAULT_LIB
 Path of libucxfault.so for inject, when --lib is not given.
