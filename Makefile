@@ -16,6 +16,11 @@ LIB     := $(BUILD)/libucxfault.so
 EXAMPLE := $(BUILD)/rma
 GOFILES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 CFILES  := $(wildcard preload/*.c preload/*.h)
+# The version the CLI and the injector report (ucxfault version, status):
+# git describe, so that two builds of different commits are told apart.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+VERSION_LDFLAGS := -X github.com/ucxfault/ucxfault/internal/version.Version=$(VERSION)
+export VERSION
 # Bounded fuzzing inside `make test`; `make fuzz` runs longer.
 FUZZTIME ?= 10s
 
@@ -40,11 +45,11 @@ all: $(CLI) $(LIB) $(EXAMPLE)
 
 $(CLI): $(GOFILES)
 	@mkdir -p $(BUILD)
-	$(GO) build -o $@ ./cmd/ucxfault
+	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o $@ ./cmd/ucxfault
 
 $(LIB): $(GOFILES) $(CFILES)
 	@mkdir -p $(BUILD)
-	$(GO) build -buildmode=c-shared -o $@ ./preload
+	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -buildmode=c-shared -o $@ ./preload
 	@rm -f $(BUILD)/libucxfault.h
 
 $(EXAMPLE): examples/rma/rma.c

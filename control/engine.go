@@ -12,6 +12,8 @@ import (
 
 	"github.com/ucxfault/ucxfault/hooks"
 	"github.com/ucxfault/ucxfault/internal/abi"
+	"github.com/ucxfault/ucxfault/internal/proc"
+	"github.com/ucxfault/ucxfault/internal/version"
 	"github.com/ucxfault/ucxfault/recording"
 	"github.com/ucxfault/ucxfault/ucs"
 )
@@ -298,7 +300,7 @@ func planSeed(e *Engine, req *Request) (plan, error) {
 		return plan{}, fmt.Errorf("%w: seed needs field \"seed\"", ErrInvalid)
 	}
 	return e.change(func(next *Settings) (string, error) {
-		next.Seed = *req.Seed
+		next.Seed = uint64(*req.Seed)
 		return "seed " + strconv.FormatUint(next.Seed, 10), nil
 	})
 }
@@ -423,7 +425,13 @@ func planRules(e *Engine, req *Request) (plan, error) {
 	// Numbers are handed out from a copy: a command that fails uses none.
 	nextRule := e.nextRule
 	p, err := e.change(func(next *Settings) (string, error) {
-		return applyRules(next, req, &nextRule, time.Now())
+		msg, err := applyRules(next, req, &nextRule, time.Now())
+		if err == nil && !next.Enabled && len(next.Rules) > 0 && req.RuleOp != RuleOpDel && req.RuleOp != RuleOpClear {
+			// Rules act only while injection is on: a rule added now
+			// would otherwise do nothing, and say nothing about it.
+			msg += "; injection is off, so no rule acts until it is on (ucxfault enable)"
+		}
+		return msg, err
 	})
 	p.nextRule = nextRule
 	return p, err
@@ -580,11 +588,15 @@ func (e *Engine) status(detailed bool) Status {
 	st := e.b.Info()
 	st.PID, st.StartTime = e.id.PID, e.id.StartTime
 	st.UID = os.Geteuid()
+	if t, err := proc.WallTime(e.id.StartTime); err == nil {
+		st.StartedAt = t
+	}
 	st.Enabled = e.s.Enabled
 	st.Strategy = e.s.Strategy
 	st.Probability = e.s.Probability
 	st.Pattern = e.s.Pattern
-	st.Seed = e.s.Seed
+	st.Seed = Seed(e.s.Seed)
+	st.Version = version.String()
 	st.Recording = e.s.Recording
 	st.Mode = e.s.Mode
 	st.Killed = append([]Kill(nil), e.s.Kills...)

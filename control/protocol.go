@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/ucxfault/ucxfault/recording"
 	"github.com/ucxfault/ucxfault/ucs"
@@ -54,8 +55,9 @@ type Request struct {
 	Probability *float64 `json:"probability,omitempty"`
 	Pattern     *string  `json:"pattern,omitempty"`
 	Codes       []int    `json:"codes,omitempty"`
-	Seed        *uint64  `json:"seed,omitempty"`
-	Strategy    *string  `json:"strategy,omitempty"`
+	// Seed is sent as a decimal string; a JSON number is accepted too.
+	Seed     *Seed   `json:"seed,omitempty"`
+	Strategy *string `json:"strategy,omitempty"`
 	// Hooks and On: hooks to switch, and whether on (hooks); On alone
 	// switches recording (record).
 	Hooks []string `json:"hooks,omitempty"`
@@ -131,8 +133,11 @@ type Status struct {
 	// UID is the process's effective uid; the CLI sets it from the
 	// kernel's word (SO_PEERCRED, CheckListener), and User from it: the name of
 	// that user, for root's status, which lists every user's processes.
-	UID         int               `json:"uid"`
-	User        string            `json:"user,omitempty"`
+	UID  int    `json:"uid"`
+	User string `json:"user,omitempty"`
+	// StartedAt is the same start on the wall clock (RFC 3339 in JSON, as
+	// recordings write times), to within a second.
+	StartedAt   time.Time         `json:"started_at"`
 	Host        string            `json:"host"`
 	Rank        int               `json:"rank"`
 	Command     []string          `json:"command"`
@@ -142,7 +147,7 @@ type Status struct {
 	Probability float64           `json:"probability"`
 	Pattern     string            `json:"pattern,omitempty"`
 	Codes       []int             `json:"codes"`
-	Seed        uint64            `json:"seed"`
+	Seed        Seed              `json:"seed"` // a decimal string in JSON
 	Recording   bool              `json:"recording"`
 	Records     uint64            `json:"records"`
 	RecordsLost uint64            `json:"records_lost"`
@@ -180,6 +185,9 @@ type Status struct {
 	// the time rules' delays added, over all rules since the last reset.
 	Rules   []RuleStatus `json:"rules,omitempty"`
 	DelayNS uint64       `json:"delay_ns"`
+	// Version is the injector's build (internal/version), so that a CLI
+	// and an injector of different builds are told apart.
+	Version string `json:"version,omitempty"`
 }
 
 // Endpoint states in EndpointStatus.State.

@@ -46,7 +46,7 @@ func TestRuleNamingAHookSwitchesItOn(t *testing.T) {
 
 	e := NewEngine(&memBackend{}, DefaultSettings())
 	r := e.Handle(&Request{V: 1, Cmd: CmdRules, RuleOp: RuleOpAdd, Rules: []string{"hooks=ucp_mem_map,ucp_put_nbx delay=1ms"}})
-	if !r.OK || !strings.HasSuffix(r.Message, "named by the rule, now on: ucp_mem_map") {
+	if !r.OK || !strings.Contains(r.Message, "named by the rule, now on: ucp_mem_map;") || !strings.Contains(r.Message, "injection is off") {
 		t.Fatalf("rules add: %+v; want ucp_mem_map (and only it) reported switched on", r)
 	}
 	if !hookOn(t, e.Settings(), "ucp_mem_map") {

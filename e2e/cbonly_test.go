@@ -34,7 +34,7 @@ func (h *harness) startCbonly(t *testing.T, flags []string, observe bool, args .
 	args = append(args, "--start-file", r.start, "--hold-file", r.hold, "--end-file", r.end)
 	r.e = h.startProg(t, flags, bin, args...)
 	if observe {
-		r.obs = h.startObserver(t, r.e.PID, "--functions", "ucp_tag_send_nbx,ucp_tag_recv_nbx")
+		r.obs = h.startObserver(t, r.e.PID, "--hooks", "ucp_tag_send_nbx,ucp_tag_recv_nbx")
 	}
 	return r
 }
@@ -141,7 +141,7 @@ func sortInts(a []int) {
 // dumpPattern returns record-dump pattern's line for fn.
 func dumpPattern(t *testing.T, h *harness, fn string) string {
 	t.Helper()
-	out := h.mustCtl(t, "record-dump", "pattern")
+	out := h.mustCtl(t, "record-dump", "pattern", "--raw")
 	for _, line := range strings.Split(out, "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == fn {
 			return f[1]

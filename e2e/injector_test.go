@@ -247,7 +247,7 @@ func TestBadCLIInputIsRefusedWithExit2(t *testing.T) {
 		{[]string{"seed", "--", "-1"}, "unsigned"},
 		{[]string{"seed", "abc"}, "unsigned"},
 		{[]string{"inject", "--probability", "x", "--", "true"}, "not a number"},
-		{[]string{"status", "-o", "yaml"}, "table, json"},
+		{[]string{"status", "-o", "yaml"}, "table, wide, json"},
 		{[]string{"kill-ep", "-1"}, "kill-ep -1: an endpoint is a number from 0, in order of creation"},
 		{[]string{"--pid", "abc", "status"}, `--pid: "abc" is not a process id`},
 		{[]string{"inject", "--pattern", "", "--", "true"}, "--pattern needs a value"},

@@ -271,7 +271,7 @@ func TestMPIInjectsIntoEveryRank(t *testing.T) {
 	if opOutcomes(ops[0]) == opOutcomes(ops[1]) && opOutcomes(ops[1]) == opOutcomes(ops[2]) && opOutcomes(ops[2]) == opOutcomes(ops[3]) {
 		t.Errorf("four unseeded ranks failed the very same operations: %s", opOutcomes(ops[0]))
 	}
-	table := h.mustCtl(t, "status")
+	table := h.mustCtl(t, "status", "-o", "wide") // the host is a wide column
 	host, _ := os.Hostname()
 	for r := 0; r < jobRanks; r++ {
 		if !strings.Contains(table, strconv.Itoa(j.pids[r])) {
@@ -456,7 +456,7 @@ func mpiStarts(t *testing.T) int {
 // statusLine is a line `ucxfault status` may print on stderr while a job
 // starts: a rank that is not answering yet, a socket of a dead process
 // removed, the summary, or no process yet. Anything else is a failure.
-var statusLine = regexp.MustCompile(`^(pid (\d+): not answering: .*|removed stale socket of dead process (\d+) .*|pid (\d+): removed stale socket: .*|ucxfault: \d+ of \d+ processes did not apply status|ucxfault: no injected process found .*)$`)
+var statusLine = regexp.MustCompile(`^(pid (\d+): not answering: .*|removed stale socket of dead process (\d+) .*|pid (\d+): removed stale socket: .*|ucxfault: \d+ of \d+ process(es)? did not apply status|ucxfault: no injected process found .*)$`)
 
 // TestMPIStatusDuringStartup runs `status` again and again while MPICH and
 // Open MPI jobs of 2 and 4 ranks start, from a moment that varies from job

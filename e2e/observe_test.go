@@ -81,6 +81,13 @@ func (h *harness) observeErr(dir string, pid int) (*recording.Process, error) {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("observe did not end with its target\n%s", out.String())
 	}
+	// -o FILE is the old spelling, still taken with a notice; the
+	// banner counts probes, and detaching is announced.
+	for _, want := range []string{"-o FILE is deprecated", "detaching"} {
+		if !strings.Contains(out.String(), want) {
+			return nil, fmt.Errorf("observe printed no %q:\n%s", want, out.String())
+		}
+	}
 	f, err := recording.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the observer's recording: %v\n%s", err, out.String())

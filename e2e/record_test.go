@@ -61,7 +61,7 @@ func TestRecordDumpPatternShowsThePattern(t *testing.T) {
 	h := newHarness(t)
 	e := h.start(t, []string{"--pattern", "XOOXO", "--hooks", "ucp_put_nbx", "--record"}, "--ops", "20", "--seq", "put", "--linger-ms", "60000")
 	waitFor(t, 30*time.Second, "the operations", func() bool { return strings.Contains(e.Output(), "DONE") })
-	out := h.mustCtl(t, "record-dump", "pattern")
+	out := h.mustCtl(t, "record-dump", "pattern", "--raw")
 	want := strings.Repeat("XOOXO", 4)
 	if !strings.Contains(out, "ucp_put_nbx") || !strings.Contains(out, want) {
 		t.Fatalf("record-dump pattern:\n%s\nwant ucp_put_nbx %s", out, want)
@@ -159,7 +159,7 @@ func TestReplayOwnRecordingAndCycle(t *testing.T) {
 	e := h.start(t, []string{"--pattern", "XO", "--hooks", "ucp_put_nbx", "--record"}, "--ops", "0", "--seq", "put", "--interval-us", "500")
 	waitFor(t, 10*time.Second, "some puts", func() bool { return len(testutil.ParseOps(e.Output())) >= 10 })
 	h.mustCtl(t, "record-toggle", "off")
-	rec := h.mustCtl(t, "record-dump", "pattern")
+	rec := h.mustCtl(t, "record-dump", "pattern", "--raw")
 	pm := regexp.MustCompile(`(?m)^\s+ucp_put_nbx\s+([XO]+)$`).FindStringSubmatch(rec)
 	if !strings.Contains(rec, "XOXO") || pm == nil {
 		t.Fatalf("own recording: %s", rec)

@@ -104,7 +104,7 @@ func TestRecordDumpOfAFullLog(t *testing.T) {
 				t.Fatalf("summary, want %q and %d puts:\n%s", head, puts, sum)
 			}
 
-			pat := h.mustCtl(t, "record-dump", "pattern")
+			pat := h.mustCtl(t, "record-dump", "pattern", "--raw")
 			m = regexp.MustCompile(`(?m)^\s+ucp_put_nbx\s+([XO]+)$`).FindStringSubmatch(pat)
 			if m == nil || len(m[1]) != puts || strings.Contains(m[1], "X") {
 				t.Fatalf("pattern: want %d puts, none failed; got %d characters", puts, len(m[1]))

@@ -58,7 +58,7 @@ type observerRun struct {
 func (h *harness) startObserver(t *testing.T, pid int, extra ...string) *observerRun {
 	t.Helper()
 	o := &observerRun{out: &syncBuffer{}, path: filepath.Join(t.TempDir(), "observed.json"), done: make(chan struct{})}
-	args := append([]string{"observe", strconv.Itoa(pid), "-o", o.path, "--functions", observedFns}, extra...)
+	args := append([]string{"observe", strconv.Itoa(pid), "--recording", o.path, "--hooks", observedFns}, extra...)
 	o.cmd = exec.Command(h.cli, args...)
 	o.cmd.Stdout, o.cmd.Stderr = o.out, o.out
 	if err := o.cmd.Start(); err != nil {
@@ -330,7 +330,7 @@ func TestSafetyObserverRingOverflow(t *testing.T) {
 	}
 	e := testutil.StartCmd(t, cmd)
 	page := os.Getpagesize()
-	o := h.startObserver(t, e.PID, "--functions", "ucp_request_check_status", "--ring-size", strconv.Itoa(page))
+	o := h.startObserver(t, e.PID, "--hooks", "ucp_request_check_status", "--ring-size", strconv.Itoa(page))
 
 	// An observer that cannot read (stopped, as a descheduled reader would
 	// be) under a burst: the ring fills and every call beyond is lost,

@@ -207,7 +207,7 @@ func TestHookListSaysWhichExist(t *testing.T) {
 	u := testutil.UCX(t)
 	h := newHarness(t)
 	e := h.start(t, []string{"--probability", "0"}, "--ops", "0", "--interval-us", "1000", "--quiet")
-	out := h.mustCtl(t, "hook", "list")
+	out := h.mustCtl(t, "hook", "list", "-o", "wide") // the return type is a wide column
 	if !regexp.MustCompile(`│ ucp_device_local_mem_list_create +│ ucs_status_t +│ opt-in +│ 1\.21 +│`).MatchString(out) {
 		t.Errorf("hook list has no opt-in 1.21 row for ucp_device_local_mem_list_create:\n%s", out)
 	}

@@ -423,7 +423,54 @@ func Lookup(name string) (ID, *Hook, error) {
 			return ID(i), &Table[i], nil
 		}
 	}
-	return 0, nil, fmt.Errorf("%w %q (accepted: %s, or all)", ErrUnknownHook, name, strings.Join(Names(), ", "))
+	if len(name) > 64 {
+		name = name[:61] + "..."
+	}
+	if near := Closest(n); near != "" {
+		return 0, nil, fmt.Errorf("%w %q: did you mean %s? (ucxfault hook list shows every hook)", ErrUnknownHook, name, near)
+	}
+	return 0, nil, fmt.Errorf("%w %q (ucxfault hook list shows every hook; all names every one)", ErrUnknownHook, name)
+}
+
+// Closest returns the hook name nearest to name (with or without the ucp_
+// prefix) by edit distance, or "" when none is within a third of the
+// name's length: a typo gets a suggestion, a different word does not.
+func Closest(name string) string {
+	n := strings.ToLower(strings.TrimSpace(name))
+	if !strings.HasPrefix(n, "ucp_") {
+		n = "ucp_" + n
+	}
+	if len(n) > 64 {
+		return ""
+	}
+	best, bestD := "", len(n)/3+1
+	for _, h := range Table {
+		if d := editDistance(n, h.Name); d < bestD {
+			best, bestD = h.Name, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // Names returns the names of all hooks in table order.
@@ -439,7 +486,7 @@ func Names() []string {
 func ParseList(text string) ([]ID, error) {
 	t := strings.TrimSpace(text)
 	if t == "" {
-		return nil, fmt.Errorf("empty hook list (accepted: %s, or all)", strings.Join(Names(), ", "))
+		return nil, fmt.Errorf("empty hook list (give hook names separated by commas, or all; ucxfault hook list shows every hook)")
 	}
 	if strings.EqualFold(t, "all") {
 		ids := make([]ID, len(Table))

@@ -212,7 +212,7 @@ func waitForLibucp(ctx context.Context, pid int, wait bool) ([]mapping, string, 
 			return maps, path, nil
 		}
 		if !wait {
-			return nil, "", fmt.Errorf("%w: process %d has no libucp.so mapped (--wait, or Options.Wait, waits for it)", ErrNoLibucp, pid)
+			return nil, "", fmt.Errorf("%w: process %d has no libucp.so mapped (ucxfault observe --wait waits for it)", ErrNoLibucp, pid)
 		}
 		if !proc.Alive(pid) {
 			return nil, "", fmt.Errorf("%w: %d exited before loading libucp", ErrNoProcess, pid)

@@ -129,6 +129,12 @@ func (b *cBackend) Apply(s control.Settings) error {
 	prevLive := b.live
 	b.live = nil
 	cfg.seed = C.uint64_t(s.Seed)
+	if text := control.SettingsSummary(s); len(text) > 0 {
+		if p := b.cBytes(len(text) + 1); p != nil {
+			copy(unsafe.Slice((*byte)(p), len(text)+1), text)
+			cfg.summary = (*C.char)(p)
+		}
+	}
 	cfg.enabled = boolC(s.Enabled)
 	cfg.recording = boolC(s.Recording)
 	cfg.deferred_mode = boolC(s.Mode == control.ModeDeferred)

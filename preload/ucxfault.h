@@ -141,6 +141,9 @@ struct ucxf_config {
     uint8_t  hook_nrules[UCXF_NUM_HOOKS];
     uint8_t  hook_rules[UCXF_NUM_HOOKS][UCXF_MAX_RULES];
     struct ucxf_rule rules[UCXF_MAX_RULES];
+    /* The settings in words (control.SettingsSummary), for the exit
+     * summary line; freed with the configuration. */
+    const char *summary;
 };
 
 /* Counters of one hook. */

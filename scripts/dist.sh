@@ -61,6 +61,10 @@ check() {
 	esac
 }
 
+# The version both programs report (ucxfault version, status).
+version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo devel)}
+vflag="-X github.com/ucxfault/ucxfault/internal/version.Version=$version"
+
 mkdir -p "$out"
 for arch in amd64 arm64; do
 	case "$arch" in
@@ -73,10 +77,10 @@ for arch in amd64 arm64; do
 	mkdir -p "$dir"
 	echo "building $name"
 	CGO_ENABLED=0 GOOS=linux GOARCH=$arch \
-		"$GO" build -trimpath -ldflags="-s -w" -o "$dir/ucxfault" ./cmd/ucxfault
+		"$GO" build -trimpath -ldflags="-s -w $vflag" -o "$dir/ucxfault" ./cmd/ucxfault
 	CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
 		CGO_CFLAGS="-O2 -g -isystem $work/include" \
-		"$GO" build -trimpath -ldflags="-s -w" -buildmode=c-shared -o "$dir/libucxfault.so" ./preload
+		"$GO" build -trimpath -ldflags="-s -w $vflag" -buildmode=c-shared -o "$dir/libucxfault.so" ./preload
 	rm -f "$dir/libucxfault.h"
 	check "$dir/ucxfault" "$want"
 	check "$dir/libucxfault.so" "$want"

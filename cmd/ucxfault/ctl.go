@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
 	"github.com/ucxfault/ucxfault/control"
@@ -104,7 +103,8 @@ starts with a minus sign: ucxfault error-codes -- -3,-6,-20`,
 			if err != nil {
 				return usagef("seed %q is not an unsigned 64-bit integer", args[0])
 			}
-			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdSeed, Seed: &n})
+			seed := control.Seed(n)
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdSeed, Seed: &seed})
 		},
 	}
 	strategy := &cobra.Command{
@@ -200,7 +200,16 @@ the hooks its libucp does not export.`,
 		Short: "Print the hook table and, per injected process, the hooks its libucp lacks",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			renderHookTable(c.OutOrStdout())
+			format, err := outputFormat()
+			if err != nil {
+				return err
+			}
+			if format == formatJSON {
+				return writeJSON(c.OutOrStdout(), hookListJSON(c.ErrOrStderr()))
+			}
+			if err := renderHookTable(c.OutOrStdout(), format == formatWide); err != nil {
+				return err
+			}
 			return listMissingHooks(c.OutOrStdout(), c.ErrOrStderr())
 		},
 	}
@@ -232,27 +241,83 @@ func hookSwitch(name, short string, on bool) *cobra.Command {
 	}
 }
 
+// faultKind says whether a hook can fail: faultable, opt-in (fails only
+// when named), or observed only (counted and recorded, never failed).
+func faultKind(h *hooks.Hook) string {
+	switch {
+	case !h.Faultable:
+		return "observed only"
+	case h.OptIn:
+		return "opt-in"
+	}
+	return "faultable"
+}
+
+func since(h *hooks.Hook) string {
+	if h.Since == "" {
+		return "1.13"
+	}
+	return h.Since
+}
+
 // renderHookTable prints the hook table: name, return type, whether it can
 // fail (faultable, opt-in, or observed only), the first UCX release that has
-// it, and what it does.
-func renderHookTable(w io.Writer) {
-	t := tablewriter.NewWriter(w)
-	t.Header("Hook", "Returns", "Faults", "Since", "Summary")
-	for _, h := range hooks.Table {
-		fault := "faultable"
-		switch {
-		case !h.Faultable:
-			fault = "observed only"
-		case h.OptIn:
-			fault = "opt-in"
-		}
-		since := h.Since
-		if since == "" {
-			since = "1.13"
-		}
-		t.Append(h.Name, h.Return, fault, since, h.Summary)
+// it, and what it does (the summary is shortened to fit the terminal; the
+// return type is in -o wide).
+func renderHookTable(w io.Writer, wide bool) error {
+	t := newTable(column{Name: "Hook"}, column{Name: "Returns", Wide: true}, column{Name: "Faults"}, column{Name: "Since"},
+		column{Name: "Summary", Shrink: 1, Min: 16, Wrap: true})
+	for i := range hooks.Table {
+		h := &hooks.Table[i]
+		t.add(h.Name, h.Return.String(), faultKind(h), since(h), h.Summary)
 	}
-	t.Render()
+	return t.render(w, terminalWidth(w), wide)
+}
+
+// hookEntry is one hook in hook list -o json.
+type hookEntry struct {
+	Name    string `json:"name"`
+	Returns string `json:"returns"`
+	Faults  string `json:"faults"`
+	Since   string `json:"since"`
+	Summary string `json:"summary"`
+}
+
+// processHooks is one injected process in hook list -o json: its libucp
+// versions and the hooks its libucp does not export.
+type processHooks struct {
+	PID     int      `json:"pid"`
+	Libucp  []string `json:"libucp"`
+	Missing []string `json:"missing"`
+}
+
+func hookListJSON(stderr io.Writer) any {
+	out := struct {
+		Hooks     []hookEntry    `json:"hooks"`
+		Processes []processHooks `json:"processes"`
+	}{Hooks: []hookEntry{}, Processes: []processHooks{}}
+	for i := range hooks.Table {
+		h := &hooks.Table[i]
+		out.Hooks = append(out.Hooks, hookEntry{h.Name, h.Return.String(), faultKind(h), since(h), h.Summary})
+	}
+	if fileBackend() {
+		return out
+	}
+	list, err := findTargets(io.Discard)
+	if err != nil {
+		return out
+	}
+	for _, r := range control.Broadcast(list, &control.Request{Cmd: control.CmdStatus}, global.timeout) {
+		if r.Err != nil || r.Resp.Status == nil {
+			continue
+		}
+		p := processHooks{PID: r.Resp.Status.PID, Libucp: []string{}, Missing: append([]string{}, r.Resp.Status.MissingHooks...)}
+		for _, f := range r.Resp.Status.Libucp {
+			p.Libucp = append(p.Libucp, f.Version)
+		}
+		out.Processes = append(out.Processes, p)
+	}
+	return out
 }
 
 // listMissingHooks prints, for each injected process, the hooks whose

@@ -63,6 +63,72 @@ func genDocs(root *cobra.Command, dir string) error {
 	if err := doc.GenManTree(root, header, man); err != nil {
 		return fmt.Errorf("writing man pages: %w", err)
 	}
+	return addManSections(man)
+}
+
+// manEnvironment and manExitStatus are the ENVIRONMENT and EXIT STATUS
+// sections of every page, in roff.
+const manEnvironment = `.SH ENVIRONMENT
+.TP
+.B UCX_FAULT_SOCKET_DIR
+Directory of the control sockets (default: the user's private $XDG_RUNTIME_DIR/ucxfault, else /tmp/ucxfault-UID); --socket-dir overrides it.
+.TP
+.B UCXFAULT_LIB
+Path of libucxfault.so for inject, when --lib is not given.
+.TP
+.B UCX_FAULT_SUMMARY_FILE
+A file each injected process appends its exit summary line to (faults, calls, seed, strategy, mode, rules).
+.TP
+.B UCX_FAULT_EXIT_SUMMARY
+When 1, each injected process writes its exit summary line on stderr (inject sets it unless --quiet).
+.TP
+.B UCX_FAULT_IPC_BACKEND
+socket (default) or file: how the CLI reaches the injected processes.
+.TP
+.B UCX_FAULT_ENABLED, UCX_FAULT_STRATEGY, UCX_FAULT_PROBABILITY, UCX_FAULT_PATTERN, UCX_FAULT_ERROR_CODES, UCX_FAULT_HOOKS, UCX_FAULT_SEED, UCX_FAULT_MODE, UCX_FAULT_RECORD, UCX_FAULT_RULES
+The injector's start-up settings, which inject writes from its flags (README.md, "Environment").
+.TP
+.B COLUMNS
+The width tables are fitted to; by default the terminal's, and no limit when the output is not a terminal.
+`
+
+const manExitStatus = `.SH EXIT STATUS
+.TP
+.B 0
+Success; for a listing with -o json, also when no process was found (the answer is []).
+.TP
+.B 1
+The command could not do its job: a process did not answer or refused, none was found, a file could not be written.
+.TP
+.B 2
+Bad input (a usage error: unknown command or flag, a bad value); nothing was sent.
+.PP
+inject exits with the status of the program it ran.
+`
+
+// addManSections adds ENVIRONMENT and EXIT STATUS to every page in dir,
+// before SEE ALSO (cobra's generator has no place for them).
+func addManSections(dir string) error {
+	pages, err := filepath.Glob(filepath.Join(dir, "*.1"))
+	if err != nil {
+		return fmt.Errorf("listing man pages: %w", err)
+	}
+	for _, p := range pages {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", p, err)
+		}
+		text := string(b)
+		add := manEnvironment + manExitStatus
+		if i := strings.Index(text, ".SH SEE ALSO"); i >= 0 {
+			text = text[:i] + add + text[i:]
+		} else {
+			text += add
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", p, err)
+		}
+	}
 	return nil
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/rand"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -87,7 +90,16 @@ func newInjectCmd() *cobra.Command {
 		Long: `Runs PROGRAM with libucxfault.so preloaded and the settings passed through
 UCX_FAULT_* variables. ucxfault replaces itself with PROGRAM, so the pid,
 exit status and signals are PROGRAM's. Injection starts on; without
---probability or --pattern it fails nothing until told to (the counters run).`,
+--probability or --pattern it fails nothing until told to (the counters run).
+
+The start-up line on stderr names the settings and the seed (drawn at
+random unless --seed or UCX_FAULT_SEED gives one). At exit, each process
+that used UCX prints one summary line on stderr, "ucxfault[PID]: exit:
+FAULTS faults in CALLS calls; seed ..., mode, rules", and appends it to the
+file UCX_FAULT_SUMMARY_FILE names, if set; --quiet keeps both lines off
+stderr.
+
+Exit status: PROGRAM's; 2 on bad input before PROGRAM starts.`,
 		Example: `  ucxfault inject --probability 5 --codes IO_ERROR,TIMED_OUT -- ./app
   ucxfault inject --pattern XOO --hooks ucp_put_nbx --seed 7 -- ./app`,
 		Args: func(c *cobra.Command, args []string) error {
@@ -101,6 +113,16 @@ exit status and signals are PROGRAM's. Injection starts on; without
 			for _, name := range []string{"probability", "pattern"} {
 				if c.Flags().Changed(name) && c.Flags().Lookup(name).Value.String() == "" {
 					return usagef("--%s needs a value (an empty one is not accepted)", name)
+				}
+			}
+			if o.seed == "" {
+				// Drawn here rather than in the injector, so that the
+				// start-up line can show it: any run can be repeated with
+				// --seed. A seed the environment already gives is kept.
+				if v := os.Getenv(control.EnvSeed); v != "" {
+					o.seed = v
+				} else {
+					o.seed = strconv.FormatUint(drawSeed(), 10)
 				}
 			}
 			env, err := o.environment()
@@ -147,11 +169,11 @@ exit status and signals are PROGRAM's. Injection starts on; without
 	}
 	f.StringVar(&o.hooks, "hooks", "", "hooks to fault (default: all but the opt-in "+strings.Join(optIn, ",")+
 		", which fault only when named; polls then are timing-dependent): "+strings.Join(hooks.Names(), ","))
-	f.StringVar(&o.seed, "seed", "", "seed for random faults (default: random, shown by status)")
+	f.StringVar(&o.seed, "seed", "", "seed for random faults (default: drawn at random, shown in the start-up line, the exit line and status)")
 	f.BoolVar(&o.record, "record", false, "record calls from the start")
 	f.BoolVar(&o.disabled, "disabled", false, "start with injection off")
 	f.BoolVar(&o.debug, "debug", false, "log the injector's actions on stderr")
-	f.BoolVar(&o.quiet, "quiet", false, "do not print the start-up line")
+	f.BoolVar(&o.quiet, "quiet", false, "print neither the start-up line nor the exit summary line (UCX_FAULT_SUMMARY_FILE still gets it)")
 	f.StringVar(&o.mode, "mode", "", "immediate (default) or deferred: fail on completion where the function allows")
 	f.StringArrayVar(&o.rules, "rule", nil, "a fault rule, e.g. 'hooks=ucp_put_nbx calls=100..200+10' (repeatable; see ucxfault rule --help)")
 	f.SetInterspersed(false)
@@ -257,12 +279,24 @@ func (o *injectOptions) environment() ([]string, error) {
 	if o.debug {
 		env = append(env, control.EnvDebug+"=1")
 	}
+	if !o.quiet {
+		env = append(env, control.EnvExitSummary+"=1")
+	}
 	// Without --socket-dir the program picks the private directory
 	// the CLI looks in (control.PrivateDir); a chosen one travels.
 	if global.socketDir != "" {
 		env = append(env, control.EnvSocketDir+"="+global.socketDir)
 	}
 	return env, nil
+}
+
+// drawSeed draws a seed from the system's random source.
+func drawSeed() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 func (o *injectOptions) summary() string {

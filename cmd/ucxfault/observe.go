@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,6 +74,12 @@ uprobes, BTF and BPF ring buffers.`,
   ucxfault observe --all --comm python3 -o json
   ucxfault observe --all --flight 30s --on-error /var/log/ucxfault`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("functions") {
+				if cmd.Flags().Changed("hooks") {
+					return usagef("observe: give --hooks, not both --hooks and --functions (its old name)")
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "ucxfault: --functions is deprecated: use --hooks, as in the other commands")
+			}
 			return runObserve(cmd, args, &fl)
 		},
 	}
@@ -80,7 +87,9 @@ uprobes, BTF and BPF ring buffers.`,
 	f.DurationVar(&fl.duration, "duration", 0, "stop after this long (default: until Ctrl-C or the processes exit)")
 	f.StringVarP(&fl.output, "output", "o", "table", "summary format: table or json")
 	f.StringVarP(&fl.recording, "recording", "w", "", "recording file (default ucxfault-observe-PID.json, or ucxfault-observe-all.json)")
-	f.StringVar(&fl.functions, "functions", "all", "comma-separated functions to probe ("+strings.Join(hooks.Names(), ", ")+"), or all")
+	f.StringVar(&fl.functions, "hooks", "all", "comma-separated hooks to probe ("+strings.Join(hooks.Names(), ", ")+"), or all")
+	f.StringVar(&fl.functions, "functions", "all", "the old name of --hooks")
+	_ = f.MarkHidden("functions")
 	f.BoolVar(&fl.wait, "wait", false, "wait for the processes to load libucp instead of failing")
 	f.IntVar(&fl.ringSize, "ring-size", observer.DefaultRingSize, "bytes of the kernel's ring buffer (a power of two); calls that find it full are lost and counted")
 	f.BoolVar(&fl.all, "all", false, "watch every process that maps a libucp, now and later")
@@ -97,6 +106,14 @@ uprobes, BTF and BPF ring buffers.`,
 // options and the recording file ("" in flight mode without --recording).
 func parseObserve(args []string, fl *observeFlags, stderr io.Writer) (*observer.NodeOptions, string, error) {
 	opts := &observer.NodeOptions{All: fl.all, Comm: fl.comm, Cgroup: fl.cgroup, Wait: fl.wait, RingSize: fl.ringSize}
+	if len(args) == 0 && len(global.pids) > 0 {
+		// --pid N, as the control commands take it: taken, with a
+		// pointer to the usual form.
+		for _, p := range global.pids {
+			args = append(args, strconv.Itoa(p))
+		}
+		fmt.Fprintf(stderr, "observing pid %s (the usual form is: ucxfault observe %s)\n", strings.Join(args, ", "), strings.Join(args, " "))
+	}
 	for _, a := range args {
 		pid, err := strconv.Atoi(a)
 		if err != nil || pid <= 0 {
@@ -119,12 +136,12 @@ func parseObserve(args []string, fl *observeFlags, stderr io.Writer) (*observer.
 	if !strings.EqualFold(strings.TrimSpace(fl.functions), "all") {
 		ids, err := hooks.ParseList(fl.functions)
 		if err != nil {
-			return nil, "", usagef("observe: --functions: %w", err)
+			return nil, "", usagef("observe: --hooks: %w", err)
 		}
 		opts.Hooks = ids
 	}
 	switch fl.output {
-	case "table", "json":
+	case "table", "wide", "json":
 	default:
 		// The old spelling: -o named the recording file.
 		if fl.recording != "" {
@@ -153,7 +170,34 @@ func parseObserve(args []string, fl *observeFlags, stderr io.Writer) (*observer.
 			out = fmt.Sprintf("ucxfault-observe-%d.json", opts.PIDs[0])
 		}
 	}
+	if out != "" {
+		// Before attaching: a capture that cannot be written is lost whole.
+		if err := checkWritable(out); err != nil {
+			return nil, "", usagef("observe: the recording could not be written: %w (choose another --recording)", err)
+		}
+	}
 	return opts, out, nil
+}
+
+// checkWritable checks that path can be created or overwritten, and
+// leaves no new file behind.
+func checkWritable(path string) error {
+	if fi, err := os.Stat(path); err == nil {
+		if fi.IsDir() {
+			return fmt.Errorf("%s is a directory", path)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(path)
 }
 
 func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
@@ -220,9 +264,18 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	if rec == nil {
 		return fmt.Errorf("stopping observation: %w", stopErr)
 	}
+	var writeErr error
 	if out != "" {
 		if err := rec.WriteFile(out); err != nil {
-			return fmt.Errorf("observe: %w", err)
+			// Checked before attaching, and still failed (a full disk, a
+			// directory removed): the capture goes to a file of its own.
+			fallback := filepath.Join(os.TempDir(), fmt.Sprintf("ucxfault-observe-%d.json", time.Now().UnixNano()))
+			if e := rec.WriteFile(fallback); e != nil {
+				return fmt.Errorf("observe: writing %s: %w; and the fallback %s: %w", out, err, fallback, e)
+			}
+			fmt.Fprintf(stderr, "observe: writing %s failed (%v); the recording is in %s\n", out, err, fallback)
+			writeErr = fmt.Errorf("observe: writing %s: %w", out, err)
+			out = fallback
 		}
 	}
 	sum := observer.Summarise(rec, stats)
@@ -270,7 +323,7 @@ func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	if stopErr != nil {
 		return fmt.Errorf("stopping observation: %w", stopErr)
 	}
-	return nil
+	return writeErr
 }
 
 func filterText(o *observer.NodeOptions) string {

@@ -18,7 +18,7 @@ func TestPrintPatternNamesLosses(t *testing.T) {
 			{Seq: 1, Fn: "ucp_tag_send_nbx", Status: -3, How: recording.HowCompletion, Injected: true},
 		}}}
 	var b bytes.Buffer
-	printPattern(&b, f)
+	printPattern(&b, f, true, 0)
 	out := b.String()
 	for _, want := range []string{"incomplete: 7 overwritten", "UCX_FAULT_RECORD_CAPACITY",
 		"2 dropped", "ucp_tag_send_nbx", "OX", "codes -3"} {

@@ -15,8 +15,7 @@ import (
 func newReplayCmd() *cobra.Command {
 	var from, key string
 	var cycle bool
-	var process int
-	var part string
+	var process, part string
 	cmd := &cobra.Command{
 		Use:   "replay [--from FILE] [--key function|global] [--cycle]",
 		Short: "Replay recorded outcomes into injected processes",
@@ -35,9 +34,14 @@ recorded for its rank. --part picks one part for every target: by its index
 (N), the pid it was recorded from (pid:PID) or its rank (rank:R).`,
 		Example: `  ucxfault replay --from ucxfault-observe-4242.json --pid 5151
   ucxfault replay --from incident.json --part pid:4242 --pid 5151
-  ucxfault replay --from job.json --part rank:3 --pid 5151`,
+  ucxfault replay --from job.json --part rank:3 --pid 5151
+  ucxfault replay --from job.json --process 4242   # the part recorded from pid 4242 (or an index), into every target`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
+			format, err := outputFormat()
+			if err != nil {
+				return err
+			}
 			if key != "function" && key != "global" {
 				return usagef("--key %q (accepted: function, global)", key)
 			}
@@ -52,18 +56,19 @@ recorded for its rank. --part picks one part for every target: by its index
 			if len(f.Processes) == 0 {
 				return usagef("%s: recording holds no process", from)
 			}
+			chosen, err := pickProcess(f, process, from)
+			if err != nil {
+				return err
+			}
 			if part != "" {
-				if process >= 0 {
+				if chosen >= 0 {
 					return usagef("give --part or --process, not both")
 				}
 				i, err := pickPart(f, part)
 				if err != nil {
 					return usagef("--part %s: %w", part, err)
 				}
-				process = i
-			}
-			if process >= len(f.Processes) {
-				return usagef("--process %d: %s holds %d processes (0 to %d)", process, from, len(f.Processes), len(f.Processes)-1)
+				chosen = i
 			}
 			for i, p := range f.Processes {
 				if !p.Complete {
@@ -79,18 +84,23 @@ recorded for its rank. --part picks one part for every target: by its index
 				return err
 			}
 			pick := func(rank int) (*recording.Process, error) {
-				if len(f.Processes) == 1 || process >= 0 {
-					return &f.Processes[max(process, 0)], nil
+				if len(f.Processes) == 1 || chosen >= 0 {
+					return &f.Processes[max(chosen, 0)], nil
 				}
 				for i := range f.Processes {
 					if f.Processes[i].Rank == rank && rank >= 0 {
 						return &f.Processes[i], nil
 					}
 				}
-				return nil, fmt.Errorf("no part of %s is recorded for rank %d (give --process N)", from, rank)
+				what := "this process has no rank"
+				if rank >= 0 {
+					what = fmt.Sprintf("no part is recorded for rank %d", rank)
+				}
+				return nil, fmt.Errorf("%s holds %s and %s: give --process with one of them (%s)",
+					from, plural(len(f.Processes), "process"), what, processChoices(f))
 			}
 			ranks := map[int]int{}
-			if len(f.Processes) > 1 && process < 0 {
+			if len(f.Processes) > 1 && chosen < 0 {
 				for _, r := range control.Broadcast(list, &control.Request{Cmd: control.CmdStatus}, global.timeout) {
 					if r.Err == nil && r.Resp.Status != nil {
 						ranks[r.Target.PID] = r.Resp.Status.Rank
@@ -98,6 +108,7 @@ recorded for its rank. --part picks one part for every target: by its index
 				}
 			}
 			var failed int
+			replies := []reply{}
 			for _, t := range list {
 				rank, ok := ranks[t.PID]
 				if !ok {
@@ -106,6 +117,7 @@ recorded for its rank. --part picks one part for every target: by its index
 				p, err := pick(rank)
 				if err != nil {
 					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %v\n", t.PID, err)
+					replies = append(replies, reply{PID: t.PID, Error: err.Error()})
 					failed++
 					continue
 				}
@@ -119,12 +131,21 @@ recorded for its rank. --part picks one part for every target: by its index
 				switch {
 				case err != nil:
 					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %v\n", t.PID, err)
+					replies = append(replies, reply{PID: t.PID, Error: err.Error()})
 					failed++
 				case !resp.OK:
 					fmt.Fprintf(c.ErrOrStderr(), "pid %d: refused: %s\n", t.PID, resp.Error)
+					replies = append(replies, reply{PID: t.PID, Error: resp.Error})
 					failed++
+				case format == formatJSON:
+					replies = append(replies, reply{PID: t.PID, OK: true, Message: resp.Message})
 				default:
 					fmt.Fprintf(c.OutOrStdout(), "pid %d: %s\n", t.PID, resp.Message)
+				}
+			}
+			if format == formatJSON {
+				if err := writeJSON(c.OutOrStdout(), replies); err != nil {
+					return err
 				}
 			}
 			if failed > 0 {
@@ -136,7 +157,7 @@ recorded for its rank. --part picks one part for every target: by its index
 	cmd.Flags().StringVar(&from, "from", "", "recording file to replay (default: each process's own recording)")
 	cmd.Flags().StringVar(&key, "key", "function", "function: a cursor per function; global: one cursor over all calls")
 	cmd.Flags().BoolVar(&cycle, "cycle", false, "start over after the last recorded outcome")
-	cmd.Flags().IntVar(&process, "process", -1, "replay this process of a multi-process recording into every target")
+	cmd.Flags().StringVar(&process, "process", "", "replay this process of a multi-process recording into every target: its pid, or its index from 0")
 	cmd.Flags().StringVar(&part, "part", "", "replay one part into every target: N (its index), pid:PID or rank:R")
 	return cmd
 }
@@ -164,4 +185,38 @@ func pickPart(f *recording.File, sel string) (int, error) {
 		return 0, fmt.Errorf("want N, pid:PID or rank:R")
 	}
 	return 0, fmt.Errorf("no such part; the recording holds %s", strings.Join(held, ", "))
+}
+
+// pickProcess reads --process: an index into the recording's processes
+// (0, 1, ...) or the pid of one of them; -1 when not given.
+func pickProcess(f *recording.File, text, from string) (int, error) {
+	if text == "" {
+		return -1, nil
+	}
+	n, err := strconv.Atoi(text)
+	if err == nil && n >= 0 {
+		for i, p := range f.Processes {
+			if p.PID == n {
+				return i, nil
+			}
+		}
+		if n < len(f.Processes) {
+			return n, nil
+		}
+	}
+	return 0, usagef("--process %q: %s holds %s: %s", text, from, plural(len(f.Processes), "process"), processChoices(f))
+}
+
+// processChoices lists what --process accepts for f: "0 or pid 123 (rank
+// 0, 40 calls), 1 or pid 124 (rank 1, 38 calls)".
+func processChoices(f *recording.File) string {
+	parts := make([]string, len(f.Processes))
+	for i, p := range f.Processes {
+		rank := "no rank"
+		if p.Rank >= 0 {
+			rank = fmt.Sprintf("rank %d", p.Rank)
+		}
+		parts[i] = fmt.Sprintf("%d or pid %d (%s, %s)", i, p.PID, rank, plural(len(p.Calls), "call"))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -1,18 +1,18 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
 	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/proc"
 )
 
 const ruleLong = `Fault rules choose which calls fail, and which are delayed. A rule is
@@ -160,59 +160,137 @@ func newRuleCmd() *cobra.Command {
 				RuleOp: control.RuleOpClear})
 		},
 	}
-	var output string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "Show the rules of each process and how often each matched, failed and delayed calls",
-		Args:  exactArgs(0),
+		Short: "Show the rules of each process, their state, and how often each matched, failed and delayed calls",
+		Long: `Shows the rules of each process with their counters and state: active
+(no time window), "opens in 7s", "open, 3s left", closed (its window
+ended), "budget spent" (max-faults reached), or "injection off" (no rule
+acts while injection is off). -o json prints one entry per process.`,
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return usagef("-o %q (accepted: table, json)", output)
-			}
-			statuses, err := collectStatus(c.ErrOrStderr(), false)
-			if err != nil && len(statuses) == 0 {
+			format, err := outputFormat()
+			if err != nil {
 				return err
 			}
-			if output == "json" {
+			statuses, err := collectStatus(c.ErrOrStderr(), false)
+			now := time.Now()
+			if format == formatJSON {
 				type procRules struct {
-					PID     int                  `json:"pid"`
-					Rules   []control.RuleStatus `json:"rules"`
-					DelayNS uint64               `json:"delay_ns"`
+					PID     int        `json:"pid"`
+					Enabled bool       `json:"enabled"`
+					Rules   []ruleView `json:"rules"`
+					DelayNS uint64     `json:"delay_ns"`
 				}
 				out := []procRules{}
 				for _, st := range statuses {
-					out = append(out, procRules{PID: st.PID, Rules: append([]control.RuleStatus{}, st.Rules...), DelayNS: st.DelayNS})
+					out = append(out, procRules{PID: st.PID, Enabled: st.Enabled, Rules: ruleViews(st, now), DelayNS: st.DelayNS})
 				}
-				enc := json.NewEncoder(c.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if e := enc.Encode(out); e != nil {
-					return fmt.Errorf("writing rules: %w", e)
+				if len(statuses) == 0 && errors.Is(err, control.ErrNoProcess) {
+					err = nil
+				}
+				if e := writeJSON(c.OutOrStdout(), out); e != nil {
+					return e
 				}
 				return err
 			}
+			if err != nil && len(statuses) == 0 {
+				return err
+			}
 			for _, st := range statuses {
-				renderRules(c.OutOrStdout(), st)
+				if e := renderRules(c.OutOrStdout(), st, now); e != nil {
+					return e
+				}
 			}
 			return err
 		},
 	}
-	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	rule.AddCommand(add, list, del, clear, set)
 	return rule
 }
 
-func renderRules(w io.Writer, st control.Status) {
-	fmt.Fprintf(w, "pid %d: %d rules, delays added %v\n", st.PID, len(st.Rules), time.Duration(st.DelayNS).Round(time.Microsecond))
-	if len(st.Rules) == 0 {
-		return
-	}
-	t := tablewriter.NewWriter(w)
-	t.Header("ID", "Rule", "Matched", "Failed", "Delayed", "Delay added")
+// ruleView is a rule's status with its state, as rule list shows it.
+type ruleView struct {
+	control.RuleStatus
+	// State is active, "opens in 7s", "open, 3s left", closed, budget
+	// spent, or injection off.
+	State string `json:"state"`
+}
+
+func ruleViews(st control.Status, now time.Time) []ruleView {
+	out := make([]ruleView, 0, len(st.Rules))
 	for _, r := range st.Rules {
-		t.Append(strconv.Itoa(r.ID), r.Rule, strconv.FormatUint(r.Matches, 10), strconv.FormatUint(r.Faults, 10),
-			strconv.FormatUint(r.Delays, 10), time.Duration(r.DelayNS).Round(time.Microsecond).String())
+		out = append(out, ruleView{RuleStatus: r, State: ruleState(r, st, now)})
 	}
-	t.Render()
+	return out
+}
+
+// ruleState says whether the rule acts now: its budget (max-faults) and
+// its time window, counted from when it was set or from the process start
+// (read from /proc: the CLI runs on the process's machine).
+func ruleState(rs control.RuleStatus, st control.Status, now time.Time) string {
+	if !st.Enabled {
+		return "injection off"
+	}
+	r, err := control.ParseRule(rs.Rule)
+	if err != nil {
+		return "?"
+	}
+	if r.MaxFaults > 0 {
+		acted := rs.Faults
+		if r.Strategy == control.StrategyNone {
+			acted = rs.Delays
+		}
+		if acted >= r.MaxFaults {
+			return "budget spent"
+		}
+	}
+	if !r.Windowed() {
+		return "active"
+	}
+	from := rs.SetAt
+	if r.FromStart {
+		t, err := proc.StartWall(st.PID)
+		if err != nil {
+			return "window from start"
+		}
+		from = t
+	}
+	open := from.Add(r.After)
+	if now.Before(open) {
+		return "opens in " + open.Sub(now).Round(time.Second).String()
+	}
+	if r.For == 0 {
+		return "open"
+	}
+	end := open.Add(r.For)
+	if !now.Before(end) {
+		return "closed"
+	}
+	return "open, " + end.Sub(now).Round(time.Second).String() + " left"
+}
+
+func renderRules(w io.Writer, st control.Status, now time.Time) error {
+	fmt.Fprintf(w, "pid %d: %s, delays added %v\n", st.PID, plural(len(st.Rules), "rule"), time.Duration(st.DelayNS).Round(time.Microsecond))
+	if len(st.Rules) == 0 {
+		return nil
+	}
+	if !st.Enabled {
+		fmt.Fprintf(w, "pid %d: injection is off: no rule acts until it is on (ucxfault enable)\n", st.PID)
+	}
+	t := newTable(column{Name: "ID"}, column{Name: "Rule", Shrink: 1, Min: 20, Wrap: true}, column{Name: "State"},
+		column{Name: "Matched"}, column{Name: "Failed"}, column{Name: "Delayed"})
+	for _, r := range ruleViews(st, now) {
+		delayed := count(r.Delays)
+		if r.DelayNS > 0 {
+			// How many calls, and the time that added.
+			delayed += " (" + time.Duration(r.DelayNS).Round(time.Microsecond).String() + ")"
+		}
+		t.add(strconv.Itoa(r.ID), r.Rule, r.State, count(r.Matches), count(r.Faults), delayed)
+	}
+	if err := t.render(w, terminalWidth(w), true); err != nil {
+		return err
+	}
 	for _, r := range st.Rules {
 		// A draw on a poll of a request still in flight is counted as a
 		// match but fails nothing (ucxf_rules_act: UCX fails a request
@@ -229,4 +307,5 @@ func renderRules(w io.Writer, st control.Status) {
 				r.ID, strings.Join(polls, ", "))
 		}
 	}
+	return nil
 }

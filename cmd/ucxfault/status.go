@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,45 +12,60 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
 	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/hooks"
+	"github.com/ucxfault/ucxfault/internal/version"
 	"github.com/ucxfault/ucxfault/ucs"
 )
 
 func newStatusCmd() *cobra.Command {
-	var detailed, endpoints bool
-	var output string
+	var detailed, all, endpoints bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the injected processes, their settings and counters",
-		Args:  exactArgs(0),
+		Long: `Shows one row per injected process. -o wide adds the codes, the seed and
+the injector's version; -o json prints everything (seeds as strings, so
+that no JSON reader rounds them). --detailed adds a table of counters per
+hook, of the hooks that were called (--all: every hook).
+
+Exit status: 0 when every process answered, 1 when one did not (or none
+was found; with -o json, none found is [] and 0), 2 on bad input.`,
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return usagef("-o %q (accepted: table, json)", output)
+			format, err := outputFormat()
+			if err != nil {
+				return err
 			}
 			statuses, err := collectStatus(c.ErrOrStderr(), detailed)
+			if format == formatJSON {
+				if statuses == nil {
+					statuses = []control.Status{}
+				}
+				if len(statuses) == 0 && errors.Is(err, control.ErrNoProcess) {
+					err = nil // nothing found is an answer: []
+				}
+				if e := writeJSON(c.OutOrStdout(), statuses); e != nil {
+					return e
+				}
+				return err
+			}
 			if err != nil && len(statuses) == 0 {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(c.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if e := enc.Encode(statuses); e != nil {
-					return fmt.Errorf("writing status: %w", e)
-				}
-			} else {
-				renderStatus(c.OutOrStdout(), statuses, detailed)
-				renderEndpoints(c.OutOrStdout(), statuses, endpoints)
+			if e := renderStatus(c.OutOrStdout(), statuses, statusView{detailed: detailed, all: all, wide: format == formatWide}); e != nil {
+				return e
+			}
+			if e := renderEndpoints(c.OutOrStdout(), statuses, endpoints); e != nil {
+				return e
 			}
 			return err
 		},
 	}
 	cmd.Flags().BoolVar(&detailed, "detailed", false, "add a table of counters per hook")
+	cmd.Flags().BoolVar(&all, "all", false, "with --detailed, show the hooks without calls too")
 	cmd.Flags().BoolVar(&endpoints, "endpoints", false, fmt.Sprintf("list every endpoint (by default the list is shown up to %d rows)", maxEndpointRows))
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
 
@@ -97,6 +111,8 @@ func userName(uid int) string {
 	return strconv.Itoa(uid)
 }
 
+// commandName is the program and its arguments, the program by its base
+// name; the table shortens it to fit the terminal.
 func commandName(cmd []string) string {
 	if len(cmd) == 0 {
 		return "?"
@@ -104,9 +120,6 @@ func commandName(cmd []string) string {
 	s := filepath.Base(cmd[0])
 	if len(cmd) > 1 {
 		s += " " + strings.Join(cmd[1:], " ")
-	}
-	if len(s) > 40 {
-		s = s[:37] + "..."
 	}
 	return s
 }
@@ -159,27 +172,39 @@ func rankText(r int) string {
 	return strconv.Itoa(r)
 }
 
+// codesText renders fault counts by code, most frequent first, as
+// "IO_ERROR 3, UNREACHABLE 1": the one way faults by code are written in
+// every table (status, stats, record-dump, observe). The keys are codes in
+// decimal ("-3"), as the protocol carries them.
 func codesText(codes map[string]uint64) string {
-	keys := make([]string, 0, len(codes))
-	for k := range codes {
-		keys = append(keys, k)
+	named := make(map[string]uint64, len(codes))
+	for k, n := range codes {
+		c, err := strconv.Atoi(k)
+		if err != nil {
+			named[k] += n
+			continue
+		}
+		named[ucs.Status(c).String()] += n
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, _ := strconv.Atoi(keys[i])
-		b, _ := strconv.Atoi(keys[j])
-		return a > b
-	})
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		n, _ := strconv.Atoi(k)
-		parts = append(parts, fmt.Sprintf("%s:%d", ucs.Status(n), codes[k]))
-	}
-	return strings.Join(parts, " ")
+	return formatErrors(named)
 }
 
-func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
-	t := tablewriter.NewWriter(w)
-	t.Header("PID", "Host", "Rank", "Command", "Injection", "Strategy", "Codes", "Seed", "Record", "Calls", "Faults")
+// statusView says how much of the status to show.
+type statusView struct {
+	detailed, all, wide bool
+}
+
+func renderStatus(w io.Writer, statuses []control.Status, v statusView) error {
+	width := terminalWidth(w)
+	// The narrow table: what a person reads at a glance (injection off
+	// is said in the strategy column); -o wide adds the rest.
+	t := newTable(
+		column{Name: "PID"}, column{Name: "Host", Wide: true}, column{Name: "Rank", HideEmpty: true},
+		column{Name: "Command", Shrink: 1, Min: 12}, column{Name: "Injection", Wide: true},
+		column{Name: "Strategy", Shrink: 2, Min: 12}, column{Name: "Rules", HideEmpty: true},
+		column{Name: "Codes", Wide: true}, column{Name: "Seed", Wide: true},
+		column{Name: "Record", HideEmpty: true}, column{Name: "Calls"}, column{Name: "Faults"},
+		column{Name: "Injector", Wide: true})
 	for _, st := range statuses {
 		codes := make([]string, len(st.Codes))
 		for i, c := range st.Codes {
@@ -189,15 +214,82 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 		if st.Records > 0 || st.Recording {
 			rec += fmt.Sprintf(" (%d)", st.Records)
 		}
-		t.Append(strconv.Itoa(st.PID), st.Host, rankText(st.Rank), commandName(st.Command), yesNo(st.Enabled),
-			strategySetting(st), strings.Join(codes, ","), strconv.FormatUint(st.Seed, 10), rec,
-			strconv.FormatUint(st.Calls, 10), strconv.FormatUint(st.Faults, 10))
+		strategy := strategySetting(st)
+		if !st.Enabled && !v.wide {
+			strategy = "off: " + strategy
+		}
+		t.add(strconv.Itoa(st.PID), st.Host, rankText(st.Rank), commandName(st.Command), yesNo(st.Enabled),
+			strategy, count(uint64(len(st.Rules))), strings.Join(codes, ","), st.Seed.String(), rec,
+			count(st.Calls), count(st.Faults), versionText(st.Version))
 	}
-	t.Render()
+	if err := t.render(w, width, v.wide); err != nil {
+		return err
+	}
+	renderStatusNotes(w, statuses)
+	if !v.detailed {
+		return nil
+	}
+	for _, st := range statuses {
+		fmt.Fprintf(w, "\npid %d, %s:\n", st.PID, plural(int(st.Threads), "thread"))
+		if err := renderHooks(w, width, st.Hooks, v.all, v.wide); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// renderHooks prints one row per hook with calls (every hook with all),
+// and a footer counting those left out; the calls since the last fault are
+// in the wide table.
+func renderHooks(w io.Writer, width int, list []control.HookStatus, all, wide bool) error {
+	h := newTable(column{Name: "Hook"}, column{Name: "Enabled"}, column{Name: "Calls"}, column{Name: "Faults"},
+		column{Name: "Since fault", Wide: true}, column{Name: "By code", Shrink: 1, Min: 12, Wrap: true})
+	hidden := 0
+	for _, hs := range list {
+		if hs.Calls == 0 && !all {
+			hidden++
+			continue
+		}
+		faults, since := count(hs.Faults), count(hs.CallsSinceFault)
+		if !faultable(hs.Name) {
+			// Counted and recorded, never failed: n/a, not 0.
+			faults, since = "n/a", "n/a"
+		}
+		h.add(hs.Name, hookState(hs), count(hs.Calls), faults, since, codesText(hs.FaultCodes))
+	}
+	if h.len() > 0 {
+		if err := h.render(w, width, wide); err != nil {
+			return err
+		}
+	}
+	hiddenFooter(w, hidden, "hook")
+	return nil
+}
+
+// faultable reports whether the hook named name can be made to fail.
+func faultable(name string) bool {
+	_, h, err := hooks.Lookup(name)
+	return err != nil || h.Faultable
+}
+
+func versionText(v string) string {
+	if v == "" {
+		return "?" // an injector from before versions were reported
+	}
+	return v
+}
+
+// renderStatusNotes prints, under the table, what a row cannot hold:
+// warnings, killed endpoints, the libucp copies, lost records, and an
+// injector whose version is not the CLI's.
+func renderStatusNotes(w io.Writer, statuses []control.Status) {
 	for _, st := range statuses {
 		// Root sees every user's processes: say whose each one is.
 		if st.UID != os.Geteuid() {
 			fmt.Fprintf(w, "pid %d: user %s (uid %d)\n", st.PID, st.User, st.UID)
+		}
+		if st.Version != "" && st.Version != version.String() {
+			fmt.Fprintf(w, "pid %d: injector %s, this ucxfault is %s\n", st.PID, st.Version, version.String())
 		}
 		for _, warn := range st.Warnings {
 			fmt.Fprintf(w, "pid %d: warning: %s\n", st.PID, warn)
@@ -217,18 +309,19 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 			}
 			line := fmt.Sprintf("pid %d: libucp %s %s", st.PID, v, f.Path)
 			if n, ok := routed[f.Path]; ok {
-				line += fmt.Sprintf(", %d calls routed to it", n)
+				line += fmt.Sprintf(", %s routed to it", plural(int(n), "call"))
 				delete(routed, f.Path)
 			}
 			fmt.Fprintln(w, line)
 		}
 		for _, c := range st.LibucpCopies {
 			if _, left := routed[c.Path]; left {
-				fmt.Fprintf(w, "pid %d: %d calls routed to %s\n", st.PID, c.Calls, c.Path)
+				fmt.Fprintf(w, "pid %d: %s routed to %s\n", st.PID, plural(int(c.Calls), "call"), c.Path)
 			}
 		}
 		if st.KilledRequests > 0 {
-			fmt.Fprintf(w, "pid %d: %d requests in flight on killed endpoints completed with the kill's code\n", st.PID, st.KilledRequests)
+			fmt.Fprintf(w, "pid %d: %s in flight on killed endpoints completed with the kill's code\n", st.PID,
+				plural(int(st.KilledRequests), "request"))
 		}
 		if st.RecordsLost > 0 {
 			// The log keeps the newest calls; record-dump sends all it
@@ -238,19 +331,6 @@ func renderStatus(w io.Writer, statuses []control.Status, detailed bool) {
 				st.PID, st.Records, st.RecordsLost, control.EnvRecordCapacity)
 		}
 	}
-	if !detailed {
-		return
-	}
-	for _, st := range statuses {
-		fmt.Fprintf(w, "\npid %d, %d threads:\n", st.PID, st.Threads)
-		h := tablewriter.NewWriter(w)
-		h.Header("Hook", "Enabled", "Calls", "Faults", "Since last fault", "Faults by code")
-		for _, hs := range st.Hooks {
-			h.Append(hs.Name, hookState(hs), strconv.FormatUint(hs.Calls, 10), strconv.FormatUint(hs.Faults, 10),
-				strconv.FormatUint(hs.CallsSinceFault, 10), codesText(hs.FaultCodes))
-		}
-		h.Render()
-	}
 }
 
 // maxEndpointRows is the longest endpoint table status shows without
@@ -259,22 +339,23 @@ const maxEndpointRows = 32
 
 // renderEndpoints prints each process's endpoints (number, state, calls,
 // injected faults, peer) after the process table, or, past maxEndpointRows
-// rows without all, how many there are.
-func renderEndpoints(w io.Writer, statuses []control.Status, all bool) {
+// rows without all, how many there are. The peer column is shortened to
+// fit the terminal.
+func renderEndpoints(w io.Writer, statuses []control.Status, all bool) error {
 	rows, omitted := 0, 0
 	for _, st := range statuses {
 		rows += len(st.Endpoints)
 		omitted += st.ClosedOmitted
 	}
 	if rows == 0 {
-		return
+		return nil
 	}
 	if rows > maxEndpointRows && !all {
 		fmt.Fprintf(w, "%d endpoints: ucxfault status --endpoints lists them\n", rows)
-		return
+		return nil
 	}
-	t := tablewriter.NewWriter(w)
-	t.Header("PID", "Endpoint", "State", "Calls", "Faults", "Peer")
+	t := newTable(column{Name: "PID"}, column{Name: "Endpoint"}, column{Name: "State"}, column{Name: "Calls"},
+		column{Name: "Faults"}, column{Name: "Peer", Shrink: 1, Min: 12})
 	for _, st := range statuses {
 		for _, ep := range st.Endpoints {
 			state := ep.State
@@ -285,13 +366,15 @@ func renderEndpoints(w io.Writer, statuses []control.Status, all bool) {
 			if peer == "" {
 				peer = "-"
 			}
-			t.Append(strconv.Itoa(st.PID), strconv.Itoa(ep.Endpoint), state, strconv.FormatUint(ep.Calls, 10),
-				strconv.FormatUint(ep.Faults, 10), peer)
+			t.add(strconv.Itoa(st.PID), strconv.Itoa(ep.Endpoint), state, count(ep.Calls), count(ep.Faults), peer)
 		}
 	}
-	t.Render()
+	if err := t.render(w, terminalWidth(w), true); err != nil {
+		return err
+	}
 	if omitted > 0 {
 		fmt.Fprintf(w, "%d older closed endpoints not listed (a status lists the newest %d closed endpoints of each process)\n",
 			omitted, control.MaxClosedEndpoints)
 	}
+	return nil
 }

@@ -85,12 +85,12 @@ func fileDir(create bool) (string, error) {
 	return dir, control.CheckPrivateDir(dir, os.Geteuid())
 }
 
-// targets finds the injected processes the command is for. With --pid it
+// findTargets finds the injected processes the command is for. With --pid it
 // looks at those pids' sockets only; with --rank it asks every socket's
 // process for its rank and removes nothing (a process that does not answer
 // cannot say its rank). Otherwise it sweeps the directories: sockets of
 // processes proven gone are removed and reported (control.RemoveIfStale).
-func targets(stderr io.Writer) ([]control.Target, error) {
+func findTargets(stderr io.Writer) ([]control.Target, error) {
 	var (
 		list    []control.Target
 		removed []control.Removal
@@ -176,28 +176,7 @@ func collect(stderr io.Writer, results []control.Result, cmd string) ([]control.
 		}
 	}
 	if failed > 0 {
-		return ok, fmt.Errorf("%d of %d processes did not apply %s", failed, len(results), cmd)
+		return ok, fmt.Errorf("%d of %s did not apply %s", failed, plural(len(results), "process"), commandOf(cmd))
 	}
 	return ok, nil
-}
-
-// runControl sends req and prints each process's answer, or appends it to
-// the command file when the file backend is selected.
-func runControl(out, stderr io.Writer, req *control.Request) error {
-	if fileBackend() {
-		dir, err := fileDir(true)
-		if err != nil {
-			return err
-		}
-		if err := control.AppendCommand(dir, req); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "appended %s to %s; injected processes apply it within 100 ms\n", req.Cmd, control.CommandFile(dir))
-		return nil
-	}
-	results, err := sendAll(stderr, req)
-	for _, r := range results {
-		fmt.Fprintf(out, "pid %d: %s\n", r.Target.PID, r.Resp.Message)
-	}
-	return err
 }
