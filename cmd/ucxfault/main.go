@@ -66,6 +66,7 @@ what the calls did, and observes uninstrumented processes with eBPF.`,
 	root.AddCommand(newReplayCmd())
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newObserveCmd())
+	root.AddCommand(newWatchCmd())
 	root.AddCommand(newGenDocsCmd())
 	root.AddCommand(newRuleCmd())
 	groupCommands(root)
