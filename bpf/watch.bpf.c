@@ -76,6 +76,8 @@ enum wkind {
 	WK_CLOSE_NB = 7,   // ucp_ep_close_nb(ep, mode)
 	WK_DESTROY = 8,    // ucp_ep_destroy(ep)
 	WK_INJECT = 9,     // ucxf_epfail_request(r, ep, worker, code)
+	WK_PENDING_PURGE = 10, // ucp_ep_err_pending_purge(uct_req, (void *)status)
+	WK_SET_LANES_FAILED = 11, // ucp_ep_set_lanes_failed(ep, lanes, status) (1.21 on)
 };
 
 // Offsets in ucp_ep_params_t (ucp/api/ucp.h, the same in every release:
@@ -186,6 +188,7 @@ int watch_fail(struct pt_regs *ctx)
 	e->ep = PT_REGS_PARM1(ctx);
 	switch (kind) {
 	case WK_SET_FAILED:
+	case WK_SET_LANES_FAILED:
 		e->status = status_of(PT_REGS_PARM3(ctx));
 		break;
 	case WK_ERR_CB:
@@ -201,6 +204,14 @@ int watch_fail(struct pt_regs *ctx)
 		break;
 	case WK_CLOSE_NB:
 		e->arg = PT_REGS_PARM2(ctx);
+		break;
+	case WK_PENDING_PURGE:
+		// A request waiting in a transport's pending queue, failed by
+		// the lanes' purge: no endpoint argument (ep stays 0, user space
+		// gives it to the endpoint failing in this thread).
+		e->ep = 0;
+		e->arg = PT_REGS_PARM1(ctx);
+		e->status = status_of(PT_REGS_PARM2(ctx));
 		break;
 	case WK_INJECT:
 		e->ep = PT_REGS_PARM2(ctx);

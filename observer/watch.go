@@ -34,6 +34,8 @@ const (
 	wkCloseNB    = 7
 	wkDestroy    = 8
 	wkInject     = 9
+	wkPendPurge  = 10
+	wkLanesFail  = 11
 	peerSockaddr = 1
 	peerAddress  = 2
 )
@@ -55,8 +57,10 @@ type watchSymbol struct {
 var watchSymbols = []watchSymbol{
 	{"ucp_ep_invoke_err_cb", wkErrCB, true},
 	{"ucp_ep_set_failed", wkSetFailed, false},
+	{"ucp_ep_set_lanes_failed", wkLanesFail, false},
 	{"ucp_ep_reqs_purge", wkReqsPurge, false},
 	{"ucp_ep_req_purge", wkReqPurge, false},
+	{"ucp_ep_err_pending_purge", wkPendPurge, false},
 	{"ucp_ep_close_nbx", wkCloseNBX, false},
 	{"ucp_ep_close_nb", wkCloseNB, false},
 	{"ucp_ep_destroy", wkDestroy, false},
@@ -104,8 +108,10 @@ type WatchOptions struct {
 // PurgedRequest is one request UCX completed with an error because its
 // endpoint failed (ucp_ep_req_purge).
 type PurgedRequest struct {
-	// Request is the ucp_request_t address in the process (the handle the
-	// application holds is the address after it).
+	// Request identifies the request in the process: the ucp_request_t
+	// address (ucp_ep_req_purge; the handle the application holds is the
+	// address after it), or its transport pending entry inside it
+	// (ucp_ep_err_pending_purge, for a request that waited for resources).
 	Request uint64 `json:"request"`
 	// Code is the status the request completed with.
 	Code int `json:"code"`
@@ -214,6 +220,10 @@ type watchProc struct {
 	next     int
 	pending  map[uint64]*pendingFailure
 	injected map[uint64]bool // endpoints the injector was asked to kill
+	// failing is, per thread, the endpoint of its last failure-path call:
+	// a pending request purged (ucp_ep_err_pending_purge names no
+	// endpoint) belongs to it.
+	failing map[uint32]uint64
 }
 
 // StartWatch attaches the failure watch to the libucp of opts.PIDs (and,
@@ -465,6 +475,7 @@ func (w *Watch) watch(pid int, maps []mapping) error {
 		eps:      map[uint64]*watchEP{},
 		pending:  map[uint64]*pendingFailure{},
 		injected: map[uint64]bool{},
+		failing:  map[uint32]uint64{},
 	}
 	w.mu.Lock()
 	if old := w.procs[pid]; old != nil && old.key == p.key {
@@ -607,6 +618,11 @@ func (w *Watch) flush(force bool) {
 				continue
 			}
 			delete(p.pending, ep)
+			for tid, e := range p.failing {
+				if e == ep {
+					delete(p.failing, tid)
+				}
+			}
 			if !pf.failed {
 				continue // purges of a forced close: not a failure
 			}
@@ -695,7 +711,19 @@ func (w *Watch) handle(ev *watchWevent) {
 		delete(p.injected, ev.Ep)
 	case wkInject:
 		p.injected[ev.Ep] = true
-	case wkSetFailed, wkErrCB, wkReqsPurge, wkReqPurge:
+	case wkPendPurge:
+		ep, ok := p.failing[ev.Tid]
+		pf := p.pending[ep]
+		if !ok || pf == nil {
+			return
+		}
+		pf.last = time.Now()
+		if !pf.seen[ev.Arg] {
+			pf.seen[ev.Arg] = true
+			pf.f.Purged = append(pf.f.Purged, PurgedRequest{Request: ev.Arg, Code: int(ev.Status)})
+		}
+	case wkSetFailed, wkLanesFail, wkErrCB, wkReqsPurge, wkReqPurge:
+		p.failing[ev.Tid] = ev.Ep
 		pf := p.pending[ev.Ep]
 		if pf == nil {
 			e := endpoint(ev.Ep)
