@@ -6,9 +6,12 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"debug/elf"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -239,4 +242,68 @@ func symbolAt(t *testing.T, path string, off uint64) string {
 		}
 	}
 	return fmt.Sprintf("offset %#x", off)
+}
+
+// strippedLibucp copies the libucp in use with ucp_ep_invoke_err_cb renamed
+// in its dynamic string table: a libucp that does not export it.
+func strippedLibucp(t *testing.T) string {
+	t.Helper()
+	u := testutil.UCX(t)
+	real, err := filepath.EvalSymlinks(filepath.Join(u.LibDir, "libucp.so.0"))
+	if err != nil {
+		t.Fatalf("libucp.so.0 not found: %v", err)
+	}
+	data, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched := bytes.ReplaceAll(data, []byte("\x00ucp_ep_invoke_err_cb\x00"), []byte("\x00ucp_ep_invoke_err_cX\x00"))
+	if bytes.Equal(patched, data) {
+		t.Fatal("ucp_ep_invoke_err_cb not found in libucp")
+	}
+	path := filepath.Join(t.TempDir(), "libucp.so.0")
+	if err := os.WriteFile(path, patched, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestWatchRefusesALibucpWithoutItsFailurePath: a process whose libucp does
+// not export ucp_ep_invoke_err_cb gets a clear refusal naming the UCX
+// version (exit 2), not a watch that shows nothing.
+func TestWatchRefusesALibucpWithoutItsFailurePath(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	lib := strippedLibucp(t)
+	sleeper := exec.Command("sleep", "60")
+	sleeper.Env = append(os.Environ(), "LD_PRELOAD="+lib)
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	waitFor(t, 10*time.Second, "the process to map the copy", func() bool {
+		m, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", sleeper.Process.Pid))
+		return strings.Contains(string(m), lib)
+	})
+	out, err := exec.Command(h.cli, "watch", strconv.Itoa(sleeper.Process.Pid), "--duration", "1s").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("watch of a libucp without its failure path: %v, want exit 2\n%s", err, out)
+	}
+	for _, want := range []string{"ucp_ep_invoke_err_cb", lib, "UCX " + libVersion(t)} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("refusal %q does not name %q", out, want)
+		}
+	}
+	t.Logf("refusal: %s", strings.TrimSpace(string(out)))
+}
+
+// libVersion is the version of the UCX in use, as pkg-config says.
+func libVersion(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("pkg-config", "--modversion", "ucx").Output()
+	if err != nil {
+		t.Skipf("pkg-config --modversion ucx: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }

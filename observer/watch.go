@@ -334,6 +334,12 @@ func libucpVersion(path string) string {
 // at path exports, and fails with ErrNoFailurePath (naming the UCX
 // version) when it cannot show failures.
 func CheckFailurePath(path string) (found []string, version string, err error) {
+	return checkFailurePath(path, path)
+}
+
+// checkFailurePath is CheckFailurePath of the file at path, named shown in
+// errors (the path the process maps, not /proc/PID/root/...).
+func checkFailurePath(path, shown string) (found []string, version string, err error) {
 	f, err := elf.Open(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading %s: %w", path, err)
@@ -361,7 +367,7 @@ func CheckFailurePath(path string) (found []string, version string, err error) {
 			if v == "" {
 				v = "of unknown version"
 			}
-			return found, version, fmt.Errorf("%w: %s (UCX %s) does not export %s, the function through which libucp calls an endpoint's error handler", ErrNoFailurePath, path, v, s.name)
+			return found, version, fmt.Errorf("%w: %s (UCX %s) does not export %s, the function through which libucp calls an endpoint's error handler", ErrNoFailurePath, shown, v, s.name)
 		}
 	}
 	return found, version, nil
@@ -378,9 +384,10 @@ func (w *Watch) probe(pid int, path string) (*watchFile, error) {
 		return f, f.err
 	}
 	f := &watchFile{path: path}
-	found, version, err := CheckFailurePath(full)
+	found, version, err := checkFailurePath(full, path)
 	f.found, f.version = found, version
 	if err != nil {
+		err = fmt.Errorf("process %d: %w", pid, err)
 		if errors.Is(err, ErrNoFailurePath) {
 			f.err = err
 			w.files[key] = f // refused for good: the file does not change
