@@ -99,12 +99,11 @@ func TestWatchRealPeerDeath(t *testing.T) {
 
 	r := runPeer(t, nil, peerRun{scenario: "rma", stopFirst: true, death: deathKill,
 		args: []string{"--size", "1048576", "--close", "force"}})
-	var pid int
-	if i := strings.Index(r.out, "READY pid="); i < 0 {
-		t.Fatalf("no READY line:\n%s", r.out)
-	} else if _, err := fmt.Sscanf(r.out[i:], "READY pid=%d", &pid); err != nil {
-		t.Fatal(err)
-	}
+	pid := readyPID(t, r.out)
+	// An emulated kill through the injector (kill-ep), the peer alive.
+	emu := runPeer(t, h, peerRun{scenario: "idle", death: deathEmulated,
+		inject: []string{"--mode", "deferred", "--probability", "0"}})
+	emuPID := readyPID(t, emu.out)
 	failedOnCompletion := 0
 	for _, e := range r.events {
 		if e.Kind != "handler" && e.Via != "immediate" && e.Status < 0 && (e.Phase == "inflight" || e.Phase == "pending") {
@@ -113,12 +112,19 @@ func TestWatchRealPeerDeath(t *testing.T) {
 	}
 	time.Sleep(time.Second) // the watch reports a failure once settled (200 ms)
 	w.stop(t)
-	var mine []observer.Failure
+	var mine, emulated []observer.Failure
 	for _, f := range watchFailures(t, w.stdout.String()) {
-		if f.PID == pid {
+		switch f.PID {
+		case pid:
 			mine = append(mine, f)
+		case emuPID:
+			emulated = append(emulated, f)
 		}
 	}
+	if len(emulated) != 1 || !emulated[0].Injected || emulated[0].Code != emu.code || emulated[0].Endpoint != 0 || !emulated[0].Handler {
+		t.Fatalf("emulated kill of the client %d: %+v, want one injected failure with code %d on endpoint 0:\n%s", emuPID, emulated, emu.code, w.stderr.String())
+	}
+	t.Logf("emulated: %+v", emulated[0])
 	if len(mine) != 1 {
 		t.Fatalf("%d failures of the client %d, want 1:\n%s\n%s", len(mine), pid, w.stdout.String(), w.stderr.String())
 	}
@@ -306,4 +312,18 @@ func libVersion(t *testing.T) string {
 		t.Skipf("pkg-config --modversion ucx: %v", err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// readyPID returns the pid of a peerdeath client's READY line.
+func readyPID(t *testing.T, out string) int {
+	t.Helper()
+	var pid int
+	i := strings.Index(out, "READY pid=")
+	if i < 0 {
+		t.Fatalf("no READY line:\n%s", out)
+	}
+	if _, err := fmt.Sscanf(out[i:], "READY pid=%d", &pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }

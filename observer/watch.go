@@ -449,8 +449,16 @@ func (w *Watch) probeInjector(pid int, maps []mapping) {
 	if err != nil {
 		return
 	}
-	if l, err := ex.Uprobe("ucxf_epfail_request", w.objs.WatchFail, &link.UprobeOptions{Cookie: wkInject}); err == nil {
-		f.links = append(f.links, l)
+	l, err := ex.Uprobe("ucxf_epfail_request", w.objs.WatchFail, &link.UprobeOptions{Cookie: wkInject})
+	if err != nil {
+		if w.opts.Log != nil {
+			w.opts.Log("injected kills in %s will not be marked: %v", inj, err)
+		}
+		return
+	}
+	f.links = append(f.links, l)
+	if w.opts.Log != nil {
+		w.opts.Log("marking the kills that the injector %s requests", inj)
 	}
 }
 
@@ -633,10 +641,6 @@ func (w *Watch) flush(force bool) {
 			if !pf.failed {
 				continue // purges of a forced close: not a failure
 			}
-			if p.injected[ep] {
-				pf.f.Injected = true
-				delete(p.injected, ep)
-			}
 			out = append(out, pf.f)
 			w.stats.Failures++
 		}
@@ -746,6 +750,12 @@ func (w *Watch) handle(ev *watchWevent) {
 			p.pending[ev.Ep] = pf
 		}
 		pf.last = time.Now()
+		if p.injected[ev.Ep] {
+			// The injector asked for this failure (its kill goes
+			// through this same failure path of libucp).
+			pf.f.Injected = true
+			delete(p.injected, ev.Ep)
+		}
 		switch ev.Kind {
 		case wkSetFailed:
 			pf.failed = true
