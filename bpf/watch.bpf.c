@@ -4,14 +4,16 @@
 // Compiled by bpf2go (observer/watch.go) with -target amd64,arm64.
 //
 // Unlike observer.bpf.c, nothing here runs on a data-path call: the probes
-// sit only on libucp's failure path (ucp_ep_set_failed where exported,
-// ucp_ep_invoke_err_cb, ucp_ep_reqs_purge, ucp_ep_req_purge), which runs
-// only when an endpoint fails, on the rare endpoint lifetime calls
-// (ucp_ep_create, ucp_ep_close_nbx, ucp_ep_close_nb, ucp_ep_destroy) and on
-// the injector's kill request (ucxf_epfail_request), which marks a failure
-// as injected. A put, a get or a poll takes no trap. Every event goes to
-// user space, which keeps the processes it watches (--comm, --cgroup) and
-// drops the others: at this rate a filter in the kernel would save nothing.
+// sit only on libucp's failure path (ucp_ep_set_failed or
+// ucp_ep_set_lanes_failed, the functions that schedule them,
+// ucp_ep_invoke_err_cb, ucp_ep_reqs_purge, ucp_ep_req_purge,
+// ucp_ep_err_pending_purge), which runs only when an endpoint fails, and on
+// the rare endpoint lifetime calls (ucp_ep_create, ucp_ep_close_nbx,
+// ucp_ep_close_nb, ucp_ep_destroy). A put, a get or a poll takes no trap.
+// The caller of the scheduling function tells a kill of the ucxfault
+// injector from libucp's own. Every event goes to user space, which keeps
+// the processes it watches (--comm, --cgroup) and drops the others: at this
+// rate a filter in the kernel would save nothing.
 
 typedef unsigned char __u8;
 typedef unsigned short __u16;
@@ -46,6 +48,7 @@ enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 enum {
@@ -75,9 +78,13 @@ enum wkind {
 	WK_CLOSE_NBX = 6,  // ucp_ep_close_nbx(ep, param)
 	WK_CLOSE_NB = 7,   // ucp_ep_close_nb(ep, mode)
 	WK_DESTROY = 8,    // ucp_ep_destroy(ep)
-	WK_INJECT = 9,     // ucxf_epfail_request(r, ep, worker, code)
 	WK_PENDING_PURGE = 10, // ucp_ep_err_pending_purge(uct_req, (void *)status)
 	WK_SET_LANES_FAILED = 11, // ucp_ep_set_lanes_failed(ep, lanes, status) (1.21 on)
+	// ucp_ep_set_failed_schedule(ep, lane, status) (up to 1.20) and
+	// ucp_ep_set_lanes_failed_schedule(ep, lanes, status) (1.21 on): who
+	// scheduled the failure, libucp or the ucxfault injector's kill (arg:
+	// the caller's return address).
+	WK_SCHEDULE = 12,
 };
 
 // Offsets in ucp_ep_params_t (ucp/api/ucp.h, the same in every release:
@@ -119,12 +126,14 @@ struct {
 } wlost SEC(".maps");
 
 // creating holds a thread's ucp_ep_create in progress: its params and ep_p.
+// LRU: a thread that dies inside ucp_ep_create leaves an entry that ages
+// out instead of filling the map.
 struct create_args {
 	__u64 params;
 	__u64 ep_p;
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64); // pid_tgid
 	__type(value, struct create_args);
@@ -205,6 +214,19 @@ int watch_fail(struct pt_regs *ctx)
 	case WK_CLOSE_NB:
 		e->arg = PT_REGS_PARM2(ctx);
 		break;
+	case WK_SCHEDULE:
+		e->status = status_of(PT_REGS_PARM3(ctx));
+		{
+			__u64 caller = 0;
+#if defined(__TARGET_ARCH_x86)
+			// At the first instruction the return address is at *sp.
+			bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx));
+#else
+			caller = PT_REGS_RET(ctx); // the link register
+#endif
+			e->arg = caller;
+		}
+		break;
 	case WK_PENDING_PURGE:
 		// A request waiting in a transport's pending queue, failed by
 		// the lanes' purge: no endpoint argument (ep stays 0, user space
@@ -212,10 +234,6 @@ int watch_fail(struct pt_regs *ctx)
 		e->ep = 0;
 		e->arg = PT_REGS_PARM1(ctx);
 		e->status = status_of(PT_REGS_PARM2(ctx));
-		break;
-	case WK_INJECT:
-		e->ep = PT_REGS_PARM2(ctx);
-		e->status = (__s32)PT_REGS_PARM4(ctx);
 		break;
 	default:
 		break;

@@ -33,9 +33,9 @@ const (
 	wkCloseNBX   = 6
 	wkCloseNB    = 7
 	wkDestroy    = 8
-	wkInject     = 9
 	wkPendPurge  = 10
 	wkLanesFail  = 11
+	wkSchedule   = 12
 	peerSockaddr = 1
 	peerAddress  = 2
 )
@@ -58,6 +58,8 @@ var watchSymbols = []watchSymbol{
 	{"ucp_ep_invoke_err_cb", wkErrCB, true},
 	{"ucp_ep_set_failed", wkSetFailed, false},
 	{"ucp_ep_set_lanes_failed", wkLanesFail, false},
+	{"ucp_ep_set_failed_schedule", wkSchedule, false},
+	{"ucp_ep_set_lanes_failed_schedule", wkSchedule, false},
 	{"ucp_ep_reqs_purge", wkReqsPurge, false},
 	{"ucp_ep_req_purge", wkReqPurge, false},
 	{"ucp_ep_err_pending_purge", wkPendPurge, false},
@@ -220,6 +222,10 @@ type watchProc struct {
 	next     int
 	pending  map[uint64]*pendingFailure
 	injected map[uint64]bool // endpoints the injector was asked to kill
+	// injector is the code of the ucxfault injector in the process, as
+	// mapped when it was first watched (it is preloaded, so there from
+	// the start): a failure scheduled from it is an injected kill.
+	injector []ucxRange
 	// failing is, per thread, the endpoint of its last failure-path call:
 	// a pending request purged (ucp_ep_err_pending_purge names no
 	// endpoint) belongs to it.
@@ -433,35 +439,6 @@ func (w *Watch) probe(pid int, path string) (*watchFile, error) {
 	return f, nil
 }
 
-// probeInjector marks the kills the ucxfault injector requests.
-func (w *Watch) probeInjector(pid int, maps []mapping) {
-	inj, ok := injectorPath(maps)
-	if !ok {
-		return
-	}
-	key, full, err := fileOf(pid, inj)
-	if err != nil || w.files[key] != nil {
-		return
-	}
-	f := &watchFile{path: inj}
-	w.files[key] = f
-	ex, err := link.OpenExecutable(full)
-	if err != nil {
-		return
-	}
-	l, err := ex.Uprobe("ucxf_epfail_request", w.objs.WatchFail, &link.UprobeOptions{Cookie: wkInject})
-	if err != nil {
-		if w.opts.Log != nil {
-			w.opts.Log("injected kills in %s will not be marked: %v", inj, err)
-		}
-		return
-	}
-	f.links = append(f.links, l)
-	if w.opts.Log != nil {
-		w.opts.Log("marking the kills that the injector %s requests", inj)
-	}
-}
-
 // watch probes pid's libucp and starts keeping its events.
 func (w *Watch) watch(pid int, maps []mapping) error {
 	w.attachMu.Lock()
@@ -478,7 +455,6 @@ func (w *Watch) watch(pid int, maps []mapping) error {
 		}
 		last = f
 	}
-	w.probeInjector(pid, maps)
 	start, _ := proc.StartTime(pid)
 	info := readProcessInfo(pid)
 	p := &watchProc{
@@ -491,6 +467,7 @@ func (w *Watch) watch(pid int, maps []mapping) error {
 		pending:  map[uint64]*pendingFailure{},
 		injected: map[uint64]bool{},
 		failing:  map[uint32]uint64{},
+		injector: forwarderRanges(maps),
 	}
 	w.mu.Lock()
 	if old := w.procs[pid]; old != nil && old.key == p.key {
@@ -720,8 +697,16 @@ func (w *Watch) handle(ev *watchWevent) {
 			delete(p.eps, ev.Ep)
 		}
 		delete(p.injected, ev.Ep)
-	case wkInject:
-		p.injected[ev.Ep] = true
+	case wkSchedule:
+		// Scheduled from the ucxfault injector's code: its kill, which
+		// goes through this same failure path. Known from libucp's own
+		// probe and the injector's address range, read when the
+		// process was first watched.
+		for _, r := range p.injector {
+			if ev.Arg >= r.start && ev.Arg < r.end {
+				p.injected[ev.Ep] = true
+			}
+		}
 	case wkPendPurge:
 		ep, ok := p.failing[ev.Tid]
 		pf := p.pending[ep]
