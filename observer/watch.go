@@ -189,7 +189,7 @@ type Watch struct {
 	stopOnce sync.Once
 }
 
-// watchFile is one libucp (or injector) file and its probes.
+// watchFile is one libucp file and its probes.
 type watchFile struct {
 	path    string
 	version string
@@ -210,6 +210,7 @@ type pendingFailure struct {
 	seen   map[uint64]bool
 	last   time.Time
 	failed bool // set_failed or the handler seen
+	closed bool // the endpoint was closed meanwhile: forget it once reported
 }
 
 type watchProc struct {
@@ -610,6 +611,9 @@ func (w *Watch) flush(force bool) {
 				continue
 			}
 			delete(p.pending, ep)
+			if pf.closed {
+				delete(p.eps, ep)
+			}
 			for tid, e := range p.failing {
 				if e == ep {
 					delete(p.failing, tid)
@@ -693,7 +697,9 @@ func (w *Watch) handle(ev *watchWevent) {
 		// The endpoint's number is kept until the failure, if one is
 		// being gathered, is reported; a new endpoint at the same
 		// address gets a new number.
-		if p.pending[ev.Ep] == nil {
+		if pf := p.pending[ev.Ep]; pf != nil {
+			pf.closed = true
+		} else {
 			delete(p.eps, ev.Ep)
 		}
 		delete(p.injected, ev.Ep)
