@@ -84,7 +84,7 @@ var commandGroups = []struct {
 		"probability", "error-codes", "pattern", "seed", "strategy", "mode", "rule", "hook", "kill-ep"}},
 	{"look", "Look at running processes:", []string{"status", "stats"}},
 	{"record", "Record and replay calls:", []string{"record-toggle", "record-dump", "record-clear", "replay"}},
-	{"observe", "Watch processes that run without the injector:", []string{"observe"}},
+	{"observe", "Watch processes that run without the injector:", []string{"observe", "watch"}},
 }
 
 func groupCommands(root *cobra.Command) {
