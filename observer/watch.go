@@ -160,7 +160,8 @@ type Failure struct {
 // WatchStats are the watch's counters.
 type WatchStats struct {
 	// Processes counts the processes watched so far; Failures the
-	// failures reported; Events the kernel events received (all kinds).
+	// failures reported; Events the kernel events of watched processes
+	// (all kinds; those of processes filtered out are not counted).
 	Processes, Failures, Events uint64
 	// Lost counts the events the ring buffer had no room for.
 	Lost uint64
@@ -659,7 +660,6 @@ func (w *Watch) readLoop() {
 func (w *Watch) handle(ev *watchWevent) {
 	pid := int(ev.Pid)
 	w.mu.Lock()
-	w.stats.Events++
 	p := w.procs[pid]
 	w.mu.Unlock()
 	if p == nil {
@@ -676,6 +676,7 @@ func (w *Watch) handle(ev *watchWevent) {
 	at := monoToWall(ev.TsNs)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.stats.Events++
 	endpoint := func(ep uint64) *watchEP {
 		e := p.eps[ep]
 		if e == nil {
