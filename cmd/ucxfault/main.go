@@ -79,6 +79,7 @@ bad value). inject exits with its program's status.`,
 	root.AddCommand(newReplayCmd())
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newObserveCmd())
+	root.AddCommand(newWatchCmd())
 	root.AddCommand(newGenDocsCmd())
 	root.AddCommand(newRuleCmd())
 	root.AddCommand(newVersionCmd())
@@ -100,7 +101,7 @@ var commandGroups = []struct {
 		"probability", "error-codes", "pattern", "seed", "strategy", "mode", "rule", "hook", "kill-ep"}},
 	{"look", "Look at running processes:", []string{"status", "stats", "version"}},
 	{"record", "Record and replay calls:", []string{"record-toggle", "record-dump", "record-clear", "replay"}},
-	{"observe", "Watch processes that run without the injector:", []string{"observe"}},
+	{"observe", "Watch processes that run without the injector:", []string{"observe", "watch"}},
 }
 
 func groupCommands(root *cobra.Command) {

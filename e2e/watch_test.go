@@ -1,0 +1,330 @@
+package e2e
+
+// `ucxfault watch`: the always-on failure watch, on real programs and real
+// probes. It must report a real peer death as the program saw it, and take
+// no trap on the data path.
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ucxfault/ucxfault/internal/testutil"
+	"github.com/ucxfault/ucxfault/observer"
+	"github.com/ucxfault/ucxfault/recording"
+)
+
+// startWatch starts `ucxfault watch ARGS` and returns once it has attached
+// (its banner).
+func (h *harness) startWatch(t *testing.T, args ...string) *nodeObserver {
+	t.Helper()
+	banner := make(chan struct{})
+	r := &nodeObserver{
+		cmd:    exec.Command(h.cli, append([]string{"watch"}, args...)...),
+		stdout: &bannerWriter{banner: "\x00", seen: func() {}},
+		stderr: &bannerWriter{banner: "for endpoint failures", seen: func() { close(banner) }},
+		done:   make(chan error, 1),
+	}
+	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() { r.cmd.Process.Kill() })
+	select {
+	case <-banner:
+	case err := <-r.done:
+		t.Fatalf("watch ended before attaching: %v\n%s", err, r.stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("watch did not attach in 60 s\n%s", r.stderr.String())
+	}
+	return r
+}
+
+// failures parses the watch's -o jsonl output.
+func watchFailures(t *testing.T, out string) []observer.Failure {
+	t.Helper()
+	var fs []observer.Failure
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var f observer.Failure
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
+			t.Fatalf("watch line %q: %v", sc.Text(), err)
+		}
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+var watchEventsRE = regexp.MustCompile(`stopped: (\d+) processes watched, (\d+) failures, (\d+) events, (\d+) lost`)
+
+// TestWatchRealPeerDeath: a real TCP peer death (SIGKILL, requests in
+// flight) in a program that starts after the watch is reported once, with
+// the code its handler got, its endpoint and peer, and as many purged
+// requests as the program saw fail on completion. The watch runs with
+// --all --comm, so the program is found by the probes on its first
+// endpoint call (its libucp file is probed already, for a first process
+// found by the scan of /proc).
+func TestWatchRealPeerDeath(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	prog := buildPeerdeath(t)
+	dir := t.TempDir()
+	w := h.startWatch(t, "--all", "--comm", "peerdeath", "-o", "jsonl", "--incidents", dir)
+
+	// A first process, found by the scan: its libucp file is probed from
+	// then on.
+	first := exec.Command(prog, "server", "--hello", filepath.Join(dir, "first"))
+	first.Env = peerEnv(nil)
+	fp := testutil.StartCmd(t, first)
+	t.Cleanup(func() { fp.Cmd.Process.Kill() })
+	want := fmt.Sprintf("watching process %d ", fp.PID)
+	waitFor(t, 20*time.Second, "the watch to find the first process", func() bool { return strings.Contains(w.stderr.String(), want) })
+
+	r := runPeer(t, nil, peerRun{scenario: "rma", stopFirst: true, death: deathKill,
+		args: []string{"--size", "1048576", "--close", "force"}})
+	pid := readyPID(t, r.out)
+	// An emulated kill through the injector (kill-ep), the peer alive.
+	emu := runPeer(t, h, peerRun{scenario: "idle", death: deathEmulated,
+		inject: []string{"--mode", "deferred", "--probability", "0"}})
+	emuPID := readyPID(t, emu.out)
+	failedOnCompletion := 0
+	for _, e := range r.events {
+		if e.Kind != "handler" && e.Via != "immediate" && e.Status < 0 && (e.Phase == "inflight" || e.Phase == "pending") {
+			failedOnCompletion++
+		}
+	}
+	time.Sleep(time.Second) // the watch reports a failure once settled (200 ms)
+	w.stop(t)
+	var mine, emulated []observer.Failure
+	for _, f := range watchFailures(t, w.stdout.String()) {
+		switch f.PID {
+		case pid:
+			mine = append(mine, f)
+		case emuPID:
+			emulated = append(emulated, f)
+		}
+	}
+	if len(emulated) != 1 || !emulated[0].Injected || emulated[0].Code != emu.code || emulated[0].Endpoint != 0 || !emulated[0].Handler {
+		t.Fatalf("emulated kill of the client %d: %+v, want one injected failure with code %d on endpoint 0:\n%s", emuPID, emulated, emu.code, w.stderr.String())
+	}
+	t.Logf("emulated: %+v", emulated[0])
+	if len(mine) != 1 {
+		t.Fatalf("%d failures of the client %d, want 1:\n%s\n%s", len(mine), pid, w.stdout.String(), w.stderr.String())
+	}
+	f := mine[0]
+	t.Logf("failure: %+v", f)
+	if f.Code != r.code || !f.Handler || f.Endpoint != 0 || f.Injected || f.CreatedBefore {
+		t.Fatalf("failure %+v, want code %d through the handler on endpoint 0, real, created after the watch", f, r.code)
+	}
+	if !strings.HasPrefix(f.Peer, "w:") || f.AgeNS <= 0 {
+		t.Fatalf("failure %+v: want a w: peer and an age", f)
+	}
+	if failedOnCompletion == 0 || len(f.Purged) != failedOnCompletion {
+		t.Fatalf("%d purged requests reported, the program saw %d fail on completion:\n%s", len(f.Purged), failedOnCompletion, r.out)
+	}
+	for _, p := range f.Purged {
+		if p.Code != r.code {
+			t.Fatalf("purged request %+v, want code %d", p, r.code)
+		}
+	}
+	// The incident: one recording of endpoint events.
+	names, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("ucxfault-incident-*-%d-ep0-*.json", pid)))
+	if len(names) != 1 {
+		t.Fatalf("incidents %v, want one", names)
+	}
+	rec, err := recording.ReadFile(names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fails := rec.Processes[0].Failures()
+	if len(fails) != 1 || fails[0].Code != r.code || fails[0].Endpoint != 0 || fails[0].TimeNS != uint64(f.AgeNS) {
+		t.Fatalf("incident failures %+v, want one of code %d on endpoint 0 at %d ns", fails, r.code, f.AgeNS)
+	}
+}
+
+// TestWatchLeavesTheDataPathAlone: a program doing thousands of puts under
+// `watch --all` adds no event beyond its endpoint's creation and close, and
+// every probe the watch holds (as the kernel lists them, bpftool perf) is
+// on a failure-path or lifetime function, none on a data-path one.
+func TestWatchLeavesTheDataPathAlone(t *testing.T) {
+	testutil.RequireBPF(t)
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		t.Skip("bpftool is needed to list the watch's probes")
+	}
+	h := newHarness(t)
+	name, bin := uniqueComm(t, h.rma)
+	w := h.startWatch(t, "--all", "--comm", name)
+	ex := testutil.StartExample(t, bin, "--ops", "3000", "--seq", "putnbi,put", "--quiet", "--wait-before-start-ms", "60000")
+	want := fmt.Sprintf("watching process %d ", ex.PID)
+	waitFor(t, 20*time.Second, "the watch to find the program", func() bool { return strings.Contains(w.stderr.String(), want) })
+
+	// The probes, by file offset, mapped back to their functions.
+	out, err := exec.Command("bpftool", "perf", "list", "-j").Output()
+	if err != nil {
+		t.Fatalf("bpftool perf list: %v", err)
+	}
+	var links []struct {
+		PID      int    `json:"pid"`
+		Type     string `json:"fd_type"`
+		Filename string `json:"filename"`
+		Offset   uint64 `json:"offset"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil {
+		t.Fatal(err)
+	}
+	allowed := observer.WatchSymbolNames()
+	probed := map[string]int{}
+	for _, l := range links {
+		if l.PID != w.cmd.Process.Pid {
+			continue
+		}
+		fn := symbolAt(t, l.Filename, l.Offset)
+		probed[fn]++
+		if !slices.Contains(allowed, fn) {
+			t.Fatalf("the watch probes %s (%s in %s), not a failure-path or lifetime function", fn, l.Type, l.Filename)
+		}
+	}
+	if probed["ucp_ep_invoke_err_cb"] == 0 || probed["ucp_ep_create"] != 2 {
+		t.Fatalf("probes %v: want ucp_ep_invoke_err_cb, and ucp_ep_create at entry and return", probed)
+	}
+	t.Logf("probes of the watch: %v", probed)
+
+	ex.Cmd.Process.Signal(syscall.SIGUSR1) // ends --wait-before-start-ms early
+	res := ex.Wait(t, 60*time.Second)
+	if !strings.Contains(res, "DONE") {
+		t.Fatalf("the program did not finish:\n%s", res)
+	}
+	w.stop(t)
+	m := watchEventsRE.FindStringSubmatch(w.stderr.String())
+	if m == nil {
+		t.Fatalf("no stopped line:\n%s", w.stderr.String())
+	}
+	events, _ := strconv.Atoi(m[3])
+	// 6000 puts; the endpoint's create and its close (ucp_ep_close_nbx,
+	// and what it calls of ucp_ep_close_nb and ucp_ep_destroy) are the
+	// only events.
+	if events > 4 || events == 0 {
+		t.Fatalf("%d events for a program of 6000 puts, want its create and close only:\n%s", events, w.stderr.String())
+	}
+	t.Logf("6000 puts: %d watch events", events)
+}
+
+// symbolAt names the function at file offset off of the ELF file path.
+func symbolAt(t *testing.T, path string, off uint64) string {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 {
+			continue
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_LOAD && s.Value >= p.Vaddr && s.Value < p.Vaddr+p.Memsz && s.Value-p.Vaddr+p.Off == off {
+				return s.Name
+			}
+		}
+	}
+	return fmt.Sprintf("offset %#x", off)
+}
+
+// strippedLibucp copies the libucp in use with ucp_ep_invoke_err_cb renamed
+// in its dynamic string table: a libucp that does not export it.
+func strippedLibucp(t *testing.T) string {
+	t.Helper()
+	u := testutil.UCX(t)
+	real, err := filepath.EvalSymlinks(filepath.Join(u.LibDir, "libucp.so.0"))
+	if err != nil {
+		t.Fatalf("libucp.so.0 not found: %v", err)
+	}
+	data, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched := bytes.ReplaceAll(data, []byte("\x00ucp_ep_invoke_err_cb\x00"), []byte("\x00ucp_ep_invoke_err_cX\x00"))
+	if bytes.Equal(patched, data) {
+		t.Fatal("ucp_ep_invoke_err_cb not found in libucp")
+	}
+	path := filepath.Join(t.TempDir(), "libucp.so.0")
+	if err := os.WriteFile(path, patched, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestWatchRefusesALibucpWithoutItsFailurePath: a process whose libucp does
+// not export ucp_ep_invoke_err_cb gets a clear refusal naming the UCX
+// version (exit 2), not a watch that shows nothing.
+func TestWatchRefusesALibucpWithoutItsFailurePath(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	lib := strippedLibucp(t)
+	sleeper := exec.Command("sleep", "60")
+	sleeper.Env = append(os.Environ(), "LD_PRELOAD="+lib)
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	waitFor(t, 10*time.Second, "the process to map the copy", func() bool {
+		m, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", sleeper.Process.Pid))
+		return strings.Contains(string(m), lib)
+	})
+	out, err := exec.Command(h.cli, "watch", strconv.Itoa(sleeper.Process.Pid), "--duration", "1s").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("watch of a libucp without its failure path: %v, want exit 2\n%s", err, out)
+	}
+	for _, want := range []string{"ucp_ep_invoke_err_cb", lib, "UCX " + libVersion(t)} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("refusal %q does not name %q", out, want)
+		}
+	}
+	t.Logf("refusal: %s", strings.TrimSpace(string(out)))
+}
+
+// libVersion is the version of the UCX in use, as pkg-config says.
+func libVersion(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("pkg-config", "--modversion", "ucx").Output()
+	if err != nil {
+		t.Skipf("pkg-config --modversion ucx: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// readyPID returns the pid of a peerdeath client's READY line.
+func readyPID(t *testing.T, out string) int {
+	t.Helper()
+	var pid int
+	i := strings.Index(out, "READY pid=")
+	if i < 0 {
+		t.Fatalf("no READY line:\n%s", out)
+	}
+	if _, err := fmt.Sscanf(out[i:], "READY pid=%d", &pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
