@@ -101,6 +101,13 @@ type Hook struct {
 	// one, whether or not injection is on (they keep the state kill-ep and
 	// deferred failures need).
 	Before, After string
+	// Rewrite names a C function of the injector that the wrapper calls
+	// first, on every call, as `RewriteArg = Rewrite(RewriteArg)`: the
+	// argument libucp is given in place of the application's (ucp_ep_create's
+	// parameters, with the error handler routed through the injector so
+	// that its calls are recorded). It returns its argument when it has
+	// nothing to change.
+	Rewrite, RewriteArg string
 	// OptIn rows are off until named (in --hooks, UCX_FAULT_HOOKS or
 	// `hook enable`): failing set-up calls (ucp_ep_create, ucp_mem_map)
 	// stops most programs before they do anything worth testing, and
@@ -235,6 +242,7 @@ var Table = []Hook{
 		Name: "ucp_ep_create", Return: Status,
 		Params: []Param{{"ucp_worker_h", "worker"}, {"const ucp_ep_params_t *", "params"}, {"ucp_ep_h *", "ep_p"}},
 		Before: "ucxf_peer_before_create", After: "ucxf_after_ep_create",
+		Rewrite: "ucxf_ep_params_rewrite", RewriteArg: "params",
 		OptIn: true, Faultable: true, Summary: "create an endpoint",
 	},
 	{

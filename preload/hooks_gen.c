@@ -1091,6 +1091,8 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
 
+    params = ucxf_ep_params_rewrite(params);
+
     ucxf_peer_before_create(worker, params, ep_p);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {
         ucs_status_t ret = real(worker, params, ep_p);

@@ -48,6 +48,12 @@ type Raw struct {
 	Event string
 	Code  int
 	Peer  string
+	// Cause and InflightCode: EndpointEvent's, for an injected event.
+	Cause        string
+	InflightCode int
+	// Attached: EndpointEvent's (the observer's endpoints open before it
+	// attached).
+	Attached bool
 }
 
 // end is when the call returned.
@@ -150,7 +156,8 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 		if r.Event != "" {
 			if ep >= 0 {
 				f.st.Events = append(f.st.Events, EndpointEvent{Seq: uint64(len(f.calls)), Endpoint: ep,
-					Event: r.Event, Code: r.Code, Peer: r.Peer, Injected: r.Injected, TimeNS: rel})
+					Event: r.Event, Code: r.Code, Peer: r.Peer, Injected: r.Injected, Cause: r.Cause,
+					InflightCode: r.InflightCode, Attached: r.Attached, TimeNS: rel})
 			}
 			if r.Event == EventClose {
 				// A later endpoint at the same address is a new one.

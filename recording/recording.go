@@ -44,6 +44,18 @@ const (
 	EventHandler = "handler"
 )
 
+// Causes of an endpoint event the injector made (EndpointEvent.Cause).
+const (
+	// CauseCommand: the live kill-ep command.
+	CauseCommand = "kill-ep"
+	// CauseRule: a rule's kill-ep action.
+	CauseRule = "rule"
+	// CauseReplay: a replayed endpoint failure.
+	CauseReplay = "replay"
+	// CauseKill: a handler call for a kill (whichever made it).
+	CauseKill = "kill"
+)
+
 // Sources of a recording.
 const (
 	SourceInjector = "injector"
@@ -108,6 +120,18 @@ type EndpointEvent struct {
 	// Injected is true for a failure ucxfault made (a kill-ep), and for the
 	// handler call it delivered.
 	Injected bool `json:"injected,omitempty"`
+	// Cause says what made an injected event (CauseCommand, CauseRule,
+	// CauseReplay; CauseKill for the handler call of any kill); empty for
+	// the others.
+	Cause string `json:"cause,omitempty"`
+	// InflightCode, on a failure, is what operations in flight on the
+	// endpoint completed with when it differs from Code (0: Code);
+	// replay's kill uses it too.
+	InflightCode int `json:"inflight_code,omitempty"`
+	// Attached, on an observer's event, says the endpoint was already
+	// open when the observer attached: its number is its order of first
+	// use after attach, not of creation.
+	Attached bool `json:"attached,omitempty"`
 	// TimeNS is when it happened, in nanoseconds since the recording began.
 	TimeNS uint64 `json:"t_ns"`
 }
@@ -304,6 +328,9 @@ func (f *File) Validate() error {
 			case EventFailure, EventHandler:
 				if e.Code >= 0 || e.Code < ucs.LastError {
 					return bad("process %d endpoint event %d: %s code %d is not a UCX error code", pi, ei, e.Event, e.Code)
+				}
+				if e.InflightCode != 0 && (e.Event != EventFailure || e.InflightCode > 0 || e.InflightCode < ucs.LastError) {
+					return bad("process %d endpoint event %d: inflight_code %d (a failure's UCX error code, -1 to -100)", pi, ei, e.InflightCode)
 				}
 			default:
 				return bad("process %d endpoint event %d: event %q (want create, close, failure or handler)", pi, ei, e.Event)
