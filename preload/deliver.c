@@ -484,6 +484,11 @@ void ucxf_before_request_cancel(ucp_worker_h worker, void *request)
  * it is (the handler's calls then go unrecorded). The copy is per thread,
  * not on the wrapper's stack, so that the wrapper's jumps stay tail calls.
  */
+/* The endpoint whose close an older close call of this thread
+ * (ucp_ep_close_nb, ucp_disconnect_nb, ucp_ep_destroy) has logged: the
+ * ucp_ep_close_nbx libucp calls underneath does not log it again. */
+static __thread void *ucxf_close_logged __attribute__((tls_model("initial-exec")));
+
 static __thread ucp_ep_params_t ucxf_ep_params_copy __attribute__((tls_model("initial-exec")));
 static __thread ucp_err_handler_cb_t ucxf_ep_params_cb __attribute__((tls_model("initial-exec")));
 
@@ -568,6 +573,9 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
     if (params->field_mask & UCP_EP_PARAM_FIELD_USER_DATA) {
         arg = params->user_data;
     }
+    if (ucxf_close_logged == *ep_p) {
+        ucxf_close_logged = NULL; /* a new endpoint at a closed one's address */
+    }
     /* The peer is worked out here, once (peer.c), and stays the
      * endpoint's for its life. */
     ucxf_ep_set_info(*ep_p, worker, cb, arg, ucxf_peer_of_params(params));
@@ -591,12 +599,37 @@ UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-e
  * handler of a kill not yet delivered runs first, from the progress UCX
  * would make while closing.
  */
-void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
+/* Logs ep's close, once per close (the older calls nest). */
+static void ucxf_log_close(void *ep)
 {
-    ucxf_forced_close = NULL;
+    if (ucxf_close_logged == ep) {
+        return;
+    }
+    ucxf_close_logged = ep;
     if (__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->recording) {
         ucxf_record_ep_event(ucxf_ep_ordinal(ep), UCXF_EPEV_CLOSE, 0, UCXF_EPCAUSE_NONE, 0, 0);
     }
+}
+
+/* The older close calls: the close is logged before the application's
+ * call, as for ucp_ep_close_nbx; libucp's ucp_ep_close_nbx underneath does
+ * the rest (ucxf_before_ep_close). */
+void ucxf_before_ep_close_nb(ucp_ep_h ep, unsigned mode)
+{
+    (void)mode;
+    ucxf_log_close(ep);
+}
+
+void ucxf_before_ep_disconnect(ucp_ep_h ep)
+{
+    ucxf_log_close(ep);
+}
+
+void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    ucxf_forced_close = NULL;
+    ucxf_log_close(ep);
+    ucxf_close_logged = NULL; /* the last of the nested calls */
     if (UCXF_UNLIKELY(__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0)) {
         /* Held completions on the endpoint end with what the close does
          * to requests in flight: a forced close (ucp_ep_close_nbx,

@@ -293,6 +293,8 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
 void ucxf_peer_before_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p); /* peer.c */
 const ucp_ep_params_t *ucxf_ep_params_rewrite(const ucp_ep_params_t *params);
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param);
+void ucxf_before_ep_close_nb(ucp_ep_h ep, unsigned mode);
+void ucxf_before_ep_disconnect(ucp_ep_h ep);
 /* The endpoint of this thread's ucp_ep_close_nbx in progress when it is a
  * forced close of a killed endpoint (ucxf_before_ep_close), else NULL. */
 extern UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-exec")));

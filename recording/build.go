@@ -51,9 +51,6 @@ type Raw struct {
 	// Cause and InflightCode: EndpointEvent's, for an injected event.
 	Cause        string
 	InflightCode int
-	// Attached: EndpointEvent's (the observer's endpoints open before it
-	// attached).
-	Attached bool
 }
 
 // end is when the call returned.
@@ -72,6 +69,10 @@ type BuildStats struct {
 	// Events are the endpoint events among the Raws, in time order, each
 	// placed before the next call and numbered as the calls' endpoints.
 	Events []EndpointEvent
+	// FirstUse lists, in order, the endpoints whose first Raw was not
+	// their create event: open before the recording began, numbered in
+	// order of first use.
+	FirstUse []int
 }
 
 // recentCalls bounds how far back a delivery looks, among its thread's
@@ -141,12 +142,20 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 		}
 		ep := -1
 		if r.EndpointKey != 0 {
+			if r.Event == EventCreate {
+				// A new endpoint, even at a closed one's address (calls
+				// on the old one up to its close keep the old number).
+				delete(eps, r.EndpointKey)
+			}
 			var ok bool
 			if ep, ok = eps[r.EndpointKey]; !ok {
 				// Numbers are never reused, even after a close.
 				ep = nextEP
 				nextEP++
 				eps[r.EndpointKey] = ep
+				if r.Event != EventCreate {
+					f.st.FirstUse = append(f.st.FirstUse, ep)
+				}
 			}
 		}
 		var rel uint64
@@ -157,11 +166,7 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 			if ep >= 0 {
 				f.st.Events = append(f.st.Events, EndpointEvent{Seq: uint64(len(f.calls)), Endpoint: ep,
 					Event: r.Event, Code: r.Code, Peer: r.Peer, Injected: r.Injected, Cause: r.Cause,
-					InflightCode: r.InflightCode, Attached: r.Attached, TimeNS: rel})
-			}
-			if r.Event == EventClose {
-				// A later endpoint at the same address is a new one.
-				delete(eps, r.EndpointKey)
+					InflightCode: r.InflightCode, TimeNS: rel})
 			}
 			continue
 		}

@@ -98,6 +98,11 @@ type Process struct {
 	// EndpointEvents are the endpoint lifetimes and failures, in order
 	// (version 2; absent in version 1 files).
 	EndpointEvents []EndpointEvent `json:"endpoint_events,omitempty"`
+	// AttachedEndpoints lists the endpoints that were open when the
+	// observer attached (its create was not seen): they are numbered in
+	// order of first use after the attach, before or among the endpoints
+	// numbered by creation (version 2, observer only; absent when none).
+	AttachedEndpoints []int `json:"attached_endpoints,omitempty"`
 	// Calls stays the last field: encode streams it.
 	Calls []Call `json:"calls"`
 }
@@ -128,10 +133,7 @@ type EndpointEvent struct {
 	// endpoint completed with when it differs from Code (0: Code);
 	// replay's kill uses it too.
 	InflightCode int `json:"inflight_code,omitempty"`
-	// Attached, on an observer's event, says the endpoint was already
-	// open when the observer attached: its number is its order of first
-	// use after attach, not of creation.
-	Attached bool `json:"attached,omitempty"`
+
 	// TimeNS is when it happened, in nanoseconds since the recording began.
 	TimeNS uint64 `json:"t_ns"`
 }
@@ -310,6 +312,14 @@ func (f *File) Validate() error {
 		}
 		if len(p.EndpointEvents) > 0 && f.Version < 2 {
 			return bad("process %d: endpoint_events need version 2 (the file says %d)", pi, f.Version)
+		}
+		if len(p.AttachedEndpoints) > 0 && f.Version < 2 {
+			return bad("process %d: attached_endpoints need version 2 (the file says %d)", pi, f.Version)
+		}
+		for _, ep := range p.AttachedEndpoints {
+			if ep < 0 {
+				return bad("process %d: negative attached endpoint %d", pi, ep)
+			}
 		}
 		var lastEv uint64
 		for ei, e := range p.EndpointEvents {
