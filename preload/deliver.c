@@ -555,7 +555,7 @@ const ucp_ep_params_t *ucxf_ep_params_rewrite(const ucp_ep_params_t *params)
 
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
-    ucp_err_handler_cb_t cb = NULL;
+    ucp_err_handler_cb_t cb = NULL, call = NULL;
     void *arg               = NULL;
 
     /* The handler's argument is what UCX gives it: ucp_ep_adjust_params
@@ -564,8 +564,8 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
      * ("user_data overrides err_handler.arg", ucp_def.h), and
      * ucp_ep_invoke_err_cb passes that one pointer. */
     if (params->field_mask & UCP_EP_PARAM_FIELD_ERR_HANDLER) {
-        cb  = params->err_handler.cb;
-        arg = params->err_handler.arg;
+        cb = call = params->err_handler.cb;
+        arg       = params->err_handler.arg;
         if (cb == ucxf_err_trampoline) {
             cb = ucxf_ep_params_cb; /* the application's (ucxf_ep_params_rewrite) */
         }
@@ -578,7 +578,7 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
     }
     /* The peer is worked out here, once (peer.c), and stays the
      * endpoint's for its life. */
-    ucxf_ep_set_info(*ep_p, worker, cb, arg, ucxf_peer_of_params(params));
+    ucxf_ep_set_info(*ep_p, worker, cb, call, arg, ucxf_peer_of_params(params));
     if (params->field_mask & UCP_EP_PARAM_FIELD_REMOTE_ADDRESS) {
         ucxf_ep_set_remote(*ep_p, params->address);
     }

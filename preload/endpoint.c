@@ -17,13 +17,15 @@
 #include "endpoint.h"
 #include "defer.h"
 #include "epfail.h"
-#include "record.h"
 
 static void *ucxf_ep_keys[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_vals[UCXF_EP_SLOTS]; /* ordinal + 1, 0 while being inserted */
 /* Written once by ucxf_after_ep_create, before the endpoint is used. */
 static void *ucxf_ep_workers[UCXF_EP_SLOTS];
 static ucp_err_handler_cb_t ucxf_ep_err_cb[UCXF_EP_SLOTS];
+/* What libucp was given as the handler (the injector's trampoline, which
+ * logs the call, or the application's): the emulation calls it too. */
+static ucp_err_handler_cb_t ucxf_ep_err_call[UCXF_EP_SLOTS];
 static void *ucxf_ep_err_arg[UCXF_EP_SLOTS];
 /* kill-ep: the code, and 1 until the error handler has been called. */
 static int8_t ucxf_ep_kill[UCXF_EP_SLOTS];
@@ -154,8 +156,11 @@ static void ucxf_ep_row_of(int s, const struct ucxf_ep_counts *sums, struct ucxf
  * the memory of a closed endpoint): the new endpoint gets the next number
  * and none of the old one's state. The application has not seen the new
  * handle yet, so no other thread looks it up meanwhile. peer is its peer's
- * index in the peer table (peer.h), -1 for none. */
-void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg, int32_t peer)
+ * index in the peer table (peer.h), -1 for none. cb is the application's error handler, call the
+ * one libucp was given (the injector's trampoline, or cb), which the
+ * emulation calls. */
+void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, ucp_err_handler_cb_t call, void *arg,
+                      int32_t peer)
 {
     int inserted = 0;
     int s        = ucxf_ep_slot_ins(ep, 1, &inserted);
@@ -199,6 +204,7 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
     __atomic_store_n(&ucxf_ep_peer[s], peer + 1, __ATOMIC_RELEASE);
     ucxf_ep_workers[s] = worker;
     ucxf_ep_err_arg[s] = arg;
+    __atomic_store_n(&ucxf_ep_err_call[s], call != NULL ? call : cb, __ATOMIC_RELAXED);
     __atomic_store_n(&ucxf_ep_err_cb[s], cb, __ATOMIC_RELEASE);
 }
 
@@ -502,13 +508,14 @@ void ucxf_ep_deliver_kills(void *worker)
             ucxf_epfail_release(&ucxf_ep_fail[s]);
             continue;
         }
-        cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
+        cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE) != NULL
+                 ? __atomic_load_n(&ucxf_ep_err_call[s], __ATOMIC_RELAXED)
+                 : NULL;
         /* Emulated. As in UCX, the outstanding requests fail before the
          * handler runs. */
         ucxf_defer_kill(ep, ucxf_ep_inflight_code(s));
         if (cb != NULL) {
-            ucxf_record_ep_event(__atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) - 1, UCXF_EPEV_HANDLER,
-                                 ucxf_ep_kill[s], UCXF_EPCAUSE_KILL, 0, 0);
+            /* What libucp would call: the trampoline logs the call. */
             cb(ucxf_ep_err_arg[s], (ucp_ep_h)ep, (ucs_status_t)ucxf_ep_kill[s]);
         }
     }
