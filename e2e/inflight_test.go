@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ucxfault/ucxfault/internal/testutil"
+	"github.com/ucxfault/ucxfault/recording"
 )
 
 // canceled is UCS_ERR_CANCELED, what UCX on InfiniBand purges the
@@ -102,5 +105,53 @@ func TestInflightCodeRule(t *testing.T) {
 	if killed != 1 || inflight == 0 || handlers != 1 || r.handlers != 1 {
 		t.Errorf("killed get seen %d times, %d operations failed in flight, %d handler calls (program counted %d); want 1, some, 1:\n%s",
 			killed, inflight, handlers, r.handlers, r.out)
+	}
+}
+
+// TestEmulatedKillInflightAndHandler: with libucp's failure path switched
+// off (UCXFAULT_NATIVE_KILL=0, the path of UCX 1.10 and 1.11), the
+// injector's own emulation honours the in-flight code too (what failed in
+// flight failed with it; the handler and later calls get the kill's code),
+// and its handler call, made by the injector, is recorded once.
+func TestEmulatedKillInflightAndHandler(t *testing.T) {
+	t.Setenv("UCXFAULT_NATIVE_KILL", "0")
+	h := newHarness(t)
+	path := filepath.Join(t.TempDir(), "rec.json")
+	args := []string{"--count", "4", "--size", "1048576", "--close", "force", "--wait-ms", "3000"}
+	var status string
+	r := injectedPeerRunWith(t, h, "rma", []string{"--mode", "deferred", "--probability", "0", "--inflight-code", "-16"}, args,
+		func() { h.mustCtl(t, "record-toggle", "on") },
+		func() {
+			h.mustCtl(t, "kill-ep", "0")
+			status = h.mustCtl(t, "status")
+		}, path)
+	if r.handlers != 1 {
+		t.Fatalf("handler ran %d times, want once:\n%s", r.handlers, r.out)
+	}
+	for _, ev := range r.events {
+		switch {
+		case ev.Kind == "handler" && ev.Status != r.code,
+			ev.Phase == "inflight" && ev.Kind != "handler" && ev.Status < 0 && ev.Status != canceled,
+			ev.Phase == "after" && ev.Status < 0 && ev.Status != r.code:
+			t.Errorf("%s: want the handler and later calls with %d, what failed in flight with %d", ev.Canonical(), r.code, canceled)
+		}
+	}
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handlers []recording.EndpointEvent
+	for _, e := range f.Processes[0].EndpointEvents {
+		if e.Event == recording.EventHandler {
+			handlers = append(handlers, e)
+		}
+	}
+	if len(handlers) != 1 || handlers[0].Code != r.code || handlers[0].Cause != recording.CauseKill {
+		t.Errorf("handler events %+v, want one with %d (cause kill)", handlers, r.code)
+	}
+	// status says when kills are emulated: this run took the emulation,
+	// not libucp's path.
+	if !strings.Contains(status, "emulated") {
+		t.Errorf("status does not say the kill is emulated:\n%s", status)
 	}
 }
