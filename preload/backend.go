@@ -468,7 +468,7 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 		if rec.flags&C.UCXF_REC_EP_EVENT != 0 {
 			if ev := epEventNames[uint64(rec.size)]; ev != "" && rec.ep >= 0 {
 				raws = append(raws, recording.Raw{TimeNS: uint64(rec.t_ns), ThreadKey: uint64(rec.thread) + 1,
-					EndpointKey: uint64(int64(rec.ep) + 1), Event: ev, Code: int(rec.status),
+					EndpointKey: uint64(int64(rec.ep) + 1), KeyIsNumber: true, Event: ev, Code: int(rec.status),
 					Injected: rec.flags&C.UCXF_REC_INJECTED != 0, Cause: epCauses[uint64(rec.hook)],
 					InflightCode: inflightOf(int(rec.status), int(int8(uint8(rec.req))))})
 			}
@@ -477,7 +477,7 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 		raws = append(raws, recording.Raw{
 			TimeNS: uint64(rec.t_ns), DurationNS: uint64(rec.duration_ns),
 			ThreadKey: uint64(rec.thread) + 1, Hook: hooks.ID(rec.hook),
-			EndpointKey: uint64(int64(rec.ep) + 1), Size: uint64(rec.size),
+			EndpointKey: uint64(int64(rec.ep) + 1), KeyIsNumber: rec.ep >= 0, Size: uint64(rec.size),
 			Status: int(rec.status), Request: uint64(rec.req),
 			Injected:   rec.flags&C.UCXF_REC_INJECTED != 0,
 			Completion: rec.flags&C.UCXF_REC_COMPLETION != 0,

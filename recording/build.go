@@ -20,8 +20,13 @@ type Raw struct {
 	ThreadKey uint64
 	Hook      hooks.ID
 	// EndpointKey identifies the endpoint (a pointer or ordinal+1); 0 when
-	// the function takes none. Build assigns ordinals in order of first use.
+	// the function takes none. Build assigns ordinals in order of creation
+	// (create events) or first use, unless KeyIsNumber.
 	EndpointKey uint64
+	// KeyIsNumber: EndpointKey is the endpoint's number + 1, given by the
+	// source (the injector numbers endpoints by creation in the process,
+	// whether or not it was recording then).
+	KeyIsNumber bool
 	Size        uint64
 	// Status is what the call returned: 0, 1 (UCS_INPROGRESS: a request
 	// was returned, or a status query found it in flight) or a negative
@@ -141,7 +146,9 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 			continue
 		}
 		ep := -1
-		if r.EndpointKey != 0 {
+		if r.EndpointKey != 0 && r.KeyIsNumber {
+			ep = int(r.EndpointKey - 1)
+		} else if r.EndpointKey != 0 {
 			if r.Event == EventCreate {
 				// A new endpoint, even at a closed one's address (calls
 				// on the old one up to its close keep the old number).

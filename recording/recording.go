@@ -181,8 +181,10 @@ type Call struct {
 	Fn string `json:"fn"`
 	// Size is the transfer size in bytes; 0 when the function has none.
 	Size uint64 `json:"size"`
-	// Endpoint is the endpoint's ordinal in order of first use, from 0;
-	// -1 when the function takes no endpoint.
+	// Endpoint is the endpoint's number: its order of creation in the
+	// process, from 0 (for endpoints open before the observer attached,
+	// Process.AttachedEndpoints, its order of first use); -1 when the
+	// function takes no endpoint.
 	Endpoint int `json:"ep"`
 	// Status is the final status: 0 on success, the UCX code on failure.
 	Status int `json:"status"`
