@@ -138,3 +138,17 @@ func TestBuildCloseAndFirstUse(t *testing.T) {
 		t.Errorf("events %+v: want the close at 1 (before its call), the create at 2", st.Events)
 	}
 }
+
+// The injector's keys are the process's endpoint numbers: kept as they are,
+// gaps and all, and never listed as numbered by first use.
+func TestBuildKeepsGivenNumbers(t *testing.T) {
+	put := hook(t, "ucp_put_nbx")
+	calls, st := Build([]Raw{
+		{TimeNS: 10, ThreadKey: 1, Hook: put, EndpointKey: 3 + 1, KeyIsNumber: true},
+		{TimeNS: 20, ThreadKey: 1, EndpointKey: 5 + 1, KeyIsNumber: true, Event: EventCreate},
+		{TimeNS: 30, ThreadKey: 1, Hook: put, EndpointKey: 5 + 1, KeyIsNumber: true},
+	})
+	if len(calls) != 2 || calls[0].Endpoint != 3 || calls[1].Endpoint != 5 || st.Events[0].Endpoint != 5 || len(st.FirstUse) != 0 {
+		t.Errorf("calls %+v, events %+v, first use %v: want endpoints 3 and 5 as given", calls, st.Events, st.FirstUse)
+	}
+}
