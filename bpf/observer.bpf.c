@@ -105,7 +105,10 @@ struct hook_cfg {
 	__u8 req_arg;
 	__u8 ret_kind;
 	__u8 enabled;
-	__u8 pad[2];
+	// out_ep_arg: the position of a pointer through which the call hands
+	// back a new endpoint (ucp_ep_create's ep_p), read at return.
+	__u8 out_ep_arg;
+	__u8 pad;
 };
 
 // lib_ranges is the set of executable mappings whose callers are internal.
@@ -122,6 +125,7 @@ struct lib_ranges {
 enum frame_flags {
 	FRAME_INTERNAL = 1, // caller inside libucp/libucs/libuct
 	FRAME_PREARM = 2,   // entered before all probes were attached
+	FRAME_OUT_EP = 4,   // ep holds the address of the new endpoint's handle
 };
 
 // frame is one call in progress.
@@ -484,6 +488,11 @@ int ucxf_entry(struct pt_regs *ctx)
 	read_args(ctx, &x);
 	f->size = arg(&x, cfg->size_arg);
 	f->ep = arg(&x, cfg->ep_arg);
+	if (cfg->out_ep_arg) {
+		f->ep = arg(&x, cfg->out_ep_arg);
+		flags |= FRAME_OUT_EP;
+		f->flags = flags;
+	}
 	f->raddr = arg(&x, cfg->raddr_arg);
 	f->req = arg(&x, cfg->req_arg);
 	st->top = top + 1;
@@ -558,6 +567,14 @@ int ucxf_return(struct pt_regs *ctx)
 	e->caller = fr.caller;
 	e->size = fr.size;
 	e->ep = fr.ep;
+	if (fr.flags & FRAME_OUT_EP) {
+		// The new endpoint, once the call succeeded (ucs_status_t is a
+		// packed enum: its low byte); 0 otherwise.
+		__u64 h = 0;
+		if ((e->ret & 0xff) == 0 && fr.ep)
+			bpf_probe_read_user(&h, sizeof(h), (void *)fr.ep);
+		e->ep = h;
+	}
 	e->raddr = fr.raddr;
 	e->req = fr.req;
 	e->tid = tid;

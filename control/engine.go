@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -172,6 +173,7 @@ var handlers = map[string]handler{
 	CmdRules:       {planRules, answerStatus},
 	CmdMode:        {planMode, answerMessage},
 	CmdKillEP:      {planKillEP, answerMessage},
+	CmdInflight:    {planInflightCode, answerMessage},
 }
 
 // Handle applies one request. A request changes all it asks for, or
@@ -469,14 +471,41 @@ func planKillEP(e *Engine, req *Request) (plan, error) {
 	if err != nil {
 		return plan{}, err
 	}
+	var inflight ucs.Status
+	if req.InflightCode != nil {
+		if inflight, err = ParseInflightCode(strconv.Itoa(*req.InflightCode)); err != nil {
+			return plan{}, err
+		}
+	}
 	return e.change(func(next *Settings) (string, error) {
 		for _, k := range next.Kills {
 			if k.Endpoint == *req.Endpoint {
 				return "", fmt.Errorf("%w: endpoint %d is already dead (with %d)", ErrInvalid, k.Endpoint, k.Code)
 			}
 		}
-		next.Kills = append(next.Kills, Kill{Endpoint: *req.Endpoint, Code: codes[0]})
-		return fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, code, codes[0]), nil
+		next.Kills = append(next.Kills, Kill{Endpoint: *req.Endpoint, Code: codes[0], InflightCode: inflight})
+		msg := fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, code, codes[0])
+		if in := cmp.Or(inflight, next.InflightCode); in != 0 && in != codes[0] {
+			msg += fmt.Sprintf("; operations in flight complete with %d (%s)", in, in)
+		}
+		return msg, nil
+	})
+}
+
+func planInflightCode(e *Engine, req *Request) (plan, error) {
+	var code ucs.Status
+	if req.Code != nil && *req.Code != 0 {
+		var err error
+		if code, err = ParseInflightCode(strconv.Itoa(*req.Code)); err != nil {
+			return plan{}, err
+		}
+	}
+	return e.change(func(next *Settings) (string, error) {
+		next.InflightCode = code
+		if code == 0 {
+			return "operations in flight at a kill complete with the kill's code", nil
+		}
+		return fmt.Sprintf("operations in flight at a kill complete with %d (%s); the handler and later calls get the kill's code", code, code), nil
 	})
 }
 
@@ -601,6 +630,7 @@ func (e *Engine) status(detailed bool) Status {
 	st.Mode = e.s.Mode
 	st.Killed = append([]Kill(nil), e.s.Kills...)
 	st.Endpoints, st.ClosedOmitted = endpointsSince(st.Endpoints, e.epBase)
+	st.InflightCode = int(e.s.InflightCode)
 	for _, c := range e.s.Codes {
 		st.Codes = append(st.Codes, int(c))
 	}
@@ -814,7 +844,7 @@ func ScheduleFromProcess(p *recording.Process, key string, cycle bool, source st
 			if o.Kill != nil {
 				continue // one kill per call; the next call takes this one
 			}
-			o.Kill = &Kill{Endpoint: ev.Endpoint, Code: ucs.Status(ev.Code)}
+			o.Kill = &Kill{Endpoint: ev.Endpoint, Code: ucs.Status(ev.Code), InflightCode: ucs.Status(ev.InflightCode)}
 			placed = true
 			break
 		}

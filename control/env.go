@@ -20,7 +20,7 @@ import (
 // _IPC_BACKEND, _RECORD_CAPACITY, _STATS_LOG_INTERVAL) configure the
 // process, not the injection.
 var SettingsEnv = []string{EnvEnabled, EnvStrategy, EnvProbability, EnvPattern, EnvCodes,
-	EnvHooks, EnvSeed, EnvMode, EnvRecord, EnvRules}
+	EnvHooks, EnvSeed, EnvMode, EnvRecord, EnvRules, EnvInflightCode}
 
 // ErrNotInEnv is returned by EncodeEnv for settings the environment cannot
 // carry.
@@ -55,16 +55,20 @@ func EncodeEnv(s Settings, seeded bool) ([]string, error) {
 		rules[i] = s.Rules[i].String()
 	}
 	values := map[string]string{
-		EnvEnabled:     strconv.FormatBool(s.Enabled),
-		EnvStrategy:    s.Strategy,
-		EnvProbability: strconv.FormatFloat(s.Probability, 'f', -1, 64),
-		EnvPattern:     s.Pattern,
-		EnvCodes:       strings.Join(codes, ","),
-		EnvHooks:       hookList,
-		EnvSeed:        seed,
-		EnvMode:        s.Mode,
-		EnvRecord:      strconv.FormatBool(s.Recording),
-		EnvRules:       strings.Join(rules, "; "),
+		EnvEnabled:      strconv.FormatBool(s.Enabled),
+		EnvStrategy:     s.Strategy,
+		EnvProbability:  strconv.FormatFloat(s.Probability, 'f', -1, 64),
+		EnvPattern:      s.Pattern,
+		EnvCodes:        strings.Join(codes, ","),
+		EnvHooks:        hookList,
+		EnvSeed:         seed,
+		EnvMode:         s.Mode,
+		EnvRecord:       strconv.FormatBool(s.Recording),
+		EnvRules:        strings.Join(rules, "; "),
+		EnvInflightCode: "",
+	}
+	if s.InflightCode != 0 {
+		values[EnvInflightCode] = strconv.Itoa(int(s.InflightCode))
 	}
 	out := make([]string, len(SettingsEnv))
 	for i, name := range SettingsEnv {
@@ -161,6 +165,11 @@ func FromEnv(getenv Env) (s Settings, seeded bool, err error) {
 	if v := getenv(EnvMode); v != "" {
 		if s.Mode, err = ParseMode(v); err != nil {
 			return s, false, wrap(EnvMode, err)
+		}
+	}
+	if v := getenv(EnvInflightCode); v != "" {
+		if s.InflightCode, err = ParseInflightCode(v); err != nil {
+			return s, false, wrap(EnvInflightCode, err)
 		}
 	}
 	if v := getenv(EnvRecord); v != "" {

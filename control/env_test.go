@@ -61,6 +61,7 @@ func TestEnvRoundTrip(t *testing.T) {
 	full.Codes = []ucs.Status{-3, -80, -100}
 	full.Seed = 1<<63 + 12345 // above 2^53: a float64 would round it
 	full.Mode = ModeDeferred
+	full.InflightCode = -16
 	full = hooksOn(t, full, "ucp_put_nbx,ucp_get_nbx")
 	full = withRules(t, full, "hooks=ucp_ep_create delay=1ms..5ms after=2s for=3s; hooks=ucp_put_nbx min-size=64K max-size=1M endpoint=1 calls=100..200+10 max-faults=3 codes=-25 pattern=OX; prob=2.5 from-start after=1s")
 

@@ -42,11 +42,14 @@ const (
 	CmdRules       = "rules"
 	CmdMode        = "mode"
 	CmdKillEP      = "kill_ep"
+	// CmdInflight sets Settings.InflightCode (field "code"; 0 or
+	// absent: the kill's code).
+	CmdInflight = "inflight_code"
 )
 
 var commands = []string{CmdStatus, CmdToggle, CmdEnable, CmdDisable, CmdProbability, CmdCodes,
 	CmdPattern, CmdSeed, CmdStrategy, CmdReset, CmdHooks, CmdRecord, CmdRecordClear, CmdRecordDump,
-	CmdReplay, CmdReplaySelf, CmdReplayStop, CmdRules, CmdMode, CmdKillEP}
+	CmdReplay, CmdReplaySelf, CmdReplayStop, CmdRules, CmdMode, CmdKillEP, CmdInflight}
 
 // Request is one line sent to an injected process.
 type Request struct {
@@ -80,6 +83,10 @@ type Request struct {
 	// Peer, for kill_ep instead of Endpoint, kills every open endpoint of
 	// that peer (Rule.Peer; the peer status lists).
 	Peer string `json:"peer,omitempty"`
+	// InflightCode, for kill_ep, is what operations in flight on the
+	// endpoint complete with (default: the settings' in-flight code, or
+	// else Code).
+	InflightCode *int `json:"inflight_code,omitempty"`
 	// Detailed asks status for per-hook counters.
 	Detailed bool `json:"detailed,omitempty"`
 	// RuleOp, Rules and RuleID change the fault rules (rules): RuleOp is
@@ -165,6 +172,9 @@ type Status struct {
 	// (ClosedOmitted counts the older closed ones left out).
 	Endpoints     []EndpointStatus `json:"endpoints,omitempty"`
 	ClosedOmitted int              `json:"endpoints_closed_omitted,omitempty"`
+	// InflightCode is Settings.InflightCode: what operations in flight at
+	// a kill complete with (0: the kill's code).
+	InflightCode int `json:"inflight_code,omitempty"`
 	// KilledRequests counts requests that were in flight on an endpoint
 	// when it was killed and completed with the kill's code (deferred mode).
 	KilledRequests uint64   `json:"killed_requests,omitempty"`

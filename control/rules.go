@@ -29,7 +29,7 @@ const EnvRules = "UCX_FAULT_RULES"
 const RuleForms = `hooks=LIST|all, prob=PERCENT or pattern=XO..., codes=LIST, ` +
 	`min-size=SIZE, max-size=SIZE (e.g. 64K, 1M), endpoint=N, peer=PEER, ` +
 	`calls=N|N..|N..M|..M|N..M+STEP, max-faults=N, after=DUR, for=DUR, from-start, ` +
-	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms), delay-completion=DUR, hang, kill-ep or kill-ep=CODE; ` +
+	`delay=DUR|DUR..DUR (e.g. 2ms, 1ms..5ms), delay-completion=DUR, hang, kill-ep or kill-ep=CODE (with inflight-code=CODE); ` +
 	`tokens are separated by spaces, rules by ';'`
 
 // Forms of single values, quoted in errors.
@@ -236,6 +236,10 @@ type Rule struct {
 	// TCP peer (-80 up to 1.13, -25 from 1.14; docs/peer-death.md).
 	KillEP   bool       `json:"kill_ep,omitempty"`
 	KillCode ucs.Status `json:"kill_code,omitempty"`
+	// InflightCode, with KillEP, is what operations in flight on the
+	// endpoint at the kill complete with (inflight-code=); 0 =
+	// Settings.InflightCode, or else the kill's code.
+	InflightCode ucs.Status `json:"inflight_code,omitempty"`
 	// CompletionDelay holds the completion of each request the rule acts
 	// on: its callback and status queries report it in progress until
 	// CompletionDelay after the real completion (delay-completion=); 0 =
@@ -348,6 +352,9 @@ func (r *Rule) String() string {
 		} else {
 			p = append(p, "kill-ep")
 		}
+		if r.InflightCode != 0 {
+			p = append(p, "inflight-code="+strconv.Itoa(int(r.InflightCode)))
+		}
 	}
 	p = append(p, r.holdTokens()...)
 	return strings.Join(p, " ")
@@ -368,6 +375,7 @@ var ruleKeys = map[string]string{
 	"from-start":       "from-start",
 	"delay":            "delay",
 	"kill-ep":          "kill-ep",
+	"inflight-code":    "inflight-code",
 	"delay-completion": "delay-completion", "hang": "hang",
 }
 
@@ -410,6 +418,14 @@ func ParseRule(text string) (*Rule, error) {
 				}
 				r.KillCode = codes[0]
 			}
+			continue
+		}
+		if key == "inflight-code" {
+			code, err := ParseInflightCode(v)
+			if err != nil {
+				return wrap(err)
+			}
+			r.InflightCode = code
 			continue
 		}
 		if key == "hang" {
@@ -488,6 +504,9 @@ func ParseRule(text string) (*Rule, error) {
 	}
 	if hasProb && hasPattern {
 		return fail("give prob= or pattern=, not both")
+	}
+	if r.InflightCode != 0 && !r.KillEP {
+		return fail("inflight-code= needs kill-ep (it is what operations in flight at the kill complete with)")
 	}
 	if r.KillEP && r.Codes != nil {
 		return fail("give codes= or kill-ep, not both (kill-ep=CODE names the death's code)")

@@ -472,7 +472,23 @@ func TestParseRuleKillEP(t *testing.T) {
 			t.Errorf("kill-ep rule covers %s, which has no endpoint", hooks.Table[h].Name)
 		}
 	}
-	for _, bad := range []string{"kill-ep codes=-80", "kill-ep=-80,-25", "kill-ep=nope", "hooks=ucp_worker_flush_nbx kill-ep"} {
+	r, err = ParseRule("hooks=ucp_get_nbx kill-ep inflight-code=CANCELED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.InflightCode != -16 {
+		t.Errorf("inflight-code=CANCELED: got %d, want -16", r.InflightCode)
+	}
+	if s := r.String(); s != "hooks=ucp_get_nbx prob=100 kill-ep inflight-code=-16" {
+		t.Errorf("String() = %q", s)
+	}
+	for _, h := range r.Hooks {
+		if !hooks.Table[h].Faultable {
+			t.Errorf("kill-ep rule covers %s, which is never faulted", hooks.Table[h].Name)
+		}
+	}
+	for _, bad := range []string{"kill-ep codes=-80", "kill-ep=-80,-25", "kill-ep=nope", "hooks=ucp_worker_flush_nbx kill-ep",
+		"hooks=ucp_get_nbx inflight-code=-16", "kill-ep inflight-code=0", "kill-ep inflight-code=5", "kill-ep inflight-code=nope"} {
 		if _, err := ParseRule(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseRule(%q) = %v, want ErrInvalid", bad, err)
 		}

@@ -42,6 +42,9 @@ const (
 type Kill struct {
 	Endpoint int        `json:"endpoint"`
 	Code     ucs.Status `json:"code"`
+	// InflightCode is what operations in flight on the endpoint at the
+	// kill complete with; 0 for Settings.InflightCode, or else Code.
+	InflightCode ucs.Status `json:"inflight_code,omitempty"`
 }
 
 // ParseMode reads a mode name.
@@ -80,6 +83,24 @@ type Settings struct {
 	Mode string `json:"mode"`
 	// Kills are the endpoints killed with kill-ep, in order.
 	Kills []Kill `json:"kills,omitempty"`
+	// InflightCode is what operations in flight on an endpoint at its kill
+	// complete with, while the error handler and later calls get the
+	// kill's code (UCX on InfiniBand purges them with -16, CANCELED); 0
+	// for the kill's code. A rule's or a kill's own in-flight code wins.
+	InflightCode ucs.Status `json:"inflight_code,omitempty"`
+}
+
+// ParseInflightCode reads an in-flight code (a UCX error code or name),
+// as --inflight-code, inflight-code= and UCX_FAULT_INFLIGHT_CODE take it.
+func ParseInflightCode(text string) (ucs.Status, error) {
+	code, err := ucs.Parse(strings.TrimSpace(text))
+	if err != nil {
+		return 0, fmt.Errorf("%w: in-flight code %q: %v", ErrInvalid, text, err)
+	}
+	if code >= 0 || !code.Injectable() {
+		return 0, fmt.Errorf("%w: in-flight code %d (accepted: a UCX error code, -1 to -100)", ErrInvalid, code)
+	}
+	return code, nil
 }
 
 // Replay is a loaded replay schedule.
@@ -108,6 +129,26 @@ type Outcome struct {
 	// the call that takes this outcome: a recorded endpoint failure
 	// replayed at its position in the call sequence.
 	Kill *Kill `json:"kill,omitempty"`
+}
+
+// HasInflightCodes reports whether some kill of r has an in-flight code.
+func (r *Replay) HasInflightCodes() bool {
+	if r == nil {
+		return false
+	}
+	for _, o := range r.All {
+		if o.Kill != nil && o.Kill.InflightCode != 0 {
+			return true
+		}
+	}
+	for _, outs := range r.PerHook {
+		for _, o := range outs {
+			if o.Kill != nil && o.Kill.InflightCode != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // HasKills reports whether some outcome of r kills an endpoint.
@@ -286,6 +327,7 @@ const (
 	EnvRecordCapacity   = "UCX_FAULT_RECORD_CAPACITY"
 	EnvRecord           = "UCX_FAULT_RECORD"
 	EnvMode             = "UCX_FAULT_MODE"
+	EnvInflightCode     = "UCX_FAULT_INFLIGHT_CODE"
 )
 
 // ParseBool reads the boolean spellings users type in environment variables.

@@ -329,9 +329,6 @@ func containsStr(xs []string, x string) bool {
 // otherwise (measured, 5 runs each).
 const connectionReset = -25
 
-// canceled is UCS_ERR_CANCELED.
-const canceled = -16
-
 // The limits are generous for a loaded 2-core machine: on an idle one the
 // handler runs 1-3 ms after the SIGKILL and the purge follows within 2 ms.
 const deathLimit = 2 * time.Second

@@ -20,6 +20,12 @@ import (
 // dumped to dump (when not empty) once the client has closed its endpoint.
 func injectedPeerRun(t *testing.T, h *harness, scenario string, args []string, ready, posted func(), dump string) peerResult {
 	t.Helper()
+	return injectedPeerRunWith(t, h, scenario, nil, args, ready, posted, dump)
+}
+
+// injectedPeerRunWith is injectedPeerRun with injector flags (inject).
+func injectedPeerRunWith(t *testing.T, h *harness, scenario string, inject, args []string, ready, posted func(), dump string) peerResult {
+	t.Helper()
 	prog := buildPeerdeath(t)
 	hello := filepath.Join(t.TempDir(), "hello")
 	srv := exec.Command(prog, "server", "--hello", hello)
@@ -29,8 +35,8 @@ func injectedPeerRun(t *testing.T, h *harness, scenario string, args []string, r
 		server.Cmd.Process.Signal(syscall.SIGCONT)
 		server.Cmd.Process.Kill()
 	})
-	a := []string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--", prog,
-		"client", "--hello", hello, "--scenario", scenario, "--linger-ms", "3000"}
+	a := append(append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet"}, inject...), "--", prog,
+		"client", "--hello", hello, "--scenario", scenario, "--linger-ms", "3000")
 	cli := exec.Command(h.cli, append(a, args...)...)
 	cli.Env = peerEnv(nil)
 	stdin, err := cli.StdinPipe()
@@ -57,6 +63,11 @@ func injectedPeerRun(t *testing.T, h *harness, scenario string, args []string, r
 	if res.events, err = testutil.ParsePeerEvents(res.out); err != nil {
 		t.Fatal(err)
 	}
+	maj, min, _, err := testutil.UCXVersion(res.out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.out)
+	}
+	res.code = testutil.DeadPeerCode(maj, min)
 	i := strings.Index(res.out, "\nDONE ")
 	if i < 0 {
 		t.Fatalf("no DONE line:\n%s", res.out)
@@ -107,11 +118,12 @@ func TestReplayedKillCallsTheHandler(t *testing.T) {
 			handlerEvents++
 		}
 	}
-	// The handler call is logged where the injector calls it (its
-	// emulation); where libucp runs its own failure path for the kill,
-	// libucp calls it, unseen by the call log.
-	if len(fails) != 1 || fails[0].Endpoint != 0 || fails[0].Code >= 0 || !fails[0].Injected || handlerEvents > 1 {
-		t.Fatalf("endpoint events %+v, want one injected failure of endpoint 0 and at most one handler call", p.EndpointEvents)
+	// The handler call is logged whoever makes it: the injector's
+	// emulation, or libucp's own failure path (through the injector's
+	// trampoline).
+	if len(fails) != 1 || fails[0].Endpoint != 0 || fails[0].Code >= 0 || !fails[0].Injected ||
+		fails[0].Cause != recording.CauseCommand || handlerEvents != 1 {
+		t.Fatalf("endpoint events %+v, want one failure of endpoint 0 by kill-ep and one handler call", p.EndpointEvents)
 	}
 	recOps, recHandlers := outcomes(rec)
 	if len(recHandlers) != 1 || rec.handlers != 1 {
@@ -214,5 +226,71 @@ func TestObservedPeerDeathReplaysTheHandler(t *testing.T) {
 		if realOps[i].Fn != replayed[i].Fn || realOps[i].Status != replayed[i].Status {
 			t.Fatalf("op %d: real %s %d, replayed %s %d", i, realOps[i].Fn, realOps[i].Status, replayed[i].Fn, replayed[i].Status)
 		}
+	}
+}
+
+// A run whose endpoint a rule kills, recorded by the injector from the
+// start, replayed into a fresh run without the rule: the recording holds
+// the rule's kill at the killed call's position (cause rule) and the error
+// handler's call (libucp's, seen through the injector's trampoline), and
+// the replayed run gets the same outcomes and the same handler call.
+func TestRecordedRuleKillReplays(t *testing.T) {
+	args := []string{"--count", "2", "--size", "65536", "--close", "force", "--wait-ms", "3000"}
+	h1 := newHarness(t)
+	path := filepath.Join(t.TempDir(), "rec.json")
+	// The rule counts gets from the start: the check's get is the first,
+	// the batch's first get (op 2) the second. Recording starts where the
+	// replay will be loaded, once the client is READY.
+	rec := injectedPeerRunWith(t, h1, "rma", []string{"--rule", "hooks=ucp_get_nbx calls=1 kill-ep"}, args,
+		func() { h1.mustCtl(t, "record-toggle", "on") }, func() {}, path)
+	f, err := recording.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Processes[0]
+	var fails, handlers []recording.EndpointEvent
+	for _, e := range p.EndpointEvents {
+		switch e.Event {
+		case recording.EventFailure:
+			fails = append(fails, e)
+		case recording.EventHandler:
+			handlers = append(handlers, e)
+		}
+	}
+	if len(fails) != 1 || fails[0].Endpoint != 0 || fails[0].Cause != recording.CauseRule || !fails[0].Injected ||
+		fails[0].Code != rec.code {
+		t.Fatalf("failure events %+v, want one injected by the rule on endpoint 0 with %d", fails, rec.code)
+	}
+	// The failure sits just before the get the rule killed, failed at
+	// once with the kill's code.
+	if s := fails[0].Seq; s >= uint64(len(p.Calls)) || p.Calls[s].Fn != "ucp_get_nbx" || p.Calls[s].Status != rec.code ||
+		p.Calls[s].How != recording.HowImmediate {
+		t.Fatalf("failure at seq %d, the call there: %+v", s, p.Calls[min(int(s), len(p.Calls)-1)])
+	}
+	if len(handlers) != 1 || handlers[0].Endpoint != 0 || handlers[0].Code != rec.code || handlers[0].Cause != recording.CauseKill {
+		t.Fatalf("handler events %+v, want one on endpoint 0 with %d (cause kill)", handlers, rec.code)
+	}
+	recOps, recHandlers := outcomes(rec)
+	if len(recHandlers) != 1 || rec.handlers != 1 {
+		t.Fatalf("recorded run: handler calls %v (program counted %d), want one:\n%s", recHandlers, rec.handlers, rec.out)
+	}
+
+	h2 := newHarness(t)
+	rep := injectedPeerRun(t, h2, "rma", args,
+		func() {
+			if out := h2.mustCtl(t, "replay", "--from", path); !strings.Contains(out, "replaying") {
+				t.Fatalf("replay: %s", out)
+			}
+		},
+		func() {}, "")
+	repOps, repHandlers := outcomes(rep)
+	if strings.Join(repHandlers, "\n") != strings.Join(recHandlers, "\n") || rep.handlers != rec.handlers {
+		t.Errorf("handler calls: replayed %v (counted %d), recorded %v (counted %d)", repHandlers, rep.handlers, recHandlers, rec.handlers)
+	}
+	if strings.Join(repOps, "\n") != strings.Join(recOps, "\n") {
+		t.Errorf("outcomes differ:\nrecorded:\n%s\nreplayed:\n%s", strings.Join(recOps, "\n"), strings.Join(repOps, "\n"))
+	}
+	if t.Failed() {
+		t.Logf("recorded run:\n%s\nreplayed run:\n%s\nendpoint events: %+v", rec.out, rep.out, p.EndpointEvents)
 	}
 }

@@ -259,6 +259,10 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
     {{.Before}}({{.Args}});
     {{- end}}
     {{- else}}
+    {{- if .Rewrite}}
+
+    {{.RewriteArg}} = {{.Rewrite}}({{.RewriteArg}});
+    {{- end}}
     {{- if .Before}}
 
     {{.Before}}({{.Args}});

@@ -101,6 +101,22 @@ type Hook struct {
 	// one, whether or not injection is on (they keep the state kill-ep and
 	// deferred failures need).
 	Before, After string
+	// OutEndpoint names the parameter through which the function hands
+	// back a new endpoint (ucp_ep_create's ep_p): the observer reads the
+	// handle there when the call returns UCS_OK, for the endpoint's create
+	// event.
+	OutEndpoint string
+	// ClosesEndpoint: the function closes its endpoint (Endpoint). A
+	// recording logs the endpoint's close event just before the call, and
+	// the endpoint's number retires (docs/recording-format.md).
+	ClosesEndpoint bool
+	// Rewrite names a C function of the injector that the wrapper calls
+	// first, on every call, as `RewriteArg = Rewrite(RewriteArg)`: the
+	// argument libucp is given in place of the application's (ucp_ep_create's
+	// parameters, with the error handler routed through the injector so
+	// that its calls are recorded). It returns its argument when it has
+	// nothing to change.
+	Rewrite, RewriteArg string
 	// OptIn rows are off until named (in --hooks, UCX_FAULT_HOOKS or
 	// `hook enable`): failing set-up calls (ucp_ep_create, ucp_mem_map)
 	// stops most programs before they do anything worth testing, and
@@ -228,13 +244,33 @@ var Table = []Hook{
 	{
 		Name: "ucp_ep_close_nbx", Return: StatusPtr, Params: []Param{{"ucp_ep_h", "ep"}, param},
 		Endpoint: "ep", Param: "param", Callback: "send", ForceClose: true,
-		Before:    "ucxf_before_ep_close",
+		Before: "ucxf_before_ep_close", ClosesEndpoint: true,
 		Faultable: true, ReturnsRequest: true, Summary: "close an endpoint",
+	},
+	// The older close calls: libucp's own ucp_ep_close_nbx does the work
+	// (ucp_ep_destroy calls ucp_disconnect_nb, which calls ucp_ep_close_nb,
+	// which calls ucp_ep_close_nbx, each through libucp's PLT in 1.13.1),
+	// so they are observed, for the endpoint's close, and never faulted.
+	{
+		Name: "ucp_ep_close_nb", Return: StatusPtr, Params: []Param{{"ucp_ep_h", "ep"}, {"unsigned", "mode"}},
+		Endpoint: "ep", Before: "ucxf_before_ep_close_nb", ClosesEndpoint: true, ReturnsRequest: true,
+		Summary: "close an endpoint (the older call), never faulted",
+	},
+	{
+		Name: "ucp_disconnect_nb", Return: StatusPtr, Params: []Param{{"ucp_ep_h", "ep"}},
+		Endpoint: "ep", Before: "ucxf_before_ep_disconnect", ClosesEndpoint: true, ReturnsRequest: true,
+		Summary: "close an endpoint (deprecated), never faulted",
+	},
+	{
+		Name: "ucp_ep_destroy", Return: Void, Params: []Param{{"ucp_ep_h", "ep"}},
+		Endpoint: "ep", Before: "ucxf_before_ep_disconnect", ClosesEndpoint: true,
+		Summary: "close an endpoint and wait (deprecated), never faulted",
 	},
 	{
 		Name: "ucp_ep_create", Return: Status,
 		Params: []Param{{"ucp_worker_h", "worker"}, {"const ucp_ep_params_t *", "params"}, {"ucp_ep_h *", "ep_p"}},
 		Before: "ucxf_peer_before_create", After: "ucxf_after_ep_create",
+		Rewrite: "ucxf_ep_params_rewrite", RewriteArg: "params", OutEndpoint: "ep_p",
 		OptIn: true, Faultable: true, Summary: "create an endpoint",
 	},
 	{

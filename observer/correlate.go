@@ -116,19 +116,34 @@ func (c *correlator) add(ev rawCall) {
 	if r.Status < 0 {
 		c.errors++
 	}
+	h := &hooks.Table[ev.Hook]
+	if h.ClosesEndpoint && r.EndpointKey != 0 && !ev.Completion {
+		// The close, just before the call (the same time, and first:
+		// the follower's sort is stable), as the injector logs it.
+		c.raws = append(c.raws, recording.Raw{TimeNS: r.TimeNS, ThreadKey: r.ThreadKey, EndpointKey: r.EndpointKey,
+			Event: recording.EventClose})
+	}
 	c.raws = append(c.raws, r)
+	if h.OutEndpoint != "" && ev.EP != 0 && !ev.Completion {
+		// A new endpoint (the probe read it only when the call returned
+		// UCS_OK): numbered from here, after the call, as the injector
+		// logs it.
+		c.raws = append(c.raws, recording.Raw{TimeNS: ev.EntryNS + ev.DurationNS, ThreadKey: r.ThreadKey,
+			EndpointKey: ev.EP, Event: recording.EventCreate})
+	}
 }
 
 // finish returns the calls as recording.BuildSince orders and resolves
 // them, with times relative to base (CLOCK_MONOTONIC), and counts the
 // failed ones in errors.
 func (c *correlator) finish(base uint64) []recording.Call {
-	calls, _ := c.finishAll(base)
+	calls, _, _ := c.finishAll(base)
 	return calls
 }
 
-// finishAll is finish with the endpoint events.
-func (c *correlator) finishAll(base uint64) ([]recording.Call, []recording.EndpointEvent) {
+// finishAll is finish with the endpoint events and the endpoints that
+// were open before the probes were armed (numbered by first use).
+func (c *correlator) finishAll(base uint64) ([]recording.Call, []recording.EndpointEvent, []int) {
 	calls, st := recording.BuildSince(c.raws, base)
 	c.errors = 0
 	for _, call := range calls {
@@ -136,5 +151,5 @@ func (c *correlator) finishAll(base uint64) ([]recording.Call, []recording.Endpo
 			c.errors++
 		}
 	}
-	return calls, st.Events
+	return calls, st.Events, st.FirstUse
 }

@@ -335,3 +335,44 @@ func TestCorrelateDeliveriesAgreeWithInjector(t *testing.T) {
 		t.Errorf("observer counted %d failed calls, want 5", c.errors)
 	}
 }
+
+// The observer's endpoint lifetimes: the probe of ucp_ep_create hands the
+// new handle (read through ep_p at return), a create event after the call;
+// a close call brings a close event just before it; the handle reused by a
+// later create is a new endpoint; an endpoint used before any create is
+// numbered by first use and listed as attached.
+func TestCorrelateEndpointLifetimes(t *testing.T) {
+	put, create, closeNB := hookID(t, "ucp_put_nbx"), hookID(t, "ucp_ep_create"), hookID(t, "ucp_ep_close_nb")
+	const (
+		old, ep = 0x7f0000009000, 0x7f0000001000
+		base    = 1_000_000
+	)
+	c := newCorrelator()
+	for _, ev := range []rawCall{
+		{Hook: put, TID: 1, EntryNS: base + 1, DurationNS: 1, EP: old},
+		{Hook: create, TID: 1, EntryNS: base + 10, DurationNS: 5, EP: ep},
+		{Hook: put, TID: 1, EntryNS: base + 20, DurationNS: 1, EP: ep},
+		{Hook: closeNB, TID: 1, EntryNS: base + 30, DurationNS: 1, EP: ep},
+		{Hook: create, TID: 1, EntryNS: base + 40, DurationNS: 5, EP: ep},
+		{Hook: put, TID: 1, EntryNS: base + 50, DurationNS: 1, EP: ep},
+		// a failed create hands no endpoint
+		{Hook: create, TID: 1, EntryNS: base + 60, DurationNS: 5, Ret: 0xfd},
+	} {
+		c.add(ev)
+	}
+	calls, events, attached := c.finishAll(base)
+	var got []string
+	for _, e := range events {
+		got = append(got, e.Event+" "+string(rune('0'+e.Endpoint))+" "+calls[min(int(e.Seq), len(calls)-1)].Fn)
+	}
+	want := []string{"create 1 ucp_put_nbx", "close 1 ucp_ep_close_nb", "create 2 ucp_put_nbx"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	if !reflect.DeepEqual(attached, []int{0}) {
+		t.Errorf("attached %v, want [0]", attached)
+	}
+	if calls[3].Endpoint != 1 || calls[5].Endpoint != 2 {
+		t.Errorf("the close call on %d, the put after the second create on %d; want 1 and 2", calls[3].Endpoint, calls[5].Endpoint)
+	}
+}

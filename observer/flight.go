@@ -153,7 +153,7 @@ func (b *flightBuffer) build(from uint64) ([]recording.Call, []recording.Endpoin
 		}
 		c.add(ev)
 	}
-	calls, events := c.finishAll(base)
+	calls, events, _ := c.finishAll(base)
 	return calls, events, base
 }
 
@@ -315,7 +315,7 @@ func (n *Node) flightPart(t *target, from uint64) recording.Process {
 		}
 	}
 	st.DroppedEvents += lostFlight
-	return n.part(t, st, calls, events)
+	return n.part(t, st, calls, events, nil)
 }
 
 // writeUnique writes f to dir/name.json, or name-2.json, ... when taken.

@@ -277,6 +277,7 @@ func (n *Node) load() error {
 		cfg := observerHookCfg{
 			SizeArg:  uint8(h.ArgIndex(h.Size)),
 			EpArg:    uint8(h.ArgIndex(h.Endpoint)),
+			OutEpArg: uint8(h.ArgIndex(h.OutEndpoint)),
 			RaddrArg: uint8(h.ArgIndex(h.RemoteAddr)),
 			ReqArg:   uint8(h.ArgIndex(h.Request)),
 			RetKind:  uint8(h.Return),
@@ -728,15 +729,16 @@ func (n *Node) stop() (*recording.File, []ProcessStats, error) {
 	defer n.mu.Unlock()
 	for i, t := range n.parts {
 		var (
-			calls  []recording.Call
-			events []recording.EndpointEvent
+			calls    []recording.Call
+			events   []recording.EndpointEvent
+			attached []int
 		)
 		if t.flight != nil {
 			if n.opts.Flight.Final {
 				calls, events, _ = t.flight.build(0)
 			}
 		} else {
-			calls, events = t.corr.finishAll(n.armedNS)
+			calls, events, attached = t.corr.finishAll(n.armedNS)
 		}
 		st := &stats[i]
 		st.Errors = 0
@@ -745,13 +747,13 @@ func (n *Node) stop() (*recording.File, []ProcessStats, error) {
 				st.Errors++ // exact now that requests are followed
 			}
 		}
-		f.Processes = append(f.Processes, n.part(t, st.Stats, calls, events))
+		f.Processes = append(f.Processes, n.part(t, st.Stats, calls, events, attached))
 	}
 	return f, stats, errors.Join(errs...)
 }
 
 // part is the recording of process t.
-func (n *Node) part(t *target, st Stats, calls []recording.Call, events []recording.EndpointEvent) recording.Process {
+func (n *Node) part(t *target, st Stats, calls []recording.Call, events []recording.EndpointEvent, attached []int) recording.Process {
 	names := make([]string, len(n.hookIDs))
 	for i, id := range n.hookIDs {
 		names[i] = hooks.Table[id].Name
@@ -770,10 +772,12 @@ func (n *Node) part(t *target, st Stats, calls []recording.Call, events []record
 		Hooks:     names,
 		Lost:      lost,
 		Complete:  !lost.Any(),
-		// Endpoint numbers are the calls' (order of first use since the
-		// probes were armed).
-		EndpointEvents: events,
-		Calls:          calls,
+		// Endpoint numbers are the calls': order of creation (the
+		// ucp_ep_create probe), and for endpoints already open when the
+		// probes were armed, order of first use (AttachedEndpoints).
+		EndpointEvents:    events,
+		AttachedEndpoints: attached,
+		Calls:             calls,
 	}
 }
 

@@ -56,7 +56,8 @@ type observerHookCfg struct {
 	ReqArg   uint8
 	RetKind  uint8
 	Enabled  uint8
-	Pad      [2]uint8
+	OutEpArg uint8
+	Pad      uint8
 }
 
 type observerLibRanges struct {

@@ -142,6 +142,15 @@ func (b *cBackend) Apply(s control.Settings) error {
 	// and its requests are followed from the start, as under kill-ep.
 	cfg.kills = boolC(len(s.Kills) > 0 || slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP }) ||
 		s.Replay.HasKills())
+	cfg.inflight_code = C.int8_t(s.InflightCode)
+	// A kill whose in-flight code differs from its own code needs the
+	// requests in flight followed to rewrite their completions, in
+	// immediate mode too, from before the kill (posted operations are
+	// what it completes).
+	cfg.follow_inflight = boolC((s.InflightCode != 0 ||
+		slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP && r.InflightCode != 0 }) ||
+		slices.ContainsFunc(s.Kills, func(k control.Kill) bool { return k.InflightCode != 0 }) ||
+		s.Replay.HasInflightCodes()))
 	switch s.Strategy {
 	case control.StrategyRandom:
 		cfg.strategy = C.UCXF_STRATEGY_RANDOM
@@ -197,9 +206,14 @@ func (b *cBackend) Apply(s control.Settings) error {
 	for _, k := range kills {
 		// An endpoint never leaves the table, so the ordinal found above
 		// is still there.
-		C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code))
+		inflight := k.InflightCode
+		if inflight == 0 {
+			inflight = s.InflightCode
+		}
+		C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code), C.int(inflight))
 		// The call log's note of the failure (when recording is on).
-		C.ucxf_record_ep_event(C.int32_t(k.Endpoint), C.UCXF_EPEV_FAILURE, C.int(k.Code), 1)
+		C.ucxf_record_ep_event(C.int32_t(k.Endpoint), C.UCXF_EPEV_FAILURE, C.int(k.Code), C.UCXF_EPCAUSE_COMMAND,
+			C.int(inflight), 0)
 		b.killed[k.Endpoint] = true
 	}
 	if s.Replay != b.replay {
@@ -267,19 +281,22 @@ func (b *cBackend) schedule(outs []control.Outcome) C.struct_ucxf_schedule {
 	}
 	eps := b.cBytes(4 * len(outs))
 	kcodes := b.cBytes(len(outs))
-	if eps == nil || kcodes == nil {
+	kinflight := b.cBytes(len(outs))
+	if eps == nil || kcodes == nil || kinflight == nil {
 		return s // out of memory: the outcomes still replay, without kills
 	}
 	es := unsafe.Slice((*int32)(eps), len(outs))
 	ks := unsafe.Slice((*int8)(kcodes), len(outs))
+	is := unsafe.Slice((*int8)(kinflight), len(outs))
 	for i, o := range outs {
-		es[i] = -1
+		es[i], is[i] = -1, 0
 		if o.Kill != nil {
-			es[i], ks[i] = int32(o.Kill.Endpoint), int8(o.Kill.Code)
+			es[i], ks[i], is[i] = int32(o.Kill.Endpoint), int8(o.Kill.Code), int8(o.Kill.InflightCode)
 		}
 	}
 	s.kill_ep = (*C.int32_t)(eps)
 	s.kill_code = (*C.int8_t)(kcodes)
+	s.kill_inflight = (*C.int8_t)(kinflight)
 	return s
 }
 
@@ -457,15 +474,16 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 		if rec.flags&C.UCXF_REC_EP_EVENT != 0 {
 			if ev := epEventNames[uint64(rec.size)]; ev != "" && rec.ep >= 0 {
 				raws = append(raws, recording.Raw{TimeNS: uint64(rec.t_ns), ThreadKey: uint64(rec.thread) + 1,
-					EndpointKey: uint64(int64(rec.ep) + 1), Event: ev, Code: int(rec.status),
-					Injected: rec.flags&C.UCXF_REC_INJECTED != 0})
+					EndpointKey: uint64(int64(rec.ep) + 1), KeyIsNumber: true, Event: ev, Code: int(rec.status),
+					Injected: rec.flags&C.UCXF_REC_INJECTED != 0, Cause: epCauses[uint64(rec.hook)],
+					InflightCode: inflightOf(int(rec.status), int(int8(uint8(rec.req))))})
 			}
 			continue
 		}
 		raws = append(raws, recording.Raw{
 			TimeNS: uint64(rec.t_ns), DurationNS: uint64(rec.duration_ns),
 			ThreadKey: uint64(rec.thread) + 1, Hook: hooks.ID(rec.hook),
-			EndpointKey: uint64(int64(rec.ep) + 1), Size: uint64(rec.size),
+			EndpointKey: uint64(int64(rec.ep) + 1), KeyIsNumber: rec.ep >= 0, Size: uint64(rec.size),
 			Status: int(rec.status), Request: uint64(rec.req),
 			Injected:   rec.flags&C.UCXF_REC_INJECTED != 0,
 			Completion: rec.flags&C.UCXF_REC_COMPLETION != 0,
@@ -496,6 +514,24 @@ var epEventNames = map[uint64]string{
 	C.UCXF_EPEV_CLOSE:   recording.EventClose,
 	C.UCXF_EPEV_FAILURE: recording.EventFailure,
 	C.UCXF_EPEV_HANDLER: recording.EventHandler,
+}
+
+// inflightOf is a failure's in-flight code as the recording keeps it: 0
+// when it is the failure's own code.
+func inflightOf(code, inflight int) int {
+	if inflight == code {
+		return 0
+	}
+	return inflight
+}
+
+// epCauses maps the call log's causes of endpoint events (UCXF_EPCAUSE_*,
+// record.h) to the recording's names.
+var epCauses = map[uint64]string{
+	C.UCXF_EPCAUSE_COMMAND: recording.CauseCommand,
+	C.UCXF_EPCAUSE_RULE:    recording.CauseRule,
+	C.UCXF_EPCAUSE_REPLAY:  recording.CauseReplay,
+	C.UCXF_EPCAUSE_KILL:    recording.CauseKill,
 }
 
 // RecordClear drops the logged calls.

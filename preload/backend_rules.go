@@ -210,6 +210,7 @@ func (b *cBackend) fillRule(cr *C.struct_ucxf_rule, r *control.Rule, rs *ruleSlo
 	if r.KillEP {
 		cr.kill_ep = 1
 		cr.kill_code = C.int8_t(r.KillCode)
+		cr.inflight_code = C.int8_t(r.InflightCode)
 	}
 }
 

@@ -121,7 +121,8 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
          * some sizes can match. */
         cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h);
         int alone = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] && !cfg->recording &&
-                    !cfg->kills && !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h]));
+                    !cfg->kills && !(ucxf_hook_defers[h] &&
+                      (cfg->deferred_mode || cfg->follow_inflight || ucxf_hook_completion_only[h]));
         cfg->fast[h] = alone && (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
                                  ucxf_replay_quiet(cfg, h));
         cfg->fast_after_replay[h] = alone && cfg->hook_nrules[h] == 0 && cfg->strategy == UCXF_STRATEGY_REPLAY &&

@@ -134,7 +134,7 @@ static inline int ucxf_replay_done(const struct ucxf_config *cfg, int h)
     return __atomic_load_n(cur, __ATOMIC_RELAXED) >= s->events_end;
 }
 
-static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferred)
+static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferred, uint64_t t0)
 {
     const struct ucxf_schedule *s = cfg->replay_global ? &cfg->replay_all : &cfg->replay[hook];
     uint64_t pos;
@@ -162,8 +162,12 @@ static int ucxf_replay_next(const struct ucxf_config *cfg, int hook, int *deferr
         /* A recorded endpoint failure at this position: the same kill
          * kill-ep makes (its handler runs from the next progress). An
          * endpoint not created yet, or killed already, is left as is. */
-        if (ucxf_ep_kill_ordinal(s->kill_ep[pos], s->kill_code[pos]) == 0) {
-            ucxf_record_ep_event(s->kill_ep[pos], UCXF_EPEV_FAILURE, s->kill_code[pos], 1);
+        int inflight = s->kill_inflight != NULL && s->kill_inflight[pos] != 0 ? s->kill_inflight[pos]
+                                                                               : cfg->inflight_code;
+        if (ucxf_ep_kill_ordinal(s->kill_ep[pos], s->kill_code[pos], inflight) == 0) {
+            /* At the call's start: the failure takes this call's position. */
+            ucxf_record_ep_event(s->kill_ep[pos], UCXF_EPEV_FAILURE, s->kill_code[pos], UCXF_EPCAUSE_REPLAY,
+                                 inflight, t0);
         }
     }
     *deferred = s->deferred != NULL && s->deferred[pos];
@@ -335,7 +339,7 @@ int ucxf_enter(struct ucxf_call *c)
         break;
     case UCXF_STRATEGY_REPLAY: {
         int deferred = 0;
-        code = ucxf_replay_next(cfg, h, &deferred);
+        code = ucxf_replay_next(cfg, h, &deferred, c->t0);
         if (code < 0 && deferred) {
             /* Let the operation run; ucxf_leave attaches the failure to
              * its request, or fails it now if it completed at once. */
@@ -407,8 +411,9 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
         int found = ucxf_defer_deliver(c->req, &di) == 0;
         int code  = c->poll_code != 0 ? c->poll_code : found ? di.code : 0;
         int mark  = 0;
-        if (found && status == UCS_ERR_CANCELED && ucxf_ep_inflight_status(di.ep, status) != status) {
-            /* Cancelled by a kill's lane discard (ucxf_ep_inflight_status). */
+        if (found && status < 0 && ucxf_ep_inflight_status(di.ep, status) != status) {
+            /* Cancelled by a kill's lane discard, or purged by libucp for
+             * a kill with an in-flight code (ucxf_ep_inflight_status). */
             override = status = ucxf_ep_inflight_status(di.ep, status);
         }
         if (code < 0 && status == UCS_OK) {

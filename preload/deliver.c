@@ -473,9 +473,89 @@ void ucxf_before_request_cancel(ucp_worker_h worker, void *request)
     }
 }
 
+/*
+ * The application's error handlers run through the injector, so that each
+ * call is recorded (a "handler" endpoint event) whoever makes it: libucp's
+ * own failure path, for a real peer death or a kill (epfail.c). The
+ * parameters of ucp_ep_create are copied, member by member as their mask
+ * names them, into a per-thread copy whose handler is ucxf_err_trampoline;
+ * its argument stays the application's, so libucp hands the handler what
+ * it would have. A mask with bits these headers do not know is passed as
+ * it is (the handler's calls then go unrecorded). The copy is per thread,
+ * not on the wrapper's stack, so that the wrapper's jumps stay tail calls.
+ */
+/* The endpoint whose close an older close call of this thread
+ * (ucp_ep_close_nb, ucp_disconnect_nb, ucp_ep_destroy) has logged: the
+ * ucp_ep_close_nbx libucp calls underneath does not log it again. */
+static __thread void *ucxf_close_logged __attribute__((tls_model("initial-exec")));
+
+static __thread ucp_ep_params_t ucxf_ep_params_copy __attribute__((tls_model("initial-exec")));
+static __thread ucp_err_handler_cb_t ucxf_ep_params_cb __attribute__((tls_model("initial-exec")));
+
+#define UCXF_EP_PARAM_KNOWN                                                                                \
+    (UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |                            \
+     UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_USER_DATA | UCP_EP_PARAM_FIELD_SOCK_ADDR |        \
+     UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_NAME |                \
+     UCP_EP_PARAM_FIELD_LOCAL_SOCK_ADDR)
+
+static void ucxf_err_trampoline(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    ucp_err_handler_cb_t cb = ucxf_ep_err_handler(ep);
+    int32_t ordinal         = ucxf_ep_ordinal(ep);
+
+    /* A kill's handler is the injector's doing; a real death's is not. */
+    ucxf_record_ep_event(ordinal, UCXF_EPEV_HANDLER, status,
+                         ucxf_ep_dead_code(ep) != 0 ? UCXF_EPCAUSE_KILL : UCXF_EPCAUSE_NONE, 0, 0);
+    if (cb != NULL) {
+        cb(arg, ep, status);
+    }
+}
+
+const ucp_ep_params_t *ucxf_ep_params_rewrite(const ucp_ep_params_t *params)
+{
+    ucp_ep_params_t *c = &ucxf_ep_params_copy;
+    uint64_t m;
+
+    if (params == NULL || !(params->field_mask & UCP_EP_PARAM_FIELD_ERR_HANDLER) ||
+        params->err_handler.cb == NULL || (params->field_mask & ~(uint64_t)UCXF_EP_PARAM_KNOWN) != 0) {
+        return params;
+    }
+    m = params->field_mask;
+    memset(c, 0, sizeof(*c));
+    c->field_mask = m;
+    if (m & UCP_EP_PARAM_FIELD_REMOTE_ADDRESS) {
+        c->address = params->address;
+    }
+    if (m & UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE) {
+        c->err_mode = params->err_mode;
+    }
+    c->err_handler.arg = params->err_handler.arg;
+    c->err_handler.cb  = ucxf_err_trampoline;
+    if (m & UCP_EP_PARAM_FIELD_USER_DATA) {
+        c->user_data = params->user_data;
+    }
+    if (m & UCP_EP_PARAM_FIELD_SOCK_ADDR) {
+        c->sockaddr = params->sockaddr;
+    }
+    if (m & UCP_EP_PARAM_FIELD_FLAGS) {
+        c->flags = params->flags;
+    }
+    if (m & UCP_EP_PARAM_FIELD_CONN_REQUEST) {
+        c->conn_request = params->conn_request;
+    }
+    if (m & UCP_EP_PARAM_FIELD_NAME) {
+        c->name = params->name;
+    }
+    if (m & UCP_EP_PARAM_FIELD_LOCAL_SOCK_ADDR) {
+        c->local_sockaddr = params->local_sockaddr;
+    }
+    ucxf_ep_params_cb = params->err_handler.cb;
+    return c;
+}
+
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
-    ucp_err_handler_cb_t cb = NULL;
+    ucp_err_handler_cb_t cb = NULL, call = NULL;
     void *arg               = NULL;
 
     /* The handler's argument is what UCX gives it: ucp_ep_adjust_params
@@ -484,20 +564,26 @@ void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, uc
      * ("user_data overrides err_handler.arg", ucp_def.h), and
      * ucp_ep_invoke_err_cb passes that one pointer. */
     if (params->field_mask & UCP_EP_PARAM_FIELD_ERR_HANDLER) {
-        cb  = params->err_handler.cb;
-        arg = params->err_handler.arg;
+        cb = call = params->err_handler.cb;
+        arg       = params->err_handler.arg;
+        if (cb == ucxf_err_trampoline) {
+            cb = ucxf_ep_params_cb; /* the application's (ucxf_ep_params_rewrite) */
+        }
     }
     if (params->field_mask & UCP_EP_PARAM_FIELD_USER_DATA) {
         arg = params->user_data;
     }
+    if (ucxf_close_logged == *ep_p) {
+        ucxf_close_logged = NULL; /* a new endpoint at a closed one's address */
+    }
     /* The peer is worked out here, once (peer.c), and stays the
      * endpoint's for its life. */
-    ucxf_ep_set_info(*ep_p, worker, cb, arg, ucxf_peer_of_params(params));
+    ucxf_ep_set_info(*ep_p, worker, cb, call, arg, ucxf_peer_of_params(params));
     if (params->field_mask & UCP_EP_PARAM_FIELD_REMOTE_ADDRESS) {
         ucxf_ep_set_remote(*ep_p, params->address);
     }
     if (__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->recording) {
-        ucxf_record_ep_event(ucxf_ep_ordinal(*ep_p), UCXF_EPEV_CREATE, 0, 0);
+        ucxf_record_ep_event(ucxf_ep_ordinal(*ep_p), UCXF_EPEV_CREATE, 0, UCXF_EPCAUSE_NONE, 0, 0);
     }
 }
 
@@ -513,12 +599,37 @@ UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-e
  * handler of a kill not yet delivered runs first, from the progress UCX
  * would make while closing.
  */
+/* Logs ep's close, once per close (the older calls nest). */
+static void ucxf_log_close(void *ep)
+{
+    if (ucxf_close_logged == ep) {
+        return;
+    }
+    ucxf_close_logged = ep;
+    if (__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->recording) {
+        ucxf_record_ep_event(ucxf_ep_ordinal(ep), UCXF_EPEV_CLOSE, 0, UCXF_EPCAUSE_NONE, 0, 0);
+    }
+}
+
+/* The older close calls: the close is logged before the application's
+ * call, as for ucp_ep_close_nbx; libucp's ucp_ep_close_nbx underneath does
+ * the rest (ucxf_before_ep_close). */
+void ucxf_before_ep_close_nb(ucp_ep_h ep, unsigned mode)
+{
+    (void)mode;
+    ucxf_log_close(ep);
+}
+
+void ucxf_before_ep_disconnect(ucp_ep_h ep)
+{
+    ucxf_log_close(ep);
+}
+
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param)
 {
     ucxf_forced_close = NULL;
-    if (__atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE)->recording) {
-        ucxf_record_ep_event(ucxf_ep_ordinal(ep), UCXF_EPEV_CLOSE, 0, 0);
-    }
+    ucxf_log_close(ep);
+    ucxf_close_logged = NULL; /* the last of the nested calls */
     if (UCXF_UNLIKELY(__atomic_load_n(&ucxf_defer_holds, __ATOMIC_RELAXED) != 0)) {
         /* Held completions on the endpoint end with what the close does
          * to requests in flight: a forced close (ucp_ep_close_nbx,

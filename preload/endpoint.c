@@ -23,9 +23,15 @@ static int32_t ucxf_ep_vals[UCXF_EP_SLOTS]; /* ordinal + 1, 0 while being insert
 /* Written once by ucxf_after_ep_create, before the endpoint is used. */
 static void *ucxf_ep_workers[UCXF_EP_SLOTS];
 static ucp_err_handler_cb_t ucxf_ep_err_cb[UCXF_EP_SLOTS];
+/* What libucp was given as the handler (the injector's trampoline, which
+ * logs the call, or the application's): the emulation calls it too. */
+static ucp_err_handler_cb_t ucxf_ep_err_call[UCXF_EP_SLOTS];
 static void *ucxf_ep_err_arg[UCXF_EP_SLOTS];
 /* kill-ep: the code, and 1 until the error handler has been called. */
 static int8_t ucxf_ep_kill[UCXF_EP_SLOTS];
+/* What its operations in flight at the kill complete with, 0 for the
+ * kill's code (--inflight-code, inflight-code=; ucxf_ep_inflight_status). */
+static int8_t ucxf_ep_inflight[UCXF_EP_SLOTS];
 static uint8_t ucxf_ep_kill_undelivered[UCXF_EP_SLOTS];
 /* kill-ep through libucp's own failure path (epfail.c). Until libucp has
  * the failure (UCXF_EPFAIL_SCHEDULED) the injector fails the endpoint's
@@ -150,8 +156,11 @@ static void ucxf_ep_row_of(int s, const struct ucxf_ep_counts *sums, struct ucxf
  * the memory of a closed endpoint): the new endpoint gets the next number
  * and none of the old one's state. The application has not seen the new
  * handle yet, so no other thread looks it up meanwhile. peer is its peer's
- * index in the peer table (peer.h), -1 for none. */
-void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg, int32_t peer)
+ * index in the peer table (peer.h), -1 for none. cb is the application's error handler, call the
+ * one libucp was given (the injector's trampoline, or cb), which the
+ * emulation calls. */
+void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, ucp_err_handler_cb_t call, void *arg,
+                      int32_t peer)
 {
     int inserted = 0;
     int s        = ucxf_ep_slot_ins(ep, 1, &inserted);
@@ -181,6 +190,7 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
             __atomic_sub_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
         }
         __atomic_store_n(&ucxf_ep_kill[s], 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ucxf_ep_inflight[s], 0, __ATOMIC_RELEASE);
         ucxf_epfail_cancel(&ucxf_ep_fail[s]);
         ucxf_epfail_release(&ucxf_ep_fail[s]);
         __atomic_store_n(&ucxf_ep_fail[s].state, UCXF_EPFAIL_NONE, __ATOMIC_RELEASE);
@@ -194,6 +204,7 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg
     __atomic_store_n(&ucxf_ep_peer[s], peer + 1, __ATOMIC_RELEASE);
     ucxf_ep_workers[s] = worker;
     ucxf_ep_err_arg[s] = arg;
+    __atomic_store_n(&ucxf_ep_err_call[s], call != NULL ? call : cb, __ATOMIC_RELAXED);
     __atomic_store_n(&ucxf_ep_err_cb[s], cb, __ATOMIC_RELEASE);
 }
 
@@ -241,6 +252,31 @@ int ucxf_ep_rows(struct ucxf_ep_row *rows, int n)
     return k;
 }
 
+/* The application's error handler of ep (ucp_ep_create), or NULL. libucp
+ * calls it only once ucp_ep_create has returned; another thread's progress
+ * may do so before ucxf_after_ep_create has filed it: waited for (bounded,
+ * 100 ms). */
+ucp_err_handler_cb_t ucxf_ep_err_handler(void *ep)
+{
+    struct timespec t0, now;
+    int s;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        ucp_err_handler_cb_t cb;
+        s  = ucxf_ep_slot(ep, 0);
+        cb = s < 0 ? NULL : __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
+        if (cb != NULL) {
+            return cb;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1000000000ll + (now.tv_nsec - t0.tv_nsec) > 100000000ll) {
+            return NULL;
+        }
+        sched_yield();
+    }
+}
+
 void *ucxf_ep_worker(void *ep)
 {
     int s = ucxf_ep_slot(ep, 0);
@@ -284,8 +320,9 @@ int ucxf_ep_has_ordinal(int32_t ordinal)
 
 /* Kills the endpoint of that ordinal: its error handler is called once from
  * the next progress of its worker, and every later operation on it fails
- * with code. Returns 0, or -1 when no endpoint has that ordinal yet. */
-int ucxf_ep_kill_ordinal(int32_t ordinal, int code)
+ * with code; operations in flight complete with inflight (0: code).
+ * Returns 0, or -1 when no endpoint has that ordinal yet. */
+int ucxf_ep_kill_ordinal(int32_t ordinal, int code, int inflight)
 {
     int s;
 
@@ -301,6 +338,7 @@ int ucxf_ep_kill_ordinal(int32_t ordinal, int code)
             return 0; /* already dead: the handler is called once */
         }
         __atomic_store_n(&ucxf_ep_kill_undelivered[s], 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&ucxf_ep_inflight[s], (int8_t)(inflight != code ? inflight : 0), __ATOMIC_RELAXED);
         __atomic_store_n(&ucxf_ep_kill[s], (int8_t)code, __ATOMIC_RELEASE);
         __atomic_add_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
@@ -343,27 +381,49 @@ int ucxf_ep_dead_code(void *ep)
  * docs/peer-death.md), so that is what they complete with, until the
  * application closes the endpoint (a close's own cancel stays -16).
  * Requests libucp purges itself get the kill's code, as after a real death.
+ * A kill with an in-flight code of its own (--inflight-code, inflight-code=)
+ * completes both kinds with that code instead, as InfiniBand's purge does
+ * (-16 while the handler gets the endpoint's code).
  */
 int ucxf_ep_inflight_status(void *ep, int status)
 {
-    int s;
+    int s, kill, inflight;
 
-    if (status != UCS_ERR_CANCELED || ep == NULL || (s = ucxf_ep_slot(ep, 0)) < 0) {
+    if (status >= 0 || ep == NULL || (s = ucxf_ep_slot(ep, 0)) < 0) {
         return status;
     }
-    if (ucxf_epfail_state(&ucxf_ep_fail[s]) != UCXF_EPFAIL_SCHEDULED ||
-        __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE)) {
+    kill = __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
+    if (kill == 0 || __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE)) {
         return status;
     }
-    return UCS_ERR_CONNECTION_RESET;
+    inflight = __atomic_load_n(&ucxf_ep_inflight[s], __ATOMIC_RELAXED);
+    if (ucxf_epfail_state(&ucxf_ep_fail[s]) == UCXF_EPFAIL_SCHEDULED) {
+        if (status == UCS_ERR_CANCELED) {
+            return inflight != 0 ? inflight : UCS_ERR_CONNECTION_RESET;
+        }
+        if (status == kill && inflight != 0) {
+            return inflight; /* purged by libucp with the endpoint's code */
+        }
+    }
+    return status;
+}
+
+/* What ep's followed requests still in flight at its kill complete with:
+ * the kill's in-flight code, else its code. */
+static int ucxf_ep_inflight_code(int s)
+{
+    int inflight = __atomic_load_n(&ucxf_ep_inflight[s], __ATOMIC_RELAXED);
+    return inflight != 0 ? inflight : __atomic_load_n(&ucxf_ep_kill[s], __ATOMIC_ACQUIRE);
 }
 
 /* A rule's kill-ep at a call on ep, from the application's thread inside
  * that call: ep dies now. The call itself, and every call until its
  * worker's next progress, fails with code (ucxf_ep_kill_code); that
  * progress hands the failure to libucp, or, without it, calls the handler
- * (ucxf_ep_deliver_kills). Returns 0, or -1 when ep is unknown. */
-int ucxf_ep_kill_now(void *ep, int code)
+ * (ucxf_ep_deliver_kills). Operations in flight on ep complete with
+ * inflight (0: code). Returns 1 when this call killed ep, 0 when it was
+ * dead already, -1 when ep is unknown. */
+int ucxf_ep_kill_now(void *ep, int code, int inflight)
 {
     int s = ucxf_ep_slot(ep, 1);
     int8_t zero = 0;
@@ -375,6 +435,7 @@ int ucxf_ep_kill_now(void *ep, int code)
                                      __ATOMIC_ACQUIRE)) {
         return 0; /* already dead: the handler is called once */
     }
+    __atomic_store_n(&ucxf_ep_inflight[s], (int8_t)(inflight != code ? inflight : 0), __ATOMIC_RELEASE);
     /* Armed at the worker's next progress (ucxf_ep_deliver_kills), not
      * here: libucs's handler could run at once on its thread, and the
      * calls this thread makes until that progress would then reach UCX
@@ -382,7 +443,7 @@ int ucxf_ep_kill_now(void *ep, int code)
     __atomic_store_n(&ucxf_ep_kill_undelivered[s], 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&ucxf_kill_pending, 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&ucxf_progress_work, 1, __ATOMIC_RELEASE);
-    return 0;
+    return 1;
 }
 
 /* Delivers the kills of worker's endpoints (or of endpoints whose worker is
@@ -428,7 +489,7 @@ void ucxf_ep_deliver_kills(void *worker)
                 clock_gettime(CLOCK_MONOTONIC, &now);
             } while (st != UCXF_EPFAIL_SCHEDULED &&
                      (now.tv_sec - t0.tv_sec) * 1000000000ll + (now.tv_nsec - t0.tv_nsec) < 10000000ll);
-            ucxf_defer_kill(ep, ucxf_ep_kill[s]);
+            ucxf_defer_kill(ep, ucxf_ep_inflight_code(s));
             if (st != UCXF_EPFAIL_SCHEDULED) {
                 continue;
             }
@@ -447,11 +508,14 @@ void ucxf_ep_deliver_kills(void *worker)
             ucxf_epfail_release(&ucxf_ep_fail[s]);
             continue;
         }
-        cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE);
+        cb = __atomic_load_n(&ucxf_ep_err_cb[s], __ATOMIC_ACQUIRE) != NULL
+                 ? __atomic_load_n(&ucxf_ep_err_call[s], __ATOMIC_RELAXED)
+                 : NULL;
         /* Emulated. As in UCX, the outstanding requests fail before the
          * handler runs. */
-        ucxf_defer_kill(ep, ucxf_ep_kill[s]);
+        ucxf_defer_kill(ep, ucxf_ep_inflight_code(s));
         if (cb != NULL) {
+            /* What libucp would call: the trampoline logs the call. */
             cb(ucxf_ep_err_arg[s], (ucp_ep_h)ep, (ucs_status_t)ucxf_ep_kill[s]);
         }
     }

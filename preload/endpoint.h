@@ -32,14 +32,18 @@ int32_t ucxf_ep_ordinal(void *ep);
 int     ucxf_ep_slot_of(void *ep);
 uint64_t ucxf_ep_peer_hash(void *ep);
 int     ucxf_ep_rows(struct ucxf_ep_row *rows, int n);
-void    ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, void *arg, int32_t peer);
+/* cb: the application's error handler; call: the one libucp was given
+ * (the injector's trampoline, or cb), which the emulation calls. */
+void    ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, ucp_err_handler_cb_t call, void *arg,
+                         int32_t peer);
 void   *ucxf_ep_worker(void *ep);
+ucp_err_handler_cb_t ucxf_ep_err_handler(void *ep);
 int     ucxf_ep_has_ordinal(int32_t ordinal);
-int     ucxf_ep_kill_ordinal(int32_t ordinal, int code);
+int     ucxf_ep_kill_ordinal(int32_t ordinal, int code, int inflight);
 int     ucxf_ep_kill_code(void *ep);
 void    ucxf_ep_deliver_kills(void *worker);
 int     ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n);
-int     ucxf_ep_kill_now(void *ep, int code);
+int     ucxf_ep_kill_now(void *ep, int code, int inflight);
 int     ucxf_ep_dead_code(void *ep);
 int     ucxf_ep_inflight_status(void *ep, int status);
 void    ucxf_ep_set_closed(void *ep);

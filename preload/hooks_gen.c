@@ -1079,6 +1079,161 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nbx(ucp_ep_h ep, const ucp_reques
     }
 }
 
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_close_nb(ucp_ep_h ep, unsigned mode);
+
+/* ucp_ep_close_nb: close an endpoint (the older call), never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_ep_close_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_ptr_t ucp_ep_close_nb(ucp_ep_h ep, unsigned mode)
+{
+    __typeof__(ucp_ep_close_nb) *real = (__typeof__(ucp_ep_close_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NB], __ATOMIC_ACQUIRE);
+
+    ucxf_before_ep_close_nb(ep, mode);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CLOSE_NB])) {
+        return real(ep, mode);
+    }
+    return ucxf_slow_ucp_ep_close_nb(ep, mode);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_ep_close_nb(ucp_ep_h ep, unsigned mode)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_ep_close_nb) *real = (__typeof__(ucp_ep_close_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CLOSE_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_ep_close_nb) *)ucxf_resolve(UCXF_HOOK_EP_CLOSE_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_close_nb) *)ucxf_route(UCXF_HOOK_EP_CLOSE_NB, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_EP_CLOSE_NB]) {
+        return real(ep, mode);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_CLOSE_NB, caller, (void *)ep, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep, mode);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_disconnect_nb(ucp_ep_h ep);
+
+/* ucp_disconnect_nb: close an endpoint (deprecated), never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_disconnect_nb: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+ucs_status_ptr_t ucp_disconnect_nb(ucp_ep_h ep)
+{
+    __typeof__(ucp_disconnect_nb) *real = (__typeof__(ucp_disconnect_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DISCONNECT_NB], __ATOMIC_ACQUIRE);
+
+    ucxf_before_ep_disconnect(ep);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_DISCONNECT_NB])) {
+        return real(ep);
+    }
+    return ucxf_slow_ucp_disconnect_nb(ep);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static ucs_status_ptr_t ucxf_slow_ucp_disconnect_nb(ucp_ep_h ep)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_disconnect_nb) *real = (__typeof__(ucp_disconnect_nb) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_DISCONNECT_NB], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+    int code;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_disconnect_nb) *)ucxf_resolve(UCXF_HOOK_DISCONNECT_NB);
+        if (real == NULL) {
+            return UCS_STATUS_PTR(UCS_ERR_UNSUPPORTED);
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_disconnect_nb) *)ucxf_route(UCXF_HOOK_DISCONNECT_NB, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_DISCONNECT_NB]) {
+        return real(ep);
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_DISCONNECT_NB, caller, (void *)ep, 0, NULL);
+    code = ucxf_enter(&call);
+    if (code < 0) {
+        ucxf_leave(&call, code, NULL);
+        return UCS_STATUS_PTR(code);
+    }
+    {
+        ucs_status_ptr_t ret = real(ep);
+        code = ucxf_leave(&call, UCS_PTR_IS_PTR(ret) ? UCS_INPROGRESS : UCS_PTR_RAW_STATUS(ret),
+                          UCS_PTR_IS_PTR(ret) ? ret : NULL);
+        return code < 0 ? UCS_STATUS_PTR(code) : ret;
+    }
+}
+
+static __attribute__((noinline)) void ucxf_slow_ucp_ep_destroy(ucp_ep_h ep);
+
+/* ucp_ep_destroy: close an endpoint and wait (deprecated), never faulted.
+ * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_slow_ucp_ep_destroy: two
+ * loads, two branches and a tail call. Every jump is a tail call, so the
+ * next half sees the application's return address as its own. */
+void ucp_ep_destroy(ucp_ep_h ep)
+{
+    __typeof__(ucp_ep_destroy) *real = (__typeof__(ucp_ep_destroy) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_DESTROY], __ATOMIC_ACQUIRE);
+
+    ucxf_before_ep_disconnect(ep);
+    if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_DESTROY])) {
+        real(ep);
+        return;
+    }
+    ucxf_slow_ucp_ep_destroy(ep);
+}
+
+/* Reached by tail calls only: the return address is the caller's
+ * (TestWrappersTailCall checks the jumps). */
+static void ucxf_slow_ucp_ep_destroy(ucp_ep_h ep)
+{
+    void *caller = __builtin_return_address(0);
+    __typeof__(ucp_ep_destroy) *real = (__typeof__(ucp_ep_destroy) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_DESTROY], __ATOMIC_ACQUIRE);
+    struct ucxf_call call;
+
+    if (real == NULL) {
+        real = (__typeof__(ucp_ep_destroy) *)ucxf_resolve(UCXF_HOOK_EP_DESTROY);
+        if (real == NULL) {
+            return ;
+        }
+    }
+    if (UCXF_UNLIKELY(ucxf_multi_copy)) {
+        real = (__typeof__(ucp_ep_destroy) *)ucxf_route(UCXF_HOOK_EP_DESTROY, caller, (void *)real);
+    }
+    if (!ucxf_armed[UCXF_HOOK_EP_DESTROY]) {
+        real(ep);
+        return;
+    }
+    UCXF_CALL_INIT(&call, UCXF_HOOK_EP_DESTROY, caller, (void *)ep, 0, NULL);
+    ucxf_enter(&call);
+    real(ep);
+    ucxf_leave(&call, UCS_OK, NULL);
+}
+
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 
@@ -1090,6 +1245,8 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
 {
     __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
         __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
+
+    params = ucxf_ep_params_rewrite(params);
 
     ucxf_peer_before_create(worker, params, ep_p);
     if (UCXF_LIKELY(real != NULL) && UCXF_LIKELY(!ucxf_armed[UCXF_HOOK_EP_CREATE])) {

@@ -16,6 +16,9 @@ const char *const ucxf_hook_names[UCXF_NUM_HOOKS] = {
     "ucp_atomic_op_nbx",
     "ucp_worker_flush_nbx",
     "ucp_ep_close_nbx",
+    "ucp_ep_close_nb",
+    "ucp_disconnect_nb",
+    "ucp_ep_destroy",
     "ucp_ep_create",
     "ucp_mem_map",
     "ucp_ep_rkey_unpack",
@@ -61,6 +64,9 @@ const unsigned char ucxf_hook_faultable[UCXF_NUM_HOOKS] = {
     1, /* ucp_atomic_op_nbx */
     1, /* ucp_worker_flush_nbx */
     1, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_close_nb */
+    0, /* ucp_disconnect_nb */
+    0, /* ucp_ep_destroy */
     1, /* ucp_ep_create */
     1, /* ucp_mem_map */
     1, /* ucp_ep_rkey_unpack */
@@ -106,6 +112,9 @@ const unsigned char ucxf_hook_polls[UCXF_NUM_HOOKS] = {
     0, /* ucp_atomic_op_nbx */
     0, /* ucp_worker_flush_nbx */
     0, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_close_nb */
+    0, /* ucp_disconnect_nb */
+    0, /* ucp_ep_destroy */
     0, /* ucp_ep_create */
     0, /* ucp_mem_map */
     0, /* ucp_ep_rkey_unpack */
@@ -151,6 +160,9 @@ const unsigned char ucxf_hook_defers[UCXF_NUM_HOOKS] = {
     1, /* ucp_atomic_op_nbx */
     1, /* ucp_worker_flush_nbx */
     1, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_close_nb */
+    0, /* ucp_disconnect_nb */
+    0, /* ucp_ep_destroy */
     0, /* ucp_ep_create */
     0, /* ucp_mem_map */
     0, /* ucp_ep_rkey_unpack */
@@ -196,6 +208,9 @@ const unsigned char ucxf_hook_completion_only[UCXF_NUM_HOOKS] = {
     0, /* ucp_atomic_op_nbx */
     0, /* ucp_worker_flush_nbx */
     0, /* ucp_ep_close_nbx */
+    0, /* ucp_ep_close_nb */
+    0, /* ucp_disconnect_nb */
+    0, /* ucp_ep_destroy */
     0, /* ucp_ep_create */
     0, /* ucp_mem_map */
     0, /* ucp_ep_rkey_unpack */

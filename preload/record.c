@@ -438,9 +438,11 @@ void ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *r
 }
 
 /* Logs an endpoint event (kind: UCXF_EPEV_*) when recording is on: a
- * creation, a close, a failure (a kill) or an error-handler call the
- * injector makes. Endpoint events are rare: no cost on the call path. */
-void ucxf_record_ep_event(int32_t ordinal, int kind, int code, int injected)
+ * creation, a close, a failure (a kill, cause UCXF_EPCAUSE_*, with its
+ * in-flight code) or an error-handler call, at t_ns (the clock of the
+ * calls' t0; 0 for now). Endpoint events are rare: no cost on the call
+ * path. An event stamped with a call's start sorts before that call. */
+void ucxf_record_ep_event(int32_t ordinal, int kind, int code, int cause, int inflight, uint64_t t_ns)
 {
     const struct ucxf_config *cfg = ucxf_current();
     struct ucxf_recseg *s;
@@ -450,16 +452,16 @@ void ucxf_record_ep_event(int32_t ordinal, int kind, int code, int injected)
         (slot = ucxf_rec_begin(&s)) == NULL) {
         return;
     }
-    UCXF_REC_SET(slot->t_ns, ucxf_rec_now());
+    UCXF_REC_SET(slot->t_ns, t_ns != 0 ? t_ns : ucxf_rec_now());
     UCXF_REC_SET(slot->duration_ns, 0);
     UCXF_REC_SET(slot->size, (uint64_t)kind);
-    UCXF_REC_SET(slot->req, 0);
+    UCXF_REC_SET(slot->req, (uint64_t)(uint8_t)(int8_t)inflight);
     UCXF_REC_SET(slot->thread, ucxf_self != NULL ? ucxf_self->ordinal : 0);
     UCXF_REC_SET(slot->tid, ucxf_self != NULL ? (uint32_t)ucxf_self->tid : 0);
     UCXF_REC_SET(slot->ep, ordinal);
-    UCXF_REC_SET(slot->hook, 0);
+    UCXF_REC_SET(slot->hook, (uint16_t)cause);
     UCXF_REC_SET(slot->status, (int8_t)code);
-    UCXF_REC_SET(slot->flags, (uint8_t)(UCXF_REC_EP_EVENT | (injected ? UCXF_REC_INJECTED : 0)));
+    UCXF_REC_SET(slot->flags, (uint8_t)(UCXF_REC_EP_EVENT | (cause != UCXF_EPCAUSE_NONE ? UCXF_REC_INJECTED : 0)));
     ucxf_rec_commit(s, slot);
 }
 

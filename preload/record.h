@@ -19,7 +19,9 @@ struct ucxf_call;
  * learn its failure (ucp_request_free calls no callback). */
 #define UCXF_REC_UNLEARNED 0x8
 /* Not a call: an endpoint event (ucxf_record_ep_event); size holds its
- * kind (UCXF_EPEV_*), status the code of a failure or a handler call. */
+ * kind (UCXF_EPEV_*), status the code of a failure or a handler call, hook
+ * its cause (UCXF_EPCAUSE_*), req a failure's in-flight code (int8, 0 for
+ * the failure's code). */
 #define UCXF_REC_EP_EVENT 0x10
 /* In ucxf_record_snapshot's copy only (seq 0): the slot held a record
  * appended after the copy began, in place of an older one. */
@@ -29,6 +31,14 @@ struct ucxf_call;
 #define UCXF_EPEV_CLOSE   2
 #define UCXF_EPEV_FAILURE 3
 #define UCXF_EPEV_HANDLER 4
+
+/* What made an endpoint event: nothing of the injector's (a real failure,
+ * the application's create or close), or one of its kills. */
+#define UCXF_EPCAUSE_NONE    0
+#define UCXF_EPCAUSE_COMMAND 1 /* kill-ep, the live command */
+#define UCXF_EPCAUSE_RULE    2 /* a rule's kill-ep action */
+#define UCXF_EPCAUSE_REPLAY  3 /* a replayed endpoint failure */
+#define UCXF_EPCAUSE_KILL    4 /* a kill whose cause the handler's caller does not know */
 
 /* One logged record, one cache line. In the log, seq is the slot's stamp:
  * (segment << 40) | (index in the segment + 1) once the record is whole.
@@ -67,7 +77,8 @@ void     ucxf_record_fork_child(void);
 void     ucxf_record_append(const struct ucxf_call *c, int status, void *request, uint64_t now);
 void     ucxf_record_delivery(int hook, int status, void *ep, uint64_t size, void *request, int mark,
                               uint64_t now);
-void     ucxf_record_ep_event(int32_t ordinal, int kind, int code, int injected);
+/* Slow half (endpoint events are rare): t_ns 0 means now. */
+void     ucxf_record_ep_event(int32_t ordinal, int kind, int code, int cause, int inflight, uint64_t t_ns);
 
 /* The log's clock: the CPU's time-stamp counter where the kernel keeps
  * CLOCK_MONOTONIC on it (one instruction instead of a vDSO call: two reads

@@ -192,7 +192,13 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     if (r->kill_ep && c->ep != NULL) {
         /* The endpoint dies just before this call, which then fails as
          * every later call on it does until libucp has the failure. */
-        ucxf_ep_kill_now(c->ep, code);
+        int inflight = r->inflight_code != 0 ? r->inflight_code : cfg->inflight_code;
+        if (ucxf_ep_kill_now(c->ep, code, inflight) > 0) {
+            /* Logged at the call's start, so that the failure takes the
+             * killed call's position in the recording. */
+            ucxf_record_ep_event(ucxf_ep_ordinal(c->ep), UCXF_EPEV_FAILURE, code, UCXF_EPCAUSE_RULE, inflight,
+                                 c->t0);
+        }
     }
     if (r->delay_max_ns != 0) {
         d = r->delay_min_ns;

@@ -73,6 +73,9 @@ struct ucxf_rule {
     int8_t   codes[UCXF_MAX_CODES];
     uint8_t  kill_ep;   /* kill-ep: the call's endpoint dies (ucxf_ep_kill_now) */
     int8_t   kill_code; /* its code; 0 = the running libucp's dead-peer code */
+    /* inflight-code=: what operations in flight at the kill complete with;
+     * 0 = the configuration's (ucxf_config.inflight_code). */
+    int8_t   inflight_code;
 };
 
 /* A hold that only a cancel, a close or a kill of the endpoint ends. */
@@ -99,6 +102,7 @@ struct ucxf_schedule {
      * before the call, -1 for none, and the kill's code. */
     const int32_t *kill_ep;
     const int8_t *kill_code;
+    const int8_t *kill_inflight; /* the kill's in-flight code, 0 = the configuration's */
 };
 
 /*
@@ -118,6 +122,13 @@ struct ucxf_config {
     uint8_t  replay_cycle;
     uint8_t  deferred_mode; /* failures arrive on completion where possible */
     uint8_t  kills;         /* some endpoint has been killed (kill-ep) */
+    /* --inflight-code: what operations in flight on an endpoint at its kill
+     * complete with, while its handler and later calls get the kill's code;
+     * 0 = the kill's code. */
+    int8_t   inflight_code;
+    /* Some kill may complete operations in flight with a code of its own:
+     * requests on endpoints are followed in immediate mode too. */
+    uint8_t  follow_inflight;
     uint8_t  hook_enabled[UCXF_NUM_HOOKS];
     /* Set by ucxf_publish where ucxf_fast_decide may decide a call of the
      * hook alone: random faults now, no rules, kills, recording or
@@ -283,7 +294,10 @@ void ucxf_progress_deliver(ucp_worker_h worker);
 void ucxf_request_forget(void *request, int freed);
 void ucxf_after_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 void ucxf_peer_before_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p); /* peer.c */
+const ucp_ep_params_t *ucxf_ep_params_rewrite(const ucp_ep_params_t *params);
 void ucxf_before_ep_close(ucp_ep_h ep, const ucp_request_param_t *param);
+void ucxf_before_ep_close_nb(ucp_ep_h ep, unsigned mode);
+void ucxf_before_ep_disconnect(ucp_ep_h ep);
 /* The endpoint of this thread's ucp_ep_close_nbx in progress when it is a
  * forced close of a killed endpoint (ucxf_before_ep_close), else NULL. */
 extern UCXF_HIDDEN __thread void *ucxf_forced_close __attribute__((tls_model("initial-exec")));
@@ -293,11 +307,15 @@ ucs_status_ptr_t ucxf_fault_ep_close(ucs_status_ptr_t (*real)(ucp_ep_h, const uc
 /* In deferred mode, a counted operation on an endpoint has its request
  * followed, so that kill-ep can fail it if it is still in flight; while
  * recording, every counted operation is, so that the outcome its callback
- * or a status query delivers is recorded for it. */
+ * or a status query delivers is recorded for it. Where a kill has an
+ * in-flight code of its own (follow_inflight), operations on endpoints are
+ * followed in immediate mode too, so that their completions can carry it. */
 static inline int ucxf_tracks(const struct ucxf_call *c)
 {
     /* A held completion (delay-completion=, hang) is followed in any mode. */
-    return UCXF_UNLIKELY(c->hold_ns != 0) || (c->counted && c->cfg->deferred_mode && (c->ep != NULL || c->recording));
+    return UCXF_UNLIKELY(c->hold_ns != 0) ||
+           (c->counted && ((c->cfg->deferred_mode && (c->ep != NULL || c->recording)) ||
+                           (UCXF_UNLIKELY(c->cfg->follow_inflight) && c->ep != NULL)));
 }
 
 /* Requests carrying a failure to deliver on completion (defer.c): status

@@ -20,8 +20,13 @@ type Raw struct {
 	ThreadKey uint64
 	Hook      hooks.ID
 	// EndpointKey identifies the endpoint (a pointer or ordinal+1); 0 when
-	// the function takes none. Build assigns ordinals in order of first use.
+	// the function takes none. Build assigns ordinals in order of creation
+	// (create events) or first use, unless KeyIsNumber.
 	EndpointKey uint64
+	// KeyIsNumber: EndpointKey is the endpoint's number + 1, given by the
+	// source (the injector numbers endpoints by creation in the process,
+	// whether or not it was recording then).
+	KeyIsNumber bool
 	Size        uint64
 	// Status is what the call returned: 0, 1 (UCS_INPROGRESS: a request
 	// was returned, or a status query found it in flight) or a negative
@@ -48,6 +53,9 @@ type Raw struct {
 	Event string
 	Code  int
 	Peer  string
+	// Cause and InflightCode: EndpointEvent's, for an injected event.
+	Cause        string
+	InflightCode int
 }
 
 // end is when the call returned.
@@ -66,6 +74,10 @@ type BuildStats struct {
 	// Events are the endpoint events among the Raws, in time order, each
 	// placed before the next call and numbered as the calls' endpoints.
 	Events []EndpointEvent
+	// FirstUse lists, in order, the endpoints whose first Raw was not
+	// their create event: open before the recording began, numbered in
+	// order of first use.
+	FirstUse []int
 }
 
 // recentCalls bounds how far back a delivery looks, among its thread's
@@ -134,13 +146,23 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 			continue
 		}
 		ep := -1
-		if r.EndpointKey != 0 {
+		if r.EndpointKey != 0 && r.KeyIsNumber {
+			ep = int(r.EndpointKey - 1)
+		} else if r.EndpointKey != 0 {
+			if r.Event == EventCreate {
+				// A new endpoint, even at a closed one's address (calls
+				// on the old one up to its close keep the old number).
+				delete(eps, r.EndpointKey)
+			}
 			var ok bool
 			if ep, ok = eps[r.EndpointKey]; !ok {
 				// Numbers are never reused, even after a close.
 				ep = nextEP
 				nextEP++
 				eps[r.EndpointKey] = ep
+				if r.Event != EventCreate {
+					f.st.FirstUse = append(f.st.FirstUse, ep)
+				}
 			}
 		}
 		var rel uint64
@@ -150,11 +172,8 @@ func BuildSince(raws []Raw, base uint64) ([]Call, BuildStats) {
 		if r.Event != "" {
 			if ep >= 0 {
 				f.st.Events = append(f.st.Events, EndpointEvent{Seq: uint64(len(f.calls)), Endpoint: ep,
-					Event: r.Event, Code: r.Code, Peer: r.Peer, Injected: r.Injected, TimeNS: rel})
-			}
-			if r.Event == EventClose {
-				// A later endpoint at the same address is a new one.
-				delete(eps, r.EndpointKey)
+					Event: r.Event, Code: r.Code, Peer: r.Peer, Injected: r.Injected, Cause: r.Cause,
+					InflightCode: r.InflightCode, TimeNS: rel})
 			}
 			continue
 		}

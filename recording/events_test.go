@@ -3,6 +3,7 @@ package recording
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -106,5 +107,48 @@ func TestBuildEndpointEvents(t *testing.T) {
 		if st.Events[i] != want[i] {
 			t.Errorf("event %d: %+v, want %+v", i, st.Events[i], want[i])
 		}
+	}
+}
+
+// A close comes before its own close call, which keeps the closing
+// endpoint's number; only a create makes a new endpoint at a known key.
+// An endpoint first seen without its create is listed in FirstUse.
+func TestBuildCloseAndFirstUse(t *testing.T) {
+	put, closeNBX := hook(t, "ucp_put_nbx"), hook(t, "ucp_ep_close_nbx")
+	calls, st := Build([]Raw{
+		{TimeNS: 10, ThreadKey: 1, Hook: put, EndpointKey: 0xb}, // open before the recording
+		{TimeNS: 20, ThreadKey: 1, EndpointKey: 0xb, Event: EventClose},
+		{TimeNS: 20, ThreadKey: 1, Hook: closeNBX, EndpointKey: 0xb},
+		{TimeNS: 30, ThreadKey: 1, EndpointKey: 0xb, Event: EventCreate}, // same address, new endpoint
+		{TimeNS: 40, ThreadKey: 1, Hook: put, EndpointKey: 0xb},
+		{TimeNS: 50, ThreadKey: 1, EndpointKey: 0xc, Event: EventCreate},
+		{TimeNS: 60, ThreadKey: 1, Hook: put, EndpointKey: 0xc},
+	})
+	var eps []int
+	for _, c := range calls {
+		eps = append(eps, c.Endpoint)
+	}
+	if want := []int{0, 0, 1, 2}; !reflect.DeepEqual(eps, want) {
+		t.Errorf("call endpoints %v, want %v", eps, want)
+	}
+	if !reflect.DeepEqual(st.FirstUse, []int{0}) {
+		t.Errorf("first use %v, want [0]", st.FirstUse)
+	}
+	if len(st.Events) != 3 || st.Events[0].Seq != 1 || st.Events[0].Event != EventClose || st.Events[1].Seq != 2 {
+		t.Errorf("events %+v: want the close at 1 (before its call), the create at 2", st.Events)
+	}
+}
+
+// The injector's keys are the process's endpoint numbers: kept as they are,
+// gaps and all, and never listed as numbered by first use.
+func TestBuildKeepsGivenNumbers(t *testing.T) {
+	put := hook(t, "ucp_put_nbx")
+	calls, st := Build([]Raw{
+		{TimeNS: 10, ThreadKey: 1, Hook: put, EndpointKey: 3 + 1, KeyIsNumber: true},
+		{TimeNS: 20, ThreadKey: 1, EndpointKey: 5 + 1, KeyIsNumber: true, Event: EventCreate},
+		{TimeNS: 30, ThreadKey: 1, Hook: put, EndpointKey: 5 + 1, KeyIsNumber: true},
+	})
+	if len(calls) != 2 || calls[0].Endpoint != 3 || calls[1].Endpoint != 5 || st.Events[0].Endpoint != 5 || len(st.FirstUse) != 0 {
+		t.Errorf("calls %+v, events %+v, first use %v: want endpoints 3 and 5 as given", calls, st.Events, st.FirstUse)
 	}
 }

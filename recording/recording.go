@@ -44,6 +44,18 @@ const (
 	EventHandler = "handler"
 )
 
+// Causes of an endpoint event the injector made (EndpointEvent.Cause).
+const (
+	// CauseCommand: the live kill-ep command.
+	CauseCommand = "kill-ep"
+	// CauseRule: a rule's kill-ep action.
+	CauseRule = "rule"
+	// CauseReplay: a replayed endpoint failure.
+	CauseReplay = "replay"
+	// CauseKill: a handler call for a kill (whichever made it).
+	CauseKill = "kill"
+)
+
 // Sources of a recording.
 const (
 	SourceInjector = "injector"
@@ -86,6 +98,11 @@ type Process struct {
 	// EndpointEvents are the endpoint lifetimes and failures, in order
 	// (version 2; absent in version 1 files).
 	EndpointEvents []EndpointEvent `json:"endpoint_events,omitempty"`
+	// AttachedEndpoints lists the endpoints that were open when the
+	// observer attached (its create was not seen): they are numbered in
+	// order of first use after the attach, before or among the endpoints
+	// numbered by creation (version 2, observer only; absent when none).
+	AttachedEndpoints []int `json:"attached_endpoints,omitempty"`
 	// Calls stays the last field: encode streams it.
 	Calls []Call `json:"calls"`
 }
@@ -108,6 +125,15 @@ type EndpointEvent struct {
 	// Injected is true for a failure ucxfault made (a kill-ep), and for the
 	// handler call it delivered.
 	Injected bool `json:"injected,omitempty"`
+	// Cause says what made an injected event (CauseCommand, CauseRule,
+	// CauseReplay; CauseKill for the handler call of any kill); empty for
+	// the others.
+	Cause string `json:"cause,omitempty"`
+	// InflightCode, on a failure, is what operations in flight on the
+	// endpoint completed with when it differs from Code (0: Code);
+	// replay's kill uses it too.
+	InflightCode int `json:"inflight_code,omitempty"`
+
 	// TimeNS is when it happened, in nanoseconds since the recording began.
 	TimeNS uint64 `json:"t_ns"`
 }
@@ -155,8 +181,10 @@ type Call struct {
 	Fn string `json:"fn"`
 	// Size is the transfer size in bytes; 0 when the function has none.
 	Size uint64 `json:"size"`
-	// Endpoint is the endpoint's ordinal in order of first use, from 0;
-	// -1 when the function takes no endpoint.
+	// Endpoint is the endpoint's number: its order of creation in the
+	// process, from 0 (for endpoints open before the observer attached,
+	// Process.AttachedEndpoints, its order of first use); -1 when the
+	// function takes no endpoint.
 	Endpoint int `json:"ep"`
 	// Status is the final status: 0 on success, the UCX code on failure.
 	Status int `json:"status"`
@@ -287,6 +315,14 @@ func (f *File) Validate() error {
 		if len(p.EndpointEvents) > 0 && f.Version < 2 {
 			return bad("process %d: endpoint_events need version 2 (the file says %d)", pi, f.Version)
 		}
+		if len(p.AttachedEndpoints) > 0 && f.Version < 2 {
+			return bad("process %d: attached_endpoints need version 2 (the file says %d)", pi, f.Version)
+		}
+		for _, ep := range p.AttachedEndpoints {
+			if ep < 0 {
+				return bad("process %d: negative attached endpoint %d", pi, ep)
+			}
+		}
 		var lastEv uint64
 		for ei, e := range p.EndpointEvents {
 			if ei > 0 && e.Seq < lastEv {
@@ -304,6 +340,9 @@ func (f *File) Validate() error {
 			case EventFailure, EventHandler:
 				if e.Code >= 0 || e.Code < ucs.LastError {
 					return bad("process %d endpoint event %d: %s code %d is not a UCX error code", pi, ei, e.Event, e.Code)
+				}
+				if e.InflightCode != 0 && (e.Event != EventFailure || e.InflightCode > 0 || e.InflightCode < ucs.LastError) {
+					return bad("process %d endpoint event %d: inflight_code %d (a failure's UCX error code, -1 to -100)", pi, ei, e.InflightCode)
 				}
 			default:
 				return bad("process %d endpoint event %d: event %q (want create, close, failure or handler)", pi, ei, e.Event)

@@ -137,7 +137,28 @@ A real error wins over an injected one.`,
 			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdMode, Mode: &m})
 		},
 	}
-	var killCode string
+	inflight := &cobra.Command{
+		Use:   "inflight-code CODE|default",
+		Short: "What operations in flight at a kill complete with (default: the kill's code)",
+		Long: `When an endpoint is killed (kill-ep, a rule's kill-ep, a replayed failure),
+the operations in flight on it complete with CODE while its error handler
+and every later call get the kill's code, as UCX on InfiniBand purges them
+with -16 (CANCELED). "default" goes back to the kill's code. A kill's own
+--inflight-code, or a rule's inflight-code=, wins.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			n := 0
+			if strings.ToLower(strings.TrimSpace(args[0])) != "default" {
+				code, err := control.ParseInflightCode(args[0])
+				if err != nil {
+					return err
+				}
+				n = int(code)
+			}
+			return runControl(c.OutOrStdout(), c.ErrOrStderr(), &control.Request{Cmd: control.CmdInflight, Code: &n})
+		},
+	}
+	var killCode, killInflight string
 	killEP := &cobra.Command{
 		Use:   "kill-ep ENDPOINT|PEER [--code CODE]",
 		Short: "Kill an endpoint, or every endpoint of a peer, as if the peer died (-80 up to UCX 1.13, -25 from 1.14, as a dead TCP peer)",
@@ -165,12 +186,21 @@ keep working. A killed endpoint stays dead, even across reset.`,
 				n := int(code)
 				req.Code = &n
 			}
+			if killInflight != "" {
+				code, err := control.ParseInflightCode(killInflight)
+				if err != nil {
+					return err
+				}
+				n := int(code)
+				req.InflightCode = &n
+			}
 			return runControl(c.OutOrStdout(), c.ErrOrStderr(), req)
 		},
 	}
+	killEP.Flags().StringVar(&killInflight, "inflight-code", "", "what operations in flight on the endpoint complete with (default: inflight-code's setting, else the kill's code; in immediate mode only requests posted after an in-flight code was set are followed: set it beforehand with inflight-code)")
 	killEP.Flags().StringVar(&killCode, "code", "", "the code the endpoint fails with (default: the process's libucp's for a dead TCP peer)")
 	return []*cobra.Command{
-		mode, killEP,
+		mode, killEP, inflight,
 		simpleControl("toggle", "Switch injection on or off", control.CmdToggle),
 		simpleControl("enable", "Switch injection on", control.CmdEnable),
 		simpleControl("disable", "Switch injection off (hooks cost one load and a branch)", control.CmdDisable),

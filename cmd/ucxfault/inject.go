@@ -80,6 +80,7 @@ type injectOptions struct {
 	quiet       bool
 	mode        string
 	rules       []string
+	inflight    string
 }
 
 func newInjectCmd() *cobra.Command {
@@ -175,6 +176,7 @@ Exit status: PROGRAM's; 2 on bad input before PROGRAM starts.`,
 	f.BoolVar(&o.debug, "debug", false, "log the injector's actions on stderr")
 	f.BoolVar(&o.quiet, "quiet", false, "print neither the start-up line nor the exit summary line (UCX_FAULT_SUMMARY_FILE still gets it)")
 	f.StringVar(&o.mode, "mode", "", "immediate (default) or deferred: fail on completion where the function allows")
+	f.StringVar(&o.inflight, "inflight-code", "", "what operations in flight at a kill complete with, e.g. -16 or CANCELED as InfiniBand purges them (default: the kill's code; the handler gets the kill's code)")
 	f.StringArrayVar(&o.rules, "rule", nil, "a fault rule, e.g. 'hooks=ucp_put_nbx calls=100..200+10' (repeatable; see ucxfault rule --help)")
 	f.SetInterspersed(false)
 	return cmd
@@ -261,6 +263,14 @@ func (o *injectOptions) environment() ([]string, error) {
 		}
 		s.Mode = m
 		set = append(set, control.EnvMode)
+	}
+	if o.inflight != "" {
+		code, err := control.ParseInflightCode(o.inflight)
+		if err != nil {
+			return nil, err
+		}
+		s.InflightCode = code
+		set = append(set, control.EnvInflightCode)
 	}
 	if o.record {
 		s.Recording = true

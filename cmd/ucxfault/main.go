@@ -98,7 +98,7 @@ var commandGroups = []struct {
 }{
 	{"run", "Run a program under the injector:", []string{"inject"}},
 	{"faults", "Change the faults of running processes:", []string{"enable", "disable", "toggle", "reset",
-		"probability", "error-codes", "pattern", "seed", "strategy", "mode", "rule", "hook", "kill-ep"}},
+		"probability", "error-codes", "pattern", "seed", "strategy", "mode", "rule", "hook", "kill-ep", "inflight-code"}},
 	{"look", "Look at running processes:", []string{"status", "stats", "version"}},
 	{"record", "Record and replay calls:", []string{"record-toggle", "record-dump", "record-clear", "replay"}},
 	{"observe", "Watch processes that run without the injector:", []string{"observe", "watch"}},

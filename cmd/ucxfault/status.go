@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -295,7 +296,12 @@ func renderStatusNotes(w io.Writer, statuses []control.Status) {
 			fmt.Fprintf(w, "pid %d: warning: %s\n", st.PID, warn)
 		}
 		for _, k := range st.Killed {
-			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)\n", st.PID, k.Endpoint, int(k.Code), k.Code)
+			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)%s\n", st.PID, k.Endpoint, int(k.Code), k.Code,
+				inflightNote(cmp.Or(k.InflightCode, ucs.Status(st.InflightCode)), k.Code))
+		}
+		if st.InflightCode != 0 {
+			fmt.Fprintf(w, "pid %d: operations in flight at a kill complete with %d (%s)\n", st.PID, st.InflightCode,
+				ucs.Status(st.InflightCode))
 		}
 		// One line per libucp copy: which UCX is under test.
 		routed := map[string]uint64{}
@@ -377,4 +383,13 @@ func renderEndpoints(w io.Writer, statuses []control.Status, all bool) error {
 			omitted, control.MaxClosedEndpoints)
 	}
 	return nil
+}
+
+// inflightNote says what a kill's operations in flight completed with,
+// when it is not the kill's code.
+func inflightNote(inflight, code ucs.Status) string {
+	if inflight == 0 || inflight == code {
+		return ""
+	}
+	return fmt.Sprintf("; in flight: %d (%s)", int(inflight), inflight)
 }

@@ -292,7 +292,7 @@ static void *peer_worker(void *arg)
             params.sockaddr.addr    = (const struct sockaddr *)&sin;
             params.sockaddr.addrlen = sizeof(sin);
             ucxf_ep_set_closed(&peer_eps[t][j]);
-            ucxf_ep_set_info(&peer_eps[t][j], NULL, NULL, NULL, ucxf_peer_of_params(&params));
+            ucxf_ep_set_info(&peer_eps[t][j], NULL, NULL, NULL, NULL, ucxf_peer_of_params(&params));
             snprintf(want, sizeof(want), "127.0.0.1:%u", port);
             if (ucxf_ep_peer_hash(&peer_eps[t][j]) != ucxf_peer_hash(want)) {
                 FAIL("endpoint %d of thread %d, round %d: its peer is not %s", j, t, r, want);
