@@ -80,7 +80,10 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
         t->base_calls[h]  = t->h[h].calls;
         t->base_faults[h] = t->h[h].faults;
         t->until_fault[h] = UINT64_MAX;
-        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0) {
+        /* Only for hooks it injects into: the recording fast half counts
+         * down the others' too, which must then never reach 0. */
+        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0 && cfg->enabled &&
+            cfg->hook_enabled[h]) {
             t->until_fault[h] = ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX));
         }
     }
@@ -271,6 +274,17 @@ int ucxf_enter(struct ucxf_call *c)
         if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
             __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
             __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
+        }
+    }
+    if (!cfg->fast_rec[h] || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+        t->rec_caller[h] = NULL;
+    } else if (__atomic_load_n(&t->rec_caller[h], __ATOMIC_RELAXED) != c->caller) {
+        /* As for fast_caller above. */
+        t->slow_buckets[h] = cfg->rule_buckets[h];
+        __atomic_store_n(&t->rec_caller[h], c->caller, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
+            __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
+            __atomic_store_n(&t->rec_caller[h], NULL, __ATOMIC_RELAXED);
         }
     }
     if (UCXF_UNLIKELY(t->generation != cfg->generation)) {
