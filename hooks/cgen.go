@@ -33,6 +33,11 @@ type cRow struct {
 	// status query (its completion delivery needs ucxf_leave), nor a row
 	// with an examined request or an After hook.
 	FastRec bool
+	// FastTrack rows have a fast half for deferred mode (ucxf_trk_*): a
+	// polled operation (no callback) that passes is counted by
+	// ucxf_fast_track, and its request, if libucp returns one, followed
+	// for kill-ep, without ucxf_enter and ucxf_leave.
+	FastTrack bool
 }
 
 // GenerateC renders the injector's generated C files from Table: a header
@@ -91,7 +96,6 @@ func GenerateC() (map[string][]byte, error) {
 			r.Polls = 1
 		}
 		r.Fast = r.Faultable == 1 && !h.ForceClose
-		r.FastRec = r.Fast && r.Polls == 0 && r.ReqExpr == "NULL" && h.After == "" && (r.IsStatusPtr || r.IsStatus)
 		if h.Callback != "" {
 			if h.Param == "" || h.ArgIndex(h.Param) == 0 {
 				return nil, fmt.Errorf("hook %s: a callback needs its ucp_request_param_t parameter", h.Name)
@@ -126,6 +130,9 @@ func GenerateC() (map[string][]byte, error) {
 			}
 			*ref.dst = ref.conv + ref.name
 		}
+		// After the endpoint, size and request expressions above.
+		r.FastTrack = r.Fast && r.Defers == 1 && r.IsStatusPtr && h.After == "" && r.ReqExpr == "NULL"
+		r.FastRec = r.Fast && r.Polls == 0 && r.ReqExpr == "NULL" && h.After == "" && (r.IsStatusPtr || r.IsStatus)
 		rows[i] = r
 	}
 	out := map[string][]byte{}
@@ -248,6 +255,9 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) {{.Return}} ucx
 {{- if .FastRec}}
 static __attribute__((noinline)) {{.Return}} ucxf_rec_{{.Name}}({{.Decl}});
 {{- end}}
+{{- if .FastTrack}}
+static __attribute__((noinline)) {{.Return}} ucxf_trk_{{.Name}}({{.Decl}});
+{{- end}}
 
 /* {{.Name}}: {{.Summary}}.
  * The wrapper passes the call on when {{if eq .Return.String "unsigned"}}progress has no work for the
@@ -306,7 +316,31 @@ static {{.Return}} ucxf_fast_{{.Name}}({{.Decl}})
         return ucxf_rec_{{.Name}}({{.Args}});
     }
     {{- end}}
+    {{- if .FastTrack}}
+    if (!({{.Param}}->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track({{.CName}}, __builtin_return_address(0), {{.SizeExpr}}, {{.EpExpr}}) == 0)) {
+        return ucxf_trk_{{.Name}}({{.Args}});
+    }
+    {{- end}}
     return ucxf_slow_{{.Name}}({{.Args}});
+}
+{{- end}}
+{{- if .FastTrack}}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static {{.Return}} ucxf_trk_{{.Name}}({{.Decl}})
+{
+    __typeof__({{.Name}}) *real = (__typeof__({{.Name}}) *)
+        __atomic_load_n(&ucxf_real[{{.CName}}], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real({{.Args}});
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass({{.CName}}, {{.EpExpr}}, {{.SizeExpr}}, ret);
+    }
+    return ret;
 }
 {{- end}}
 {{- if .FastRec}}

@@ -131,6 +131,12 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
             int inject = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h];
             int bare   = inject && !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h])) &&
                        (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM || ucxf_replay_quiet(cfg, h));
+            /* The deferred fast half: a faultable hook that defers, in
+             * deferred mode, whose decision fast[] would allow. */
+            cfg->fast_track[h] = inject && cfg->deferred_mode && ucxf_hook_defers[h] && !ucxf_hook_completion_only[h] &&
+                                 !cfg->recording && !cfg->kills &&
+                                 (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
+                                  ucxf_replay_quiet(cfg, h));
             cfg->fast_rec[h] = cfg->recording && !cfg->kills && !cfg->deferred_mode && !ucxf_hook_polls[h] &&
                                (!inject || bare);
         }

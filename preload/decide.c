@@ -231,6 +231,23 @@ static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code
     ucxf_count_code(hc, code, c->size_bucket);
 }
 
+/* Trusts caller in callers[h] (rec_caller, trk_caller), as ucxf_enter
+ * trusts fast_caller, where the configuration allows it (ok). */
+static inline void ucxf_trust(struct ucxf_thread *t, void **callers, int ok, int h, void *caller,
+                              const struct ucxf_config *cfg, const struct ucxf_ranges *ranges)
+{
+    if (!ok || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+        callers[h] = NULL;
+    } else if (__atomic_load_n(&callers[h], __ATOMIC_RELAXED) != caller) {
+        t->slow_buckets[h] = cfg->rule_buckets[h];
+        __atomic_store_n(&callers[h], caller, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
+            __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
+            __atomic_store_n(&callers[h], NULL, __ATOMIC_RELAXED);
+        }
+    }
+}
+
 int ucxf_enter(struct ucxf_call *c)
 {
     const struct ucxf_config *cfg;
@@ -276,17 +293,8 @@ int ucxf_enter(struct ucxf_call *c)
             __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
         }
     }
-    if (!cfg->fast_rec[h] || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
-        t->rec_caller[h] = NULL;
-    } else if (__atomic_load_n(&t->rec_caller[h], __ATOMIC_RELAXED) != c->caller) {
-        /* As for fast_caller above. */
-        t->slow_buckets[h] = cfg->rule_buckets[h];
-        __atomic_store_n(&t->rec_caller[h], c->caller, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
-            __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
-            __atomic_store_n(&t->rec_caller[h], NULL, __ATOMIC_RELAXED);
-        }
-    }
+    ucxf_trust(t, t->rec_caller, cfg->fast_rec[h], h, c->caller, cfg, ranges);
+    ucxf_trust(t, t->trk_caller, cfg->fast_track[h], h, c->caller, cfg, ranges);
     if (UCXF_UNLIKELY(t->generation != cfg->generation)) {
         ucxf_rebase(t, cfg);
     }

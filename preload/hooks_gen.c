@@ -5,6 +5,7 @@
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
 /* ucp_put_nbx: RMA put.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_put_nbx: two
@@ -37,7 +38,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, s
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
+    }
     return ucxf_slow_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, buffer, count, remote_addr, rkey, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_PUT_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -103,6 +124,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, s
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
 /* ucp_get_nbx: RMA get.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_get_nbx: two
@@ -135,7 +157,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t 
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
+    }
     return ucxf_slow_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, buffer, count, remote_addr, rkey, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_GET_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -201,6 +243,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 
 /* ucp_ep_flush_nbx: flush an endpoint.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_flush_nbx: two
@@ -233,7 +276,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_reques
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         return ucxf_rec_ucp_ep_flush_nbx(ep, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_ep_flush_nbx(ep, param);
+    }
     return ucxf_slow_ucp_ep_flush_nbx(ep, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_EP_FLUSH_NBX, (void *)ep, 0, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -366,6 +429,7 @@ static ucs_status_t ucxf_slow_ucp_request_check_status(void *request)
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
 /* ucp_tag_send_nbx: tagged send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_nbx: two
@@ -398,7 +462,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buff
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_tag_send_nbx(ep, buffer, count, tag, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_tag_send_nbx(ep, buffer, count, tag, param);
+    }
     return ucxf_slow_ucp_tag_send_nbx(ep, buffer, count, tag, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, buffer, count, tag, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_TAG_SEND_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -464,6 +548,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp_ep_h ep, const void *buff
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
 /* ucp_tag_send_sync_nbx: tagged synchronous send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_sync_nbx: two
@@ -496,7 +581,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void 
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
+    }
     return ucxf_slow_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, buffer, count, tag, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_TAG_SEND_SYNC_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -562,6 +667,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 
 /* ucp_tag_recv_nbx: tagged receive.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_recv_nbx: two
@@ -594,7 +700,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *bu
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         return ucxf_rec_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
+        return ucxf_trk_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
+    }
     return ucxf_slow_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(worker, buffer, count, tag, tag_mask, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_TAG_RECV_NBX, NULL, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -660,6 +786,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp_worker_h worker, void *bu
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 
 /* ucp_stream_send_nbx: stream send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_send_nbx: two
@@ -692,7 +819,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *b
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_stream_send_nbx(ep, buffer, count, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_stream_send_nbx(ep, buffer, count, param);
+    }
     return ucxf_slow_ucp_stream_send_nbx(ep, buffer, count, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, buffer, count, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_STREAM_SEND_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -758,6 +905,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(ucp_ep_h ep, const void *b
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 
 /* ucp_stream_recv_nbx: stream receive.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_recv_nbx: two
@@ -790,7 +938,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer,
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_stream_recv_nbx(ep, buffer, count, length, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_stream_recv_nbx(ep, buffer, count, length, param);
+    }
     return ucxf_slow_ucp_stream_recv_nbx(ep, buffer, count, length, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, buffer, count, length, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_STREAM_RECV_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -856,6 +1024,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer,
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 
 /* ucp_am_send_nbx: active message send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_am_send_nbx: two
@@ -888,7 +1057,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, cons
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
+    }
     return ucxf_slow_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, id, header, header_length, buffer, count, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_AM_SEND_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -954,6 +1143,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, cons
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 
 /* ucp_am_recv_data_nbx: receive active message data.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_am_recv_data_nbx: two
@@ -986,7 +1176,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         return ucxf_rec_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
+        return ucxf_trk_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
+    }
     return ucxf_slow_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(worker, data_desc, buffer, count, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_AM_RECV_DATA_NBX, NULL, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1052,6 +1262,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx(ucp_worker_h worker, void
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
 /* ucp_atomic_op_nbx: atomic operation.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_op_nbx: two
@@ -1084,7 +1295,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+        return ucxf_trk_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
+    }
     return ucxf_slow_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(ep, opcode, buffer, count, remote_addr, rkey, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_ATOMIC_OP_NBX, (void *)ep, (uint64_t)count, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1150,6 +1381,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 
 /* ucp_worker_flush_nbx: flush a worker.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_flush_nbx: two
@@ -1182,7 +1414,27 @@ static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, cons
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_flush_nbx(worker, param);
     }
+    if (!(param->op_attr_mask & UCP_OP_ATTR_FIELD_CALLBACK) &&
+        UCXF_LIKELY(ucxf_fast_track(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0, NULL) == 0)) {
+        return ucxf_trk_ucp_worker_flush_nbx(worker, param);
+    }
     return ucxf_slow_ucp_worker_flush_nbx(worker, param);
+}
+
+/* Deferred mode, a polled operation that passes (ucxf_fast_track has
+ * counted it): the real call, then its request, if any, is followed for
+ * kill-ep as ucxf_leave follows it. A callback needs its trampoline set
+ * before the call: the slow half. Reached by a tail call. */
+static ucs_status_ptr_t ucxf_trk_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
+{
+    __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
+        __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
+    ucs_status_ptr_t ret = real(worker, param);
+
+    if (UCXF_UNLIKELY(UCS_PTR_IS_PTR(ret))) {
+        ucxf_track_pass(UCXF_HOOK_WORKER_FLUSH_NBX, NULL, 0, ret);
+    }
+    return ret;
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
