@@ -236,7 +236,13 @@ static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code
 static inline void ucxf_trust(struct ucxf_thread *t, void **callers, int ok, int h, void *caller,
                               const struct ucxf_config *cfg, const struct ucxf_ranges *ranges)
 {
-    if (!ok || __atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+    /* Not ok: callers[h] is NULL already (ucxf_publish cleared it, and
+     * a store under an older configuration undoes itself below), so the
+     * calls that keep the slow half pay a test and nothing more. */
+    if (UCXF_LIKELY(!ok)) {
+        return;
+    }
+    if (__atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
         callers[h] = NULL;
     } else if (__atomic_load_n(&callers[h], __ATOMIC_RELAXED) != caller) {
         t->slow_buckets[h] = cfg->rule_buckets[h];
