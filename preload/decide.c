@@ -83,7 +83,7 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
         /* Only for hooks it injects into: the recording fast half counts
          * down the others' too, which must then never reach 0. */
         if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0 && cfg->enabled &&
-            cfg->hook_enabled[h]) {
+            cfg->hook_enabled[h] && ucxf_hook_faultable[h]) {
             t->until_fault[h] = ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX));
         }
     }
