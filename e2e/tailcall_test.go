@@ -137,6 +137,17 @@ func checkTailCalls(t *testing.T, objdump, lib string, branch func(mnemonic stri
 			if !jumps || calls {
 				t.Errorf("%s: %s reaches %s by jump=%v call=%v; want a jump only", h.Name, fast, slow, jumps, calls)
 			}
+			// The recording and deferred fast halves (ucxf_rec_*,
+			// ucxf_trk_*) are jumped to as well: the fast half keeps
+			// no frame and saves no register on any of its ways out.
+			for _, half := range []string{"ucxf_rec_" + h.Name, "ucxf_trk_" + h.Name} {
+				if _, ok := funcs[half]; !ok {
+					continue
+				}
+				if jumps, calls := reach(funcs[fast], half); !jumps || calls {
+					t.Errorf("%s: %s reaches %s by jump=%v call=%v; want a jump only", h.Name, fast, half, jumps, calls)
+				}
+			}
 		}
 		jumps, calls := reach(body, next)
 		if !jumps || calls {

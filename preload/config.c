@@ -125,6 +125,22 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
                       (cfg->deferred_mode || cfg->follow_inflight || ucxf_hook_completion_only[h]));
         cfg->fast[h] = alone && (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
                                  ucxf_replay_quiet(cfg, h));
+        /* The recording fast half: what fast[] would allow were it not
+         * for the recording, or a hook the configuration injects nothing
+         * into. Status queries keep ucxf_leave (completion deliveries). */
+        {
+            int inject = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h];
+            int bare   = inject && !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h])) &&
+                       (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM || ucxf_replay_quiet(cfg, h));
+            /* The deferred fast half: a faultable hook that defers, in
+             * deferred mode, whose decision fast[] would allow. */
+            cfg->fast_track[h] = inject && cfg->deferred_mode && ucxf_hook_defers[h] && !ucxf_hook_completion_only[h] &&
+                                 !cfg->recording && !cfg->kills &&
+                                 (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
+                                  ucxf_replay_quiet(cfg, h));
+            cfg->fast_rec[h] = cfg->recording && !cfg->kills && !cfg->deferred_mode && !ucxf_hook_polls[h] &&
+                               (!inject || bare);
+        }
         cfg->fast_after_replay[h] = alone && cfg->hook_nrules[h] == 0 && cfg->strategy == UCXF_STRATEGY_REPLAY &&
                                     !cfg->replay_cycle && !ucxf_hook_polls[h];
     }

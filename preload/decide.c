@@ -80,7 +80,10 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
         t->base_calls[h]  = t->h[h].calls;
         t->base_faults[h] = t->h[h].faults;
         t->until_fault[h] = UINT64_MAX;
-        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0) {
+        /* Only for hooks it injects into: the recording fast half counts
+         * down the others' too, which must then never reach 0. */
+        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0 && cfg->enabled &&
+            cfg->hook_enabled[h] && ucxf_hook_faultable[h]) {
             t->until_fault[h] = ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX));
         }
     }
@@ -232,6 +235,29 @@ static void ucxf_poll_fault(struct ucxf_call *c, struct ucxf_thread *t, int code
     ucxf_count_code(hc, code, c->size_bucket);
 }
 
+/* Trusts caller in callers[h] (rec_caller, trk_caller), as ucxf_enter
+ * trusts fast_caller, where the configuration allows it (ok). */
+static inline void ucxf_trust(struct ucxf_thread *t, void **callers, int ok, int h, void *caller,
+                              const struct ucxf_config *cfg, const struct ucxf_ranges *ranges)
+{
+    /* Not ok: callers[h] is NULL already (ucxf_publish cleared it, and
+     * a store under an older configuration undoes itself below), so the
+     * calls that keep the slow half pay a test and nothing more. */
+    if (UCXF_LIKELY(!ok)) {
+        return;
+    }
+    if (__atomic_load_n(&ucxf_multi_copy, __ATOMIC_SEQ_CST)) {
+        callers[h] = NULL;
+    } else if (__atomic_load_n(&callers[h], __ATOMIC_RELAXED) != caller) {
+        t->slow_buckets[h] = cfg->rule_buckets[h];
+        __atomic_store_n(&callers[h], caller, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ucxf_internal, __ATOMIC_SEQ_CST) != ranges ||
+            __atomic_load_n(&ucxf_cfg, __ATOMIC_SEQ_CST) != cfg) {
+            __atomic_store_n(&callers[h], NULL, __ATOMIC_RELAXED);
+        }
+    }
+}
+
 int ucxf_enter(struct ucxf_call *c)
 {
     const struct ucxf_config *cfg;
@@ -277,6 +303,8 @@ int ucxf_enter(struct ucxf_call *c)
             __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
         }
     }
+    ucxf_trust(t, t->rec_caller, cfg->fast_rec[h], h, c->caller, cfg, ranges);
+    ucxf_trust(t, t->trk_caller, cfg->fast_track[h], h, c->caller, cfg, ranges);
     if (UCXF_UNLIKELY(t->generation != cfg->generation)) {
         ucxf_rebase(t, cfg);
     }

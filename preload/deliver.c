@@ -371,6 +371,20 @@ wrap:
     return copy;
 }
 
+/* The deferred fast half (ucxf_trk_* in hooks_gen.c): a polled operation
+ * of hook on ep that passed returned request, followed for kill-ep as
+ * ucxf_leave follows a tracked call's (no room in the table: a kill then
+ * reaches it through nothing, as there). An operation without an
+ * endpoint is not followed (ucxf_tracks). */
+void ucxf_track_pass(int hook, void *ep, uint64_t size, void *request)
+{
+    if (ep != NULL) {
+        ucxf_defer_put_hold(request, 0, ep, hook, size, 0);
+    } else if (ucxf_defer_active()) {
+        ucxf_defer_forget(request); /* a request pointer used again carries nothing over */
+    }
+}
+
 void ucxf_defer_done(struct ucxf_call *c, int attached)
 {
     struct ucxf_cb_ctx *x = c->cb_ctx;

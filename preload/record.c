@@ -35,12 +35,9 @@
 
 #include "ucxfault.h"
 #include "record.h"
+#include "record_fast.h"
 #include "endpoint.h"
 
-/* The stamp of a slot being filled: never a record's. */
-#define UCXF_REC_WRITING   UINT64_MAX
-#define UCXF_REC_IDX_BITS  40
-#define UCXF_REC_IDX_MASK  ((1ull << UCXF_REC_IDX_BITS) - 1)
 /* Segments live at once (threads logging at once); more drop their records. */
 #define UCXF_REC_MAX_SEGS  4096
 /* Chunks beyond the capacity: room for the chunks threads are filling
@@ -50,28 +47,9 @@
 #define UCXF_REC_SPARE     16
 #define UCXF_REC_MAX_CHUNK 256
 
-#define UCXF_REC_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
 #define UCXF_REC_GET(dst, field) ((dst) = __atomic_load_n(&(field), __ATOMIC_RELAXED))
 
 enum { UCXF_CHUNK_FREE = 0, UCXF_CHUNK_HELD = 1 };
-
-/* One thread's part of the log. The first cache line is written by its
- * thread only, on every record; the second by the control side only. */
-struct ucxf_recseg {
-    struct ucxf_record *slot; /* next slot of the chunk, NULL when none */
-    struct ucxf_record *end;  /* end of the chunk */
-    uint64_t count;           /* records appended (kept or dropped) */
-    uint64_t chunk;           /* the chunk held */
-    void    *ep;              /* one-entry cache of endpoint ordinals */
-    int32_t  ep_ordinal;
-    uint32_t ep_gen;
-    uint32_t id;
-    uint32_t skip;            /* records to drop before trying for a chunk again */
-    uint64_t pad1;
-    /* Control side. */
-    uint64_t floor __attribute__((aligned(64))); /* count at the last clear */
-    struct ucxf_recseg *next_free;
-} __attribute__((aligned(64)));
 
 _Static_assert(sizeof(struct ucxf_record) == 64, "a record is one cache line");
 
@@ -92,7 +70,7 @@ static struct ucxf_recseg *ucxf_free_segs;
 static pthread_mutex_t ucxf_segs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t ucxf_seg_key;
 static pthread_once_t ucxf_seg_once = PTHREAD_ONCE_INIT;
-static __thread struct ucxf_recseg *ucxf_recseg __attribute__((tls_model("initial-exec")));
+UCXF_HIDDEN __thread struct ucxf_recseg *ucxf_recseg __attribute__((tls_model("initial-exec")));
 
 /* The clock (record.h) and its calibration against CLOCK_MONOTONIC. */
 UCXF_HIDDEN int ucxf_rec_tsc;
@@ -167,7 +145,7 @@ static uint64_t ucxf_rec_ns(uint64_t ticks, double scale)
 
 /* Gives the segment's chunk back to the pool: its records stay there
  * until another thread takes the chunk. */
-static void ucxf_seg_release_chunk(struct ucxf_recseg *s)
+void ucxf_seg_release_chunk(struct ucxf_recseg *s)
 {
     if (s->end != NULL) {
         __atomic_store_n(&ucxf_chunk_state[s->chunk], UCXF_CHUNK_FREE, __ATOMIC_RELEASE);
@@ -410,6 +388,30 @@ void ucxf_record_append(const struct ucxf_call *c, int status, void *request, ui
     UCXF_REC_SET(slot->status, (int8_t)status);
     UCXF_REC_SET(slot->flags, (uint8_t)((c->injected ? UCXF_REC_INJECTED : 0) |
                                         (c->deferred_code ? UCXF_REC_DEFERRED : 0)));
+    ucxf_rec_commit(s, slot);
+}
+
+/* ucxf_record_pass (record_fast.h) when the segment has no chunk yet or
+ * its endpoint cache misses: the general way. */
+void ucxf_record_pass_slow(int hook, void *ep, uint64_t size, uint64_t t0, int status, void *request)
+{
+    struct ucxf_thread *t = ucxf_self;
+    struct ucxf_recseg *s;
+    struct ucxf_record *slot;
+
+    if (__atomic_load_n(&ucxf_pool, __ATOMIC_ACQUIRE) == NULL || (slot = ucxf_rec_begin(&s)) == NULL) {
+        return;
+    }
+    UCXF_REC_SET(slot->t_ns, t0);
+    UCXF_REC_SET(slot->duration_ns, 0);
+    UCXF_REC_SET(slot->size, size);
+    UCXF_REC_SET(slot->req, (uint64_t)(uintptr_t)request);
+    UCXF_REC_SET(slot->thread, t->ordinal);
+    UCXF_REC_SET(slot->tid, (uint32_t)t->tid);
+    UCXF_REC_SET(slot->ep, ucxf_rec_ep(s, ep));
+    UCXF_REC_SET(slot->hook, (uint16_t)hook);
+    UCXF_REC_SET(slot->status, (int8_t)status);
+    UCXF_REC_SET(slot->flags, 0);
     ucxf_rec_commit(s, slot);
 }
 

@@ -237,6 +237,8 @@ void ucxf_forget_fast_callers(void)
     for (t = ucxf_threads; t != NULL; t = t->next) {
         for (h = 0; h < UCXF_NUM_HOOKS; h++) {
             __atomic_store_n(&t->fast_caller[h], NULL, __ATOMIC_RELAXED);
+            __atomic_store_n(&t->rec_caller[h], NULL, __ATOMIC_RELAXED);
+            __atomic_store_n(&t->trk_caller[h], NULL, __ATOMIC_RELAXED);
         }
     }
     pthread_mutex_unlock(&ucxf_threads_lock);

@@ -138,6 +138,15 @@ struct ucxf_config {
      * schedule quiet: the fast half may take it over once the cursor is
      * past the schedule's last event (ucxf_replay_done), for good. */
     uint8_t  fast_after_replay[UCXF_NUM_HOOKS];
+    /* Set where a recorded call that passes may be logged by the
+     * recording fast half (ucxf_fast_record, ucxf_rec_* in hooks_gen.c):
+     * recording in immediate mode, no kills, and a hook that fast[] would
+     * allow but for the recording, or that injects nothing. */
+    uint8_t  fast_rec[UCXF_NUM_HOOKS];
+    /* Set where a polled operation that passes in deferred mode may take
+     * the deferred fast half (ucxf_fast_track, ucxf_trk_* in hooks_gen.c):
+     * what fast[] would allow but for the following of requests. */
+    uint8_t  fast_track[UCXF_NUM_HOOKS];
     /* For a hook with rules: bit b (b < 63) set where some rule can match
      * a size of bucket b, bit 63 for buckets 63 and 64. Calls of the other
      * sizes match no rule and pass in ucxf_fast_decide. */
@@ -199,6 +208,10 @@ struct ucxf_thread {
      * ucxf_fast_decide trusts it, and the configuration, without looking
      * again, until ucxf_publish or ucxf_refresh_ranges clears it. */
     void    *fast_caller[UCXF_NUM_HOOKS];
+    /* The same for the recording fast half, under fast_rec[]. */
+    void    *rec_caller[UCXF_NUM_HOOKS];
+    /* And for the deferred fast half, under fast_track[]. */
+    void    *trk_caller[UCXF_NUM_HOOKS];
     uint64_t slow_buckets[UCXF_NUM_HOOKS]; /* the configuration's rule_buckets */
     /* Random strategy: how many calls pass before the next to fail;
      * UINT64_MAX for never (and for hooks the strategy does not decide). */
@@ -459,13 +472,14 @@ static inline uint64_t ucxf_mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *caller, uint64_t size, void *ep)
+static inline __attribute__((always_inline)) int ucxf_fast_pass(int kind, int h, void *caller, uint64_t size, void *ep)
 {
     struct ucxf_thread *t = ucxf_self;
     struct ucxf_hook_counters *hc;
     unsigned bucket;
 
-    if (__atomic_load_n(&t->fast_caller[h], __ATOMIC_RELAXED) != caller) {
+    if (__atomic_load_n(kind == 2 ? &t->trk_caller[h] : kind == 1 ? &t->rec_caller[h] : &t->fast_caller[h],
+                        __ATOMIC_RELAXED) != caller) {
         return 1;
     }
     bucket = ucxf_size_bucket(size);
@@ -486,6 +500,29 @@ static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *c
     }
     return 0;
 }
+
+static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *caller, uint64_t size, void *ep)
+{
+    return ucxf_fast_pass(0, h, caller, size, ep);
+}
+
+/* The same for a recorded call (fast_rec[], rec_caller[]): 0 when it
+ * passes, counted, and the recording fast half logs it; 1 when ucxf_enter
+ * must decide. */
+static inline __attribute__((always_inline)) int ucxf_fast_record(int h, void *caller, uint64_t size, void *ep)
+{
+    return ucxf_fast_pass(1, h, caller, size, ep);
+}
+
+/* The same for a polled operation in deferred mode (fast_track[],
+ * trk_caller[]): 0 when it passes, counted, and the deferred fast half
+ * follows its request; 1 when ucxf_enter must decide. */
+static inline __attribute__((always_inline)) int ucxf_fast_track(int h, void *caller, uint64_t size, void *ep)
+{
+    return ucxf_fast_pass(2, h, caller, size, ep);
+}
+/* The deferred fast half's request (deliver.c). */
+void ucxf_track_pass(int hook, void *ep, uint64_t size, void *request);
 
 /* Threads and counters (thread.c). Internal calls are hidden: no PLT. */
 extern UCXF_HIDDEN struct ucxf_thread ucxf_no_thread;

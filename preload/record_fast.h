@@ -1,0 +1,89 @@
+/*
+ * ucxfault injector: the call log's append for the recording fast half
+ * (ucxf_rec_* in hooks_gen.c), inlined there: a recorded call that passes
+ * then costs one read of the clock, the real call and a few stores, with
+ * no call into record.c. The layout of a thread's segment is shared with
+ * record.c, which owns it.
+ */
+#ifndef UCXFAULT_RECORD_FAST_H
+#define UCXFAULT_RECORD_FAST_H
+
+#include <stdint.h>
+
+#include "ucxfault.h"
+#include "record.h"
+#include "endpoint.h"
+
+/* The stamp of a slot being filled: never a record's. */
+#define UCXF_REC_WRITING   UINT64_MAX
+#define UCXF_REC_IDX_BITS  40
+#define UCXF_REC_IDX_MASK  ((1ull << UCXF_REC_IDX_BITS) - 1)
+#define UCXF_REC_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+
+/* One thread's part of the log. The first cache line is written by its
+ * thread only, on every record; the second by the control side only. */
+struct ucxf_recseg {
+    struct ucxf_record *slot; /* next slot of the chunk, NULL when none */
+    struct ucxf_record *end;  /* end of the chunk */
+    uint64_t count;           /* records appended (kept or dropped) */
+    uint64_t chunk;           /* the chunk held */
+    void    *ep;              /* one-entry cache of endpoint ordinals */
+    int32_t  ep_ordinal;
+    uint32_t ep_gen;
+    uint32_t id;
+    uint32_t skip;            /* records to drop before trying for a chunk again */
+    uint64_t pad1;
+    /* Control side. */
+    uint64_t floor __attribute__((aligned(64))); /* count at the last clear */
+    struct ucxf_recseg *next_free;
+} __attribute__((aligned(64)));
+
+extern UCXF_HIDDEN __thread struct ucxf_recseg *ucxf_recseg __attribute__((tls_model("initial-exec")));
+UCXF_HIDDEN void ucxf_seg_release_chunk(struct ucxf_recseg *s);
+UCXF_HIDDEN void ucxf_record_pass_slow(int hook, void *ep, uint64_t size, uint64_t t0, int status, void *request);
+
+/* Logs a call of this thread that ucxf_fast_record counted and let pass:
+ * nothing injected, no request followed. Its duration is left unknown (0):
+ * a second read of the counter cost as much as the rest of the record.
+ * As ucxf_rec_begin and ucxf_rec_commit (record.c) when the segment has a
+ * chunk (then the pool exists: it is never freed) and the endpoint is the
+ * one its cache holds; else ucxf_record_pass_slow. */
+static inline __attribute__((always_inline)) void ucxf_record_pass(int hook, void *ep, uint64_t size, uint64_t t0,
+                                                                   int status, void *request)
+{
+    struct ucxf_recseg *s = ucxf_recseg;
+    struct ucxf_thread *t = ucxf_self;
+    struct ucxf_record *slot;
+    uint64_t n;
+
+    if (UCXF_UNLIKELY(s == NULL) || UCXF_UNLIKELY((slot = s->slot) == NULL) ||
+        ((!__builtin_constant_p(ep) || ep != NULL) &&
+         UCXF_UNLIKELY(ep == NULL || s->ep != ep || s->ep_gen != __atomic_load_n(&ucxf_ep_renumbered, __ATOMIC_ACQUIRE)))) {
+        ucxf_record_pass_slow(hook, ep, size, t0, status, request);
+        return;
+    }
+    UCXF_REC_SET(slot->seq, UCXF_REC_WRITING);
+    /* The stamp before the fields (a reader that sees a field of this
+     * record then sees the stamp changed). */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    UCXF_REC_SET(slot->t_ns, t0);
+    UCXF_REC_SET(slot->duration_ns, 0);
+    UCXF_REC_SET(slot->size, size);
+    UCXF_REC_SET(slot->req, (uint64_t)(uintptr_t)request);
+    UCXF_REC_SET(slot->thread, t->ordinal);
+    UCXF_REC_SET(slot->tid, (uint32_t)t->tid);
+    UCXF_REC_SET(slot->ep, ep != NULL ? s->ep_ordinal : -1);
+    UCXF_REC_SET(slot->hook, (uint16_t)hook);
+    UCXF_REC_SET(slot->status, (int8_t)status);
+    UCXF_REC_SET(slot->flags, 0);
+    n = s->count;
+    __atomic_store_n(&slot->seq, ((uint64_t)s->id << UCXF_REC_IDX_BITS) | ((n & UCXF_REC_IDX_MASK) + 1),
+                     __ATOMIC_RELEASE);
+    UCXF_REC_SET(s->count, n + 1);
+    s->slot = slot + 1;
+    if (UCXF_UNLIKELY(s->slot == s->end)) {
+        ucxf_seg_release_chunk(s); /* full: another thread may take it now */
+    }
+}
+
+#endif
