@@ -6,7 +6,7 @@ set -eu
 want=""
 for set in "${@:-base}"; do
 	case "$set" in
-	base) want="$want gcc make pkg-config libucx-dev ucx-utils bpftool" ;;
+	base) want="$want gcc make pkg-config libucx-dev ucx-utils bpftool python3" ;;
 	generate) want="$want clang llvm libbpf-dev libclang-rt-dev" ;;
 	mpi) want="$want openmpi-bin libopenmpi-dev mpich libmpich-dev" ;;
 	bench) want="$want bpftrace linux-perf valgrind hyperfine python3" ;;
