@@ -29,11 +29,18 @@ type nodeObserver struct {
 // its banner (the probes are attached).
 func (h *harness) startNodeObserver(t *testing.T, args ...string) *nodeObserver {
 	t.Helper()
-	banner := make(chan struct{})
+	return h.startAttached(t, "observe", "observing ", args...)
+}
+
+// startAttached starts `ucxfault CMD ARGS` and returns once its stderr shows
+// banner, which it prints when its probes are attached.
+func (h *harness) startAttached(t *testing.T, cmd, banner string, args ...string) *nodeObserver {
+	t.Helper()
+	attached := make(chan struct{})
 	r := &nodeObserver{
-		cmd:    exec.Command(h.cli, append([]string{"observe"}, args...)...),
+		cmd:    exec.Command(h.cli, append([]string{cmd}, args...)...),
 		stdout: &bannerWriter{banner: "\x00", seen: func() {}},
-		stderr: &bannerWriter{banner: "observing ", seen: func() { close(banner) }},
+		stderr: &bannerWriter{banner: banner, seen: func() { close(attached) }},
 		done:   make(chan error, 1),
 	}
 	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
@@ -43,11 +50,11 @@ func (h *harness) startNodeObserver(t *testing.T, args ...string) *nodeObserver 
 	go func() { r.done <- r.cmd.Wait() }()
 	t.Cleanup(func() { r.cmd.Process.Kill() })
 	select {
-	case <-banner:
+	case <-attached:
 	case err := <-r.done:
-		t.Fatalf("observe ended before attaching: %v\n%s", err, r.stderr.String())
+		t.Fatalf("%s ended before attaching: %v\n%s", cmd, err, r.stderr.String())
 	case <-time.After(60 * time.Second):
-		t.Fatalf("observe did not attach in 60 s\n%s", r.stderr.String())
+		t.Fatalf("%s did not attach in 60 s\n%s", cmd, r.stderr.String())
 	}
 	return r
 }

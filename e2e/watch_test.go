@@ -31,27 +31,7 @@ import (
 // (its banner).
 func (h *harness) startWatch(t *testing.T, args ...string) *nodeObserver {
 	t.Helper()
-	banner := make(chan struct{})
-	r := &nodeObserver{
-		cmd:    exec.Command(h.cli, append([]string{"watch"}, args...)...),
-		stdout: &bannerWriter{banner: "\x00", seen: func() {}},
-		stderr: &bannerWriter{banner: "for endpoint failures", seen: func() { close(banner) }},
-		done:   make(chan error, 1),
-	}
-	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.done <- r.cmd.Wait() }()
-	t.Cleanup(func() { r.cmd.Process.Kill() })
-	select {
-	case <-banner:
-	case err := <-r.done:
-		t.Fatalf("watch ended before attaching: %v\n%s", err, r.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("watch did not attach in 60 s\n%s", r.stderr.String())
-	}
-	return r
+	return h.startAttached(t, "watch", "for endpoint failures", args...)
 }
 
 // failures parses the watch's -o jsonl output.

@@ -837,7 +837,7 @@ func (w *Watch) close() {
 	w.objs.Close()
 }
 
-// detach closes every probe at once (see Node.detach).
+// detach closes every probe at once (closeLinks).
 func (w *Watch) detach() error {
 	w.attachMu.Lock()
 	var links []link.Link
@@ -846,17 +846,5 @@ func (w *Watch) detach() error {
 		f.links = nil
 	}
 	w.attachMu.Unlock()
-	errs := make([]error, len(links))
-	var wg sync.WaitGroup
-	for i, l := range links {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := l.Close(); err != nil {
-				errs[i] = fmt.Errorf("detaching probe: %w", err)
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return closeLinks(links)
 }

@@ -248,20 +248,6 @@ static inline struct ucxf_record *ucxf_rec_begin(struct ucxf_recseg **sp)
     return slot;
 }
 
-/* Stamps the slot filled: the record is whole. */
-static inline void ucxf_rec_commit(struct ucxf_recseg *s, struct ucxf_record *slot)
-{
-    uint64_t n = s->count;
-
-    __atomic_store_n(&slot->seq, ((uint64_t)s->id << UCXF_REC_IDX_BITS) | ((n & UCXF_REC_IDX_MASK) + 1),
-                     __ATOMIC_RELEASE);
-    UCXF_REC_SET(s->count, n + 1);
-    s->slot = slot + 1;
-    if (UCXF_UNLIKELY(s->slot == s->end)) {
-        ucxf_seg_release_chunk(s); /* full: another thread may take it now */
-    }
-}
-
 /* The endpoint's ordinal through the segment's one-entry cache: a program
  * that keeps calling on one endpoint looks it up once. */
 static inline int32_t ucxf_rec_ep(struct ucxf_recseg *s, void *ep)

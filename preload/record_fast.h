@@ -42,10 +42,24 @@ extern UCXF_HIDDEN __thread struct ucxf_recseg *ucxf_recseg __attribute__((tls_m
 UCXF_HIDDEN void ucxf_seg_release_chunk(struct ucxf_recseg *s);
 UCXF_HIDDEN void ucxf_record_pass_slow(int hook, void *ep, uint64_t size, uint64_t t0, int status, void *request);
 
+/* Stamps the slot filled: the record is whole. */
+static inline __attribute__((always_inline)) void ucxf_rec_commit(struct ucxf_recseg *s, struct ucxf_record *slot)
+{
+    uint64_t n = s->count;
+
+    __atomic_store_n(&slot->seq, ((uint64_t)s->id << UCXF_REC_IDX_BITS) | ((n & UCXF_REC_IDX_MASK) + 1),
+                     __ATOMIC_RELEASE);
+    UCXF_REC_SET(s->count, n + 1);
+    s->slot = slot + 1;
+    if (UCXF_UNLIKELY(s->slot == s->end)) {
+        ucxf_seg_release_chunk(s); /* full: another thread may take it now */
+    }
+}
+
 /* Logs a call of this thread that ucxf_fast_record counted and let pass:
  * nothing injected, no request followed. Its duration is left unknown (0):
  * a second read of the counter cost as much as the rest of the record.
- * As ucxf_rec_begin and ucxf_rec_commit (record.c) when the segment has a
+ * As ucxf_rec_begin (record.c) and ucxf_rec_commit when the segment has a
  * chunk (then the pool exists: it is never freed) and the endpoint is the
  * one its cache holds; else ucxf_record_pass_slow. */
 static inline __attribute__((always_inline)) void ucxf_record_pass(int hook, void *ep, uint64_t size, uint64_t t0,
@@ -54,7 +68,6 @@ static inline __attribute__((always_inline)) void ucxf_record_pass(int hook, voi
     struct ucxf_recseg *s = ucxf_recseg;
     struct ucxf_thread *t = ucxf_self;
     struct ucxf_record *slot;
-    uint64_t n;
 
     if (UCXF_UNLIKELY(s == NULL) || UCXF_UNLIKELY((slot = s->slot) == NULL) ||
         ((!__builtin_constant_p(ep) || ep != NULL) &&
@@ -76,14 +89,7 @@ static inline __attribute__((always_inline)) void ucxf_record_pass(int hook, voi
     UCXF_REC_SET(slot->hook, (uint16_t)hook);
     UCXF_REC_SET(slot->status, (int8_t)status);
     UCXF_REC_SET(slot->flags, 0);
-    n = s->count;
-    __atomic_store_n(&slot->seq, ((uint64_t)s->id << UCXF_REC_IDX_BITS) | ((n & UCXF_REC_IDX_MASK) + 1),
-                     __ATOMIC_RELEASE);
-    UCXF_REC_SET(s->count, n + 1);
-    s->slot = slot + 1;
-    if (UCXF_UNLIKELY(s->slot == s->end)) {
-        ucxf_seg_release_chunk(s); /* full: another thread may take it now */
-    }
+    ucxf_rec_commit(s, slot);
 }
 
 #endif
