@@ -240,10 +240,7 @@ static inline struct ucxf_record *ucxf_rec_begin(struct ucxf_recseg **sp)
         return NULL;
     }
     slot = s->slot;
-    UCXF_REC_SET(slot->seq, UCXF_REC_WRITING);
-    /* The stamp before the fields (a reader that sees a field of this
-     * record then sees the stamp changed). */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    ucxf_rec_stamp(slot);
     *sp = s;
     return slot;
 }
