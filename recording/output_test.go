@@ -1,6 +1,8 @@
 package recording
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +53,45 @@ func TestOutputsFollowNoLink(t *testing.T) {
 	fi, _ := os.Stat(open)
 	if b, _ := os.ReadFile(open); string(b) != "new\n" || fi.Mode().Perm()&0o022 != 0 {
 		t.Fatalf("rewritten: %q, mode %v", b, fi.Mode())
+	}
+	// A link to a stream is followed: /dev/stdout through a pipe, and a
+	// link of the test's own to /dev/null.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pipeLink := fmt.Sprintf("/proc/self/fd/%d", w.Fd())
+	if f, err := CreateOutput(pipeLink); err != nil {
+		t.Fatalf("%s (a pipe): %v", pipeLink, err)
+	} else {
+		f.WriteString("through the link\n")
+		f.Close()
+	}
+	w.Close()
+	if b, _ := io.ReadAll(r); string(b) != "through the link\n" {
+		t.Fatalf("read from the pipe %q", b)
+	}
+	nullLink := filepath.Join(dir, "null")
+	if err := os.Symlink("/dev/null", nullLink); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := CreateOutput(nullLink); err != nil {
+		t.Fatalf("a link to /dev/null: %v", err)
+	} else {
+		f.Close()
+	}
+	// A dangling link is not followed (it would create the file).
+	dangling := filepath.Join(dir, "dangling")
+	os.Symlink(filepath.Join(dir, "nothing-here"), dangling)
+	if f, err := CreateOutput(dangling); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("CreateOutput through a dangling link: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "nothing-here")); err == nil {
+		t.Fatal("CreateOutput created the file a dangling link names")
 	}
 	// /dev/null is written as it is.
 	if f, err := CreateOutput("/dev/null"); err != nil {

@@ -456,15 +456,47 @@ func (f *File) WriteFile(path string) error {
 	return nil
 }
 
+// openStream opens the file the link at path points to when it is a
+// stream (a terminal, a pipe, a socket, a character device), never
+// creating or truncating; else the error CreateOutput gives for a link.
+func openStream(path string) (int, error) {
+	refused := fmt.Errorf("creating %s: it is a symbolic link, not followed (remove it, or name the file it points to)", path)
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return -1, refused
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
+		return -1, refused
+	}
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, fmt.Errorf("creating %s: %w", path, err)
+	}
+	// The file opened must be the one checked, not one a link now names.
+	var got unix.Stat_t
+	if unix.Fstat(fd, &got) != nil || got.Dev != st.Dev || got.Ino != st.Ino {
+		unix.Close(fd)
+		return -1, refused
+	}
+	return fd, nil
+}
+
 // CreateOutput opens path to write a text output (a summary, a pattern)
 // in place, with the care WriteFile takes: a symbolic link at path is
 // refused, not followed (O_NOFOLLOW), a regular file is made or truncated
 // with mode 0644, and one that others could write loses that permission.
-// Other kinds of file (a pipe, a terminal, /dev/null) are written as they are.
+// Other kinds of file (a pipe, a terminal, /dev/null) are written as they
+// are, also through a link (/dev/stdout, /dev/stderr, /proc/self/fd/N): a
+// link is followed only to an existing file that is not a regular file or a
+// directory, where a planted link could not make the output overwrite data.
 func CreateOutput(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o644)
 	if errors.Is(err, unix.ELOOP) {
-		return nil, fmt.Errorf("creating %s: it is a symbolic link, not followed (remove it, or name the file it points to)", path)
+		fd, err = openStream(path)
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", path, err)
