@@ -125,6 +125,12 @@ func TestReplayedKillCallsTheHandler(t *testing.T) {
 		fails[0].Cause != recording.CauseCommand || handlerEvents != 1 {
 		t.Fatalf("endpoint events %+v, want one failure of endpoint 0 by kill-ep and one handler call", p.EndpointEvents)
 	}
+	// The peer, as status names it: the endpoint is still in the table.
+	for _, e := range p.EndpointEvents {
+		if !workerPeer.MatchString(e.Peer) || e.Peer != fails[0].Peer {
+			t.Fatalf("endpoint event %+v: peer %q, want the server's w:<12 hex digits>, the same on every event", e, e.Peer)
+		}
+	}
 	recOps, recHandlers := outcomes(rec)
 	if len(recHandlers) != 1 || rec.handlers != 1 {
 		t.Fatalf("recorded run: handler calls %v (program counted %d), want one:\n%s", recHandlers, rec.handlers, rec.out)

@@ -469,12 +469,19 @@ func (b *cBackend) Records(count int) (*recording.Process, error) {
 	if count > 0 && len(recs) > count {
 		recs = recs[len(recs)-count:]
 	}
+	// The peers, as status names them, of the endpoints the table still
+	// knows (open, and the newest it retired).
+	peers := map[int]string{}
+	for _, e := range endpointRows() {
+		peers[e.Endpoint] = e.Peer
+	}
 	raws := make([]recording.Raw, 0, len(recs))
 	for _, rec := range recs {
 		if rec.flags&C.UCXF_REC_EP_EVENT != 0 {
 			if ev := epEventNames[uint64(rec.size)]; ev != "" && rec.ep >= 0 {
 				raws = append(raws, recording.Raw{TimeNS: uint64(rec.t_ns), ThreadKey: uint64(rec.thread) + 1,
 					EndpointKey: uint64(int64(rec.ep) + 1), KeyIsNumber: true, Event: ev, Code: int(rec.status),
+					Peer:     peers[int(rec.ep)],
 					Injected: rec.flags&C.UCXF_REC_INJECTED != 0, Cause: epCauses[uint64(rec.hook)],
 					InflightCode: inflightOf(int(rec.status), int(int8(uint8(rec.req))))})
 			}
