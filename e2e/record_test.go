@@ -109,8 +109,9 @@ func TestReplayReproducesRecordedOutcomes(t *testing.T) {
 	}
 	// A fresh run, nothing injected, waits before its first operation while
 	// the recording is loaded.
-	e := h.start(t, []string{"--disabled"}, "--ops", "150", "--seq", "put,get,flush", "--wait-before-start-ms", "2500")
+	e := h.start(t, []string{"--disabled"}, "--ops", "150", "--seq", "put,get,flush", "--wait-before-start-ms", "60000")
 	out := h.mustCtl(t, "replay", "--from", path)
+	e.Release(t)
 	if !strings.Contains(out, "replaying 45") { // 450 operations and the teardown
 		t.Fatalf("replay: %s", out)
 	}
@@ -128,8 +129,9 @@ func TestReplayReproducesRecordedOutcomes(t *testing.T) {
 func TestReplayByFunctionSurvivesOtherInterleaving(t *testing.T) {
 	h := newHarness(t)
 	ops, _, path := h.recordRun(t, []string{"--probability", "40", "--seed", "11"}, "--ops", "100", "--seq", "put,get")
-	e := h.start(t, []string{"--disabled"}, "--ops", "50", "--seq", "get,get,put,put", "--wait-before-start-ms", "2500")
+	e := h.start(t, []string{"--disabled"}, "--ops", "50", "--seq", "get,get,put,put", "--wait-before-start-ms", "60000")
 	h.mustCtl(t, "replay", "--from", path)
+	e.Release(t)
 	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
 	for _, op := range []string{"put", "get"} {
 		rec, rep := opsOf(ops, op), opsOf(replayed, op)
@@ -144,8 +146,9 @@ func TestReplayByFunctionSurvivesOtherInterleaving(t *testing.T) {
 	}
 	// --key global keeps one cursor: with another interleaving the outcomes
 	// land on other functions, which is why function is the default.
-	e = h.start(t, []string{"--disabled"}, "--ops", "100", "--seq", "put,get", "--wait-before-start-ms", "2500")
+	e = h.start(t, []string{"--disabled"}, "--ops", "100", "--seq", "put,get", "--wait-before-start-ms", "60000")
 	h.mustCtl(t, "replay", "--from", path, "--key", "global")
+	e.Release(t)
 	global := testutil.ParseOps(e.Wait(t, 60*time.Second))
 	for i := range ops {
 		if ops[i].Status != global[i].Status {
@@ -383,10 +386,11 @@ func TestGlobalReplayWithFreedRequests(t *testing.T) {
 			want++
 		}
 	}
-	e := h.start(t, []string{"--disabled"}, append(args, "--wait-before-start-ms", "2500")...)
+	e := h.start(t, []string{"--disabled"}, append(args, "--wait-before-start-ms", "60000")...)
 	if out := h.mustCtl(t, "replay", "--from", path, "--key", "global"); !strings.Contains(out, fmt.Sprintf("replaying %d outcomes", want)) {
 		t.Errorf("replay: %s; want %d outcomes (the operations and the teardown, no request frees)", out, want)
 	}
+	e.Release(t)
 	replayed := testutil.ParseOps(e.Wait(t, 60*time.Second))
 	if len(replayed) != len(ops) {
 		t.Fatalf("replayed run has %d ops, recorded %d", len(replayed), len(ops))

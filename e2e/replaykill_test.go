@@ -196,9 +196,9 @@ func handlerLines(out string) []string {
 func TestObservedPeerDeathReplaysTheHandler(t *testing.T) {
 	testutil.RequireBPF(t)
 	h := newHarness(t)
-	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "4000"}
+	args := []string{"--transport", "tcp", "--ops", "30", "--seq", "put,get,flush", "--wait-before-start-ms", "60000"}
 	real := testutil.StartExample(t, h.rma, append(args, "--kill-peer-at", "40")...)
-	p := h.observe(t, real)
+	p := h.observe(t, real) // releases the program once observing
 	realOut := real.Wait(t, 30*time.Second)
 	realOps, realHandlers := testutil.ParseOps(realOut), handlerLines(realOut)
 	if len(realHandlers) != 1 {
@@ -220,6 +220,7 @@ func TestObservedPeerDeathReplaysTheHandler(t *testing.T) {
 
 	e := h.start(t, []string{"--disabled"}, args...)
 	h.mustCtl(t, "replay", "--from", recPath)
+	e.Release(t)
 	out := e.Wait(t, 60*time.Second)
 	replayed, handlers := testutil.ParseOps(out), handlerLines(out)
 	if strings.Join(handlers, "\n") != strings.Join(realHandlers, "\n") {

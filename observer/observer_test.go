@@ -227,11 +227,12 @@ func TestObserveTargetExits(t *testing.T) {
 	testutil.RequireBPF(t)
 	bin := testutil.BuildExample(t)
 	ex := testutil.StartExample(t, bin, "--ops", "0", "--seq", "put,flush", "--interval-us", "2000",
-		"--wait-before-start-ms", "4000")
+		"--wait-before-start-ms", "60000")
 	s, err := observer.Start(&observer.Options{PID: ex.PID})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	ex.Release(t) // every probe attached: the program may start
 	waitOps(t, ex, 100)
 	if st := s.Stats(); st.Calls == 0 {
 		t.Errorf("no calls seen while the example runs: %+v", st)
@@ -269,11 +270,12 @@ func TestObserveKilledTarget(t *testing.T) {
 	testutil.RequireBPF(t)
 	bin := testutil.BuildExample(t)
 	ex := testutil.StartExample(t, bin, "--ops", "0", "--seq", "put,get", "--interval-us", "500",
-		"--wait-before-start-ms", "4000")
+		"--wait-before-start-ms", "60000")
 	s, err := observer.Start(&observer.Options{PID: ex.PID, Hooks: []hooks.ID{0}})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	ex.Release(t) // every probe attached: the program may start
 	waitOps(t, ex, 100)
 	ex.Cmd.Process.Kill()
 	<-ex.Done()

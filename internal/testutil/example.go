@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -111,6 +112,17 @@ func StartCmd(tb testing.TB, cmd *exec.Cmd) *Example {
 		tb.Fatalf("%s printed no READY line within 30s\nstdout:\n%s\nstderr:\n%s", bin, e.out, e.stderr)
 	}
 	return e
+}
+
+// Release ends the program's --wait-before-start-ms sleep (the bundled
+// examples take SIGUSR1 for it once READY): a test gives a long bound and
+// releases the program once it has set up what it must before the first
+// operation, however long that took on a loaded machine.
+func (e *Example) Release(tb testing.TB) {
+	tb.Helper()
+	if err := e.Cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		tb.Fatalf("releasing the program: %v", err)
+	}
 }
 
 // Output returns what the program has printed on stdout so far.
