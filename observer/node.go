@@ -90,7 +90,7 @@ type Node struct {
 	readErr  error
 	quit     chan struct{}
 	bg       sync.WaitGroup
-	cgroup   string // Options.Cgroup as /proc/PID/cgroup shows it
+	filter   procFilter // the processes All takes
 
 	attachMu sync.Mutex // files, and the order of attaching and watching
 	files    map[fileKey]*probedFile
@@ -207,7 +207,7 @@ func StartNode(ctx context.Context, opts *NodeOptions) (_ *Node, err error) {
 		procs:    map[int]*target{},
 		checked:  map[procKey]time.Time{},
 		hellos:   make(chan int, 256),
-		cgroup:   cgroupPath(o.Cgroup),
+		filter:   procFilter{all: true, comm: o.Comm, cgroup: cgroupPath(o.Cgroup)},
 	}
 	if o.Flight != nil {
 		n.flight = newFlightRecorder(n, o.Flight)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -225,7 +226,7 @@ func (n *Node) consider(pid int, now time.Time, announced bool) {
 		return // rejected for good (zero time), or looked at recently
 	}
 	// The filters first: they read small files, the map is larger.
-	if !n.selects(pid) {
+	if !n.filter.selects(pid) {
 		n.mu.Lock()
 		n.checked[key] = time.Time{} // name and cgroup do not change (exec aside)
 		n.mu.Unlock()
@@ -251,14 +252,28 @@ func (n *Node) consider(pid int, now time.Time, announced bool) {
 	}
 }
 
-// selects reports whether process pid passes the Comm and Cgroup filters.
-func (n *Node) selects(pid int) bool {
-	if n.opts.Comm != "" && readComm(pid) != commOf(n.opts.Comm) {
+// procFilter is the choice of processes of a node-wide attach (observe
+// --all, watch): by name (Comm, compared as the kernel keeps it) and by
+// cgroup (as /proc/PID/cgroup gives it, cgroupPath); with pids and not all,
+// those processes only.
+type procFilter struct {
+	pids   []int
+	all    bool
+	comm   string
+	cgroup string
+}
+
+// selects reports whether process pid passes the filter.
+func (f *procFilter) selects(pid int) bool {
+	if len(f.pids) > 0 && !f.all && !slices.Contains(f.pids, pid) {
 		return false
 	}
-	if n.cgroup != "" {
+	if f.comm != "" && readComm(pid) != commOf(f.comm) {
+		return false
+	}
+	if f.cgroup != "" {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if err != nil || !inCgroup(string(data), n.cgroup) {
+		if err != nil || !inCgroup(string(data), f.cgroup) {
 			return false
 		}
 	}

@@ -173,7 +173,7 @@ type WatchStats struct {
 type Watch struct {
 	opts   WatchOptions
 	host   string
-	cgroup string
+	filter procFilter // the processes it takes
 	objs   watchObjects
 	reader *ringbuf.Reader
 
@@ -267,7 +267,7 @@ func StartWatch(ctx context.Context, opts *WatchOptions) (_ *Watch, err error) {
 	w := &Watch{
 		opts:     o,
 		host:     host,
-		cgroup:   cgroupPath(o.Cgroup),
+		filter:   procFilter{pids: o.PIDs, all: o.All, comm: o.Comm, cgroup: cgroupPath(o.Cgroup)},
 		files:    map[fileKey]*watchFile{},
 		procs:    map[int]*watchProc{},
 		rejected: map[procKey]bool{},
@@ -502,7 +502,7 @@ func (w *Watch) consider(pid int) {
 	if rej || p != nil && p.key == key {
 		return
 	}
-	if !w.selects(pid) {
+	if !w.filter.selects(pid) {
 		w.mu.Lock()
 		w.rejected[key] = true
 		w.mu.Unlock()
@@ -523,27 +523,6 @@ func (w *Watch) consider(pid int) {
 			w.opts.Log("cannot watch process %d: %v", pid, err)
 		}
 	}
-}
-
-func (w *Watch) selects(pid int) bool {
-	if len(w.opts.PIDs) > 0 && !w.opts.All {
-		for _, p := range w.opts.PIDs {
-			if p == pid {
-				return true
-			}
-		}
-		return false
-	}
-	if w.opts.Comm != "" && readComm(pid) != commOf(w.opts.Comm) {
-		return false
-	}
-	if w.cgroup != "" {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if err != nil || !inCgroup(string(data), w.cgroup) {
-			return false
-		}
-	}
-	return true
 }
 
 // scan considers every process of /proc, and forgets the exited ones.
