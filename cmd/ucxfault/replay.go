@@ -124,7 +124,7 @@ recorded for its rank. --part picks one part for every target: by its index
 				src := fmt.Sprintf("%s, %s", from, processLabel(*p))
 				sched, dropped := control.ScheduleFromProcess(p, key, cycle, src)
 				if dropped > 0 {
-					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %d recorded endpoint failures come after the last replayed call and are not replayed\n", t.PID, dropped)
+					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %d recorded endpoint failures come after the last replayed call, and the recording holds no creation of their endpoint to place them by time: not replayed\n", t.PID, dropped)
 				}
 				req := &control.Request{Cmd: control.CmdReplay, Schedule: sched}
 				resp, err := control.Send(t, req, global.timeout)
