@@ -386,7 +386,7 @@ func planReplay(e *Engine, req *Request) (plan, error) {
 		}
 		for _, k := range r.Timed {
 			msg += fmt.Sprintf("; endpoint %d dies with %d (%s) %v after its creation", k.Endpoint, k.Code, k.Code,
-				time.Duration(k.AfterNS))
+				time.Duration(k.AfterNS).Round(time.Microsecond))
 		}
 		return msg, nil
 	})

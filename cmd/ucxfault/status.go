@@ -305,7 +305,7 @@ func renderStatusNotes(w io.Writer, statuses []control.Status) {
 		}
 		for _, k := range st.TimedKills {
 			fmt.Fprintf(w, "pid %d: replay kills endpoint %d with %d (%s) %v after its creation: %s\n", st.PID, k.Endpoint,
-				int(k.Code), k.Code, time.Duration(k.AfterNS), timedState(k))
+				int(k.Code), k.Code, time.Duration(k.AfterNS).Round(time.Microsecond), timedState(k))
 		}
 		if st.InflightCode != 0 {
 			fmt.Fprintf(w, "pid %d: operations in flight at a kill complete with %d (%s)\n", st.PID, st.InflightCode,
