@@ -78,23 +78,23 @@ created, and status shows where it stands.`,
 				}
 				chosen = i
 			}
+			for i, p := range f.Processes {
+				if !p.Complete {
+					fmt.Fprintf(c.ErrOrStderr(), "warning: %s process %d (pid %d) is incomplete (%d dropped events, %d overwritten records, %d unmatched); replaying what it holds\n",
+						from, i, p.PID, p.Lost.DroppedEvents, p.Lost.OverwrittenRecords, p.Lost.UnmatchedEntries+p.Lost.UnmatchedReturns)
+				}
+			}
 			if len(f.Processes) == 1 || chosen >= 0 {
 				// One part for every target: refuse here, before any
 				// process is asked, a part that holds nothing to replay
 				// (an incident of an endpoint created before the watch).
 				p := &f.Processes[max(chosen, 0)]
 				if sched, dropped := control.ScheduleFromProcess(p, key, cycle, from); len(sched.Calls) == 0 && len(sched.Global) == 0 && len(sched.Timed) == 0 {
-					why := "no call and no endpoint failure"
+					why := "no call that takes an outcome (status queries, frees and cancels take none) and no endpoint failure"
 					if dropped > 0 {
 						why = fmt.Sprintf("%s with no recorded creation of its endpoint (created before the recording began), so no moment to kill it at", plural(dropped, "endpoint failure"))
 					}
 					return usagef("%s: nothing to replay: %s holds %s", from, processLabel(*p), why)
-				}
-			}
-			for i, p := range f.Processes {
-				if !p.Complete {
-					fmt.Fprintf(c.ErrOrStderr(), "warning: %s process %d (pid %d) is incomplete (%d dropped events, %d overwritten records, %d unmatched); replaying what it holds\n",
-						from, i, p.PID, p.Lost.DroppedEvents, p.Lost.OverwrittenRecords, p.Lost.UnmatchedEntries+p.Lost.UnmatchedReturns)
 				}
 			}
 			if fileBackend() {
