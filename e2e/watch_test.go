@@ -469,3 +469,48 @@ func TestWatchIncidentReplaysAsAKill(t *testing.T) {
 		t.Fatalf("the watch saw %+v in the replayed run, want one injected failure with %d on endpoint 0", seen, r.code)
 	}
 }
+
+// TestTimedKillOfAClosedEndpointDoesNothing: a replayed incident whose
+// moment (1.5 s after the creation) comes after the program closed the
+// endpoint (about 0.3 s) and while it still progresses (3 s) kills nothing:
+// a closed endpoint cannot die. Status says so, and the handler never runs.
+// Needs no probe: the incident is written here.
+func TestTimedKillOfAClosedEndpointDoesNothing(t *testing.T) {
+	h := newHarness(t)
+	prog := buildPeerdeath(t)
+	rf := recording.New(recording.SourceObserver)
+	rf.Processes = []recording.Process{{Host: "h", PID: 1, Rank: -1, Command: []string{"peerdeath"}, Hooks: []string{}, Complete: true,
+		Calls: []recording.Call{}, EndpointEvents: []recording.EndpointEvent{
+			{Endpoint: 0, Event: recording.EventCreate},
+			{Endpoint: 0, Event: recording.EventFailure, Code: -80, TimeNS: uint64(1500 * time.Millisecond)},
+		}}}
+	incident := filepath.Join(t.TempDir(), "incident.json")
+	if err := rf.WriteFile(incident); err != nil {
+		t.Fatal(err)
+	}
+	hello := filepath.Join(t.TempDir(), "hello")
+	srv := exec.Command(prog, "server", "--hello", hello)
+	srv.Env = peerEnv(nil)
+	server := testutil.StartCmd(t, srv)
+	t.Cleanup(func() { server.Cmd.Process.Kill() })
+	cli := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--disabled", "--", prog,
+		"client", "--hello", hello, "--scenario", "idle", "--close", "flush", "--wait-ms", "200", "--linger-ms", "3000", "--start-line")
+	cli.Env = peerEnv(nil)
+	stdin, err := cli.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := testutil.StartCmd(t, cli)
+	target := strconv.Itoa(client.PID)
+	h.mustCtl(t, "replay", "--from", incident, "--pid", target)
+	io.WriteString(stdin, "start\ngo\n")
+	waitFor(t, 20*time.Second, "the close", func() bool { return strings.Contains(client.Output(), "kind=close") })
+	waitFor(t, 5*time.Second, "status to say the endpoint closed first", func() bool {
+		return strings.Contains(h.mustCtl(t, "status", "--pid", target), "replay kills endpoint 0 with -80 (ENDPOINT_TIMEOUT) 1.5s after its creation: not fired: the endpoint was closed first")
+	})
+	out := client.Wait(t, 30*time.Second)
+	stdin.Close()
+	if !strings.Contains(out, "DONE handlers=0") {
+		t.Fatalf("the handler ran:\n%s", out)
+	}
+}

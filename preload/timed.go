@@ -67,10 +67,23 @@ func (t *timedKills) halt() {
 	}
 }
 
-// snapshot returns the kills with their state, for status.
+// snapshot returns the kills with their state, for status. An armed kill
+// sleeps until its moment: whether its endpoint was closed meanwhile is
+// looked up now (the timer drops the kill when it wakes).
 func (t *timedKills) snapshot() []control.TimedKillStatus {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	for i := range t.state {
+		k := &t.state[i]
+		if k.State != control.TimedArmed {
+			continue
+		}
+		var created C.uint64_t
+		var closed C.int
+		if found := C.ucxf_ep_created(C.int32_t(k.Endpoint), &created, &closed); found == 0 || closed != 0 {
+			k.State = control.TimedClosed // closed, or retired by a new endpoint at its address
+		}
+	}
 	return append([]control.TimedKillStatus(nil), t.state...)
 }
 
