@@ -765,13 +765,13 @@ func main() {
 	flag.Parse()
 	parts := flag.Args()
 	if len(parts) == 0 || (len(parts) == 1 && parts[0] == "all") {
-		parts = []string{"interpose", "threads", "perftest", "observer", "control", "startup", "fork", "nonucx"}
+		parts = []string{"interpose", "threads", "perftest", "observer", "watch", "control", "startup", "fork", "nonucx"}
 	}
 	fns := map[string]func(){"interpose": partInterpose, "perftest": partPerftest, "observer": partObserver, "control": partControl,
-		"startup": partStartup, "fork": partFork, "nonucx": partNonUCX, "threads": partThreads}
+		"startup": partStartup, "fork": partFork, "nonucx": partNonUCX, "threads": partThreads, "watch": partWatch}
 	for _, p := range parts {
 		if fns[p] == nil {
-			fmt.Fprintf(os.Stderr, "bench: unknown part %q (interpose threads perftest observer control startup fork nonucx all)\n", p)
+			fmt.Fprintf(os.Stderr, "bench: unknown part %q (interpose threads perftest observer watch control startup fork nonucx all)\n", p)
 			os.Exit(2)
 		}
 	}

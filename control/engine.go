@@ -376,11 +376,19 @@ func planReplay(e *Engine, req *Request) (plan, error) {
 	}
 	return e.change(func(next *Settings) (string, error) {
 		r = r.WithoutDisabled(next.HookEnabled)
-		if r.Len() == 0 {
+		if r.Len() == 0 && len(r.Timed) == 0 {
 			return "", fmt.Errorf("%w: no outcome of the schedule is for an enabled hook", ErrInvalid)
 		}
 		next.Replay, next.Strategy, next.Enabled = r, StrategyReplay, true
-		return fmt.Sprintf("replaying %d outcomes from %s", r.Len(), r.Source), nil
+		msg := fmt.Sprintf("replaying %d outcomes from %s", r.Len(), r.Source)
+		if r.Len() == 0 {
+			msg = "replaying " + r.Source
+		}
+		for _, k := range r.Timed {
+			msg += fmt.Sprintf("; endpoint %d dies with %d (%s) %v after its creation", k.Endpoint, k.Code, k.Code,
+				time.Duration(k.AfterNS).Round(time.Microsecond))
+		}
+		return msg, nil
 	})
 }
 
@@ -731,7 +739,7 @@ func ReplayFromWire(w *WireReplay) (*Replay, error) {
 				n++
 			}
 		}
-		if n == 0 {
+		if n == 0 && len(w.Timed) == 0 {
 			return nil, fmt.Errorf("%w: replay schedule holds no calls", ErrInvalid)
 		}
 	case "global":
@@ -747,11 +755,23 @@ func ReplayFromWire(w *WireReplay) (*Replay, error) {
 			r.All = append(r.All, g.Outcome)
 			r.AllHooks = append(r.AllHooks, id)
 		}
-		if len(r.All) == 0 {
+		if len(r.All) == 0 && len(w.Timed) == 0 {
 			return nil, fmt.Errorf("%w: replay schedule holds no calls", ErrInvalid)
 		}
 	default:
 		return nil, fmt.Errorf("%w: replay key %q (accepted: function, global)", ErrInvalid, w.Key)
+	}
+	seen := map[int]bool{}
+	for _, k := range w.Timed {
+		if k.Endpoint < 0 || k.Code >= 0 || !k.Code.Injectable() ||
+			(k.InflightCode != 0 && (k.InflightCode > 0 || !k.InflightCode.Injectable())) {
+			return nil, fmt.Errorf("%w: timed kill of endpoint %d with %d (in flight %d): want an endpoint from 0 and injectable codes", ErrInvalid, k.Endpoint, k.Code, k.InflightCode)
+		}
+		if seen[k.Endpoint] {
+			return nil, fmt.Errorf("%w: two timed kills of endpoint %d (an endpoint dies once)", ErrInvalid, k.Endpoint)
+		}
+		seen[k.Endpoint] = true
+		r.Timed = append(r.Timed, k)
 	}
 	return r, nil
 }
@@ -802,8 +822,12 @@ func ScheduleFromCalls(calls []recording.Call, key string, cycle bool, source st
 // endpoint failures (recording version 2) turned into kills: each one kills
 // the same endpoint, with the same code, just before the first call at or
 // after its position that takes an outcome, so the replayed run's error
-// handler runs as the recorded run's did. Returns how many failures had no
-// such call after them and were left out.
+// handler runs as the recorded run's did. A failure that no such call
+// follows (every failure of a `watch` incident, which holds no calls) is
+// placed by time instead, when the recording holds its endpoint's
+// creation: a TimedKill as long after the endpoint's creation as the
+// failure came after it. Returns how many failures could be placed neither
+// way and were left out.
 func ScheduleFromProcess(p *recording.Process, key string, cycle bool, source string) (*WireReplay, int) {
 	w := ScheduleFromCalls(p.Calls, key, cycle, source)
 	failures := p.Failures()
@@ -849,10 +873,31 @@ func ScheduleFromProcess(p *recording.Process, key string, cycle bool, source st
 			break
 		}
 		if !placed {
-			dropped++
+			if k, ok := timedKill(p, ev); ok && !slices.ContainsFunc(w.Timed, func(t TimedKill) bool { return t.Endpoint == k.Endpoint }) {
+				w.Timed = append(w.Timed, k)
+			} else {
+				dropped++
+			}
 		}
 	}
 	return w, dropped
+}
+
+// timedKill places failure ev of p by time: as long after its endpoint's
+// creation as it came; false when p holds no creation of that endpoint
+// before it, or the endpoint has a kill already.
+func timedKill(p *recording.Process, ev recording.EndpointEvent) (TimedKill, bool) {
+	var created *recording.EndpointEvent
+	for i, e := range p.EndpointEvents {
+		if e.Endpoint == ev.Endpoint && e.Event == recording.EventCreate && e.TimeNS <= ev.TimeNS {
+			created = &p.EndpointEvents[i]
+		}
+	}
+	if created == nil {
+		return TimedKill{}, false
+	}
+	return TimedKill{Endpoint: ev.Endpoint, Code: ucs.Status(ev.Code), InflightCode: ucs.Status(ev.InflightCode),
+		AfterNS: ev.TimeNS - created.TimeNS}, true
 }
 
 // BucketMin is the smallest size in size bucket b.

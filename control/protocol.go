@@ -105,6 +105,9 @@ type WireReplay struct {
 	Source string               `json:"source,omitempty"`
 	Calls  map[string][]Outcome `json:"calls,omitempty"` // by function, for key function
 	Global []GlobalOutcome      `json:"global,omitempty"`
+	// Timed are kills placed by time after their endpoint's creation
+	// (Replay.Timed); a schedule may hold these alone.
+	Timed []TimedKill `json:"timed_kills,omitempty"`
 }
 
 // GlobalOutcome is one entry of a global replay schedule.
@@ -167,6 +170,8 @@ type Status struct {
 	Hooks       []HookStatus      `json:"hooks"`
 	Mode        string            `json:"mode"`
 	Killed      []Kill            `json:"killed_endpoints,omitempty"`
+	// TimedKills are the replay's kills placed by time, with their state.
+	TimedKills []TimedKillStatus `json:"timed_kills,omitempty"`
 	// Endpoints lists the process's endpoints by number: every open or
 	// killed one, and the newest MaxClosedEndpoints closed ones
 	// (ClosedOmitted counts the older closed ones left out).

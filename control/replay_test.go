@@ -1,6 +1,7 @@
 package control
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ucxfault/ucxfault/hooks"
@@ -88,5 +89,42 @@ func TestScheduleFromProcessPlacesKills(t *testing.T) {
 	bad := &WireReplay{Key: "function", Calls: map[string][]Outcome{"ucp_put_nbx": {{Kill: &Kill{Endpoint: -1, Code: -80}}}}}
 	if _, err := ReplayFromWire(bad); err == nil {
 		t.Fatal("a kill of endpoint -1 was accepted")
+	}
+}
+
+// A failure that no replayed call follows is placed by time when its
+// endpoint's creation is recorded: an incident of `ucxfault watch` (no
+// calls; the creation at 0, the failure at its age) becomes one timed kill
+// of the same endpoint with the same code at the same age. A schedule of
+// timed kills alone is a schedule; bad timed kills are refused.
+func TestScheduleFromIncidentIsATimedKill(t *testing.T) {
+	p := &recording.Process{Calls: []recording.Call{}, EndpointEvents: []recording.EndpointEvent{
+		{Endpoint: 2, Event: recording.EventCreate, TimeNS: 0},
+		{Endpoint: 2, Event: recording.EventFailure, Code: -80, TimeNS: 28_000_000},
+		{Endpoint: 2, Event: recording.EventHandler, Code: -80, TimeNS: 28_000_000},
+		{Endpoint: 3, Event: recording.EventFailure, Code: -25, TimeNS: 30_000_000}, // no creation: left out
+	}}
+	w, dropped := ScheduleFromProcess(p, "function", false, "incident")
+	if dropped != 1 || len(w.Timed) != 1 || w.Timed[0] != (TimedKill{Endpoint: 2, Code: -80, AfterNS: 28_000_000}) {
+		t.Fatalf("timed kills %+v, %d left out: want endpoint 2 with -80 at 28 ms, 1 left out", w.Timed, dropped)
+	}
+	r, err := ReplayFromWire(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Len() != 0 || len(r.Timed) != 1 || !r.HasKills() {
+		t.Fatalf("replay %+v: want no outcome and one timed kill", r)
+	}
+	e := NewEngine(&memBackend{}, DefaultSettings())
+	if resp := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdReplay, Schedule: w}); !resp.OK || !strings.Contains(resp.Message, "endpoint 2 dies with -80") {
+		t.Fatalf("replay of an incident: %+v", resp)
+	}
+	for _, k := range []TimedKill{{Endpoint: -1, Code: -80}, {Endpoint: 0, Code: 0}, {Endpoint: 0, Code: -80, InflightCode: 3}} {
+		if _, err := ReplayFromWire(&WireReplay{Key: "function", Timed: []TimedKill{k}}); err == nil {
+			t.Errorf("timed kill %+v accepted", k)
+		}
+	}
+	if _, err := ReplayFromWire(&WireReplay{Key: "function", Timed: []TimedKill{{Code: -80}, {Code: -25}}}); err == nil {
+		t.Error("two timed kills of one endpoint accepted")
 	}
 }

@@ -118,7 +118,47 @@ type Replay struct {
 	AllHooks []hooks.ID
 	// Source describes where the schedule came from, for status.
 	Source string
+	// Timed holds the kills placed by time rather than before a call: a
+	// recorded endpoint failure that no replayed call follows (an
+	// incident of `ucxfault watch` holds no calls at all).
+	Timed []TimedKill
 }
+
+// TimedKill kills an endpoint (as kill_ep does) AfterNS nanoseconds after
+// that endpoint's creation in the target process, by the target's
+// CLOCK_MONOTONIC: at once when the moment has passed by the time the
+// schedule arrives, and at the endpoint's creation plus AfterNS when the
+// endpoint does not exist yet. Endpoint is the endpoint's number (its order
+// of creation, as in recordings).
+type TimedKill struct {
+	Endpoint int        `json:"endpoint"`
+	Code     ucs.Status `json:"code"`
+	// InflightCode is Kill.InflightCode.
+	InflightCode ucs.Status `json:"inflight_code,omitempty"`
+	AfterNS      uint64     `json:"after_ns"`
+}
+
+// TimedKillStatus is a TimedKill as status shows it: State is
+// TimedWaiting, TimedArmed, TimedFired or TimedClosed; FiredAfterNS, once
+// fired, is when it fired, in nanoseconds after the endpoint's creation.
+type TimedKillStatus struct {
+	TimedKill
+	State        string `json:"state"`
+	FiredAfterNS uint64 `json:"fired_after_ns,omitempty"`
+}
+
+// States of a timed kill (TimedKillStatus.State).
+const (
+	// TimedWaiting: no endpoint of that number has been created yet.
+	TimedWaiting = "waiting"
+	// TimedArmed: the endpoint exists; the kill fires at its moment.
+	TimedArmed = "armed"
+	// TimedFired: the endpoint was killed.
+	TimedFired = "fired"
+	// TimedClosed: the endpoint was closed before the kill's moment, which
+	// is then dropped (a closed endpoint cannot be killed).
+	TimedClosed = "closed"
+)
 
 // Outcome is one replayed call: pass (Code 0) or fail with Code, at once or,
 // when Deferred, when the operation completes.
@@ -135,6 +175,11 @@ type Outcome struct {
 func (r *Replay) HasInflightCodes() bool {
 	if r == nil {
 		return false
+	}
+	for _, k := range r.Timed {
+		if k.InflightCode != 0 {
+			return true
+		}
 	}
 	for _, o := range r.All {
 		if o.Kill != nil && o.Kill.InflightCode != 0 {
@@ -155,6 +200,9 @@ func (r *Replay) HasInflightCodes() bool {
 func (r *Replay) HasKills() bool {
 	if r == nil {
 		return false
+	}
+	if len(r.Timed) > 0 {
+		return true
 	}
 	for _, o := range r.All {
 		if o.Kill != nil {

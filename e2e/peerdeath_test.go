@@ -49,6 +49,10 @@ type peerRun struct {
 	killEP    int      // the endpoint kill-ep names (deathEmulated)
 	inject    []string // injector flags (deathEmulated)
 	env       []string
+	// goAfter, when set, writes the go line that long after the client's
+	// READY line instead of at once: the endpoint is at least that old at
+	// the death.
+	goAfter time.Duration
 }
 
 // peerResult is what one run showed the application.
@@ -133,6 +137,10 @@ func runPeer(t *testing.T, h *harness, r peerRun) peerResult {
 		if err := server.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if r.goAfter > 0 {
+		waitFor(t, 20*time.Second, "the client's READY line", func() bool { return strings.Contains(client.Output(), "READY pid=") })
+		time.Sleep(r.goAfter)
 	}
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,9 +23,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ucxfault/ucxfault/control"
 	"github.com/ucxfault/ucxfault/internal/testutil"
 	"github.com/ucxfault/ucxfault/observer"
 	"github.com/ucxfault/ucxfault/recording"
+	"github.com/ucxfault/ucxfault/ucs"
 )
 
 // startWatch starts `ucxfault watch ARGS` and returns once it has attached
@@ -307,4 +310,207 @@ func readyPID(t *testing.T, out string) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// TestWatchIncidentReplaysAsAKill: the incident the watch writes for a real
+// TCP peer death (SIGKILL) replays into a fresh run of the same program,
+// whose peer stays alive, as a kill of the same endpoint with the same
+// code, as long after the endpoint's creation as the failure came: armed
+// before the endpoint exists, it waits for its creation (status says so),
+// fires no earlier than its moment, and the program's handler runs once
+// with the recorded code on endpoint 0. Without the replay nothing would
+// fail (the peer lives), so the test fails if the replay does nothing. The
+// watch sees the replayed kill go through libucp's own failure path,
+// marked injected. A malformed incident is refused (exit 2), and one that
+// names an endpoint the program never creates waits, as status shows.
+func TestWatchIncidentReplaysAsAKill(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	prog := buildPeerdeath(t)
+	dir := t.TempDir()
+	w := h.startWatch(t, "--all", "--comm", "peerdeath", "-o", "jsonl", "--incidents", dir)
+	first := exec.Command(prog, "server", "--hello", filepath.Join(dir, "first"))
+	first.Env = peerEnv(nil)
+	fp := testutil.StartCmd(t, first)
+	t.Cleanup(func() { fp.Cmd.Process.Kill() })
+	want := fmt.Sprintf("watching process %d ", fp.PID)
+	waitFor(t, 20*time.Second, "the watch to find the first process", func() bool { return strings.Contains(w.stderr.String(), want) })
+
+	// The recorded run: the endpoint is 300 ms old or more at the death,
+	// far longer than the replayed run takes to check it (a put, a get
+	// and a flush) before it waits.
+	args := []string{"--size", "1048576", "--close", "force", "--wait-ms", "2000"}
+	r := runPeer(t, nil, peerRun{scenario: "rma", stopFirst: true, death: deathKill, goAfter: 300 * time.Millisecond, args: args})
+	pid := readyPID(t, r.out)
+	var incident string
+	waitFor(t, 10*time.Second, "the incident file", func() bool {
+		names, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("ucxfault-incident-*-%d-ep0-*.json", pid)))
+		if len(names) == 1 {
+			incident = names[0]
+		}
+		return incident != ""
+	})
+	rec, err := recording.ReadFile(incident)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fails := rec.Processes[0].Failures()
+	if len(fails) != 1 || fails[0].Code != r.code || fails[0].Endpoint != 0 || fails[0].TimeNS < uint64(300*time.Millisecond) {
+		t.Fatalf("incident failures %+v, want one of code %d on endpoint 0, 300 ms or more after the creation", fails, r.code)
+	}
+	age := fails[0].TimeNS
+
+	// Bad input: a malformed incident (a failure code outside -1..-100).
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	data, _ := os.ReadFile(incident)
+	if err := os.WriteFile(bad, bytes.Replace(data, []byte(fmt.Sprintf(`"code": %d`, r.code)), []byte(`"code": 5`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// One that names an endpoint the program never creates.
+	other := filepath.Join(t.TempDir(), "ep7.json")
+	if err := os.WriteFile(other, bytes.ReplaceAll(data, []byte(`"ep": 0`), []byte(`"ep": 7`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The fresh run, under the injector, its peer alive; it waits before
+	// creating its endpoint.
+	hello := filepath.Join(t.TempDir(), "hello")
+	srv := exec.Command(prog, "server", "--hello", hello)
+	srv.Env = peerEnv(nil)
+	server := testutil.StartCmd(t, srv)
+	t.Cleanup(func() { server.Cmd.Process.Kill() })
+	waitFor(t, 20*time.Second, "the server", func() bool { return strings.Contains(server.Output(), "READY") })
+	t.Cleanup(func() { server.Cmd.Process.Signal(syscall.SIGCONT) })
+	cli := exec.Command(h.cli, append([]string{"--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--mode", "deferred",
+		"--probability", "0", "--", prog, "client", "--hello", hello, "--scenario", "rma", "--start-line"}, args...)...)
+	cli.Env = peerEnv(nil)
+	stdin, err := cli.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := testutil.StartCmd(t, cli)
+	cpid := client.PID // from its first READY line, before the endpoint exists
+	target := strconv.Itoa(cpid)
+
+	res := h.ctl(t, "replay", "--from", bad, "--pid", target)
+	if res.code != 2 || !strings.Contains(res.stderr, bad) || !strings.Contains(res.stderr, "5") {
+		t.Fatalf("replay of a malformed incident: exit %d, want 2 and a message naming the file and the code\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	t.Logf("malformed: %s", strings.TrimSpace(res.stderr))
+	h.mustCtl(t, "replay", "--from", other, "--pid", target)
+	if st := h.mustCtl(t, "status", "--pid", target); !strings.Contains(st, "replay kills endpoint 7") || !strings.Contains(st, "waiting for endpoint 7 to be created") {
+		t.Fatalf("status after replaying an incident of endpoint 7:\n%s", st)
+	}
+	msg := h.mustCtl(t, "replay", "--from", incident, "--pid", target)
+	t.Logf("replay: %s", strings.TrimSpace(msg))
+	st := h.mustCtl(t, "status", "--pid", target)
+	if !strings.Contains(st, "waiting for endpoint 0 to be created") || strings.Contains(st, "endpoint 7") {
+		t.Fatalf("status before the endpoint exists:\n%s", st)
+	}
+	t.Logf("status: %s", st)
+
+	// As in the recorded run: the batch in flight to a stopped server
+	// when the endpoint dies, here by the replayed kill alone.
+	io.WriteString(stdin, "start\n")
+	waitFor(t, 20*time.Second, "the client's READY line", func() bool { return strings.Count(client.Output(), "READY pid=") == 2 })
+	if err := server.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "go\n")
+	waitFor(t, 20*time.Second, "the client's POSTED line", func() bool { return strings.Contains(client.Output(), "\nPOSTED ") })
+	posted := client.Output()
+	var fired control.TimedKillStatus
+	waitFor(t, 20*time.Second, "the timed kill to fire", func() bool {
+		for _, s := range h.status(t, "--pid", target) {
+			if len(s.TimedKills) == 1 && s.TimedKills[0].State == control.TimedFired {
+				fired = s.TimedKills[0]
+				return true
+			}
+		}
+		return false
+	})
+	if fired.Endpoint != 0 || fired.Code != ucs.Status(r.code) || fired.FiredAfterNS < age {
+		t.Fatalf("timed kill %+v: want endpoint 0, code %d, fired %d ns or more after the creation", fired, r.code, age)
+	}
+	t.Logf("recorded failure %v after the creation, replayed kill %v after it", time.Duration(age), time.Duration(fired.FiredAfterNS))
+	if strings.Contains(posted, "kind=handler") {
+		t.Fatalf("the kill fired before the batch was posted:\n%s", posted)
+	}
+	time.Sleep(time.Second) // a live peer answers late, not never
+	server.Cmd.Process.Signal(syscall.SIGCONT)
+	rout := client.Wait(t, 40*time.Second)
+	stdin.Close()
+	events, err := testutil.ParsePeerEvents(rout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hs []testutil.PeerEvent
+	for _, e := range events {
+		if e.Kind == "handler" {
+			hs = append(hs, e)
+		}
+	}
+	if len(hs) != 1 || hs[0].Status != r.code || hs[0].EP != 0 || !strings.Contains(rout, "DONE handlers=1") {
+		t.Fatalf("replayed run: handler calls %v, want one with %d on endpoint 0:\n%s", hs, r.code, rout)
+	}
+	// The oracle: what the recorded run's program saw of the real death.
+	if err := testutil.ComparePeerLogs(r.events, events); err != nil {
+		t.Fatalf("%v\nreal:\n%s\nreplayed:\n%s", err, r.out, rout)
+	}
+	time.Sleep(time.Second) // the watch reports a failure once settled
+	w.stop(t)
+	var seen []observer.Failure
+	for _, f := range watchFailures(t, w.stdout.String()) {
+		if f.PID == cpid {
+			seen = append(seen, f)
+		}
+	}
+	if len(seen) != 1 || !seen[0].Injected || seen[0].Code != r.code || seen[0].Endpoint != 0 {
+		t.Fatalf("the watch saw %+v in the replayed run, want one injected failure with %d on endpoint 0", seen, r.code)
+	}
+}
+
+// TestTimedKillOfAClosedEndpointDoesNothing: a replayed incident whose
+// moment (1.5 s after the creation) comes after the program closed the
+// endpoint (about 0.3 s) and while it still progresses (3 s) kills nothing:
+// a closed endpoint cannot die. Status says so, and the handler never runs.
+// Needs no probe: the incident is written here.
+func TestTimedKillOfAClosedEndpointDoesNothing(t *testing.T) {
+	h := newHarness(t)
+	prog := buildPeerdeath(t)
+	rf := recording.New(recording.SourceObserver)
+	rf.Processes = []recording.Process{{Host: "h", PID: 1, Rank: -1, Command: []string{"peerdeath"}, Hooks: []string{}, Complete: true,
+		Calls: []recording.Call{}, EndpointEvents: []recording.EndpointEvent{
+			{Endpoint: 0, Event: recording.EventCreate},
+			{Endpoint: 0, Event: recording.EventFailure, Code: -80, TimeNS: uint64(1500 * time.Millisecond)},
+		}}}
+	incident := filepath.Join(t.TempDir(), "incident.json")
+	if err := rf.WriteFile(incident); err != nil {
+		t.Fatal(err)
+	}
+	hello := filepath.Join(t.TempDir(), "hello")
+	srv := exec.Command(prog, "server", "--hello", hello)
+	srv.Env = peerEnv(nil)
+	server := testutil.StartCmd(t, srv)
+	t.Cleanup(func() { server.Cmd.Process.Kill() })
+	cli := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--disabled", "--", prog,
+		"client", "--hello", hello, "--scenario", "idle", "--close", "flush", "--wait-ms", "200", "--linger-ms", "3000", "--start-line")
+	cli.Env = peerEnv(nil)
+	stdin, err := cli.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := testutil.StartCmd(t, cli)
+	target := strconv.Itoa(client.PID)
+	h.mustCtl(t, "replay", "--from", incident, "--pid", target)
+	io.WriteString(stdin, "start\ngo\n")
+	waitFor(t, 20*time.Second, "the close", func() bool { return strings.Contains(client.Output(), "kind=close") })
+	waitFor(t, 5*time.Second, "status to say the endpoint closed first", func() bool {
+		return strings.Contains(h.mustCtl(t, "status", "--pid", target), "replay kills endpoint 0 with -80 (ENDPOINT_TIMEOUT) 1.5s after its creation: not fired: the endpoint was closed first")
+	})
+	out := client.Wait(t, 30*time.Second)
+	stdin.Close()
+	if !strings.Contains(out, "DONE handlers=0") {
+		t.Fatalf("the handler ran:\n%s", out)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -165,6 +166,11 @@ type WatchStats struct {
 	Processes, Failures, Events uint64
 	// Lost counts the events the ring buffer had no room for.
 	Lost uint64
+	// Unread counts the events of processes that exited before the watch
+	// could read /proc for them, while --comm, --cgroup or a PID list
+	// needed it to decide whether to watch them (with --all alone such a
+	// process is watched from its events).
+	Unread uint64
 	// Probes is the number of uprobes attached now.
 	Probes int
 }
@@ -525,6 +531,40 @@ func (w *Watch) consider(pid int) {
 	}
 }
 
+// adoptExited watches, from its events alone, a process that has exited
+// (or is exiting) before the watch could read /proc for it: a program
+// that lives a few milliseconds, or a reader behind on a loaded node. Its
+// failures are reported without a name, a rank or the injector's marks
+// (read from /proc). Nil when the process is still there (consider
+// decided), or when a filter (--comm, --cgroup, PIDs) cannot be checked any
+// more: those events are counted as Unread.
+func (w *Watch) adoptExited(pid int) *watchProc {
+	if maps, err := readMaps(pid); err == nil && len(maps) > 0 {
+		return nil
+	}
+	f := &w.filter
+	selected := f.all && f.comm == "" && f.cgroup == "" || !f.all && slices.Contains(f.pids, pid)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !selected {
+		w.stats.Unread++
+		return nil
+	}
+	p := &watchProc{
+		key: procKey{pid, 0}, rank: -1,
+		eps:      map[uint64]*watchEP{},
+		pending:  map[uint64]*pendingFailure{},
+		injected: map[uint64]bool{},
+		failing:  map[uint32]uint64{},
+	}
+	w.procs[pid] = p
+	w.stats.Processes++
+	if w.opts.Log != nil {
+		w.opts.Log("watching process %d from its events: it exited before the watch could read it (no name, rank or injector marks)", pid)
+	}
+	return p
+}
+
 // scan considers every process of /proc, and forgets the exited ones.
 func (w *Watch) scan() {
 	ents, err := os.ReadDir("/proc")
@@ -649,7 +689,9 @@ func (w *Watch) handle(ev *watchWevent) {
 		p = w.procs[pid]
 		w.mu.Unlock()
 		if p == nil {
-			return
+			if p = w.adoptExited(pid); p == nil {
+				return
+			}
 		}
 	}
 	at := monoToWall(ev.TsNs)

@@ -3,6 +3,7 @@ package observer
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -84,5 +85,30 @@ func TestPeerName(t *testing.T) {
 	copy(ev.Peer[:], []byte{0x12, 0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01})
 	if got := peerName(ev); got != "w:456789abcdef" {
 		t.Fatalf("address: %q", got)
+	}
+}
+
+// TestWatchAdoptsAnExitedProcess: a process whose first event is read after
+// it exited (a program of a few milliseconds, a reader behind) is watched
+// from its events with --all alone; with --comm, which can no longer be
+// checked, its events are counted as unread instead of dropped in silence.
+// A process still there is left to consider.
+func TestWatchAdoptsAnExitedProcess(t *testing.T) {
+	c := exec.Command("true")
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := c.Process.Pid
+	w := &Watch{opts: WatchOptions{All: true}, procs: map[int]*watchProc{}, rejected: map[procKey]bool{}}
+	p := w.adoptExited(gone)
+	if p == nil || w.procs[gone] != p || p.rank != -1 || w.stats.Processes != 1 {
+		t.Fatalf("exited process %d not adopted with --all: %+v", gone, p)
+	}
+	if w.adoptExited(os.Getpid()) != nil {
+		t.Fatal("a live process was adopted")
+	}
+	w = &Watch{opts: WatchOptions{All: true, Comm: "x"}, procs: map[int]*watchProc{}, rejected: map[procKey]bool{}}
+	if w.adoptExited(gone) != nil || w.stats.Unread != 1 {
+		t.Fatalf("with --comm: adopted, or not counted (%+v)", w.stats)
 	}
 }

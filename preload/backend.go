@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -71,6 +72,11 @@ type cBackend struct {
 	// Settings.Kills: settings that failed to apply must not shift which
 	// kills count as done.
 	killed map[int]bool
+	// killMu orders the kills of Apply (the engine's goroutine) and of the
+	// replay's timer (timed) on killed and the endpoint table.
+	killMu sync.Mutex
+	// timed runs the replay's kills placed by time (timed.go).
+	timed timedKills
 }
 
 func newCBackend() *cBackend {
@@ -203,6 +209,7 @@ func (b *cBackend) Apply(s control.Settings) error {
 		}
 	}
 	// Nothing fails from here on.
+	b.killMu.Lock()
 	for _, k := range kills {
 		// An endpoint never leaves the table, so the ordinal found above
 		// is still there.
@@ -216,12 +223,23 @@ func (b *cBackend) Apply(s control.Settings) error {
 			C.int(inflight), 0)
 		b.killed[k.Endpoint] = true
 	}
-	if s.Replay != b.replay {
+	b.killMu.Unlock()
+	newReplay := s.Replay != b.replay
+	if newReplay {
 		// A new schedule starts at its first outcome.
 		C.ucxf_replay_reset()
 		b.replay = s.Replay
 	}
 	old := C.ucxf_publish(cfg)
+	if newReplay {
+		// After the publication: the configuration that follows killed
+		// endpoints (cfg.kills) is in force before a timed kill fires.
+		var timed []control.TimedKill
+		if s.Replay != nil {
+			timed = s.Replay.Timed
+		}
+		b.timed.start(timed, int(s.InflightCode), b.timedKill)
+	}
 	commitRules()
 	// A removed rule's budget goes with the last configuration that used it.
 	prevLive = append(prevLive, removedRules...)
@@ -243,6 +261,25 @@ func (b *cBackend) Apply(s control.Settings) error {
 	}
 	b.retired = keep
 	return nil
+}
+
+// timedKill is the kill of a timed kill whose moment came: what Apply does
+// for kill-ep, logged as a replayed failure.
+func (b *cBackend) timedKill(k control.TimedKill, inflight int) {
+	b.killMu.Lock()
+	defer b.killMu.Unlock()
+	if b.killed[k.Endpoint] {
+		return // dead already (kill-ep): the handler is called once
+	}
+	if k.InflightCode != 0 {
+		inflight = int(k.InflightCode)
+	}
+	if C.ucxf_ep_kill_ordinal(C.int32_t(k.Endpoint), C.int(k.Code), C.int(inflight)) != 0 {
+		return
+	}
+	C.ucxf_record_ep_event(C.int32_t(k.Endpoint), C.UCXF_EPEV_FAILURE, C.int(k.Code), C.UCXF_EPCAUSE_REPLAY,
+		C.int(inflight), 0)
+	b.killed[k.Endpoint] = true
 }
 
 func (b *cBackend) schedule(outs []control.Outcome) C.struct_ucxf_schedule {
@@ -381,6 +418,7 @@ func (b *cBackend) Info() control.Status {
 	}
 	st.KilledRequests = uint64(C.ucxf_defer_kill_count())
 	st.Endpoints = endpointRows()
+	st.TimedKills = b.timed.snapshot()
 	return st
 }
 

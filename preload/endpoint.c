@@ -46,6 +46,11 @@ static uint8_t ucxf_ep_has_remote[UCXF_EP_SLOTS];
  * back as a new endpoint. */
 static uint8_t ucxf_ep_closed[UCXF_EP_SLOTS];
 static int32_t ucxf_ep_next;
+/* When the slot's endpoint was numbered (its ucp_ep_create returned, or its
+ * first use for one never seen created), ucxf_now_ns; stored before the
+ * number is published, so whoever finds the number finds its time (a
+ * replay's kill placed by time after the creation, ucxf_ep_created). */
+static uint64_t ucxf_ep_created_ns[UCXF_EP_SLOTS];
 /* The endpoint's peer (peer.c): its index in the peer table + 1, 0 when
  * unknown. Written by ucxf_ep_set_info before the application has the
  * handle, and not again during the endpoint's life. */
@@ -86,6 +91,7 @@ static int ucxf_ep_slot_ins(void *ep, int insert, int *inserted)
                 k = expected;
             } else {
                 int32_t v = __atomic_fetch_add(&ucxf_ep_next, 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&ucxf_ep_created_ns[s], ucxf_now_ns(), __ATOMIC_RELAXED);
                 __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
                 if (inserted != NULL) {
                     *inserted = 1;
@@ -198,6 +204,7 @@ void ucxf_ep_set_info(void *ep, void *worker, ucp_err_handler_cb_t cb, ucp_err_h
         __atomic_store_n(&ucxf_ep_has_remote[s], 0, __ATOMIC_RELEASE);
         /* The peer before the bump, which makes rules.c look again. */
         __atomic_store_n(&ucxf_ep_peer[s], peer + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&ucxf_ep_created_ns[s], ucxf_now_ns(), __ATOMIC_RELAXED);
         __atomic_store_n(&ucxf_ep_vals[s], v + 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&ucxf_ep_renumbered, 1, __ATOMIC_RELEASE);
     }
@@ -316,6 +323,32 @@ int ucxf_ep_has_ordinal(int32_t ordinal)
         }
     }
     return 0;
+}
+
+/* When the endpoint of that ordinal was numbered (ucxf_now_ns) in
+ * *created_ns, and whether it is closed since in *closed. Returns 1, or 0
+ * when no endpoint has that number (not created yet, or retired from the
+ * table when a new endpoint took its address: then it was closed, which
+ * the caller learns by its number being below ucxf_ep_numbered()). */
+int ucxf_ep_created(int32_t ordinal, uint64_t *created_ns, int *closed)
+{
+    int s;
+
+    for (s = 0; s < UCXF_EP_SLOTS; s++) {
+        if (__atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE) != NULL &&
+            __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) == ordinal + 1) {
+            *created_ns = __atomic_load_n(&ucxf_ep_created_ns[s], __ATOMIC_RELAXED);
+            *closed     = __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* How many endpoints were numbered so far (the next number). */
+int32_t ucxf_ep_numbered(void)
+{
+    return __atomic_load_n(&ucxf_ep_next, __ATOMIC_ACQUIRE);
 }
 
 /* Kills the endpoint of that ordinal: its error handler is called once from

@@ -40,6 +40,8 @@ void   *ucxf_ep_worker(void *ep);
 ucp_err_handler_cb_t ucxf_ep_err_handler(void *ep);
 int     ucxf_ep_has_ordinal(int32_t ordinal);
 int     ucxf_ep_kill_ordinal(int32_t ordinal, int code, int inflight);
+int     ucxf_ep_created(int32_t ordinal, uint64_t *created_ns, int *closed);
+int32_t ucxf_ep_numbered(void);
 int     ucxf_ep_kill_code(void *ep);
 void    ucxf_ep_deliver_kills(void *worker);
 int     ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n);

@@ -1,12 +1,16 @@
 #!/bin/sh
 # Benchmarks: builds the benchmark programs in bench/ and runs the driver.
-# Usage: scripts/bench.sh [interpose|threads|perftest|observer|control|startup|fork|nonucx|observer-rate|observer-flight|all]...
+# Usage: scripts/bench.sh [interpose|threads|perftest|observer|watch|control|startup|fork|nonucx|observer-rate|observer-flight|all]...
 # threads (about a minute on 2 cores) is the thread sweep: every variant of
 # the hot path at 1, 2, 4, 8 and 16 threads, best of three (make bench-dir
 # packs it to run where the project is not built).
 # fork (about 3 minutes) runs a fork-at-start-up UCX program 1000 times on an
 # idle machine and 1000 times with every core busy; nonucx (about 2 minutes)
 # measures what a process that never uses UCX pays, and runs a shell 10,000 times.
+# watch (about a minute, root) runs `ucxfault watch --all` with 32 processes
+# attached and up to 4000 process lifetimes with 20,000+ real endpoint failures: its
+# resident memory at checkpoints, and what it adds to one failure
+# (bench/c/failbench.c, with and without the watch).
 # observer-rate (about 2 minutes, root) observes 20,000+ puts a second for a
 # minute and reports the events lost (target: none), then runs the flight
 # recorder (30 s window) at that rate for 40 s and reports its memory and
@@ -28,6 +32,7 @@ ucx_cflags=$(pkg-config --cflags ucx | sed 's/-I/-isystem /g')
 $CC -O2 -g -Wall -Wextra -Werror $ucx_cflags -o $BUILD/putbench bench/c/putbench.c $(pkg-config --libs ucx) -lpthread
 $CC -O2 -g -Wall -Wextra -Werror -shared -fPIC -o $BUILD/libmininterpose.so bench/c/mininterpose.c -ldl
 $CC -O2 -g -Wall -Wextra -Werror -o $BUILD/forkinit e2e/testdata/forkinit.c -lucp -lucs
+$CC -O2 -g -Wall -Wextra -Werror $ucx_cflags -o $BUILD/failbench bench/c/failbench.c $(pkg-config --libs ucx)
 $GO build -o $BUILD/benchdrv ./bench
 echo "## machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), $(ucx_info -v 2>/dev/null | sed -n "s/^# Version /UCX /p")"
 

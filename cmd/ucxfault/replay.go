@@ -31,10 +31,18 @@ returns a request, and at once when it completes at once.
 A recording of several processes (an MPI job, or 'observe' of several
 processes or --all) is replayed rank by rank: each process gets the part
 recorded for its rank. --part picks one part for every target: by its index
-(N), the pid it was recorded from (pid:PID) or its rank (rank:R).`,
+(N), the pid it was recorded from (pid:PID) or its rank (rank:R).
+
+A recorded endpoint failure becomes a kill of the same endpoint with the same
+code (as kill-ep): before the first replayed call at or after its position,
+or, when no replayed call follows it (an incident file of 'ucxfault watch'
+holds no calls), as long after that endpoint's creation in the target as it
+came after the recorded one's; such a kill waits for its endpoint to be
+created, and status shows where it stands.`,
 		Example: `  ucxfault replay --from ucxfault-observe-4242.json --pid 5151
   ucxfault replay --from incident.json --part pid:4242 --pid 5151
   ucxfault replay --from job.json --part rank:3 --pid 5151
+  ucxfault replay --from ucxfault-incident-node7-4242-ep0-20261130T202512.154555.json --pid 5151
   ucxfault replay --from job.json --process 4242   # the part recorded from pid 4242 (or an index), into every target`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -74,6 +82,19 @@ recorded for its rank. --part picks one part for every target: by its index
 				if !p.Complete {
 					fmt.Fprintf(c.ErrOrStderr(), "warning: %s process %d (pid %d) is incomplete (%d dropped events, %d overwritten records, %d unmatched); replaying what it holds\n",
 						from, i, p.PID, p.Lost.DroppedEvents, p.Lost.OverwrittenRecords, p.Lost.UnmatchedEntries+p.Lost.UnmatchedReturns)
+				}
+			}
+			if len(f.Processes) == 1 || chosen >= 0 {
+				// One part for every target: refuse here, before any
+				// process is asked, a part that holds nothing to replay
+				// (an incident of an endpoint created before the watch).
+				p := &f.Processes[max(chosen, 0)]
+				if sched, dropped := control.ScheduleFromProcess(p, key, cycle, from); len(sched.Calls) == 0 && len(sched.Global) == 0 && len(sched.Timed) == 0 {
+					why := "no call that takes an outcome (status queries, frees and cancels take none) and no endpoint failure"
+					if dropped > 0 {
+						why = fmt.Sprintf("%s with no recorded creation of its endpoint (created before the recording began), so no moment to kill it at", plural(dropped, "endpoint failure"))
+					}
+					return usagef("%s: nothing to replay: %s holds %s", from, processLabel(*p), why)
 				}
 			}
 			if fileBackend() {
@@ -124,7 +145,7 @@ recorded for its rank. --part picks one part for every target: by its index
 				src := fmt.Sprintf("%s, %s", from, processLabel(*p))
 				sched, dropped := control.ScheduleFromProcess(p, key, cycle, src)
 				if dropped > 0 {
-					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %d recorded endpoint failures come after the last replayed call and are not replayed\n", t.PID, dropped)
+					fmt.Fprintf(c.ErrOrStderr(), "pid %d: %d recorded endpoint failures come after the last replayed call, and the recording holds no creation of their endpoint to place them by time: not replayed\n", t.PID, dropped)
 				}
 				req := &control.Request{Cmd: control.CmdReplay, Schedule: sched}
 				resp, err := control.Send(t, req, global.timeout)

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -144,6 +145,9 @@ func strategyText(st control.Status) string {
 		}
 		return "pattern " + p
 	case control.StrategyReplay:
+		if st.ReplayLen == 0 && len(st.TimedKills) > 0 {
+			return fmt.Sprintf("replay %s (%s)", plural(len(st.TimedKills), "timed kill"), st.Replay)
+		}
 		return fmt.Sprintf("replay %d (%s)", st.ReplayLen, st.Replay)
 	}
 	return st.Strategy
@@ -299,6 +303,10 @@ func renderStatusNotes(w io.Writer, statuses []control.Status) {
 			fmt.Fprintf(w, "pid %d: endpoint %d killed (%d, %s)%s\n", st.PID, k.Endpoint, int(k.Code), k.Code,
 				inflightNote(cmp.Or(k.InflightCode, ucs.Status(st.InflightCode)), k.Code))
 		}
+		for _, k := range st.TimedKills {
+			fmt.Fprintf(w, "pid %d: replay kills endpoint %d with %d (%s) %v after its creation: %s\n", st.PID, k.Endpoint,
+				int(k.Code), k.Code, time.Duration(k.AfterNS).Round(time.Microsecond), timedState(k))
+		}
 		if st.InflightCode != 0 {
 			fmt.Fprintf(w, "pid %d: operations in flight at a kill complete with %d (%s)\n", st.PID, st.InflightCode,
 				ucs.Status(st.InflightCode))
@@ -392,4 +400,19 @@ func inflightNote(inflight, code ucs.Status) string {
 		return ""
 	}
 	return fmt.Sprintf("; in flight: %d (%s)", int(inflight), inflight)
+}
+
+// timedState says where a replay's timed kill stands, for status.
+func timedState(k control.TimedKillStatus) string {
+	switch k.State {
+	case control.TimedWaiting:
+		return fmt.Sprintf("waiting for endpoint %d to be created", k.Endpoint)
+	case control.TimedArmed:
+		return "armed"
+	case control.TimedFired:
+		return fmt.Sprintf("fired %v after its creation", time.Duration(k.FiredAfterNS).Round(time.Microsecond))
+	case control.TimedClosed:
+		return "not fired: the endpoint was closed first"
+	}
+	return k.State
 }

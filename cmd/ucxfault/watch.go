@@ -137,7 +137,10 @@ func failureLine(f *observer.Failure) string {
 }
 
 // incident is one failure as a recording: the endpoint's creation and its
-// failure (and handler call), with times relative to the creation.
+// failure (and handler call), with times relative to the creation, which
+// replay turns into a kill at the same age. An endpoint created before the
+// watch has no creation to count from: it is listed as attached, its
+// failure at 0, and replay has no moment to place it at.
 func incident(f *observer.Failure) *recording.File {
 	rf := recording.New(recording.SourceObserver)
 	rf.Created = f.Time.Add(-time.Duration(f.AgeNS)).UTC()
@@ -145,13 +148,20 @@ func incident(f *observer.Failure) *recording.File {
 		{Endpoint: f.Endpoint, Event: recording.EventCreate, Peer: f.Peer},
 		{Endpoint: f.Endpoint, Event: recording.EventFailure, Code: f.Code, Peer: f.Peer, Injected: f.Injected, TimeNS: uint64(f.AgeNS)},
 	}
+	var attached []int
+	if f.CreatedBefore {
+		rf.Created = f.Time.UTC()
+		evs = evs[1:]
+		evs[0].TimeNS = 0
+		attached = []int{f.Endpoint}
+	}
 	if f.Handler {
 		evs = append(evs, recording.EndpointEvent{Endpoint: f.Endpoint, Event: recording.EventHandler, Code: f.Code, Peer: f.Peer,
-			Injected: f.Injected, TimeNS: uint64(f.AgeNS)})
+			Injected: f.Injected, TimeNS: evs[len(evs)-1].TimeNS})
 	}
 	rf.Processes = []recording.Process{{
 		Host: f.Host, PID: f.PID, Rank: f.Rank, Command: []string{f.Comm},
-		Hooks: []string{}, Complete: true, EndpointEvents: evs, Calls: []recording.Call{},
+		Hooks: []string{}, Complete: true, EndpointEvents: evs, AttachedEndpoints: attached, Calls: []recording.Call{},
 	}}
 	return rf
 }
@@ -229,6 +239,9 @@ func runWatch(cmd *cobra.Command, args []string, fl *watchFlags) error {
 	st = w.Stats()
 	outMu.Lock()
 	fmt.Fprintf(stderr, "stopped: %d processes watched, %d failures, %d events, %d lost", st.Processes, st.Failures, st.Events, st.Lost)
+	if st.Unread > 0 {
+		fmt.Fprintf(stderr, ", %d events of processes gone before they could be read", st.Unread)
+	}
 	if fl.incidents != "" {
 		fmt.Fprintf(stderr, ", %s written to %s", plural(written, "incident"), fl.incidents)
 	}

@@ -8,6 +8,7 @@
  *                    [--close force|flush]
  *                    [--count N] [--size BYTES] [--rounds R]
  *                    [--wait-ms MS] [--hold-ms MS] [--linger-ms MS] [--protect] [--reconnect]
+ *                    [--start-line]
  *
  * The server maps a buffer, writes its worker address, the buffer's address
  * and its packed rkey to FILE, prints "READY pid=<pid>" and progresses until
@@ -15,7 +16,10 @@
  * It also listens on 127.0.0.1 (a port of the system's choice, in FILE) and
  * accepts every connection request with an endpoint of its own.
  *
- * The client connects with UCP_ERR_HANDLING_MODE_PEER and an error handler,
+ * With --start-line the client first prints "READY pid=<pid> start-line" (the
+ * line test harnesses wait for) and reads a
+ * line on stdin, so that a test can arm something (a replay) before the
+ * endpoint exists. The client connects with UCP_ERR_HANDLING_MODE_PEER and an error handler,
  * to the worker address in FILE (--connect address, the default) or to the
  * server's listener (--connect sockaddr, a client/server endpoint; its rkey
  * is unpacked once a flush has completed the wireup), checks the endpoint with
@@ -113,7 +117,8 @@ static struct {
     unsigned      linger_ms;
     int           protect;
     int           reconnect; /* after the linger: a new endpoint to the same peer */
-} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, 500, 0, 0};
+    int           start_line; /* print WAITING and read a line before connecting */
+} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, 500, 0, 0, 0};
 
 static ucp_context_h g_ctx;
 static ucp_worker_h  g_worker;
@@ -718,6 +723,13 @@ static int run_client(void)
     }
     memset(g_lbuf, 0x5a, g_lbuf_len);
 
+    if (cfg.start_line) {
+        /* the test arms something (a replay) before the endpoint exists */
+        printf("READY pid=%d start-line\n", (int)getpid());
+        if (fgets(line, sizeof(line), stdin) == NULL) {
+            fprintf(stderr, "stdin closed before the start line\n");
+        }
+    }
     for (round = 0;; round++) {
         g_epno = round;
         connect_ep(addr, (uint16_t)h.port, rkey);
@@ -786,7 +798,8 @@ static void usage(void)
                     "       peerdeath client --hello FILE --scenario rma|cbsend|stream|idle|reconnect\n"
                     "                 [--connect address|sockaddr]\n"
                     "                 [--close force|flush] [--count N] [--size BYTES]\n"
-                    "                 [--rounds R] [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]\n");
+                    "                 [--rounds R] [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]\n"
+                    "                 [--start-line]\n");
     exit(2);
 }
 
@@ -810,7 +823,7 @@ int main(int argc, char **argv)
         {"size", required_argument, NULL, 'z'},     {"rounds", required_argument, NULL, 'r'},
         {"wait-ms", required_argument, NULL, 'w'},  {"linger-ms", required_argument, NULL, 'l'},
         {"hold-ms", required_argument, NULL, 'o'},  {"protect", no_argument, NULL, 'P'},
-        {"reconnect", no_argument, NULL, 'R'},
+        {"reconnect", no_argument, NULL, 'R'},      {"start-line", no_argument, NULL, 'S'},
         {"connect", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
     int server, c;
@@ -851,6 +864,7 @@ int main(int argc, char **argv)
         case 'o': cfg.hold_ms = (unsigned)num(optarg, 0, 600000); break;
         case 'P': cfg.protect = 1; break;
         case 'R': cfg.reconnect = 1; break;
+        case 'S': cfg.start_line = 1; break;
         case 'l': cfg.linger_ms = (unsigned)num(optarg, 0, 600000); break;
         default: usage();
         }
