@@ -151,6 +151,15 @@ struct ucxf_config {
      * a size of bucket b, bit 63 for buckets 63 and 64. Calls of the other
      * sizes match no rule and pass in ucxf_fast_decide. */
     uint64_t rule_buckets[UCXF_NUM_HOOKS];
+    /* For a hook whose first rule has no condition (no size, call range,
+     * window, endpoint or peer), in a configuration where every counted
+     * call of the hook reaches the rules (injecting into it, no kills):
+     * that rule's slot + 1, else 0. Every counted call matches it, so its
+     * matches are the hook's calls (ucxf_thread.rule_cd), and the thread's
+     * until_fault[] counts down to the next call its strategy acts on:
+     * the calls in between pass in the fast half (rules.c). rule_buckets
+     * is 0 for such a hook. */
+    uint8_t  rule_countdown[UCXF_NUM_HOOKS];
     int8_t   codes[UCXF_MAX_CODES];
     uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
     struct ucxf_schedule replay[UCXF_NUM_HOOKS];
@@ -213,8 +222,9 @@ struct ucxf_thread {
     /* And for the deferred fast half, under fast_track[]. */
     void    *trk_caller[UCXF_NUM_HOOKS];
     uint64_t slow_buckets[UCXF_NUM_HOOKS]; /* the configuration's rule_buckets */
-    /* Random strategy: how many calls pass before the next to fail;
-     * UINT64_MAX for never (and for hooks the strategy does not decide). */
+    /* Random and pattern strategies, and a hook's countdown rule
+     * (rule_countdown[]): how many calls pass before the next that may
+     * fail; UINT64_MAX for never (and for hooks nothing decides so). */
     uint64_t until_fault[UCXF_NUM_HOOKS];
     uint64_t base_calls[UCXF_NUM_HOOKS];  /* calls when that config arrived */
     uint64_t base_faults[UCXF_NUM_HOOKS];
@@ -224,6 +234,15 @@ struct ucxf_thread {
     uint64_t rule_uid[UCXF_MAX_RULES];
     uint64_t rule_base[UCXF_MAX_RULES][UCXF_NUM_HOOKS];
     struct ucxf_rule_counters rule[UCXF_MAX_RULES];
+    /* The countdown rule (slot + 1, 0 for none) of each hook in the
+     * configuration this thread adopted, and the hook's calls then: that
+     * rule's matches are rule[].matches plus calls - rule_cd_base, so a
+     * call the fast half passes counts nothing more. Changed only when
+     * the thread adopts a configuration, inside rule_cd_seq odd (a
+     * sequence count for the readers, ucxf_rule_stats_sum). */
+    uint32_t rule_cd_seq;
+    uint8_t  rule_cd[UCXF_NUM_HOOKS];
+    uint64_t rule_cd_base[UCXF_NUM_HOOKS];
     void    *rule_ep;                    /* the endpoint last looked up for a rule */
     int32_t  rule_ep_ordinal;            /* and its ordinal */
     uint32_t rule_ep_gen;                /* ucxf_ep_renumbered when looked up */
