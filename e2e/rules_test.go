@@ -314,13 +314,15 @@ func failuresByThread(ops []testutil.Op) [][]int {
 	return out
 }
 
-// TestRuleWithoutConditionsFailsTheSameCalls: a rule with no condition is
-// decided by a countdown that lets the calls it passes take the fast half
-// (docs/architecture.md, "The hot path"); the same rule with a condition
-// every call meets (max-size=1G) is evaluated in the slow half on every
-// call. Seeded, both fail the same calls of each thread. The countdown
-// rule counts every call as a match, across a configuration change in the
-// middle of the run, and its failures stay those of the run without one.
+// TestRuleWithoutConditionsFailsTheSameCalls: a rule with no condition
+// but sizes is decided by a countdown that lets the calls it passes take
+// the fast half (docs/architecture.md, "The hot path"); the same rule with
+// a call range every call meets is evaluated in the slow half on every
+// call. Seeded, both fail the same calls of each thread, whether the size
+// of the calls lies in a bucket the rule covers whole (the fast half) or
+// in part (the slow half). The countdown rule counts every call as a
+// match, across a configuration change in the middle of the run, and its
+// failures stay those of the run without one.
 func TestRuleWithoutConditionsFailsTheSameCalls(t *testing.T) {
 	h := newHarness(t)
 	run := func(rule string, rmaArgs ...string) [][]int {
@@ -330,13 +332,23 @@ func TestRuleWithoutConditionsFailsTheSameCalls(t *testing.T) {
 		}
 		return failuresByThread(ops)
 	}
-	fast := run("hooks=ucp_put_nbx prob=10", "--ops", "400", "--threads", "2")
-	slow := run("hooks=ucp_put_nbx prob=10 max-size=1G", "--ops", "400", "--threads", "2")
-	if len(fast) != 2 || len(fast[0])+len(fast[1]) < 30 || len(fast[0])+len(fast[1]) > 140 {
-		t.Fatalf("prob=10 over 2 threads of 400 puts: failures %v, want about 80 over two threads", fast)
+	for _, c := range []struct{ rule, size string }{
+		{"prob=10", "8"},
+		{"prob=10 min-size=1K", "4096"},   // sizes 4096..8191, all matched
+		{"prob=10 min-size=5000", "8000"}, // sizes 4096..8191, some matched
+	} {
+		fast := run("hooks=ucp_put_nbx "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
+		slow := run("hooks=ucp_put_nbx calls=0..1000000000 "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
+		if len(fast) != 2 || len(fast[0])+len(fast[1]) < 30 || len(fast[0])+len(fast[1]) > 140 {
+			t.Fatalf("%s, size %s, over 2 threads of 400 puts: failures %v, want about 80 over two threads", c.rule, c.size, fast)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("seed 7, %s, size %s: failures without a call range %v, with one %v: want the same calls",
+				c.rule, c.size, fast, slow)
+		}
 	}
-	if !reflect.DeepEqual(fast, slow) {
-		t.Fatalf("seed 7, prob=10: failures without a condition %v, with max-size=1G %v: want the same calls", fast, slow)
+	if got := run("hooks=ucp_put_nbx prob=100 min-size=1K", "--ops", "20", "--size", "512"); !reflect.DeepEqual(got, [][]int{{}}) {
+		t.Fatalf("min-size=1K failed puts of 512 bytes: %v", got)
 	}
 	var want []int
 	for k := 3; k < 40; k += 4 {
@@ -349,9 +361,9 @@ func TestRuleWithoutConditionsFailsTheSameCalls(t *testing.T) {
 	// Matches: every call, counted by the hook's calls while a countdown
 	// decides, and folded into the rule's counter at the configuration
 	// change (rule 2); --linger-ms keeps the process for the status.
-	alone := run("hooks=ucp_put_nbx prob=10", "--ops", "300")
-	e := h.start(t, []string{"--seed", "7", "--rule", "hooks=ucp_put_nbx prob=10"},
-		"--seq", "put", "--ops", "300", "--interval-us", "2000", "--linger-ms", "30000")
+	alone := run("hooks=ucp_put_nbx prob=10 min-size=1K", "--ops", "300", "--size", "4096")
+	e := h.start(t, []string{"--seed", "7", "--rule", "hooks=ucp_put_nbx prob=10 min-size=1K"},
+		"--seq", "put", "--ops", "300", "--size", "4096", "--interval-us", "2000", "--linger-ms", "30000")
 	waitFor(t, 20*time.Second, "50 puts", func() bool { return hookStatus(t, h.statusOf(t), "ucp_put_nbx").Calls >= 50 })
 	h.mustCtl(t, "rule", "add", "--hooks", "ucp_get_nbx", "--max-faults", "1")
 	waitFor(t, 30*time.Second, "300 puts", func() bool { return hookStatus(t, h.statusOf(t), "ucp_put_nbx").Calls >= 300 })

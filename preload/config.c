@@ -90,10 +90,33 @@ static uint64_t ucxf_rule_buckets(const struct ucxf_config *cfg, int h)
     return mask;
 }
 
+/* The size buckets whose every size lies in r's size range (bit 63: both
+ * buckets 63 and 64). */
+static uint64_t ucxf_rule_sure(const struct ucxf_rule *r)
+{
+    uint64_t mask = 0;
+    int b, in63 = 0;
+
+    for (b = 0; b < UCXF_SIZE_BUCKETS; b++) {
+        uint64_t lo = b == 0 ? 0 : 1ull << (b - 1);
+        uint64_t hi = b == 0 ? 0 : (b == 64 ? UINT64_MAX : (1ull << b) - 1);
+        int in = r->min_size <= lo && r->max_size >= hi;
+        if (b < 63) {
+            mask |= (uint64_t)in << b;
+        } else if (b == 63) {
+            in63 = in;
+        } else if (in63 && in) {
+            mask |= 1ull << 63;
+        }
+    }
+    return mask;
+}
+
 /* The slot + 1 of hook h's countdown rule under cfg (see
  * ucxf_config.rule_countdown), else 0: the hook's first rule, when it has
- * no condition and every counted call of h reaches the rules (ucxf_enter:
- * the hook is injected into and no kill can fail a call before them). */
+ * no condition but sizes and every counted call of h reaches the rules
+ * (ucxf_enter: the hook is injected into and no kill can fail a call
+ * before them). */
 _Static_assert(UCXF_MAX_RULES < 256, "a rule's slot + 1 is kept in a byte");
 
 static uint8_t ucxf_rule_countdown(const struct ucxf_config *cfg, int h)
@@ -107,8 +130,8 @@ static uint8_t ucxf_rule_countdown(const struct ucxf_config *cfg, int h)
     }
     s = cfg->hook_rules[h][0];
     r = &cfg->rules[s];
-    if (r->min_size != 0 || r->max_size != UINT64_MAX || r->call_first != 0 || r->call_last != UINT64_MAX ||
-        r->call_step > 1 || r->windowed || r->endpoint >= 0 || r->peer != 0) {
+    if (r->call_first != 0 || r->call_last != UINT64_MAX || r->call_step > 1 || r->windowed || r->endpoint >= 0 ||
+        r->peer != 0) {
         return 0;
     }
     return (uint8_t)(s + 1);
@@ -148,10 +171,11 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
          * failures, rules that no call of some sizes can match, or a
          * countdown rule between two calls it may act on. */
         cfg->rule_countdown[h] = ucxf_rule_countdown(cfg, h);
-        /* A countdown rule matches every call, so no later rule is ever
-         * consulted: the fast half passes the calls of every size until
-         * the countdown says the rule may act. */
-        cfg->rule_buckets[h] = cfg->rule_countdown[h] ? 0 : ucxf_rule_buckets(cfg, h);
+        cfg->rule_sure[h] = cfg->rule_countdown[h] ? ucxf_rule_sure(&cfg->rules[cfg->rule_countdown[h] - 1]) : 0;
+        /* A countdown rule decides every call of its sure buckets, so no
+         * later rule is consulted there: the fast half passes those calls
+         * until the countdown says the rule may act. */
+        cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h) & ~cfg->rule_sure[h];
         int alone = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] && !cfg->recording &&
                     !cfg->kills && !(ucxf_hook_defers[h] &&
                       (cfg->deferred_mode || cfg->follow_inflight || ucxf_hook_completion_only[h]));

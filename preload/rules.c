@@ -137,10 +137,10 @@ static uint64_t ucxf_rules_gap(const struct ucxf_config *cfg, const struct ucxf_
 }
 
 /* The countdown rules of the configuration t adopts: the matches counted
- * by calls under the one it leaves go into the rules' counters, and each
- * hook with one counts down from the rule's call index (its calls since
- * the thread first saw the rule). Inside rule_cd_seq odd, so that a sum
- * never sees a match twice or not at all. */
+ * by the calls of their sure buckets under the one it leaves go into the
+ * rules' counters, and each hook with one counts down from the rule's call
+ * index (its calls since the thread first saw the rule). Inside
+ * rule_cd_seq odd, so that a sum never sees a match twice or not at all. */
 static void ucxf_rules_countdown_adopt(struct ucxf_thread *t, const struct ucxf_config *cfg)
 {
     uint32_t seq = t->rule_cd_seq;
@@ -148,7 +148,7 @@ static void ucxf_rules_countdown_adopt(struct ucxf_thread *t, const struct ucxf_
 
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         uint8_t old = t->rule_cd[h], cd = cfg->rule_countdown[h];
-        uint64_t calls = t->h[h].calls;
+        uint64_t sure = cfg->rule_sure[h];
 
         if (old == 0 && cd == 0) {
             continue;
@@ -159,12 +159,14 @@ static void ucxf_rules_countdown_adopt(struct ucxf_thread *t, const struct ucxf_
             begun = 1;
         }
         if (old != 0) {
-            UCXF_ADD(t->rule[old - 1].matches, calls - t->rule_cd_base[h]);
+            UCXF_ADD(t->rule[old - 1].matches, ucxf_sure_calls(&t->h[h], t->rule_cd_sure[h]) - t->rule_cd_base[h]);
         }
         __atomic_store_n(&t->rule_cd[h], cd, __ATOMIC_RELAXED);
-        __atomic_store_n(&t->rule_cd_base[h], calls, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->rule_cd_sure[h], sure, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->rule_cd_base[h], ucxf_sure_calls(&t->h[h], sure), __ATOMIC_RELAXED);
         if (cd != 0) {
-            t->until_fault[h] = ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, calls - t->rule_base[cd - 1][h]);
+            t->until_fault[h] =
+                ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, t->h[h].calls - t->rule_base[cd - 1][h]);
         }
     }
     if (begun) {
@@ -302,9 +304,25 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
     const int h       = c->hook;
     const uint32_t n  = cfg->hook_nrules[h];
     const uint64_t nr = t->h[h].calls - 1; /* this call's number in the thread */
+    const uint32_t cd = cfg->rule_countdown[h];
     uint64_t x = 0;
+    int sure = 0;
     uint32_t i;
 
+    if (cd != 0) {
+        /* The countdown moves on with every call of the hook, whichever
+         * half took it and whichever rule matches: at 0 this call was the
+         * next the countdown rule may act on, and the one after is looked
+         * up. A call of the rule's sure buckets is counted as a match by
+         * the buckets' calls (ucxf_rules_countdown_adopt). */
+        if (t->until_fault[h] == 0) {
+            t->until_fault[h] =
+                ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, nr - t->rule_base[cd - 1][h] + 1);
+        } else {
+            UCXF_DEC(t->until_fault[h]);
+        }
+        sure = (int)((cfg->rule_sure[h] >> (c->size_bucket < 63 ? c->size_bucket : 63)) & 1);
+    }
     for (i = 0; i < n; i++) {
         const uint32_t s           = cfg->hook_rules[h][i];
         const struct ucxf_rule *r = &cfg->rules[s];
@@ -327,16 +345,7 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         if (r->peer != 0 && (c->ep == NULL || ucxf_rules_ep_peer(t, c->ep) != r->peer)) {
             continue;
         }
-        if (i == 0 && cfg->rule_countdown[h] != 0) {
-            /* The countdown rule: its matches are the hook's calls
-             * (ucxf_rules_countdown_adopt), and the countdown moves on
-             * with this call, whichever half took it. */
-            if (t->until_fault[h] == 0) {
-                t->until_fault[h] = ucxf_rules_gap(cfg, r, h, t->ordinal, k + 1);
-            } else {
-                UCXF_DEC(t->until_fault[h]);
-            }
-        } else {
+        if (!(i == 0 && sure)) {
             UCXF_INC(t->rule[s].matches);
         }
         if (r->strategy == UCXF_STRATEGY_RANDOM) {

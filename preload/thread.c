@@ -41,10 +41,11 @@ static struct ucxf_rule_counters ucxf_rules_retired[UCXF_MAX_RULES];
 
 /* Adds one thread's rule counters (t != NULL) or the retired totals
  * (t == NULL) to out. Under the threads lock. A thread's countdown rules
- * (ucxf_config.rule_countdown) count their matches as the hook's calls
- * since the thread adopted the configuration (rule_cd_base), folded into
- * rule[].matches when it adopts another, inside rule_cd_seq odd: read
- * until the sequence count is even and the same before and after. */
+ * (ucxf_config.rule_countdown) count their matches as the calls of their
+ * sure size buckets since the thread adopted the configuration (from
+ * rule_cd_base), folded into rule[].matches when it adopts another,
+ * inside rule_cd_seq odd: read until the sequence count is even and the
+ * same before and after. */
 static void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t)
 {
     struct ucxf_rule_counters in[UCXF_MAX_RULES];
@@ -65,7 +66,8 @@ static void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thr
             for (h = 0; h < UCXF_NUM_HOOKS; h++) {
                 uint8_t cd = __atomic_load_n(&t->rule_cd[h], __ATOMIC_RELAXED);
                 if (cd != 0 && cd <= UCXF_MAX_RULES) {
-                    in[cd - 1].matches += __atomic_load_n(&t->h[h].calls, __ATOMIC_RELAXED) -
+                    uint64_t sure = __atomic_load_n(&t->rule_cd_sure[h], __ATOMIC_RELAXED);
+                    in[cd - 1].matches += ucxf_sure_calls(&t->h[h], sure) -
                                           __atomic_load_n(&t->rule_cd_base[h], __ATOMIC_RELAXED);
                 }
             }
