@@ -299,30 +299,18 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     return code;
 }
 
-int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t)
+/* The rules of hook h, in order, on call c (number nr of the hook in the
+ * thread): the first that matches decides. count0: whether a match of the
+ * first rule counts in its matches (not for a call of a countdown rule's
+ * sure buckets, which its buckets' calls count). Inlined twice, so that
+ * the hooks without a countdown rule run the loop they always ran. */
+static inline __attribute__((always_inline)) int ucxf_rules_eval(struct ucxf_call *c, const struct ucxf_config *cfg,
+                                                                 struct ucxf_thread *t, int h, uint64_t nr, int count0)
 {
-    const int h       = c->hook;
-    const uint32_t n  = cfg->hook_nrules[h];
-    const uint64_t nr = t->h[h].calls - 1; /* this call's number in the thread */
-    const uint32_t cd = cfg->rule_countdown[h];
+    const uint32_t n = cfg->hook_nrules[h];
     uint64_t x = 0;
-    int sure = 0;
     uint32_t i;
 
-    if (cd != 0) {
-        /* The countdown moves on with every call of the hook, whichever
-         * half took it and whichever rule matches: at 0 this call was the
-         * next the countdown rule may act on, and the one after is looked
-         * up. A call of the rule's sure buckets is counted as a match by
-         * the buckets' calls (ucxf_rules_countdown_adopt). */
-        if (t->until_fault[h] == 0) {
-            t->until_fault[h] =
-                ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, nr - t->rule_base[cd - 1][h] + 1);
-        } else {
-            UCXF_DEC(t->until_fault[h]);
-        }
-        sure = (int)((cfg->rule_sure[h] >> (c->size_bucket < 63 ? c->size_bucket : 63)) & 1);
-    }
     for (i = 0; i < n; i++) {
         const uint32_t s           = cfg->hook_rules[h][i];
         const struct ucxf_rule *r = &cfg->rules[s];
@@ -345,7 +333,7 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         if (r->peer != 0 && (c->ep == NULL || ucxf_rules_ep_peer(t, c->ep) != r->peer)) {
             continue;
         }
-        if (!(i == 0 && sure)) {
+        if (count0 || i != 0) {
             UCXF_INC(t->rule[s].matches);
         }
         if (r->strategy == UCXF_STRATEGY_RANDOM) {
@@ -358,4 +346,37 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         return ucxf_rules_act(c, cfg, t, r, s, k, x);
     }
     return 0;
+}
+
+/* ucxf_rules_decide for a hook with a countdown rule: the countdown moves
+ * on with every call of the hook, whichever half took it and whichever
+ * rule matches (at 0 this call was the next the countdown rule may act
+ * on, and the one after is looked up), and a call of the rule's sure
+ * buckets is counted as a match by the buckets' calls
+ * (ucxf_rules_countdown_adopt). Apart, so that the hooks without one keep
+ * the code they had. */
+static __attribute__((noinline)) int ucxf_rules_decide_countdown(struct ucxf_call *c, const struct ucxf_config *cfg,
+                                                                 struct ucxf_thread *t, uint32_t cd)
+{
+    const int h       = c->hook;
+    const uint64_t nr = t->h[h].calls - 1;
+
+    if (t->until_fault[h] == 0) {
+        t->until_fault[h] = ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, nr - t->rule_base[cd - 1][h] + 1);
+    } else {
+        UCXF_DEC(t->until_fault[h]);
+    }
+    return ucxf_rules_eval(c, cfg, t, h, nr,
+                           !((cfg->rule_sure[h] >> (c->size_bucket < 63 ? c->size_bucket : 63)) & 1));
+}
+
+int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t)
+{
+    const int h       = c->hook;
+    const uint32_t cd = cfg->rule_countdown[h];
+
+    if (cd != 0) {
+        return ucxf_rules_decide_countdown(c, cfg, t, cd);
+    }
+    return ucxf_rules_eval(c, cfg, t, h, t->h[h].calls - 1 /* this call's number in the thread */, 1);
 }
