@@ -65,6 +65,24 @@ func TestPatternXOOFailsExactlyEveryThirdPut(t *testing.T) {
 	}
 }
 
+// TestPatternCountsDownPerThread: the calls between a pattern's Xs pass in
+// the fast half, each thread counting down to its own next X (the pattern
+// indexes each thread's calls); the Xs still fail, in both threads.
+func TestPatternCountsDownPerThread(t *testing.T) {
+	h := newHarness(t)
+	ops, out := h.run(t, []string{"--pattern", "OOOOOOX", "--hooks", "ucp_put_nbx"}, "--ops", "70", "--seq", "put", "--threads", "2")
+	if len(ops) != 140 {
+		t.Fatalf("%d operations, want 140\n%s", len(ops), out)
+	}
+	var want []int
+	for k := 6; k < 70; k += 7 {
+		want = append(want, k)
+	}
+	if got := failuresByThread(ops); !reflect.DeepEqual(got, [][]int{want, want}) {
+		t.Fatalf("pattern OOOOOOX over 2 threads failed %v, want %v in each", got, want)
+	}
+}
+
 func TestSeedRepeatsFaultPositions(t *testing.T) {
 	h := newHarness(t)
 	const n, p = 2000, 0.30

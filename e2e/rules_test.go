@@ -292,6 +292,95 @@ func TestRuleBadSyntaxIsRefusedWithTheAcceptedForms(t *testing.T) {
 	}
 }
 
+// failuresByThread returns, for each thread of ops, the iterations whose
+// operation failed, sorted; the threads in the order of their lists (the
+// injector numbers threads in the order they first call, which varies).
+func failuresByThread(ops []testutil.Op) [][]int {
+	by := map[int][]int{}
+	for _, op := range ops {
+		if _, ok := by[op.Thread]; !ok {
+			by[op.Thread] = []int{}
+		}
+		if op.Status != 0 {
+			by[op.Thread] = append(by[op.Thread], op.Iter)
+		}
+	}
+	var out [][]int
+	for _, f := range by {
+		sort.Ints(f)
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return slices.Compare(out[i], out[j]) < 0 })
+	return out
+}
+
+// TestRuleWithoutConditionsFailsTheSameCalls: a rule with no condition
+// but sizes is decided by a countdown that lets the calls it passes take
+// the fast half (docs/architecture.md, "The hot path"); the same rule with
+// a call range every call meets is evaluated in the slow half on every
+// call. Seeded, both fail the same calls of each thread, whether the size
+// of the calls lies in a bucket the rule covers whole (the fast half) or
+// in part (the slow half). The countdown rule counts every call as a
+// match, across a configuration change in the middle of the run, and its
+// failures stay those of the run without one.
+func TestRuleWithoutConditionsFailsTheSameCalls(t *testing.T) {
+	h := newHarness(t)
+	run := func(rule string, rmaArgs ...string) [][]int {
+		ops, out := h.run(t, []string{"--seed", "7", "--rule", rule}, append([]string{"--seq", "put"}, rmaArgs...)...)
+		if len(ops) == 0 {
+			t.Fatalf("%s: no operations\n%s", rule, out)
+		}
+		return failuresByThread(ops)
+	}
+	for _, c := range []struct{ rule, size string }{
+		{"prob=10", "8"},
+		{"prob=10 min-size=1K", "4096"},   // sizes 4096..8191, all matched
+		{"prob=10 min-size=5000", "8000"}, // sizes 4096..8191, some matched
+	} {
+		fast := run("hooks=ucp_put_nbx "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
+		slow := run("hooks=ucp_put_nbx calls=0..1000000000 "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
+		if len(fast) != 2 || len(fast[0])+len(fast[1]) < 30 || len(fast[0])+len(fast[1]) > 140 {
+			t.Fatalf("%s, size %s, over 2 threads of 400 puts: failures %v, want about 80 over two threads", c.rule, c.size, fast)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("seed 7, %s, size %s: failures without a call range %v, with one %v: want the same calls",
+				c.rule, c.size, fast, slow)
+		}
+	}
+	if got := run("hooks=ucp_put_nbx prob=100 min-size=1K", "--ops", "20", "--size", "512"); !reflect.DeepEqual(got, [][]int{{}}) {
+		t.Fatalf("min-size=1K failed puts of 512 bytes: %v", got)
+	}
+	var want []int
+	for k := 3; k < 40; k += 4 {
+		want = append(want, k)
+	}
+	if got := run("hooks=ucp_put_nbx pattern=OOOX", "--ops", "40"); !reflect.DeepEqual(got, [][]int{want}) {
+		t.Fatalf("pattern=OOOX failed puts %v, want %v", got, want)
+	}
+
+	// Matches: every call, counted by the hook's calls while a countdown
+	// decides, and folded into the rule's counter at the configuration
+	// change (rule 2); --linger-ms keeps the process for the status.
+	alone := run("hooks=ucp_put_nbx prob=10 min-size=1K", "--ops", "300", "--size", "4096")
+	e := h.start(t, []string{"--seed", "7", "--rule", "hooks=ucp_put_nbx prob=10 min-size=1K"},
+		"--seq", "put", "--ops", "300", "--size", "4096", "--interval-us", "2000", "--linger-ms", "30000")
+	waitFor(t, 20*time.Second, "50 puts", func() bool { return hookStatus(t, h.statusOf(t), "ucp_put_nbx").Calls >= 50 })
+	h.mustCtl(t, "rule", "add", "--hooks", "ucp_get_nbx", "--max-faults", "1")
+	waitFor(t, 30*time.Second, "300 puts", func() bool { return hookStatus(t, h.statusOf(t), "ucp_put_nbx").Calls >= 300 })
+	time.Sleep(100 * time.Millisecond)
+	st := h.statusOf(t)
+	r, ok := ruleByID(st, 1)
+	put := hookStatus(t, st, "ucp_put_nbx")
+	e.Cmd.Process.Signal(os.Interrupt)
+	got := failuresByThread(testutil.ParseOps(e.Wait(t, 20*time.Second)))
+	if !ok || put.Calls != 300 || r.Matches != 300 || r.Faults != put.Faults {
+		t.Fatalf("rule %+v, put hook %+v: want 300 calls, 300 matches and the hook's faults", r, put)
+	}
+	if !reflect.DeepEqual(got, alone) || len(got) != 1 || uint64(len(got[0])) != r.Faults {
+		t.Fatalf("failures %v across a configuration change (rule counted %d), want %v as without one", got, r.Faults, alone)
+	}
+}
+
 // TestRuleViaEnvironment sets UCX_FAULT_RULES directly (not through
 // inject --rule), with two rules for two hooks, and a bad one.
 func TestRuleViaEnvironment(t *testing.T) {

@@ -90,6 +90,53 @@ static uint64_t ucxf_rule_buckets(const struct ucxf_config *cfg, int h)
     return mask;
 }
 
+/* The size buckets whose every size lies in r's size range (bit 63: both
+ * buckets 63 and 64). */
+static uint64_t ucxf_rule_sure(const struct ucxf_rule *r)
+{
+    uint64_t mask = 0;
+    int b, in63 = 0;
+
+    for (b = 0; b < UCXF_SIZE_BUCKETS; b++) {
+        uint64_t lo = b == 0 ? 0 : 1ull << (b - 1);
+        uint64_t hi = b == 0 ? 0 : (b == 64 ? UINT64_MAX : (1ull << b) - 1);
+        int in = r->min_size <= lo && r->max_size >= hi;
+        if (b < 63) {
+            mask |= (uint64_t)in << b;
+        } else if (b == 63) {
+            in63 = in;
+        } else if (in63 && in) {
+            mask |= 1ull << 63;
+        }
+    }
+    return mask;
+}
+
+/* The slot + 1 of hook h's countdown rule under cfg (see
+ * ucxf_config.rule_countdown), else 0: the hook's first rule, when it has
+ * no condition but sizes and every counted call of h reaches the rules
+ * (ucxf_enter: the hook is injected into and no kill can fail a call
+ * before them). */
+_Static_assert(UCXF_MAX_RULES < 256, "a rule's slot + 1 is kept in a byte");
+
+static uint8_t ucxf_rule_countdown(const struct ucxf_config *cfg, int h)
+{
+    const struct ucxf_rule *r;
+    uint32_t s;
+
+    if (cfg->hook_nrules[h] == 0 || !cfg->enabled || !cfg->hook_enabled[h] || !ucxf_hook_faultable[h] ||
+        cfg->kills) {
+        return 0;
+    }
+    s = cfg->hook_rules[h][0];
+    r = &cfg->rules[s];
+    if (r->call_first != 0 || r->call_last != UINT64_MAX || r->call_step > 1 || r->windowed || r->endpoint >= 0 ||
+        r->peer != 0) {
+        return 0;
+    }
+    return (uint8_t)(s + 1);
+}
+
 /* A replayed hook whose schedule fails nothing and kills nothing: every
  * call passes, as under the random strategy at 0 %, so the fast half may
  * pass it (no cursor is needed). */
@@ -115,29 +162,36 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
     if (cfg->strategy == UCXF_STRATEGY_PATTERN && cfg->pattern_len == 0) {
         cfg->strategy = UCXF_STRATEGY_NONE;
     }
+    /* The strategies whose next failure a thread counts down to
+     * (until_fault[]): the random draw and the pattern's next X. */
+    int counted = cfg->strategy == UCXF_STRATEGY_RANDOM || (cfg->strategy == UCXF_STRATEGY_PATTERN && cfg->ncodes != 0);
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         /* What ucxf_enter would do for a counted call of h, decided here
-         * once: nothing but the random draw, or rules that no call of
-         * some sizes can match. */
-        cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h);
+         * once: nothing but the random draw or the pattern between two
+         * failures, rules that no call of some sizes can match, or a
+         * countdown rule between two calls it may act on. */
+        cfg->rule_countdown[h] = ucxf_rule_countdown(cfg, h);
+        cfg->rule_sure[h] = cfg->rule_countdown[h] ? ucxf_rule_sure(&cfg->rules[cfg->rule_countdown[h] - 1]) : 0;
+        /* A countdown rule decides every call of its sure buckets, so no
+         * later rule is consulted there: the fast half passes those calls
+         * until the countdown says the rule may act. */
+        cfg->rule_buckets[h] = ucxf_rule_buckets(cfg, h) & ~cfg->rule_sure[h];
         int alone = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h] && !cfg->recording &&
                     !cfg->kills && !(ucxf_hook_defers[h] &&
                       (cfg->deferred_mode || cfg->follow_inflight || ucxf_hook_completion_only[h]));
-        cfg->fast[h] = alone && (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
-                                 ucxf_replay_quiet(cfg, h));
+        cfg->fast[h] = alone && (cfg->hook_nrules[h] != 0 || counted || ucxf_replay_quiet(cfg, h));
         /* The recording fast half: what fast[] would allow were it not
          * for the recording, or a hook the configuration injects nothing
          * into. Status queries keep ucxf_leave (completion deliveries). */
         {
             int inject = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h];
             int bare   = inject && !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h])) &&
-                       (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM || ucxf_replay_quiet(cfg, h));
+                       (cfg->hook_nrules[h] != 0 || counted || ucxf_replay_quiet(cfg, h));
             /* The deferred fast half: a faultable hook that defers, in
              * deferred mode, whose decision fast[] would allow. */
             cfg->fast_track[h] = inject && cfg->deferred_mode && ucxf_hook_defers[h] && !ucxf_hook_completion_only[h] &&
                                  !cfg->recording && !cfg->kills &&
-                                 (cfg->hook_nrules[h] != 0 || cfg->strategy == UCXF_STRATEGY_RANDOM ||
-                                  ucxf_replay_quiet(cfg, h));
+                                 (cfg->hook_nrules[h] != 0 || counted || ucxf_replay_quiet(cfg, h));
             cfg->fast_rec[h] = cfg->recording && !cfg->kills && !cfg->deferred_mode && !ucxf_hook_polls[h] &&
                                (!inject || bare);
         }

@@ -72,6 +72,21 @@ static int ucxf_random_fault(const struct ucxf_config *cfg, struct ucxf_thread *
     return cfg->codes[(uint32_t)r % cfg->ncodes];
 }
 
+/* The pattern's calls from call idx on that pass before its next X:
+ * the pattern strategy's countdown, which the fast halves keep as they
+ * keep the random one. UINT64_MAX: the pattern fails nothing. */
+static uint64_t ucxf_pattern_gap(const struct ucxf_config *cfg, uint64_t idx)
+{
+    uint64_t g;
+
+    for (g = 0; g < cfg->pattern_len; g++) {
+        if (cfg->pattern[(idx + g) % cfg->pattern_len]) {
+            return g;
+        }
+    }
+    return UINT64_MAX;
+}
+
 static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
 {
     int h;
@@ -82,9 +97,13 @@ static void ucxf_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
         t->until_fault[h] = UINT64_MAX;
         /* Only for hooks it injects into: the recording fast half counts
          * down the others' too, which must then never reach 0. */
-        if (cfg->strategy == UCXF_STRATEGY_RANDOM && cfg->ncodes != 0 && cfg->hook_nrules[h] == 0 && cfg->enabled &&
-            cfg->hook_enabled[h] && ucxf_hook_faultable[h]) {
-            t->until_fault[h] = ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX));
+        if (cfg->ncodes != 0 && cfg->hook_nrules[h] == 0 && cfg->enabled && cfg->hook_enabled[h] &&
+            ucxf_hook_faultable[h]) {
+            if (cfg->strategy == UCXF_STRATEGY_RANDOM) {
+                t->until_fault[h] = ucxf_random_gap(cfg, ucxf_random_draw(cfg, t, h, UINT64_MAX));
+            } else if (cfg->strategy == UCXF_STRATEGY_PATTERN) {
+                t->until_fault[h] = ucxf_pattern_gap(cfg, 0);
+            }
         }
     }
     ucxf_rules_rebase(t, cfg);
@@ -363,6 +382,13 @@ int ucxf_enter(struct ucxf_call *c)
     case UCXF_STRATEGY_PATTERN:
         if (cfg->pattern[idx % cfg->pattern_len]) {
             code = cfg->codes[(hc->faults - t->base_faults[h]) % cfg->ncodes];
+        }
+        /* The countdown the fast halves keep: at 0 this call was the
+         * pattern's next X, and the one after it is looked up. */
+        if (t->until_fault[h] == 0) {
+            t->until_fault[h] = ucxf_pattern_gap(cfg, idx + 1);
+        } else {
+            UCXF_DEC(t->until_fault[h]);
         }
         break;
     case UCXF_STRATEGY_REPLAY: {

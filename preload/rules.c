@@ -86,15 +86,101 @@ static inline uint64_t ucxf_rules_ep_peer(struct ucxf_thread *t, void *ep)
     return t->rule_ep_peer;
 }
 
+/* Whether random rule r acts on call k of hook h in thread ordinal o: a
+ * stateless draw per (seed, rule, hook, thread, call), so a seeded run
+ * fails the same calls whatever else the process does. *x is the draw
+ * (ucxf_rules_act picks the code from it). */
+static inline int ucxf_rules_draw_acts(const struct ucxf_config *cfg, const struct ucxf_rule *r, int h, uint32_t o,
+                                       uint64_t k, uint64_t *x)
+{
+    *x = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)h << 56) ^ ((uint64_t)o << 40) ^ k);
+    return (((*x >> 32) * UCXF_PROB_SCALE) >> 32) < r->prob_units;
+}
+
+/* How far a countdown rule's draws are looked ahead at once: a random
+ * rule that acts on none of the next this many calls has the call after
+ * them decided in the slow half, which looks ahead again. Each look is one
+ * draw (about 15 instructions), as every matched call paid before; the
+ * bound keeps one call from paying for thousands (prob=0.01). */
+#define UCXF_RULE_LOOKAHEAD 128
+
+/* The calls of hook h, from call k of countdown rule r on (in the thread
+ * of ordinal o), that the rule's strategy passes before the first it may
+ * act on: the same draws and pattern that ucxf_rules_decide applies, only
+ * earlier, so the calls that fail do not change. UINT64_MAX: never. */
+static uint64_t ucxf_rules_gap(const struct ucxf_config *cfg, const struct ucxf_rule *r, int h, uint32_t o,
+                               uint64_t k)
+{
+    uint64_t g, x;
+
+    switch (r->strategy) {
+    case UCXF_STRATEGY_RANDOM:
+        if (r->prob_units == 0) {
+            return UINT64_MAX;
+        }
+        for (g = 0; g < UCXF_RULE_LOOKAHEAD; g++) {
+            if (ucxf_rules_draw_acts(cfg, r, h, o, k + g, &x)) {
+                return g;
+            }
+        }
+        return UCXF_RULE_LOOKAHEAD;
+    case UCXF_STRATEGY_PATTERN:
+        for (g = 0; g < r->pattern_len; g++) {
+            if (r->pattern[(k + g) % r->pattern_len]) {
+                return g;
+            }
+        }
+        return UINT64_MAX;
+    default: /* acts on every call */
+        return 0;
+    }
+}
+
+/* The countdown rules of the configuration t adopts: the matches counted
+ * by the calls of their sure buckets under the one it leaves go into the
+ * rules' counters, and each hook with one counts down from the rule's call
+ * index (its calls since the thread first saw the rule). Inside
+ * rule_cd_seq odd, so that a sum never sees a match twice or not at all. */
+static void ucxf_rules_countdown_adopt(struct ucxf_thread *t, const struct ucxf_config *cfg)
+{
+    uint32_t seq = t->rule_cd_seq;
+    int h, begun = 0;
+
+    for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+        uint8_t old = t->rule_cd[h], cd = cfg->rule_countdown[h];
+        uint64_t sure = cfg->rule_sure[h];
+
+        if (old == 0 && cd == 0) {
+            continue;
+        }
+        if (!begun) {
+            __atomic_store_n(&t->rule_cd_seq, seq + 1, __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_RELEASE);
+            begun = 1;
+        }
+        if (old != 0) {
+            UCXF_ADD(t->rule[old - 1].matches, ucxf_sure_calls(&t->h[h], t->rule_cd_sure[h]) - t->rule_cd_base[h]);
+        }
+        __atomic_store_n(&t->rule_cd[h], cd, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->rule_cd_sure[h], sure, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->rule_cd_base[h], ucxf_sure_calls(&t->h[h], sure), __ATOMIC_RELAXED);
+        if (cd != 0) {
+            t->until_fault[h] =
+                ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, t->h[h].calls - t->rule_base[cd - 1][h]);
+        }
+    }
+    if (begun) {
+        __atomic_store_n(&t->rule_cd_seq, seq + 2, __ATOMIC_RELEASE);
+    }
+}
+
 void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
 {
     uint32_t s;
     int h;
 
-    if (cfg->nrules == 0) {
-        return; /* slots keep what they knew; a rule set later is new anyway */
-    }
-    for (s = 0; s < UCXF_MAX_RULES; s++) {
+    /* Slots keep what they knew without rules: a rule set later is new anyway. */
+    for (s = 0; cfg->nrules != 0 && s < UCXF_MAX_RULES; s++) {
         uint64_t uid = cfg->rules[s].uid;
         if (uid == 0 || t->rule_uid[s] == uid) {
             continue;
@@ -104,6 +190,7 @@ void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg)
             t->rule_base[s][h] = t->h[h].calls;
         }
     }
+    ucxf_rules_countdown_adopt(t, cfg);
 }
 
 /* Waits d ns before the real call. Holds nothing: the rule and the
@@ -212,11 +299,15 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
     return code;
 }
 
-int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t)
+/* The rules of hook h, in order, on call c (number nr of the hook in the
+ * thread): the first that matches decides. count0: whether a match of the
+ * first rule counts in its matches (not for a call of a countdown rule's
+ * sure buckets, which its buckets' calls count). Inlined twice, so that
+ * the hooks without a countdown rule run the loop they always ran. */
+static inline __attribute__((always_inline)) int ucxf_rules_eval(struct ucxf_call *c, const struct ucxf_config *cfg,
+                                                                 struct ucxf_thread *t, int h, uint64_t nr, int count0)
 {
-    const int h       = c->hook;
-    const uint32_t n  = cfg->hook_nrules[h];
-    const uint64_t nr = t->h[h].calls - 1; /* this call's number in the thread */
+    const uint32_t n = cfg->hook_nrules[h];
     uint64_t x = 0;
     uint32_t i;
 
@@ -242,10 +333,11 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         if (r->peer != 0 && (c->ep == NULL || ucxf_rules_ep_peer(t, c->ep) != r->peer)) {
             continue;
         }
-        UCXF_INC(t->rule[s].matches);
+        if (count0 || i != 0) {
+            UCXF_INC(t->rule[s].matches);
+        }
         if (r->strategy == UCXF_STRATEGY_RANDOM) {
-            x = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)h << 56) ^ ((uint64_t)t->ordinal << 40) ^ k);
-            if ((((x >> 32) * UCXF_PROB_SCALE) >> 32) >= r->prob_units) {
+            if (!ucxf_rules_draw_acts(cfg, r, h, t->ordinal, k, &x)) {
                 return 0;
             }
         } else if (r->strategy == UCXF_STRATEGY_PATTERN && (r->pattern_len == 0 || !r->pattern[k % r->pattern_len])) {
@@ -254,4 +346,37 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
         return ucxf_rules_act(c, cfg, t, r, s, k, x);
     }
     return 0;
+}
+
+/* ucxf_rules_decide for a hook with a countdown rule: the countdown moves
+ * on with every call of the hook, whichever half took it and whichever
+ * rule matches (at 0 this call was the next the countdown rule may act
+ * on, and the one after is looked up), and a call of the rule's sure
+ * buckets is counted as a match by the buckets' calls
+ * (ucxf_rules_countdown_adopt). Apart, so that the hooks without one keep
+ * the code they had. */
+static __attribute__((noinline)) int ucxf_rules_decide_countdown(struct ucxf_call *c, const struct ucxf_config *cfg,
+                                                                 struct ucxf_thread *t, uint32_t cd)
+{
+    const int h       = c->hook;
+    const uint64_t nr = t->h[h].calls - 1;
+
+    if (t->until_fault[h] == 0) {
+        t->until_fault[h] = ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, nr - t->rule_base[cd - 1][h] + 1);
+    } else {
+        UCXF_DEC(t->until_fault[h]);
+    }
+    return ucxf_rules_eval(c, cfg, t, h, nr,
+                           !((cfg->rule_sure[h] >> (c->size_bucket < 63 ? c->size_bucket : 63)) & 1));
+}
+
+int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t)
+{
+    const int h       = c->hook;
+    const uint32_t cd = cfg->rule_countdown[h];
+
+    if (cd != 0) {
+        return ucxf_rules_decide_countdown(c, cfg, t, cd);
+    }
+    return ucxf_rules_eval(c, cfg, t, h, t->h[h].calls - 1 /* this call's number in the thread */, 1);
 }

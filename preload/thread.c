@@ -40,17 +40,48 @@ static struct ucxf_ep_counts ucxf_ep_retired[UCXF_EP_SLOTS + 1];
 static struct ucxf_rule_counters ucxf_rules_retired[UCXF_MAX_RULES];
 
 /* Adds one thread's rule counters (t != NULL) or the retired totals
- * (t == NULL) to out. Under the threads lock. */
+ * (t == NULL) to out. Under the threads lock. A thread's countdown rules
+ * (ucxf_config.rule_countdown) count their matches as the calls of their
+ * sure size buckets since the thread adopted the configuration (from
+ * rule_cd_base), folded into rule[].matches when it adopts another,
+ * inside rule_cd_seq odd: read until the sequence count is even and the
+ * same before and after. */
 static void ucxf_rules_add(struct ucxf_rule_counters *out, const struct ucxf_thread *t)
 {
-    const struct ucxf_rule_counters *in = t != NULL ? t->rule : ucxf_rules_retired;
-    uint32_t s;
+    struct ucxf_rule_counters in[UCXF_MAX_RULES];
+    uint32_t s, s1 = 0, s2 = 0;
+    int h, tries = 0;
 
+    if (t == NULL) {
+        memcpy(in, ucxf_rules_retired, sizeof(in));
+    } else {
+        do {
+            s1 = __atomic_load_n(&t->rule_cd_seq, __ATOMIC_ACQUIRE);
+            for (s = 0; s < UCXF_MAX_RULES; s++) {
+                in[s].matches  = __atomic_load_n(&t->rule[s].matches, __ATOMIC_RELAXED);
+                in[s].faults   = __atomic_load_n(&t->rule[s].faults, __ATOMIC_RELAXED);
+                in[s].delays   = __atomic_load_n(&t->rule[s].delays, __ATOMIC_RELAXED);
+                in[s].delay_ns = __atomic_load_n(&t->rule[s].delay_ns, __ATOMIC_RELAXED);
+            }
+            for (h = 0; h < UCXF_NUM_HOOKS; h++) {
+                uint8_t cd = __atomic_load_n(&t->rule_cd[h], __ATOMIC_RELAXED);
+                if (cd != 0 && cd <= UCXF_MAX_RULES) {
+                    uint64_t sure = __atomic_load_n(&t->rule_cd_sure[h], __ATOMIC_RELAXED);
+                    in[cd - 1].matches += ucxf_sure_calls(&t->h[h], sure) -
+                                          __atomic_load_n(&t->rule_cd_base[h], __ATOMIC_RELAXED);
+                }
+            }
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            s2 = __atomic_load_n(&t->rule_cd_seq, __ATOMIC_RELAXED);
+            /* Bounded: a thread that forked away while adopting a
+             * configuration leaves its count odd in the child for good. */
+        } while ((s1 != s2 || (s1 & 1)) && ++tries < 1000);
+    }
     for (s = 0; s < UCXF_MAX_RULES; s++) {
-        out[s].matches  += __atomic_load_n(&in[s].matches, __ATOMIC_RELAXED);
-        out[s].faults   += __atomic_load_n(&in[s].faults, __ATOMIC_RELAXED);
-        out[s].delays   += __atomic_load_n(&in[s].delays, __ATOMIC_RELAXED);
-        out[s].delay_ns += __atomic_load_n(&in[s].delay_ns, __ATOMIC_RELAXED);
+        out[s].matches += in[s].matches;
+        out[s].faults += in[s].faults;
+        out[s].delays += in[s].delays;
+        out[s].delay_ns += in[s].delay_ns;
     }
 }
 

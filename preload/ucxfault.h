@@ -151,6 +151,18 @@ struct ucxf_config {
      * a size of bucket b, bit 63 for buckets 63 and 64. Calls of the other
      * sizes match no rule and pass in ucxf_fast_decide. */
     uint64_t rule_buckets[UCXF_NUM_HOOKS];
+    /* For a hook whose first rule has no condition but sizes (no call
+     * range, window, endpoint or peer), in a configuration where every
+     * counted call of the hook reaches the rules (injecting into it, no
+     * kills): that rule's slot + 1, else 0. The thread's until_fault[]
+     * then counts down to the next call the rule's strategy may act on
+     * (rules.c). rule_sure[] has the size buckets (as rule_buckets) whose
+     * every size the rule matches: it decides all their calls, so its
+     * matches there are the buckets' calls (ucxf_thread.rule_cd), and
+     * rule_buckets leaves them out, so they pass in the fast half until
+     * the countdown ends. */
+    uint8_t  rule_countdown[UCXF_NUM_HOOKS];
+    uint64_t rule_sure[UCXF_NUM_HOOKS];
     int8_t   codes[UCXF_MAX_CODES];
     uint8_t  pattern[UCXF_MAX_PATTERN]; /* 1 = fault */
     struct ucxf_schedule replay[UCXF_NUM_HOOKS];
@@ -213,8 +225,9 @@ struct ucxf_thread {
     /* And for the deferred fast half, under fast_track[]. */
     void    *trk_caller[UCXF_NUM_HOOKS];
     uint64_t slow_buckets[UCXF_NUM_HOOKS]; /* the configuration's rule_buckets */
-    /* Random strategy: how many calls pass before the next to fail;
-     * UINT64_MAX for never (and for hooks the strategy does not decide). */
+    /* Random and pattern strategies, and a hook's countdown rule
+     * (rule_countdown[]): how many calls pass before the next that may
+     * fail; UINT64_MAX for never (and for hooks nothing decides so). */
     uint64_t until_fault[UCXF_NUM_HOOKS];
     uint64_t base_calls[UCXF_NUM_HOOKS];  /* calls when that config arrived */
     uint64_t base_faults[UCXF_NUM_HOOKS];
@@ -224,6 +237,18 @@ struct ucxf_thread {
     uint64_t rule_uid[UCXF_MAX_RULES];
     uint64_t rule_base[UCXF_MAX_RULES][UCXF_NUM_HOOKS];
     struct ucxf_rule_counters rule[UCXF_MAX_RULES];
+    /* The countdown rule (slot + 1, 0 for none) of each hook in the
+     * configuration this thread adopted, its sure buckets (rule_sure) and
+     * the hook's calls of those buckets then: that rule's matches are
+     * rule[].matches plus the calls of those buckets since (ucxf_sure_calls)
+     * minus rule_cd_base, so a call the fast half passes counts nothing
+     * more. Changed only when the thread adopts a configuration, inside
+     * rule_cd_seq odd (a sequence count for the readers,
+     * ucxf_rule_stats_sum). */
+    uint32_t rule_cd_seq;
+    uint8_t  rule_cd[UCXF_NUM_HOOKS];
+    uint64_t rule_cd_sure[UCXF_NUM_HOOKS];
+    uint64_t rule_cd_base[UCXF_NUM_HOOKS];
     void    *rule_ep;                    /* the endpoint last looked up for a rule */
     int32_t  rule_ep_ordinal;            /* and its ordinal */
     uint32_t rule_ep_gen;                /* ucxf_ep_renumbered when looked up */
@@ -462,6 +487,23 @@ static inline void ucxf_cpu_relax(void)
 static inline unsigned ucxf_size_bucket(uint64_t size)
 {
     return (unsigned)(63 ^ __builtin_clzll(size | 1)) + (size != 0);
+}
+
+/* The calls counted in hc of the size buckets of mask (bit b < 63 for
+ * bucket b, bit 63 for buckets 63 and 64, as ucxf_config.rule_buckets):
+ * what a countdown rule matched, given the sum when it began. Read by
+ * other threads too, hence the atomic loads. */
+static inline uint64_t ucxf_sure_calls(const struct ucxf_hook_counters *hc, uint64_t mask)
+{
+    uint64_t n = 0;
+
+    if (mask >> 63) {
+        n = __atomic_load_n(&hc->size_calls[64], __ATOMIC_RELAXED);
+    }
+    for (; mask != 0; mask &= mask - 1) {
+        n += __atomic_load_n(&hc->size_calls[__builtin_ctzll(mask)], __ATOMIC_RELAXED);
+    }
+    return n;
 }
 
 static inline uint64_t ucxf_mix(uint64_t x)
