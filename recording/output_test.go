@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestOutputsFollowNoLink: a link planted at the output path is neither
@@ -71,6 +73,32 @@ func TestOutputsFollowNoLink(t *testing.T) {
 	w.Close()
 	if b, _ := io.ReadAll(r); string(b) != "through the link\n" {
 		t.Fatalf("read from the pipe %q", b)
+	}
+	// A recording too goes into the stream, not in place of it: a named
+	// pipe (its reader gets the recording) and a link to a pipe.
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		r, err := os.Open(fifo)
+		if err != nil {
+			got <- nil
+			return
+		}
+		b, _ := io.ReadAll(r)
+		r.Close()
+		got <- b
+	}()
+	if err := New("test").WriteFile(fifo); err != nil {
+		t.Fatalf("WriteFile into a named pipe: %v", err)
+	}
+	if b := <-got; !strings.Contains(string(b), `"source": "test"`) {
+		t.Fatalf("the pipe's reader got %q, want the recording", b)
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Fatalf("the named pipe was replaced: %v (%v)", fi.Mode(), err)
 	}
 	nullLink := filepath.Join(dir, "null")
 	if err := os.Symlink("/dev/null", nullLink); err != nil {

@@ -433,8 +433,22 @@ func (f *File) encode(w *bufio.Writer) error {
 // WriteFile writes f to path atomically (a temporary file renamed into
 // place), so that a reader never sees half a recording. A link planted at
 // path is replaced, never followed, and the file is made with mode 0644:
-// nobody but its owner may change it.
+// nobody but its owner may change it. A path that is, or links to, a
+// stream (a pipe, a terminal, a character device: /dev/stdout) gets the
+// recording written into it, as CreateOutput opens it: replacing it would
+// take the stream from its reader.
 func (f *File) WriteFile(path string) error {
+	if isStream(path) {
+		out, err := CreateOutput(path)
+		if err != nil {
+			return err
+		}
+		if err := f.Write(out); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
 	tmp, err := os.CreateTemp(dirOf(path), ".ucxfault-rec-*")
 	if err != nil {
 		return fmt.Errorf("creating recording: %w", err)
@@ -456,6 +470,20 @@ func (f *File) WriteFile(path string) error {
 	return nil
 }
 
+// isStream reports whether path is, or links to, an existing file that is
+// neither a regular file nor a directory.
+func isStream(path string) bool {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		return false
+	}
+	return true
+}
+
 // openStream opens the file the link at path points to when it is a
 // stream (a terminal, a pipe, a socket, a character device), never
 // creating or truncating; else the error CreateOutput gives for a link.
@@ -469,7 +497,9 @@ func openStream(path string) (int, error) {
 	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
 		return -1, refused
 	}
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	// Blocking: a named pipe with no reader yet is waited for, as a shell's
+	// redirection waits.
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("creating %s: %w", path, err)
 	}
@@ -492,7 +522,7 @@ func openStream(path string) (int, error) {
 // directory, where a planted link could not make the output overwrite data.
 func CreateOutput(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o644)
-	if errors.Is(err, unix.ELOOP) {
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENXIO) { // a link; a named pipe without a reader
 		fd, err = openStream(path)
 		if err != nil {
 			return nil, err

@@ -82,6 +82,11 @@ func newRecordCmds() []*cobra.Command {
 			}
 		}
 		if len(f.Processes) == 0 {
+			if kind == "records" && file != "" && len(empty) > 0 {
+				// A file of nothing would replace the recording a user
+				// dumped before a reset or a replay.
+				return fmt.Errorf("record-dump: no process has recorded anything since its last clear (record-toggle on, or inject --record); %s left as it is", file)
+			}
 			f.Processes = empty
 		} else if len(empty) > 0 {
 			fmt.Fprintf(c.ErrOrStderr(), "left out %s that recorded nothing\n", plural(len(empty), "process"))
