@@ -325,6 +325,18 @@ func TestPluginOpenedLocalIsFaultedDeepbindIsReported(t *testing.T) {
 	if len(puts) != 5 || len(failedIndices(puts)) != 5 {
 		t.Fatalf("plugin opened RTLD_LOCAL: puts %+v, want 5 failed\n%s", puts, out)
 	}
+	// The loader dlcloses the plugin (and so libucp) before it exits: the
+	// exit summary, with its seed, is still written.
+	summary := filepath.Join(t.TempDir(), "summary.log")
+	sum := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--probability", "100",
+		"--hooks", "ucp_put_nbx", "--seed", "9", "--", loader, "--mode", "local", "--ops", "5", plugin)
+	sum.Env = append(os.Environ(), "UCX_FAULT_SUMMARY_FILE="+summary)
+	if b, err := sum.CombinedOutput(); err != nil {
+		t.Fatalf("summary run: %v\n%s", err, b)
+	}
+	if b, _ := os.ReadFile(summary); !strings.Contains(string(b), "exit: 5 faults in ") || !strings.Contains(string(b), "seed 9,") {
+		t.Fatalf("exit summary of a run whose plugin was dlclosed: %q, want 5 faults and seed 9", b)
+	}
 	cmd := exec.Command(h.cli, "--socket-dir", h.dir, "inject", "--lib", h.lib, "--quiet", "--probability", "100",
 		"--hooks", "ucp_put_nbx", "--", loader, "--mode", "deepbind", "--ops", "5", plugin)
 	var stdout, stderr strings.Builder

@@ -66,7 +66,7 @@ static void ucxf_exit_summary(void)
     char                             line[4096];
     int                              h, n, fd;
 
-    if (!ucxf_libucp_loaded() || !__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
+    if (!__atomic_load_n(&ucxf_ready, __ATOMIC_ACQUIRE)) {
         return;
     }
     cfg = ucxf_current();
@@ -74,6 +74,12 @@ static void ucxf_exit_summary(void)
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         calls += sums[h].calls;
         faults += sums[h].faults;
+    }
+    /* Silent in a process that never used UCX (a shell under an inherited
+     * preload); a plugin that used it and was dlclosed before exit still
+     * gets its line, with the seed that repeats the run. */
+    if (!ucxf_libucp_loaded() && calls == 0) {
+        return;
     }
     n = snprintf(line, sizeof(line), "ucxfault[%d]: exit: %llu %s in %llu %s; %s\n", (int)getpid(),
                  (unsigned long long)faults, faults == 1 ? "fault" : "faults", (unsigned long long)calls,
@@ -96,7 +102,9 @@ static void ucxf_exit_summary(void)
     path = getenv("UCX_FAULT_SUMMARY_FILE");
     if (path != NULL && path[0] != '\0') {
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (fd >= 0) {
+        if (fd < 0) {
+            ucxf_say("opening UCX_FAULT_SUMMARY_FILE for the exit summary failed");
+        } else {
             if (write(fd, line, (size_t)n) < 0) {
                 ucxf_say("writing the exit summary to UCX_FAULT_SUMMARY_FILE failed");
             }
