@@ -456,7 +456,7 @@ func mpiStarts(t *testing.T) int {
 // statusLine is a line `ucxfault status` may print on stderr while a job
 // starts: a rank that is not answering yet, a socket of a dead process
 // removed, the summary, or no process yet. Anything else is a failure.
-var statusLine = regexp.MustCompile(`^(pid (\d+): not answering: .*|removed stale socket of dead process (\d+) .*|pid (\d+): removed stale socket: .*|ucxfault: \d+ of \d+ process(es)? did not apply status|ucxfault: no injected process found .*)$`)
+var statusLine = regexp.MustCompile(`^(pid (\d+): not answering: .*|removed stale socket of dead process (\d+) .*|pid (\d+): removed stale socket: .*|ucxfault: \d+ of \d+ process(es)? did not apply status.*|ucxfault: \d+ of \d+ process(es)? did not answer status in time.*|ucxfault: no injected process found .*)$`)
 
 // TestMPIStatusDuringStartup runs `status` again and again while MPICH and
 // Open MPI jobs of 2 and 4 ranks start, from a moment that varies from job

@@ -158,11 +158,16 @@ func sendAll(stderr io.Writer, req *control.Request) ([]control.Result, error) {
 // collect reports on stderr the processes that could not be reached or
 // refused cmd, and fails after all answers are in if any did.
 func collect(stderr io.Writer, results []control.Result, cmd string) ([]control.Result, error) {
-	var failed int
+	var failed, unanswered int
 	var ok []control.Result
 	for _, r := range results {
 		switch {
-		case errors.Is(r.Err, control.ErrStale), errors.Is(r.Err, control.ErrNotAnswering):
+		case errors.Is(r.Err, control.ErrNotAnswering):
+			// The request may be in the socket's queue: a stopped or busy
+			// process applies it when it reads it.
+			fmt.Fprintf(stderr, "pid %d: %v\n", r.Target.PID, r.Err)
+			unanswered++
+		case errors.Is(r.Err, control.ErrStale):
 			fmt.Fprintf(stderr, "pid %d: %v\n", r.Target.PID, r.Err)
 			failed++
 		case r.Err != nil:
@@ -175,7 +180,14 @@ func collect(stderr io.Writer, results []control.Result, cmd string) ([]control.
 			ok = append(ok, r)
 		}
 	}
-	if failed > 0 {
+	switch {
+	case unanswered > 0 && failed > 0:
+		return ok, fmt.Errorf("%d of %s did not apply %s, and %d did not answer in time: they may still apply it (see status before sending it again)",
+			failed, plural(len(results), "process"), commandOf(cmd), unanswered)
+	case unanswered > 0:
+		return ok, fmt.Errorf("%d of %s did not answer %s in time: it may still apply it when it reads the request (see status before sending it again)",
+			unanswered, plural(len(results), "process"), commandOf(cmd))
+	case failed > 0:
 		return ok, fmt.Errorf("%d of %s did not apply %s", failed, plural(len(results), "process"), commandOf(cmd))
 	}
 	return ok, nil
