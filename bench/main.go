@@ -450,7 +450,7 @@ func partPerftest() {
 // probeRun runs putbench with a tracer (if any) attached once it is set up
 // and ready, before the puts start, and returns ns per call plus the
 // tracer's output.
-func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string) (float64, string) {
+func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string, extra ...string) (float64, string) {
 	var tr *exec.Cmd
 	var trOut strings.Builder
 	v := variant{name: "probe"}
@@ -470,7 +470,7 @@ func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string) (float64, str
 			return nil
 		}
 	}
-	o, err := runPutbench(v, 2*time.Minute, nil, "-n", strconv.Itoa(n), "-w", "1000")
+	o, err := runPutbench(v, 2*time.Minute, nil, append([]string{"-n", strconv.Itoa(n), "-w", "1000"}, extra...)...)
 	if tr != nil {
 		tr.Process.Signal(syscall.SIGINT)
 		done := make(chan struct{})
@@ -623,6 +623,28 @@ uretprobe:%[1]s:ucp_put_nbx /@ts[tid]/ { printf("%%d %%d %%lx %%ld %%d\n", tid, 
 		rows = append(rows, r)
 	}
 	printTable(fmt.Sprintf("3. Observer cost per probed call (putbench, %d puts; overhead = minus no-probe)", n), rows)
+
+	// The watch and the other operations of the data path: a get and a
+	// poll (ucp_worker_progress with nothing to do) take no trap either.
+	var wrows []row
+	watch := func(int) *exec.Cmd { return exec.Command(b("ucxfault"), "watch", "--all") }
+	for _, o := range []string{"get", "progress"} {
+		var without, with []float64
+		for r := 0; r < *reps; r++ {
+			if ns, _ := probeRun(n, nil, "", "-o", o); ns >= 0 {
+				without = append(without, ns)
+			}
+			if ns, _ := probeRun(n, watch, "for endpoint failures", "-o", o); ns >= 0 {
+				with = append(with, ns)
+			}
+		}
+		m0, m1 := median(without), median(with)
+		wrows = append(wrows, row{Part: "observer", Name: o + ", no watch", Value: m0, Unit: "ns/call", Samples: without},
+			row{Part: "observer", Name: o + ", " + watchVariant, Value: m1, Unit: "ns/call", Samples: with,
+				Compare: fmt.Sprintf("%+.1f ns/call (%+.2f%%)", m1-m0, 100*(m1-m0)/m0),
+				Target:  "< 1% (noise)", Verdict: verdict(m1-m0 < 0.01*m0)})
+	}
+	printTable(fmt.Sprintf("3c. The failure watch on get and poll (putbench -o get|progress, %d calls, median of %d)", n, *reps), wrows)
 }
 
 // watchVariant is the failure watch's row of the observer table.

@@ -24,6 +24,9 @@ static ucp_context_h ctx;
 static unsigned long n_calls = 1000000, n_warm = 10000;
 static int nthreads = 1;
 static const char *gofile;
+/* -o: the operation timed: put (ucp_put_nbx), get (ucp_get_nbx), or
+ * progress (one ucp_worker_progress call with nothing to do). */
+static enum { OP_PUT, OP_GET, OP_PROGRESS } op = OP_PUT;
 static pthread_barrier_t barrier;
 #define CHUNK 50000UL
 
@@ -79,7 +82,13 @@ static inline void put_loop(struct th *t, unsigned long n)
     ucp_request_param_t prm;
     memset(&prm, 0, sizeof(prm));
     for (unsigned long i = 0; i < n; i++) {
-        ucs_status_ptr_t r = ucp_put_nbx(t->ep, t->lbuf, 8, t->raddr, t->rkey, &prm);
+        ucs_status_ptr_t r;
+        if (op == OP_PROGRESS) {
+            ucp_worker_progress(t->worker);
+            continue;
+        }
+        r = op == OP_GET ? ucp_get_nbx(t->ep, t->lbuf, 8, t->raddr, t->rkey, &prm)
+                         : ucp_put_nbx(t->ep, t->lbuf, 8, t->raddr, t->rkey, &prm);
         if (UCS_PTR_IS_ERR(r)) {
             t->errors++;
         } else if (r != NULL) {
@@ -124,13 +133,19 @@ int main(int argc, char **argv)
 {
     int c;
     ucp_params_t p;
-    while ((c = getopt(argc, argv, "n:t:w:g:")) != -1) {
+    while ((c = getopt(argc, argv, "n:t:w:g:o:")) != -1) {
         switch (c) {
         case 'n': n_calls = strtoul(optarg, NULL, 0); break;
         case 't': nthreads = atoi(optarg); break;
         case 'w': n_warm = strtoul(optarg, NULL, 0); break;
         case 'g': gofile = optarg; break;
-        default: fprintf(stderr, "usage: putbench [-n N] [-t T] [-w W] [-g GOFILE]\n"); return 2;
+        case 'o':
+            if (strcmp(optarg, "put") == 0) op = OP_PUT;
+            else if (strcmp(optarg, "get") == 0) op = OP_GET;
+            else if (strcmp(optarg, "progress") == 0) op = OP_PROGRESS;
+            else { fprintf(stderr, "putbench: -o put|get|progress\n"); return 2; }
+            break;
+        default: fprintf(stderr, "usage: putbench [-n N] [-t T] [-w W] [-g GOFILE] [-o put|get|progress]\n"); return 2;
         }
     }
     if (n_calls == 0 || nthreads < 1 || nthreads > 64) return 2;
