@@ -99,7 +99,7 @@ func TestWatchAdoptsAnExitedProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := c.Process.Pid
-	w := &Watch{opts: WatchOptions{All: true}, procs: map[int]*watchProc{}, rejected: map[procKey]bool{}}
+	w := &Watch{opts: WatchOptions{All: true}, filter: procFilter{all: true}, procs: map[int]*watchProc{}, rejected: map[procKey]bool{}}
 	p := w.adoptExited(gone)
 	if p == nil || w.procs[gone] != p || p.rank != -1 || w.stats.Processes != 1 {
 		t.Fatalf("exited process %d not adopted with --all: %+v", gone, p)
@@ -107,7 +107,7 @@ func TestWatchAdoptsAnExitedProcess(t *testing.T) {
 	if w.adoptExited(os.Getpid()) != nil {
 		t.Fatal("a live process was adopted")
 	}
-	w = &Watch{opts: WatchOptions{All: true, Comm: "x"}, procs: map[int]*watchProc{}, rejected: map[procKey]bool{}}
+	w = &Watch{opts: WatchOptions{All: true, Comm: "x"}, filter: procFilter{all: true, comm: "x"}, procs: map[int]*watchProc{}, rejected: map[procKey]bool{}}
 	if w.adoptExited(gone) != nil || w.stats.Unread != 1 {
 		t.Fatalf("with --comm: adopted, or not counted (%+v)", w.stats)
 	}
