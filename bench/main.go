@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -450,7 +451,17 @@ func partPerftest() {
 // probeRun runs putbench with a tracer (if any) attached once it is set up
 // and ready, before the puts start, and returns ns per call plus the
 // tracer's output.
-func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string, extra ...string) (float64, string) {
+func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string) (float64, string) {
+	o, tracerOut, err := probeRunOut(n, tracer, ready)
+	if err != nil {
+		return -1, err.Error()
+	}
+	return parseNs(o), tracerOut
+}
+
+// probeRunOut runs putbench (n calls, extra arguments) under tracer and
+// returns putbench's output and the tracer's.
+func probeRunOut(n int, tracer func(pid int) *exec.Cmd, ready string, extra ...string) (string, string, error) {
 	var tr *exec.Cmd
 	var trOut strings.Builder
 	v := variant{name: "probe"}
@@ -482,10 +493,7 @@ func probeRun(n int, tracer func(pid int) *exec.Cmd, ready string, extra ...stri
 			<-done
 		}
 	}
-	if err != nil {
-		return -1, err.Error()
-	}
-	return parseNs(o), trOutString(&trOut)
+	return o, trOutString(&trOut), err
 }
 
 func partObserver() {
@@ -624,27 +632,40 @@ uretprobe:%[1]s:ucp_put_nbx /@ts[tid]/ { printf("%%d %%d %%lx %%ld %%d\n", tid, 
 	}
 	printTable(fmt.Sprintf("3. Observer cost per probed call (putbench, %d puts; overhead = minus no-probe)", n), rows)
 
-	// The watch and the other operations of the data path: a get and a
-	// poll (ucp_worker_progress with nothing to do) take no trap either.
+	// The watch on the data path: a put, a get and a poll
+	// (ucp_worker_progress with nothing to do) take no trap.
 	var wrows []row
 	watch := func(int) *exec.Cmd { return exec.Command(b("ucxfault"), "watch", "--all") }
-	for _, o := range []string{"get", "progress"} {
+	// As part 1: each run's fastest 50,000-call chunk (this VM runs at two
+	// speeds for seconds at a time), a million calls a run.
+	const wn = 1000000
+	chunk := func(tracer func(int) *exec.Cmd, ready, o string) float64 {
+		out, _, err := probeRunOut(wn, tracer, ready, "-o", o)
+		if err != nil {
+			return -1
+		}
+		return parseFloat(nsChunkRe, out)
+	}
+	for _, o := range []string{"put", "get", "progress"} {
 		var without, with []float64
 		for r := 0; r < *reps; r++ {
-			if ns, _ := probeRun(n, nil, "", "-o", o); ns >= 0 {
+			if ns := chunk(nil, "", o); ns >= 0 {
 				without = append(without, ns)
 			}
-			if ns, _ := probeRun(n, watch, "for endpoint failures", "-o", o); ns >= 0 {
+			if ns := chunk(watch, "for endpoint failures", o); ns >= 0 {
 				with = append(with, ns)
 			}
 		}
-		m0, m1 := median(without), median(with)
+		// The fastest run: this VM's two speeds put the median of five
+		// runs on either side (samples of one run: put 7.4, 8.0, 11.1 and
+		// 13.3 ns without the watch, 7.3, 9.3 and 13.3 ns with it).
+		m0, m1 := slices.Min(append(without, math.Inf(1))), slices.Min(append(with, math.Inf(1)))
 		wrows = append(wrows, row{Part: "observer", Name: o + ", no watch", Value: m0, Unit: "ns/call", Samples: without},
 			row{Part: "observer", Name: o + ", " + watchVariant, Value: m1, Unit: "ns/call", Samples: with,
 				Compare: fmt.Sprintf("%+.1f ns/call (%+.2f%%)", m1-m0, 100*(m1-m0)/m0),
 				Target:  "< 1% (noise)", Verdict: verdict(m1-m0 < 0.01*m0)})
 	}
-	printTable(fmt.Sprintf("3c. The failure watch on get and poll (putbench -o get|progress, %d calls, median of %d)", n, *reps), wrows)
+	printTable(fmt.Sprintf("3c. The failure watch on put, get and poll (putbench -o put|get|progress, %d calls a run, fastest 50,000-call chunk, fastest of %d runs)", wn, *reps), wrows)
 }
 
 // watchVariant is the failure watch's row of the observer table.
