@@ -48,10 +48,20 @@ func findLibrary(flag string) (string, error) {
 func checkLibrary(path, from string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", fmt.Errorf("resolving %s: %w", from, err)
+		return "", usagef("resolving %s: %w", from, err)
 	}
 	if _, err := os.Stat(abs); err != nil {
-		return "", fmt.Errorf("%s %s: %w", from, path, err)
+		return "", usagef("%s %s: %w", from, path, err)
+	}
+	// ld.so would only warn about a file that is not a shared object and
+	// run the program without the injector.
+	f, err := elf.Open(abs)
+	if err != nil {
+		return "", usagef("%s %s: not a shared library: %w", from, path, err)
+	}
+	defer f.Close()
+	if f.Type != elf.ET_DYN {
+		return "", usagef("%s %s: not a shared library (ELF type %v)", from, path, f.Type)
 	}
 	return abs, nil
 }
@@ -116,6 +126,11 @@ Exit status: PROGRAM's; 2 on bad input before PROGRAM starts.`,
 					return usagef("--%s needs a value (an empty one is not accepted)", name)
 				}
 			}
+			for _, text := range o.rules {
+				if strings.TrimSpace(text) == "" {
+					return usagef("--rule needs a rule (an empty one is not accepted; see ucxfault rule --help)")
+				}
+			}
 			if o.seed == "" {
 				// Drawn here rather than in the injector, so that the
 				// start-up line can show it: any run can be repeated with
@@ -136,7 +151,7 @@ Exit status: PROGRAM's; 2 on bad input before PROGRAM starts.`,
 			}
 			path, err := exec.LookPath(args[0])
 			if err != nil {
-				return fmt.Errorf("finding program: %w", err)
+				return usagef("finding program: %w", err) // a program that is not there is bad input
 			}
 			if isGoBinary(path) {
 				return usagef("%s is a Go program: a second Go runtime cannot be loaded into it, so it cannot be injected", path)
