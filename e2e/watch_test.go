@@ -514,3 +514,24 @@ func TestTimedKillOfAClosedEndpointDoesNothing(t *testing.T) {
 		t.Fatalf("the handler ran:\n%s", out)
 	}
 }
+
+// TestWatchOfGivenProcessesEndsWithThem: `watch PID` ends by itself, exit
+// 0, once its process has exited, as observe does (with --all it runs until
+// stopped).
+func TestWatchOfGivenProcessesEndsWithThem(t *testing.T) {
+	testutil.RequireBPF(t)
+	h := newHarness(t)
+	ex := testutil.StartExample(t, h.rma, "--ops", "0", "--seq", "put", "--interval-us", "2000", "--quiet")
+	w := h.startWatch(t, strconv.Itoa(ex.PID))
+	select {
+	case err := <-w.done:
+		t.Fatalf("the watch ended while its process runs: %v\n%s", err, w.stderr.String())
+	case <-time.After(500 * time.Millisecond):
+	}
+	ex.Cmd.Process.Kill()
+	<-ex.Done()
+	w.wait(t, 30*time.Second)
+	if !strings.Contains(w.stderr.String(), "every watched process has exited") || !watchEventsRE.MatchString(w.stderr.String()) {
+		t.Fatalf("the watch did not say why it ended, or gave no stopped line:\n%s", w.stderr.String())
+	}
+}

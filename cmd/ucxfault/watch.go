@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ucxfault/ucxfault/internal/proc"
 	"github.com/ucxfault/ucxfault/observer"
 	"github.com/ucxfault/ucxfault/recording"
 )
@@ -233,7 +234,35 @@ func runWatch(cmd *cobra.Command, args []string, fl *watchFlags) error {
 		}
 	}
 	fmt.Fprintf(stderr, "watching %s for endpoint failures (%d probes, failure path and endpoint lifetime only); Ctrl-C stops\n", what, st.Probes)
-	<-ctx.Done()
+	gone := make(chan struct{})
+	if !opts.All {
+		// As observe: a watch of given processes ends when they all have
+		// exited (their last failures are reported on the way out).
+		go func() {
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				alive := false
+				for _, pid := range opts.PIDs {
+					alive = alive || proc.Alive(pid)
+				}
+				if !alive {
+					close(gone)
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case <-gone:
+		fmt.Fprintf(stderr, "every watched process has exited\n")
+	}
 	fmt.Fprintf(stderr, "detaching...\n")
 	stopErr := w.Stop()
 	st = w.Stats()
