@@ -164,6 +164,15 @@ func incident(f *observer.Failure) *recording.File {
 		Host: f.Host, PID: f.PID, Rank: f.Rank, Command: []string{f.Comm},
 		Hooks: []string{}, Complete: true, EndpointEvents: evs, AttachedEndpoints: attached, Calls: []recording.Call{},
 	}}
+	// The process's command line and start, while it is still there (a
+	// failure settles 200 ms after it happened; a process gone by then
+	// keeps its name alone and no start time).
+	p := &rf.Processes[0]
+	if cmd, err := proc.Command(f.PID); err == nil && len(cmd) > 0 && proc.Alive(f.PID) {
+		if start, err := proc.StartWall(f.PID); err == nil && !start.After(f.Time) {
+			p.Command, p.StartTime = cmd, start.UTC()
+		}
+	}
 	return rf
 }
 
