@@ -465,8 +465,11 @@ func planKillEP(e *Engine, req *Request) (plan, error) {
 	if req.Peer != "" {
 		return planKillPeer(e, req)
 	}
-	if req.Endpoint == nil || *req.Endpoint < 0 {
+	if req.Endpoint == nil {
 		return plan{}, fmt.Errorf("%w: kill_ep needs field \"endpoint\", an endpoint ordinal from 0, or \"peer\"", ErrInvalid)
+	}
+	if *req.Endpoint < 0 {
+		return plan{}, fmt.Errorf("%w: kill_ep \"endpoint\" %d: an endpoint ordinal counts from 0", ErrInvalid, *req.Endpoint)
 	}
 	code := 0
 	if req.Code != nil {

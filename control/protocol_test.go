@@ -213,6 +213,10 @@ func TestEngineFailedCommandChangesNothing(t *testing.T) {
 	if k := e.Settings().Kills; len(k) != 1 || k[0].Endpoint != 2 {
 		t.Fatalf("kills after a failed kill-ep 1 and kill-ep 2: %+v, want endpoint 2 only", k)
 	}
+	// A negative ordinal is named as such, not as a missing field.
+	if r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdKillEP, Endpoint: ptr(-1)}); r.OK || !strings.Contains(r.Error, `"endpoint" -1`) {
+		t.Fatalf("kill_ep endpoint -1: %+v", r)
+	}
 	if r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdRecordClear}); !r.OK || b.cleared != 1 {
 		t.Fatalf("record-clear: %+v, %d clears", r, b.cleared)
 	}

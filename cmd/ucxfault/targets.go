@@ -125,6 +125,7 @@ func findTargets(stderr io.Writer) ([]control.Target, error) {
 			return nil, err
 		}
 		var kept []control.Target
+		asked := len(list)
 		for _, r := range control.Broadcast(list, &control.Request{Cmd: control.CmdStatus}, global.timeout) {
 			switch {
 			case r.Err == nil && r.Resp.Status != nil:
@@ -137,6 +138,10 @@ func findTargets(stderr io.Writer) ([]control.Target, error) {
 			}
 		}
 		list = kept
+		if len(list) == 0 && asked > 0 {
+			return nil, fmt.Errorf("%w with rank %s in %s (%s there, none of that rank: `ucxfault status` lists their ranks)",
+				control.ErrNoProcess, global.ranks, dirsText(dirs, refused), plural(asked, "process"))
+		}
 	}
 	if len(list) == 0 {
 		return nil, fmt.Errorf("%w in %s (start a program with `ucxfault inject -- PROGRAM`, or set --socket-dir)", control.ErrNoProcess, dirsText(dirs, refused))
