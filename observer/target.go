@@ -202,19 +202,29 @@ func (n *Node) scanAll() {
 	n.mu.Unlock()
 }
 
+// candidateKey is pid's identity (its pid and start) for a node-wide
+// attach to consider; false for this process itself and for a pid that
+// names no process any more.
+func candidateKey(pid int) (procKey, bool) {
+	if pid == os.Getpid() {
+		return procKey{}, false
+	}
+	start, err := proc.StartTime(pid)
+	if err != nil {
+		return procKey{}, false
+	}
+	return procKey{pid, start}, true
+}
+
 // consider watches process pid if it maps a libucp and passes the filters,
 // and is not watched yet.
 // announced: the probes saw it call a probed libucp (no need to wait for
 // the next look at its map).
 func (n *Node) consider(pid int, now time.Time, announced bool) {
-	if pid == os.Getpid() {
+	key, ok := candidateKey(pid)
+	if !ok {
 		return
 	}
-	start, err := proc.StartTime(pid)
-	if err != nil {
-		return
-	}
-	key := procKey{pid, start}
 	n.mu.Lock()
 	t := n.procs[pid]
 	at, checked := n.checked[key]

@@ -493,14 +493,10 @@ func (w *Watch) watch(pid int, maps []mapping) error {
 
 // consider watches pid if it maps a libucp and passes the filters.
 func (w *Watch) consider(pid int) {
-	if pid == os.Getpid() {
+	key, ok := candidateKey(pid)
+	if !ok {
 		return
 	}
-	start, err := proc.StartTime(pid)
-	if err != nil {
-		return
-	}
-	key := procKey{pid, start}
 	w.mu.Lock()
 	p := w.procs[pid]
 	rej := w.rejected[key]

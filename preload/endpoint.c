@@ -311,18 +311,25 @@ void ucxf_ep_set_closed(void *ep)
     }
 }
 
-/* 1 when an endpoint has that number, open or closed. */
-int ucxf_ep_has_ordinal(int32_t ordinal)
+/* The table's slot of the endpoint with that number, open or closed; -1
+ * when none. */
+static int ucxf_ep_slot_by_ordinal(int32_t ordinal)
 {
     int s;
 
     for (s = 0; s < UCXF_EP_SLOTS; s++) {
         if (__atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE) != NULL &&
             __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) == ordinal + 1) {
-            return 1;
+            return s;
         }
     }
-    return 0;
+    return -1;
+}
+
+/* 1 when an endpoint has that number, open or closed. */
+int ucxf_ep_has_ordinal(int32_t ordinal)
+{
+    return ucxf_ep_slot_by_ordinal(ordinal) >= 0;
 }
 
 /* When the endpoint of that ordinal was numbered (ucxf_now_ns) in
@@ -332,17 +339,14 @@ int ucxf_ep_has_ordinal(int32_t ordinal)
  * the caller learns by its number being below ucxf_ep_numbered()). */
 int ucxf_ep_created(int32_t ordinal, uint64_t *created_ns, int *closed)
 {
-    int s;
+    int s = ucxf_ep_slot_by_ordinal(ordinal);
 
-    for (s = 0; s < UCXF_EP_SLOTS; s++) {
-        if (__atomic_load_n(&ucxf_ep_keys[s], __ATOMIC_ACQUIRE) != NULL &&
-            __atomic_load_n(&ucxf_ep_vals[s], __ATOMIC_ACQUIRE) == ordinal + 1) {
-            *created_ns = __atomic_load_n(&ucxf_ep_created_ns[s], __ATOMIC_RELAXED);
-            *closed     = __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE);
-            return 1;
-        }
+    if (s < 0) {
+        return 0;
     }
-    return 0;
+    *created_ns = __atomic_load_n(&ucxf_ep_created_ns[s], __ATOMIC_RELAXED);
+    *closed     = __atomic_load_n(&ucxf_ep_closed[s], __ATOMIC_ACQUIRE);
+    return 1;
 }
 
 /* How many endpoints were numbered so far (the next number). */

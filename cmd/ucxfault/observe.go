@@ -200,17 +200,23 @@ func checkWritable(path string) error {
 	return os.Remove(path)
 }
 
+// interruptContext is cmd's context, ended by Ctrl-C or SIGTERM: how
+// observe and watch stop and detach their probes.
+func interruptContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	parent := cmd.Context()
+	if parent == nil {
+		parent = context.Background()
+	}
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
 func runObserve(cmd *cobra.Command, args []string, fl *observeFlags) error {
 	stderr := cmd.ErrOrStderr()
 	opts, out, err := parseObserve(args, fl, stderr)
 	if err != nil {
 		return err
 	}
-	parent := cmd.Context()
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptContext(cmd)
 	defer stop()
 	// SIGUSR1 asks the flight recorder for a snapshot; without it, it is
 	// ignored rather than fatal.
