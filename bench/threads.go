@@ -91,11 +91,13 @@ func partThreads() {
 		{"minimal interposer", []string{"LD_PRELOAD=" + b("libmininterpose.so")}, nil},
 		{"enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0"), nil},
 		// The pattern and a rule without conditions count down to the
-		// next call that may fail; a rule with a call range is decided in
-		// the slow half on every call it can match.
+		// next call that may fail; a rule with a call range or a window is
+		// decided in the rules half on every call it can match, and the
+		// window reads the clock on each.
 		{"pattern (O)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_STRATEGY=pattern", "UCX_FAULT_PATTERN=O"), nil},
 		{"rule (prob=0)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx prob=0"), nil},
-		{"rule, calls= (slow half)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx prob=0 calls=0..1000000000000"), nil},
+		{"rule, calls= (rules half)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx prob=0 calls=0..1000000000000"), nil},
+		{"rule, for= (rules half)", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_RULES=hooks=ucp_put_nbx prob=0 for=24h"), nil},
 		{"recording", lib("UCX_FAULT_RECORD=1"), nil},
 		{"deferred, enabled 0 %", lib("UCX_FAULT_ENABLED=1", "UCX_FAULT_PROBABILITY=0", "UCX_FAULT_MODE=deferred"), nil},
 		{"replay (cycled, all pass)", lib(), replayWith("ucp_put_nbx", []string{"--cycle"})},
@@ -202,7 +204,7 @@ func partThreads() {
 			add(name, n, "<= interposer + 10 ns", 10)
 		}
 	}
-	for _, name := range []string{"pattern (O)", "rule (prob=0)", "rule, calls= (slow half)"} {
+	for _, name := range []string{"pattern (O)", "rule (prob=0)", "rule, calls= (rules half)", "rule, for= (rules half)"} {
 		for _, n := range rowCounts {
 			add(name, n, "<= interposer + 15 ns", 15)
 		}

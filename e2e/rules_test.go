@@ -317,28 +317,29 @@ func failuresByThread(ops []testutil.Op) [][]int {
 // TestRuleWithoutConditionsFailsTheSameCalls: a rule with no condition
 // but sizes is decided by a countdown that lets the calls it passes take
 // the fast half (docs/architecture.md, "The hot path"); the same rule with
-// a call range every call meets is evaluated in the slow half on every
-// call. Seeded, both fail the same calls of each thread, whether the size
-// of the calls lies in a bucket the rule covers whole (the fast half) or
-// in part (the slow half). The countdown rule counts every call as a
-// match, across a configuration change in the middle of the run, and its
+// a call range every call meets, under the recording, is evaluated in the
+// slow half on every call. Seeded, both fail the same calls of each thread,
+// whether the size of the calls lies in a bucket the rule covers whole (the
+// fast half) or in part (the rules half). The countdown rule counts every
+// call as a match, across a configuration change in the middle of the run, and its
 // failures stay those of the run without one.
 func TestRuleWithoutConditionsFailsTheSameCalls(t *testing.T) {
 	h := newHarness(t)
-	run := func(rule string, rmaArgs ...string) [][]int {
-		ops, out := h.run(t, []string{"--seed", "7", "--rule", rule}, append([]string{"--seq", "put"}, rmaArgs...)...)
+	runWith := func(flags []string, rule string, rmaArgs ...string) [][]int {
+		ops, out := h.run(t, append([]string{"--seed", "7", "--rule", rule}, flags...), append([]string{"--seq", "put"}, rmaArgs...)...)
 		if len(ops) == 0 {
 			t.Fatalf("%s: no operations\n%s", rule, out)
 		}
 		return failuresByThread(ops)
 	}
+	run := func(rule string, rmaArgs ...string) [][]int { return runWith(nil, rule, rmaArgs...) }
 	for _, c := range []struct{ rule, size string }{
 		{"prob=10", "8"},
 		{"prob=10 min-size=1K", "4096"},   // sizes 4096..8191, all matched
 		{"prob=10 min-size=5000", "8000"}, // sizes 4096..8191, some matched
 	} {
 		fast := run("hooks=ucp_put_nbx "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
-		slow := run("hooks=ucp_put_nbx calls=0..1000000000 "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
+		slow := runWith([]string{"--record"}, "hooks=ucp_put_nbx calls=0..1000000000 "+c.rule, "--ops", "400", "--threads", "2", "--size", c.size)
 		if len(fast) != 2 || len(fast[0])+len(fast[1]) < 30 || len(fast[0])+len(fast[1]) > 140 {
 			t.Fatalf("%s, size %s, over 2 threads of 400 puts: failures %v, want about 80 over two threads", c.rule, c.size, fast)
 		}
@@ -378,6 +379,76 @@ func TestRuleWithoutConditionsFailsTheSameCalls(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, alone) || len(got) != 1 || uint64(len(got[0])) != r.Faults {
 		t.Fatalf("failures %v across a configuration change (rule counted %d), want %v as without one", got, r.Faults, alone)
+	}
+}
+
+// TestRulesHalfDecidesAsTheSlowHalf: the calls that a rule with a call
+// range, a step, an endpoint, a window or a size range covering their
+// bucket in part may match, and that no rule fails, pass in the rules half
+// (rules_fast.h) without ucxf_enter; with the recording on, every such call
+// goes through ucxf_enter (the recording fast half leaves them to it).
+// Seeded, both fail the same calls of each thread, and the rules count the
+// same matches: a difference in what the two halves count or decide shows.
+func TestRulesHalfDecidesAsTheSlowHalf(t *testing.T) {
+	h := newHarness(t)
+	type outcome struct {
+		fails   [][]int
+		matches []uint64 // per rule, by id
+		faults  uint64   // the hook's
+	}
+	run := func(rules []string, size string, record bool) outcome {
+		t.Helper()
+		flags := []string{"--seed", "7"}
+		for _, r := range rules {
+			flags = append(flags, "--rule", "hooks=ucp_put_nbx "+r)
+		}
+		if record {
+			flags = append(flags, "--record")
+		}
+		e := h.start(t, flags, "--seq", "put", "--ops", "400", "--threads", "2", "--size", size, "--linger-ms", "30000")
+		waitFor(t, 30*time.Second, "800 puts", func() bool { return hookStatus(t, h.statusOf(t), "ucp_put_nbx").Calls >= 800 })
+		st := h.statusOf(t)
+		var o outcome
+		for id := 1; id <= len(rules); id++ {
+			r, ok := ruleByID(st, id)
+			if !ok {
+				t.Fatalf("%v: no rule %d in status", rules, id)
+			}
+			o.matches = append(o.matches, r.Matches)
+		}
+		o.faults = hookStatus(t, st, "ucp_put_nbx").Faults
+		e.Cmd.Process.Signal(os.Interrupt)
+		o.fails = failuresByThread(testutil.ParseOps(e.Wait(t, 20*time.Second)))
+		return o
+	}
+	for _, c := range []struct {
+		rules   []string
+		size    string
+		matches []uint64 // 0: not known beforehand, but more than none
+	}{
+		{[]string{"prob=10 calls=50..349"}, "8", []uint64{600}},
+		{[]string{"pattern=OOX calls=10..300+2"}, "8", []uint64{2 * 146}},
+		{[]string{"prob=10 endpoint=0"}, "8", []uint64{0}},
+		{[]string{"prob=10 for=1h"}, "8", []uint64{800}},
+		{[]string{"prob=10 min-size=5000"}, "8000", []uint64{800}},
+		{[]string{"prob=10 calls=..99", "prob=20 calls=50.."}, "8", []uint64{200, 600}},
+	} {
+		half, slow := run(c.rules, c.size, false), run(c.rules, c.size, true)
+		n := 0
+		for _, f := range half.fails {
+			n += len(f)
+		}
+		if n == 0 || uint64(n) != half.faults {
+			t.Fatalf("%v: failures %v, the hook counted %d: want some, all counted", c.rules, half.fails, half.faults)
+		}
+		for i, m := range c.matches {
+			if (m != 0 && half.matches[i] != m) || half.matches[i] == 0 {
+				t.Fatalf("%v: rule %d matched %d calls, want %d", c.rules, i+1, half.matches[i], m)
+			}
+		}
+		if !reflect.DeepEqual(half, slow) {
+			t.Fatalf("seed 7, %v, size %s: in the rules half %+v, through ucxf_enter %+v: want the same", c.rules, c.size, half, slow)
+		}
 	}
 }
 

@@ -2,11 +2,13 @@
 #include "ucxfault.h"
 #include "defer.h"
 #include "record_fast.h"
+#include "rules_fast.h"
 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
 /* ucp_put_nbx: RMA put.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_put_nbx: two
@@ -30,11 +32,16 @@ ucs_status_ptr_t ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_PUT_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
@@ -60,6 +67,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_put_nbx(ucp_ep_h ep, const void *buffer, si
         ucxf_track_pass(UCXF_HOOK_PUT_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_put_nbx(ucp_ep_h ep, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_PUT_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_put_nbx) *real = (__typeof__(ucp_put_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_put_nbx(ep, buffer, count, remote_addr, rkey, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -129,6 +150,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_get_nbx(ucp_ep_h
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
 /* ucp_get_nbx: RMA get.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_get_nbx: two
@@ -152,11 +174,16 @@ ucs_status_ptr_t ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t r
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_GET_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
@@ -182,6 +209,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t c
         ucxf_track_pass(UCXF_HOOK_GET_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_get_nbx(ucp_ep_h ep, void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_GET_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_get_nbx) *real = (__typeof__(ucp_get_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_get_nbx(ep, buffer, count, remote_addr, rkey, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -251,6 +292,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nbx(ucp
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param);
 
 /* ucp_ep_flush_nbx: flush an endpoint.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_flush_nbx: two
@@ -274,11 +316,16 @@ ucs_status_ptr_t ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
         return real(ep, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_ep_flush_nbx(ep, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_EP_FLUSH_NBX, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         return ucxf_rec_ucp_ep_flush_nbx(ep, param);
@@ -304,6 +351,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request
         ucxf_track_pass(UCXF_HOOK_EP_FLUSH_NBX, (void *)ep, 0, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_ep_flush_nbx(ucp_ep_h ep, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_EP_FLUSH_NBX, 0, (void *)ep) == 0)) {
+        __typeof__(ucp_ep_flush_nbx) *real = (__typeof__(ucp_ep_flush_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, param);
+    }
+    return ucxf_slow_ucp_ep_flush_nbx(ep, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -440,6 +501,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nbx(ucp
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
 /* ucp_tag_send_nbx: tagged send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_nbx: two
@@ -463,11 +525,16 @@ ucs_status_ptr_t ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count,
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, tag, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_tag_send_nbx(ep, buffer, count, tag, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_tag_send_nbx(ep, buffer, count, tag, param);
@@ -493,6 +560,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffe
         ucxf_track_pass(UCXF_HOOK_TAG_SEND_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_tag_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_TAG_SEND_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_tag_send_nbx) *real = (__typeof__(ucp_tag_send_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, tag, param);
+    }
+    return ucxf_slow_ucp_tag_send_nbx(ep, buffer, count, tag, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -562,6 +643,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_sync_nb
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param);
 
 /* ucp_tag_send_sync_nbx: tagged synchronous send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_sync_nbx: two
@@ -585,11 +667,16 @@ ucs_status_ptr_t ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t c
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, tag, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_SEND_SYNC_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
@@ -615,6 +702,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *
         ucxf_track_pass(UCXF_HOOK_TAG_SEND_SYNC_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_tag_send_sync_nbx(ucp_ep_h ep, const void *buffer, size_t count, ucp_tag_t tag, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_TAG_SEND_SYNC_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_tag_send_sync_nbx) *real = (__typeof__(ucp_tag_send_sync_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_SYNC_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, tag, param);
+    }
+    return ucxf_slow_ucp_tag_send_sync_nbx(ep, buffer, count, tag, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -684,6 +785,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nbx(ucp
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param);
 
 /* ucp_tag_recv_nbx: tagged receive.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_recv_nbx: two
@@ -707,11 +809,16 @@ ucs_status_ptr_t ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t coun
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
         return real(worker, buffer, count, tag, tag_mask, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_RECV_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         return ucxf_rec_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
@@ -737,6 +844,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_tag_recv_nbx(ucp_worker_h worker, void *buf
         ucxf_track_pass(UCXF_HOOK_TAG_RECV_NBX, NULL, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_tag_recv_nbx(ucp_worker_h worker, void *buffer, size_t count, ucp_tag_t tag, ucp_tag_t tag_mask, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_TAG_RECV_NBX, (uint64_t)count, NULL) == 0)) {
+        __typeof__(ucp_tag_recv_nbx) *real = (__typeof__(ucp_tag_recv_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NBX], __ATOMIC_ACQUIRE);
+        return real(worker, buffer, count, tag, tag_mask, param);
+    }
+    return ucxf_slow_ucp_tag_recv_nbx(worker, buffer, count, tag, tag_mask, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -806,6 +927,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nbx(
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param);
 
 /* ucp_stream_send_nbx: stream send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_send_nbx: two
@@ -829,11 +951,16 @@ ucs_status_ptr_t ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t cou
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_stream_send_nbx(ep, buffer, count, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_STREAM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_stream_send_nbx(ep, buffer, count, param);
@@ -859,6 +986,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_stream_send_nbx(ucp_ep_h ep, const void *bu
         ucxf_track_pass(UCXF_HOOK_STREAM_SEND_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_stream_send_nbx(ucp_ep_h ep, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_STREAM_SEND_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_stream_send_nbx) *real = (__typeof__(ucp_stream_send_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, param);
+    }
+    return ucxf_slow_ucp_stream_send_nbx(ep, buffer, count, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -928,6 +1069,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nbx(
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param);
 
 /* ucp_stream_recv_nbx: stream receive.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_recv_nbx: two
@@ -951,11 +1093,16 @@ ucs_status_ptr_t ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, si
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, length, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_stream_recv_nbx(ep, buffer, count, length, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_STREAM_RECV_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_stream_recv_nbx(ep, buffer, count, length, param);
@@ -981,6 +1128,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, 
         ucxf_track_pass(UCXF_HOOK_STREAM_RECV_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_stream_recv_nbx(ucp_ep_h ep, void *buffer, size_t count, size_t *length, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_STREAM_RECV_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_stream_recv_nbx) *real = (__typeof__(ucp_stream_recv_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, length, param);
+    }
+    return ucxf_slow_ucp_stream_recv_nbx(ep, buffer, count, length, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1050,6 +1211,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_send_nbx(ucp_
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param);
 
 /* ucp_am_send_nbx: active message send.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_am_send_nbx: two
@@ -1073,11 +1235,16 @@ ucs_status_ptr_t ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, s
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
         return real(ep, id, header, header_length, buffer, count, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_AM_SEND_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
@@ -1103,6 +1270,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const
         ucxf_track_pass(UCXF_HOOK_AM_SEND_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_am_send_nbx(ucp_ep_h ep, unsigned id, const void *header, size_t header_length, const void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_AM_SEND_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_am_send_nbx) *real = (__typeof__(ucp_am_send_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_SEND_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, id, header, header_length, buffer, count, param);
+    }
+    return ucxf_slow_ucp_am_send_nbx(ep, id, header, header_length, buffer, count, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1172,6 +1353,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_am_recv_data_nbx
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param);
 
 /* ucp_am_recv_data_nbx: receive active message data.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_am_recv_data_nbx: two
@@ -1195,11 +1377,16 @@ ucs_status_ptr_t ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
         return real(worker, data_desc, buffer, count, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_AM_RECV_DATA_NBX, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         return ucxf_rec_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
@@ -1225,6 +1412,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_am_recv_data_nbx(ucp_worker_h worker, void 
         ucxf_track_pass(UCXF_HOOK_AM_RECV_DATA_NBX, NULL, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_am_recv_data_nbx(ucp_worker_h worker, void *data_desc, void *buffer, size_t count, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_AM_RECV_DATA_NBX, (uint64_t)count, NULL) == 0)) {
+        __typeof__(ucp_am_recv_data_nbx) *real = (__typeof__(ucp_am_recv_data_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_AM_RECV_DATA_NBX], __ATOMIC_ACQUIRE);
+        return real(worker, data_desc, buffer, count, param);
+    }
+    return ucxf_slow_ucp_am_recv_data_nbx(worker, data_desc, buffer, count, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1294,6 +1495,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_op_nbx(uc
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param);
 
 /* ucp_atomic_op_nbx: atomic operation.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_op_nbx: two
@@ -1317,11 +1519,16 @@ ucs_status_ptr_t ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const vo
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
         return real(ep, opcode, buffer, count, remote_addr, rkey, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_ATOMIC_OP_NBX, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
@@ -1347,6 +1554,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t 
         ucxf_track_pass(UCXF_HOOK_ATOMIC_OP_NBX, (void *)ep, (uint64_t)count, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_atomic_op_nbx(ucp_ep_h ep, ucp_atomic_op_t opcode, const void *buffer, size_t count, uint64_t remote_addr, ucp_rkey_h rkey, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_ATOMIC_OP_NBX, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_atomic_op_nbx) *real = (__typeof__(ucp_atomic_op_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_OP_NBX], __ATOMIC_ACQUIRE);
+        return real(ep, opcode, buffer, count, remote_addr, rkey, param);
+    }
+    return ucxf_slow_ucp_atomic_op_nbx(ep, opcode, buffer, count, remote_addr, rkey, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1416,6 +1637,7 @@ static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nbx
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_trk_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param);
 
 /* ucp_worker_flush_nbx: flush a worker.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_flush_nbx: two
@@ -1439,11 +1661,16 @@ ucs_status_ptr_t ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_par
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
         return real(worker, param);
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_worker_flush_nbx(worker, param);
     }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_FLUSH_NBX, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_flush_nbx(worker, param);
@@ -1469,6 +1696,20 @@ static ucs_status_ptr_t ucxf_trk_ucp_worker_flush_nbx(ucp_worker_h worker, const
         ucxf_track_pass(UCXF_HOOK_WORKER_FLUSH_NBX, NULL, 0, ret);
     }
     return ret;
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_worker_flush_nbx(ucp_worker_h worker, const ucp_request_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_WORKER_FLUSH_NBX, 0, NULL) == 0)) {
+        __typeof__(ucp_worker_flush_nbx) *real = (__typeof__(ucp_worker_flush_nbx) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NBX], __ATOMIC_ACQUIRE);
+        return real(worker, param);
+    }
+    return ucxf_slow_ucp_worker_flush_nbx(worker, param);
 }
 
 /* Recording, a call that passes (ucxf_fast_record has counted it): the
@@ -1754,6 +1995,7 @@ static void ucxf_slow_ucp_ep_destroy(ucp_ep_h ep)
 
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p);
 
 /* ucp_ep_create: create an endpoint.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_create: two
@@ -1785,8 +2027,31 @@ ucs_status_t ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, u
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_EP_CREATE, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
+        __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
+        ucs_status_t ret = real(worker, params, ep_p);
+        if (ret == UCS_OK) {
+            ucxf_after_ep_create(worker, params, ep_p);
+        }
+        return ret;
+    }
+    if (fast == 2) {
+        return ucxf_rul_ucp_ep_create(worker, params, ep_p);
+    }
+    return ucxf_slow_ucp_ep_create(worker, params, ep_p);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_ep_create(ucp_worker_h worker, const ucp_ep_params_t *params, ucp_ep_h *ep_p)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_EP_CREATE, 0, NULL) == 0)) {
         __typeof__(ucp_ep_create) *real = (__typeof__(ucp_ep_create) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_CREATE], __ATOMIC_ACQUIRE);
         ucs_status_t ret = real(worker, params, ep_p);
@@ -1843,6 +2108,7 @@ static ucs_status_t ucxf_slow_ucp_ep_create(ucp_worker_h worker, const ucp_ep_pa
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p);
 
 /* ucp_mem_map: map or allocate memory.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_mem_map: two
@@ -1866,14 +2132,33 @@ ucs_status_t ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *para
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
         return real(context, params, memh_p);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_mem_map(context, params, memh_p);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_MEM_MAP, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_mem_map(context, params, memh_p);
+    }
+    return ucxf_slow_ucp_mem_map(context, params, memh_p);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_mem_map(ucp_context_h context, const ucp_mem_map_params_t *params, ucp_mem_h *memh_p)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_MEM_MAP, 0, NULL) == 0)) {
+        __typeof__(ucp_mem_map) *real = (__typeof__(ucp_mem_map) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_MEM_MAP], __ATOMIC_ACQUIRE);
+        return real(context, params, memh_p);
     }
     return ucxf_slow_ucp_mem_map(context, params, memh_p);
 }
@@ -1930,6 +2215,7 @@ static ucs_status_t ucxf_slow_ucp_mem_map(ucp_context_h context, const ucp_mem_m
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p);
 
 /* ucp_ep_rkey_unpack: unpack a remote key (application calls only).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_rkey_unpack: two
@@ -1953,14 +2239,33 @@ ucs_status_t ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
         return real(ep, rkey_buffer, rkey_p);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_EP_RKEY_UNPACK, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         return ucxf_rec_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
+    }
+    return ucxf_slow_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_ep_rkey_unpack(ucp_ep_h ep, const void *rkey_buffer, ucp_rkey_h *rkey_p)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_EP_RKEY_UNPACK, 0, (void *)ep) == 0)) {
+        __typeof__(ucp_ep_rkey_unpack) *real = (__typeof__(ucp_ep_rkey_unpack) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_RKEY_UNPACK], __ATOMIC_ACQUIRE);
+        return real(ep, rkey_buffer, rkey_p);
     }
     return ucxf_slow_ucp_ep_rkey_unpack(ep, rkey_buffer, rkey_p);
 }
@@ -2084,6 +2389,7 @@ static ucs_status_t ucxf_slow_ucp_request_test(void *request, ucp_tag_recv_info_
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 
 /* ucp_put_nbi: RMA put, implicit completion.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_put_nbi: two
@@ -2107,14 +2413,33 @@ ucs_status_t ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
         return real(ep, buffer, length, remote_addr, rkey);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_PUT_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep) == 0)) {
         return ucxf_rec_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_PUT_NBI, (uint64_t)length, (void *)ep) == 0)) {
+        __typeof__(ucp_put_nbi) *real = (__typeof__(ucp_put_nbi) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_PUT_NBI], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, length, remote_addr, rkey);
     }
     return ucxf_slow_ucp_put_nbi(ep, buffer, length, remote_addr, rkey);
 }
@@ -2171,6 +2496,7 @@ static ucs_status_t ucxf_slow_ucp_put_nbi(ucp_ep_h ep, const void *buffer, size_
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey);
 
 /* ucp_get_nbi: RMA get, implicit completion.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_get_nbi: two
@@ -2194,14 +2520,33 @@ ucs_status_t ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remo
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
         return real(ep, buffer, length, remote_addr, rkey);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_GET_NBI, __builtin_return_address(0), (uint64_t)length, (void *)ep) == 0)) {
         return ucxf_rec_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t length, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_GET_NBI, (uint64_t)length, (void *)ep) == 0)) {
+        __typeof__(ucp_get_nbi) *real = (__typeof__(ucp_get_nbi) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_GET_NBI], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, length, remote_addr, rkey);
     }
     return ucxf_slow_ucp_get_nbi(ep, buffer, length, remote_addr, rkey);
 }
@@ -2258,6 +2603,7 @@ static ucs_status_t ucxf_slow_ucp_get_nbi(ucp_ep_h ep, void *buffer, size_t leng
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb);
 
 /* ucp_tag_send_nb: tagged send (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_send_nb: two
@@ -2281,14 +2627,33 @@ ucs_status_ptr_t ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, 
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, datatype, tag, cb);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
+    }
+    return ucxf_slow_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_tag_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_send_callback_t cb)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_TAG_SEND_NB, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_tag_send_nb) *real = (__typeof__(ucp_tag_send_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_SEND_NB], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, datatype, tag, cb);
     }
     return ucxf_slow_ucp_tag_send_nb(ep, buffer, count, datatype, tag, cb);
 }
@@ -2350,6 +2715,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_send_nb(ucp_ep_h ep, const void *buffe
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb);
 
 /* ucp_tag_recv_nb: tagged receive (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_tag_recv_nb: two
@@ -2373,14 +2739,33 @@ ucs_status_ptr_t ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
         return real(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_TAG_RECV_NB, __builtin_return_address(0), (uint64_t)count, NULL) == 0)) {
         return ucxf_rec_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
+    }
+    return ucxf_slow_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_tag_recv_nb(ucp_worker_h worker, void *buffer, size_t count, ucp_datatype_t datatype, ucp_tag_t tag, ucp_tag_t tag_mask, ucp_tag_recv_callback_t cb)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_TAG_RECV_NB, (uint64_t)count, NULL) == 0)) {
+        __typeof__(ucp_tag_recv_nb) *real = (__typeof__(ucp_tag_recv_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_TAG_RECV_NB], __ATOMIC_ACQUIRE);
+        return real(worker, buffer, count, datatype, tag, tag_mask, cb);
     }
     return ucxf_slow_ucp_tag_recv_nb(worker, buffer, count, datatype, tag, tag_mask, cb);
 }
@@ -2442,6 +2827,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_tag_recv_nb(ucp_worker_h worker, void *buf
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags);
 
 /* ucp_stream_send_nb: stream send (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_send_nb: two
@@ -2465,14 +2851,33 @@ ucs_status_ptr_t ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t coun
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, datatype, cb, flags);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_STREAM_SEND_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
+    }
+    return ucxf_slow_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_stream_send_nb(ucp_ep_h ep, const void *buffer, size_t count, ucp_datatype_t datatype, ucp_send_callback_t cb, unsigned flags)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_STREAM_SEND_NB, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_stream_send_nb) *real = (__typeof__(ucp_stream_send_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_SEND_NB], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, datatype, cb, flags);
     }
     return ucxf_slow_ucp_stream_send_nb(ep, buffer, count, datatype, cb, flags);
 }
@@ -2534,6 +2939,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_send_nb(ucp_ep_h ep, const void *bu
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags);
 
 /* ucp_stream_recv_nb: stream receive (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_stream_recv_nb: two
@@ -2557,14 +2963,33 @@ ucs_status_ptr_t ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
         return real(ep, buffer, count, datatype, cb, length, flags);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_STREAM_RECV_NB, __builtin_return_address(0), (uint64_t)count, (void *)ep) == 0)) {
         return ucxf_rec_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
+    }
+    return ucxf_slow_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, size_t count, ucp_datatype_t datatype, ucp_stream_recv_callback_t cb, size_t *length, unsigned flags)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_STREAM_RECV_NB, (uint64_t)count, (void *)ep) == 0)) {
+        __typeof__(ucp_stream_recv_nb) *real = (__typeof__(ucp_stream_recv_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_STREAM_RECV_NB], __ATOMIC_ACQUIRE);
+        return real(ep, buffer, count, datatype, cb, length, flags);
     }
     return ucxf_slow_ucp_stream_recv_nb(ep, buffer, count, datatype, cb, length, flags);
 }
@@ -2626,6 +3051,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_stream_recv_nb(ucp_ep_h ep, void *buffer, 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb);
 
 /* ucp_ep_flush_nb: flush an endpoint (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_ep_flush_nb: two
@@ -2649,14 +3075,33 @@ ucs_status_ptr_t ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
         return real(ep, flags, cb);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_ep_flush_nb(ep, flags, cb);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_EP_FLUSH_NB, __builtin_return_address(0), 0, (void *)ep) == 0)) {
         return ucxf_rec_ucp_ep_flush_nb(ep, flags, cb);
+    }
+    return ucxf_slow_ucp_ep_flush_nb(ep, flags, cb);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, ucp_send_callback_t cb)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_EP_FLUSH_NB, 0, (void *)ep) == 0)) {
+        __typeof__(ucp_ep_flush_nb) *real = (__typeof__(ucp_ep_flush_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_EP_FLUSH_NB], __ATOMIC_ACQUIRE);
+        return real(ep, flags, cb);
     }
     return ucxf_slow_ucp_ep_flush_nb(ep, flags, cb);
 }
@@ -2718,6 +3163,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_ep_flush_nb(ucp_ep_h ep, unsigned flags, u
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb);
 
 /* ucp_worker_flush_nb: flush a worker (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_flush_nb: two
@@ -2741,14 +3187,33 @@ ucs_status_ptr_t ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_se
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
         return real(worker, flags, cb);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_worker_flush_nb(worker, flags, cb);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_FLUSH_NB, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_flush_nb(worker, flags, cb);
+    }
+    return ucxf_slow_ucp_worker_flush_nb(worker, flags, cb);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_worker_flush_nb(ucp_worker_h worker, unsigned flags, ucp_send_callback_t cb)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_WORKER_FLUSH_NB, 0, NULL) == 0)) {
+        __typeof__(ucp_worker_flush_nb) *real = (__typeof__(ucp_worker_flush_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_FLUSH_NB], __ATOMIC_ACQUIRE);
+        return real(worker, flags, cb);
     }
     return ucxf_slow_ucp_worker_flush_nb(worker, flags, cb);
 }
@@ -2810,6 +3275,7 @@ static ucs_status_ptr_t ucxf_slow_ucp_worker_flush_nb(ucp_worker_h worker, unsig
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey);
 
 /* ucp_atomic_post: atomic post (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_post: two
@@ -2833,14 +3299,33 @@ ucs_status_t ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t 
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_POST, __builtin_return_address(0), (uint64_t)op_size, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_ATOMIC_POST, __builtin_return_address(0), (uint64_t)op_size, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
         return real(ep, opcode, value, op_size, remote_addr, rkey);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_ATOMIC_POST, __builtin_return_address(0), (uint64_t)op_size, (void *)ep) == 0)) {
         return ucxf_rec_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
+    }
+    return ucxf_slow_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t opcode, uint64_t value, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_ATOMIC_POST, (uint64_t)op_size, (void *)ep) == 0)) {
+        __typeof__(ucp_atomic_post) *real = (__typeof__(ucp_atomic_post) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_POST], __ATOMIC_ACQUIRE);
+        return real(ep, opcode, value, op_size, remote_addr, rkey);
     }
     return ucxf_slow_ucp_atomic_post(ep, opcode, value, op_size, remote_addr, rkey);
 }
@@ -2897,6 +3382,7 @@ static ucs_status_t ucxf_slow_ucp_atomic_post(ucp_ep_h ep, ucp_atomic_post_op_t 
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_slow_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
 static __attribute__((noinline)) ucs_status_ptr_t ucxf_rec_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
+static __attribute__((noinline)) ucs_status_ptr_t ucxf_rul_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb);
 
 /* ucp_atomic_fetch_nb: atomic fetch (old API).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_atomic_fetch_nb: two
@@ -2920,14 +3406,33 @@ ucs_status_ptr_t ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, 
  * resolved the real function. */
 static ucs_status_ptr_t ucxf_fast_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size, (void *)ep) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size, (void *)ep);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
         return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_ATOMIC_FETCH_NB, __builtin_return_address(0), (uint64_t)op_size, (void *)ep) == 0)) {
         return ucxf_rec_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+    }
+    return ucxf_slow_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_ptr_t ucxf_rul_ucp_atomic_fetch_nb(ucp_ep_h ep, ucp_atomic_fetch_op_t opcode, uint64_t value, void *result, size_t op_size, uint64_t remote_addr, ucp_rkey_h rkey, ucp_send_callback_t cb)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_ATOMIC_FETCH_NB, (uint64_t)op_size, (void *)ep) == 0)) {
+        __typeof__(ucp_atomic_fetch_nb) *real = (__typeof__(ucp_atomic_fetch_nb) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_ATOMIC_FETCH_NB], __ATOMIC_ACQUIRE);
+        return real(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
     }
     return ucxf_slow_ucp_atomic_fetch_nb(ep, opcode, value, result, op_size, remote_addr, rkey, cb);
 }
@@ -3171,6 +3676,7 @@ static unsigned ucxf_slow_ucp_worker_progress(ucp_worker_h worker)
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p);
 
 /* ucp_rkey_pack: pack a memory handle's remote key.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_rkey_pack: two
@@ -3194,14 +3700,33 @@ ucs_status_t ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_bu
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_RKEY_PACK, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_RKEY_PACK, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_rkey_pack) *real = (__typeof__(ucp_rkey_pack) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_RKEY_PACK], __ATOMIC_ACQUIRE);
         return real(context, memh, rkey_buffer_p, size_p);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_RKEY_PACK, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
+    }
+    return ucxf_slow_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_rkey_pack(ucp_context_h context, ucp_mem_h memh, void **rkey_buffer_p, size_t *size_p)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_RKEY_PACK, 0, NULL) == 0)) {
+        __typeof__(ucp_rkey_pack) *real = (__typeof__(ucp_rkey_pack) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_RKEY_PACK], __ATOMIC_ACQUIRE);
+        return real(context, memh, rkey_buffer_p, size_p);
     }
     return ucxf_slow_ucp_rkey_pack(context, memh, rkey_buffer_p, size_p);
 }
@@ -3309,6 +3834,7 @@ static ucs_status_t ucxf_slow_ucp_mem_query(const ucp_mem_h memh, ucp_mem_attr_t
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_arm(ucp_worker_h worker);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_arm(ucp_worker_h worker);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_worker_arm(ucp_worker_h worker);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_worker_arm(ucp_worker_h worker);
 
 /* ucp_worker_arm: arm a worker's event file descriptor.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_arm: two
@@ -3332,14 +3858,33 @@ ucs_status_t ucp_worker_arm(ucp_worker_h worker)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_arm(ucp_worker_h worker)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_ARM, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_WORKER_ARM, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_arm) *real = (__typeof__(ucp_worker_arm) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_ARM], __ATOMIC_ACQUIRE);
         return real(worker);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_worker_arm(worker);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_ARM, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_arm(worker);
+    }
+    return ucxf_slow_ucp_worker_arm(worker);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_worker_arm(ucp_worker_h worker)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_WORKER_ARM, 0, NULL) == 0)) {
+        __typeof__(ucp_worker_arm) *real = (__typeof__(ucp_worker_arm) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_ARM], __ATOMIC_ACQUIRE);
+        return real(worker);
     }
     return ucxf_slow_ucp_worker_arm(worker);
 }
@@ -3396,6 +3941,7 @@ static ucs_status_t ucxf_slow_ucp_worker_arm(ucp_worker_h worker)
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_get_efd(ucp_worker_h worker, int *fd);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_get_efd(ucp_worker_h worker, int *fd);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_worker_get_efd(ucp_worker_h worker, int *fd);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_worker_get_efd(ucp_worker_h worker, int *fd);
 
 /* ucp_worker_get_efd: get a worker's event file descriptor.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_get_efd: two
@@ -3419,14 +3965,33 @@ ucs_status_t ucp_worker_get_efd(ucp_worker_h worker, int *fd)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_get_efd(ucp_worker_h worker, int *fd)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_GET_EFD, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_WORKER_GET_EFD, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_get_efd) *real = (__typeof__(ucp_worker_get_efd) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_GET_EFD], __ATOMIC_ACQUIRE);
         return real(worker, fd);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_worker_get_efd(worker, fd);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_GET_EFD, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_get_efd(worker, fd);
+    }
+    return ucxf_slow_ucp_worker_get_efd(worker, fd);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_worker_get_efd(ucp_worker_h worker, int *fd)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_WORKER_GET_EFD, 0, NULL) == 0)) {
+        __typeof__(ucp_worker_get_efd) *real = (__typeof__(ucp_worker_get_efd) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_GET_EFD], __ATOMIC_ACQUIRE);
+        return real(worker, fd);
     }
     return ucxf_slow_ucp_worker_get_efd(worker, fd);
 }
@@ -3483,6 +4048,7 @@ static ucs_status_t ucxf_slow_ucp_worker_get_efd(ucp_worker_h worker, int *fd)
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr);
 
 /* ucp_worker_query: query a worker (its address, thread mode).
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_query: two
@@ -3506,14 +4072,33 @@ ucs_status_t ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_QUERY, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_WORKER_QUERY, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_query) *real = (__typeof__(ucp_worker_query) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_QUERY], __ATOMIC_ACQUIRE);
         return real(worker, attr);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_worker_query(worker, attr);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_QUERY, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_query(worker, attr);
+    }
+    return ucxf_slow_ucp_worker_query(worker, attr);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_worker_query(ucp_worker_h worker, ucp_worker_attr_t *attr)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_WORKER_QUERY, 0, NULL) == 0)) {
+        __typeof__(ucp_worker_query) *real = (__typeof__(ucp_worker_query) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_QUERY], __ATOMIC_ACQUIRE);
+        return real(worker, attr);
     }
     return ucxf_slow_ucp_worker_query(worker, attr);
 }
@@ -3570,6 +4155,7 @@ static ucs_status_t ucxf_slow_ucp_worker_query(ucp_worker_h worker, ucp_worker_a
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param);
 
 /* ucp_worker_set_am_recv_handler: install an active message handler.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_worker_set_am_recv_handler: two
@@ -3593,14 +4179,33 @@ ucs_status_t ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_ha
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_worker_set_am_recv_handler) *real = (__typeof__(ucp_worker_set_am_recv_handler) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER], __ATOMIC_ACQUIRE);
         return real(worker, param);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_worker_set_am_recv_handler(worker, param);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_worker_set_am_recv_handler(worker, param);
+    }
+    return ucxf_slow_ucp_worker_set_am_recv_handler(worker, param);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_worker_set_am_recv_handler(ucp_worker_h worker, const ucp_am_handler_param_t *param)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER, 0, NULL) == 0)) {
+        __typeof__(ucp_worker_set_am_recv_handler) *real = (__typeof__(ucp_worker_set_am_recv_handler) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_WORKER_SET_AM_RECV_HANDLER], __ATOMIC_ACQUIRE);
+        return real(worker, param);
     }
     return ucxf_slow_ucp_worker_set_am_recv_handler(worker, param);
 }
@@ -3713,6 +4318,7 @@ ucs_status_t ucp_device_local_mem_list_create(const void *params, void **mem_lis
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_device_local_mem_list_create(const void *params, void **mem_list_h);
 
 /* ucp_device_local_mem_list_create: create a GPU device list of local memory.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_device_local_mem_list_create: two
@@ -3736,14 +4342,33 @@ ucs_status_t ucp_device_local_mem_list_create(const void *params, void **mem_lis
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_device_local_mem_list_create(const void *params, void **mem_list_h)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_device_local_mem_list_create) *real = (__typeof__(ucp_device_local_mem_list_create) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
         return real(params, mem_list_h);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_device_local_mem_list_create(params, mem_list_h);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_device_local_mem_list_create(params, mem_list_h);
+    }
+    return ucxf_slow_ucp_device_local_mem_list_create(params, mem_list_h);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_device_local_mem_list_create(const void *params, void **mem_list_h)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE, 0, NULL) == 0)) {
+        __typeof__(ucp_device_local_mem_list_create) *real = (__typeof__(ucp_device_local_mem_list_create) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_LOCAL_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+        return real(params, mem_list_h);
     }
     return ucxf_slow_ucp_device_local_mem_list_create(params, mem_list_h);
 }
@@ -3805,6 +4430,7 @@ ucs_status_t ucp_device_remote_mem_list_create(const void *params, void **mem_li
 static __attribute__((noinline)) ucs_status_t ucxf_slow_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
 static __attribute__((noinline, optimize("omit-frame-pointer"))) ucs_status_t ucxf_fast_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
 static __attribute__((noinline)) ucs_status_t ucxf_rec_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
+static __attribute__((noinline)) ucs_status_t ucxf_rul_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h);
 
 /* ucp_device_remote_mem_list_create: create a GPU device list of remote memory.
  * The wrapper passes the call on when its hook is not armed, else jumps to ucxf_fast_ucp_device_remote_mem_list_create: two
@@ -3828,14 +4454,33 @@ ucs_status_t ucp_device_remote_mem_list_create(const void *params, void **mem_li
  * resolved the real function. */
 static ucs_status_t ucxf_fast_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h)
 {
-    if (UCXF_LIKELY(ucxf_fast_decide(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
+    int fast = ucxf_fast_decide(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL);
+
+    if (UCXF_LIKELY(fast == 0)) {
         /* Loaded after the decision, which then has one more register. */
         __typeof__(ucp_device_remote_mem_list_create) *real = (__typeof__(ucp_device_remote_mem_list_create) *)
             __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
         return real(params, mem_list_h);
     }
+    if (fast == 2) {
+        return ucxf_rul_ucp_device_remote_mem_list_create(params, mem_list_h);
+    }
     if (UCXF_LIKELY(ucxf_fast_record(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, __builtin_return_address(0), 0, NULL) == 0)) {
         return ucxf_rec_ucp_device_remote_mem_list_create(params, mem_list_h);
+    }
+    return ucxf_slow_ucp_device_remote_mem_list_create(params, mem_list_h);
+}
+
+/* A call that a rule may match, or that may fail (ucxf_fast_decide
+ * answered 2): the rules half decides it (ucxf_rules_pass, which counts a
+ * call it passes); a call it cannot pass takes the slow half. Reached by
+ * a tail call, as the slow half. */
+static ucs_status_t ucxf_rul_ucp_device_remote_mem_list_create(const void *params, void **mem_list_h)
+{
+    if (UCXF_LIKELY(ucxf_rules_pass(UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE, 0, NULL) == 0)) {
+        __typeof__(ucp_device_remote_mem_list_create) *real = (__typeof__(ucp_device_remote_mem_list_create) *)
+            __atomic_load_n(&ucxf_real[UCXF_HOOK_DEVICE_REMOTE_MEM_LIST_CREATE], __ATOMIC_ACQUIRE);
+        return real(params, mem_list_h);
     }
     return ucxf_slow_ucp_device_remote_mem_list_create(params, mem_list_h);
 }

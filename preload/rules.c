@@ -17,6 +17,7 @@
 #include "ucxfault.h"
 #include "endpoint.h"
 #include "rules.h"
+#include "rules_fast.h"
 #include "record.h"
 #include "epfail.h"
 
@@ -25,9 +26,10 @@
  * clock costs about 30 ns on a VM; CLOCK_MONOTONIC_COARSE about 7 ns, but it
  * lags by up to one tick. Since the precise time lies in [coarse, coarse +
  * tick), the coarse clock decides unless a window edge falls inside that
- * interval; only then is the precise clock read. 0: no usable coarse clock.
+ * interval; only then is the precise clock read (ucxf_rules_in_window). 0:
+ * no usable coarse clock.
  */
-static uint64_t ucxf_rules_tick_ns;
+UCXF_HIDDEN uint64_t ucxf_rules_tick_ns;
 
 __attribute__((constructor)) static void ucxf_rules_init(void)
 {
@@ -39,63 +41,6 @@ __attribute__((constructor)) static void ucxf_rules_init(void)
     }
 }
 
-static inline int ucxf_rules_in_window(const struct ucxf_rule *r)
-{
-    struct timespec ts;
-    uint64_t now, tick = ucxf_rules_tick_ns;
-
-    if (tick != 0 && clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
-        now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-        if (now + tick <= r->t_start_ns || now >= r->t_end_ns) {
-            return 0;
-        }
-        if (now >= r->t_start_ns && (r->t_end_ns == UINT64_MAX || now + tick <= r->t_end_ns)) {
-            return 1;
-        }
-    }
-    now = ucxf_now_ns();
-    return now >= r->t_start_ns && now < r->t_end_ns;
-}
-
-/* Fills the thread's one-entry cache with ep's ordinal and peer. A new
- * endpoint at a reused address bumps ucxf_ep_renumbered after it has its
- * number and peer, so a cache filled before that is refilled. */
-static inline void ucxf_rules_ep_lookup(struct ucxf_thread *t, void *ep)
-{
-    uint32_t gen = __atomic_load_n(&ucxf_ep_renumbered, __ATOMIC_ACQUIRE);
-
-    if (t->rule_ep != ep || t->rule_ep_gen != gen) {
-        t->rule_ep_ordinal = ucxf_ep_ordinal(ep);
-        t->rule_ep_peer    = ucxf_ep_peer_hash(ep);
-        t->rule_ep         = ep;
-        t->rule_ep_gen     = gen;
-    }
-}
-
-/* The endpoint's ordinal, through the cache. */
-static inline int32_t ucxf_rules_ep_ordinal(struct ucxf_thread *t, void *ep)
-{
-    ucxf_rules_ep_lookup(t, ep);
-    return t->rule_ep_ordinal;
-}
-
-/* The hash of the endpoint's peer, through the cache. */
-static inline uint64_t ucxf_rules_ep_peer(struct ucxf_thread *t, void *ep)
-{
-    ucxf_rules_ep_lookup(t, ep);
-    return t->rule_ep_peer;
-}
-
-/* Whether random rule r acts on call k of hook h in thread ordinal o: a
- * stateless draw per (seed, rule, hook, thread, call), so a seeded run
- * fails the same calls whatever else the process does. *x is the draw
- * (ucxf_rules_act picks the code from it). */
-static inline int ucxf_rules_draw_acts(const struct ucxf_config *cfg, const struct ucxf_rule *r, int h, uint32_t o,
-                                       uint64_t k, uint64_t *x)
-{
-    *x = ucxf_mix(cfg->seed ^ (r->uid << 48) ^ ((uint64_t)h << 56) ^ ((uint64_t)o << 40) ^ k);
-    return (((*x >> 32) * UCXF_PROB_SCALE) >> 32) < r->prob_units;
-}
 
 /* How far a countdown rule's draws are looked ahead at once: a random
  * rule that acts on none of the next this many calls has the call after
@@ -307,45 +252,23 @@ static __attribute__((noinline)) int ucxf_rules_act(struct ucxf_call *c, const s
 static inline __attribute__((always_inline)) int ucxf_rules_eval(struct ucxf_call *c, const struct ucxf_config *cfg,
                                                                  struct ucxf_thread *t, int h, uint64_t nr, int count0)
 {
-    const uint32_t n = cfg->hook_nrules[h];
-    uint64_t x = 0;
-    uint32_t i;
+    uint64_t k = 0, x = 0;
+    const struct ucxf_rule *r;
+    uint32_t s;
+    int i = ucxf_rules_match(cfg, t, h, c->size, c->ep, nr, &k);
 
-    for (i = 0; i < n; i++) {
-        const uint32_t s           = cfg->hook_rules[h][i];
-        const struct ucxf_rule *r = &cfg->rules[s];
-        uint64_t k;
-
-        if (c->size < r->min_size || c->size > r->max_size) {
-            continue;
-        }
-        k = nr - t->rule_base[s][h];
-        if (k < r->call_first || k > r->call_last ||
-            (r->call_step > 1 && (k - r->call_first) % r->call_step != 0)) {
-            continue;
-        }
-        if (r->windowed && !ucxf_rules_in_window(r)) {
-            continue;
-        }
-        if (r->endpoint >= 0 && (c->ep == NULL || ucxf_rules_ep_ordinal(t, c->ep) != r->endpoint)) {
-            continue;
-        }
-        if (r->peer != 0 && (c->ep == NULL || ucxf_rules_ep_peer(t, c->ep) != r->peer)) {
-            continue;
-        }
-        if (count0 || i != 0) {
-            UCXF_INC(t->rule[s].matches);
-        }
-        if (r->strategy == UCXF_STRATEGY_RANDOM) {
-            if (!ucxf_rules_draw_acts(cfg, r, h, t->ordinal, k, &x)) {
-                return 0;
-            }
-        } else if (r->strategy == UCXF_STRATEGY_PATTERN && (r->pattern_len == 0 || !r->pattern[k % r->pattern_len])) {
-            return 0;
-        }
-        return ucxf_rules_act(c, cfg, t, r, s, k, x);
+    if (i < 0) {
+        return 0;
     }
-    return 0;
+    s = cfg->hook_rules[h][i];
+    r = &cfg->rules[s];
+    if (count0 || i != 0) {
+        UCXF_INC(t->rule[s].matches);
+    }
+    if (!ucxf_rules_chooses(cfg, r, h, t->ordinal, k, &x)) {
+        return 0;
+    }
+    return ucxf_rules_act(c, cfg, t, r, s, k, x);
 }
 
 /* ucxf_rules_decide for a hook with a countdown rule: the countdown moves
@@ -366,8 +289,7 @@ static __attribute__((noinline)) int ucxf_rules_decide_countdown(struct ucxf_cal
     } else {
         UCXF_DEC(t->until_fault[h]);
     }
-    return ucxf_rules_eval(c, cfg, t, h, nr,
-                           !((cfg->rule_sure[h] >> (c->size_bucket < 63 ? c->size_bucket : 63)) & 1));
+    return ucxf_rules_eval(c, cfg, t, h, nr, ucxf_rules_count0(cfg, h, c->size_bucket));
 }
 
 int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct ucxf_thread *t)
@@ -380,3 +302,4 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
     }
     return ucxf_rules_eval(c, cfg, t, h, t->h[h].calls - 1 /* this call's number in the thread */, 1);
 }
+

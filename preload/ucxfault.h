@@ -524,14 +524,16 @@ static inline __attribute__((always_inline)) int ucxf_fast_pass(int kind, int h,
                         __ATOMIC_RELAXED) != caller) {
         return 1;
     }
-    bucket = ucxf_size_bucket(size);
-    if (UCXF_UNLIKELY(t->until_fault[h] == 0) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
-        return 1; /* this call fails, or a rule may match its size: ucxf_enter decides */
-    }
     /* Hooks without an endpoint pass a literal NULL: their test folds
      * away. (A NULL endpoint of one that has it counts in ep_sink.) */
     if ((!__builtin_constant_p(ep) || ep != NULL) && UCXF_UNLIKELY(t->ep_cnt_ep != ep)) {
         return 1; /* another endpoint than the last: ucxf_enter finds its counters */
+    }
+    bucket = ucxf_size_bucket(size);
+    if (UCXF_UNLIKELY(t->until_fault[h] == 0) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
+        /* This call may fail, or a rule may match its size: the rules
+         * half (ucxf_rules_pass) or ucxf_enter decides. */
+        return 2;
     }
     hc = &t->h[h];
     UCXF_DEC(t->until_fault[h]);
@@ -543,14 +545,18 @@ static inline __attribute__((always_inline)) int ucxf_fast_pass(int kind, int h,
     return 0;
 }
 
+/* Whether a call of hook h passes in the fast half: 0 when it does, and
+ * is counted; 2 when the caller is trusted and the call is of the last
+ * endpoint, but it may fail or a rule may match it (the rules half may
+ * decide it, ucxf_rules_pass); 1 when ucxf_enter must decide. */
 static inline __attribute__((always_inline)) int ucxf_fast_decide(int h, void *caller, uint64_t size, void *ep)
 {
     return ucxf_fast_pass(0, h, caller, size, ep);
 }
 
 /* The same for a recorded call (fast_rec[], rec_caller[]): 0 when it
- * passes, counted, and the recording fast half logs it; 1 when ucxf_enter
- * must decide. */
+ * passes, counted, and the recording fast half logs it; else ucxf_enter
+ * decides. */
 static inline __attribute__((always_inline)) int ucxf_fast_record(int h, void *caller, uint64_t size, void *ep)
 {
     return ucxf_fast_pass(1, h, caller, size, ep);
@@ -558,7 +564,7 @@ static inline __attribute__((always_inline)) int ucxf_fast_record(int h, void *c
 
 /* The same for a polled operation in deferred mode (fast_track[],
  * trk_caller[]): 0 when it passes, counted, and the deferred fast half
- * follows its request; 1 when ucxf_enter must decide. */
+ * follows its request; else ucxf_enter decides. */
 static inline __attribute__((always_inline)) int ucxf_fast_track(int h, void *caller, uint64_t size, void *ep)
 {
     return ucxf_fast_pass(2, h, caller, size, ep);
