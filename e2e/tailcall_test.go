@@ -137,15 +137,21 @@ func checkTailCalls(t *testing.T, objdump, lib string, branch func(mnemonic stri
 			if !jumps || calls {
 				t.Errorf("%s: %s reaches %s by jump=%v call=%v; want a jump only", h.Name, fast, slow, jumps, calls)
 			}
-			// The recording and deferred fast halves (ucxf_rec_*,
-			// ucxf_trk_*) are jumped to as well: the fast half keeps
-			// no frame and saves no register on any of its ways out.
-			for _, half := range []string{"ucxf_rec_" + h.Name, "ucxf_trk_" + h.Name} {
+			// The recording, deferred and rules halves (ucxf_rec_*,
+			// ucxf_trk_*, ucxf_rul_*) are jumped to as well: the fast
+			// half keeps no frame and saves no register on any of its
+			// ways out. The rules half reaches the slow half by a jump.
+			for _, half := range []string{"ucxf_rec_" + h.Name, "ucxf_trk_" + h.Name, "ucxf_rul_" + h.Name} {
 				if _, ok := funcs[half]; !ok {
 					continue
 				}
 				if jumps, calls := reach(funcs[fast], half); !jumps || calls {
 					t.Errorf("%s: %s reaches %s by jump=%v call=%v; want a jump only", h.Name, fast, half, jumps, calls)
+				}
+				if strings.HasPrefix(half, "ucxf_rul_") {
+					if jumps, calls := reach(funcs[half], slow); !jumps || calls {
+						t.Errorf("%s: %s reaches %s by jump=%v call=%v; want a jump only", h.Name, half, slow, jumps, calls)
+					}
 				}
 			}
 		}

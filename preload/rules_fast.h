@@ -180,8 +180,13 @@ static inline __attribute__((always_inline)) int ucxf_rules_pass(int h, uint64_t
     }
     i = ucxf_rules_match(cfg, t, h, size, ep, hc->calls, &k);
     if (i >= 0) {
-        const uint32_t s = cfg->hook_rules[h][i];
-        if (ucxf_rules_chooses(cfg, &cfg->rules[s], h, t->ordinal, k, &x)) {
+        const uint32_t s           = cfg->hook_rules[h][i];
+        const struct ucxf_rule *r = &cfg->rules[s];
+        /* A rule whose fault budget is spent lets the call pass, as
+         * ucxf_rules_act would (read only: the budget's line is written
+         * by a rule that acts). */
+        if (ucxf_rules_chooses(cfg, r, h, t->ordinal, k, &x) &&
+            (r->max_faults == 0 || __atomic_load_n(r->spent, __ATOMIC_RELAXED) < r->max_faults)) {
             return 1;
         }
         if (count0 || i != 0) {
