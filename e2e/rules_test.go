@@ -442,6 +442,7 @@ func TestRulesHalfDecidesAsTheSlowHalf(t *testing.T) {
 		{[]string{"prob=10 min-size=5000"}, "8000", "2", []uint64{800}},
 		{[]string{"prob=10 calls=..99", "prob=20 calls=50.."}, "8", "2", []uint64{200, 600}},
 		{[]string{"prob=30 max-faults=5 calls=1.."}, "8", "1", []uint64{399}}, // one budget, shared by the threads
+		{[]string{"prob=100 max-faults=3"}, "8", "1", []uint64{400}},          // counts down to every call
 	} {
 		half, slow := run(c.rules, c.size, c.threads, false), run(c.rules, c.size, c.threads, true)
 		n := 0

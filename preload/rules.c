@@ -81,6 +81,12 @@ static uint64_t ucxf_rules_gap(const struct ucxf_config *cfg, const struct ucxf_
     }
 }
 
+void ucxf_rules_countdown_look_ahead(const struct ucxf_config *cfg, struct ucxf_thread *t, int h, uint32_t cd,
+                                     uint64_t nr)
+{
+    t->until_fault[h] = ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, nr - t->rule_base[cd - 1][h] + 1);
+}
+
 /* The countdown rules of the configuration t adopts: the matches counted
  * by the calls of their sure buckets under the one it leaves go into the
  * rules' counters, and each hook with one counts down from the rule's call
@@ -284,11 +290,7 @@ static __attribute__((noinline)) int ucxf_rules_decide_countdown(struct ucxf_cal
     const int h       = c->hook;
     const uint64_t nr = t->h[h].calls - 1;
 
-    if (t->until_fault[h] == 0) {
-        t->until_fault[h] = ucxf_rules_gap(cfg, &cfg->rules[cd - 1], h, t->ordinal, nr - t->rule_base[cd - 1][h] + 1);
-    } else {
-        UCXF_DEC(t->until_fault[h]);
-    }
+    ucxf_rules_countdown_step(cfg, t, h, cd, nr);
     return ucxf_rules_eval(c, cfg, t, h, nr, ucxf_rules_count0(cfg, h, c->size_bucket));
 }
 

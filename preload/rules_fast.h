@@ -13,6 +13,26 @@
 #include "ucxfault.h"
 #include "endpoint.h"
 
+/* Hook h's countdown rule (slot cd - 1) may act on call nr of h in thread
+ * t, the one its countdown reached: until_fault[h] becomes the number of
+ * calls after it that the rule's strategy passes before the next it may
+ * act on (rules.c, the seeded draws looked ahead). */
+UCXF_HIDDEN void ucxf_rules_countdown_look_ahead(const struct ucxf_config *cfg, struct ucxf_thread *t, int h,
+                                                 uint32_t cd, uint64_t nr);
+
+/* The countdown of hook h moves on past call nr, whichever rule decided
+ * it and however: at 0, nr was the next call the countdown rule (slot
+ * cd - 1) may act on, and the one after is looked up. */
+static inline void ucxf_rules_countdown_step(const struct ucxf_config *cfg, struct ucxf_thread *t, int h, uint32_t cd,
+                                             uint64_t nr)
+{
+    if (t->until_fault[h] == 0) {
+        ucxf_rules_countdown_look_ahead(cfg, t, h, cd, nr);
+    } else {
+        UCXF_DEC(t->until_fault[h]);
+    }
+}
+
 /* The coarse clock's tick in ns (rules.c), 0 when it has none: see
  * ucxf_rules_in_window. */
 extern UCXF_HIDDEN uint64_t ucxf_rules_tick_ns;
@@ -146,9 +166,10 @@ static inline int ucxf_rules_count0(const struct ucxf_config *cfg, int h, unsign
  * configuration whose fast[h] is set, and it is of the endpoint the thread
  * counted last), because a rule may match its size or the countdown rule
  * may act on it. The rules are evaluated as ucxf_rules_decide evaluates
- * them; when none acts, the call is counted as ucxf_enter counts a call
- * that passes (calls, size bucket, endpoint, the rule's match, the
- * countdown) and passes without ucxf_enter and ucxf_leave, which cost
+ * them; when none acts (a rule whose fault budget is spent does not), the
+ * call is counted as ucxf_enter counts a call that passes (calls, size
+ * bucket, endpoint, the rule's match, the countdown, looked ahead at its
+ * end) and passes without ucxf_enter and ucxf_leave, which cost
  * about 400 instructions (callgrind, UCX 1.13.1). When a rule acts, or
  * the configuration changed since the caller was trusted, nothing is
  * written and ucxf_enter decides the call again from the start: the draw
@@ -164,6 +185,7 @@ static inline __attribute__((always_inline)) int ucxf_rules_pass(int h, uint64_t
     const struct ucxf_config *cfg = __atomic_load_n(&ucxf_cfg, __ATOMIC_ACQUIRE); /* ucxf_current, inlined */
     const unsigned bucket         = ucxf_size_bucket(size);
     struct ucxf_hook_counters *hc = &t->h[h];
+    const uint32_t cd             = cfg->rule_countdown[h];
     uint64_t k = 0, x = 0;
     int i, count0 = 1;
 
@@ -172,10 +194,7 @@ static inline __attribute__((always_inline)) int ucxf_rules_pass(int h, uint64_t
     if (cfg->hook_nrules[h] == 0 || !cfg->fast[h] || t->generation != cfg->generation) {
         return 1;
     }
-    if (cfg->rule_countdown[h] != 0) {
-        if (t->until_fault[h] == 0) {
-            return 1; /* the countdown rule may act: ucxf_rules_decide_countdown looks ahead */
-        }
+    if (cd != 0) {
         count0 = ucxf_rules_count0(cfg, h, bucket);
     }
     i = ucxf_rules_match(cfg, t, h, size, ep, hc->calls, &k);
@@ -193,7 +212,11 @@ static inline __attribute__((always_inline)) int ucxf_rules_pass(int h, uint64_t
             UCXF_INC(t->rule[s].matches);
         }
     }
-    UCXF_DEC(t->until_fault[h]);
+    if (cd != 0) {
+        ucxf_rules_countdown_step(cfg, t, h, cd, hc->calls);
+    } else {
+        UCXF_DEC(t->until_fault[h]); /* as the fast half: the random and pattern strategies' countdown, unused here */
+    }
     UCXF_INC(hc->calls);
     UCXF_INC(hc->size_calls[bucket]);
     if (ep != NULL) {
