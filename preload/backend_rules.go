@@ -4,6 +4,7 @@ package main
 #include <stdlib.h>
 #include "ucxfault.h"
 #include "rules.h"
+#include "rules_fast.h"
 #include "peer.h"
 */
 import "C"
@@ -161,6 +162,9 @@ func (b *cBackend) fillRule(cr *C.struct_ucxf_rule, r *control.Rule, rs *ruleSlo
 	}
 	cr.call_step = C.uint64_t(max(r.Calls.Step, 1))
 	if r.Windowed() {
+		// Before the configuration is published: a call that reads the
+		// window then reads the vDSO's clock directly.
+		C.ucxf_rules_clock_resolve()
 		cr.windowed = 1
 		cr.t_start_ns, cr.t_end_ns = C.uint64_t(rs.start), C.uint64_t(rs.end)
 	}

@@ -20,6 +20,7 @@
 #include "rules_fast.h"
 #include "record.h"
 #include "epfail.h"
+#include "dlopen.h"
 
 /*
  * Time windows are checked on every call a windowed rule sees. The precise
@@ -30,6 +31,34 @@
  * no usable coarse clock.
  */
 UCXF_HIDDEN uint64_t ucxf_rules_tick_ns;
+
+/* The coarse clock, read by ucxf_rules_in_window: libc's clock_gettime
+ * until a configuration with a window is published, then the vDSO's own
+ * entry where the vDSO has one (ucxf_rules_clock_resolve). libc's wrapper
+ * adds its checks to each read: 5.3 to 6.0 ns a read through it, 3.5 to
+ * 4.0 ns direct, in a loop on this project's 2-vCPU VM (Linux 6.18). */
+UCXF_HIDDEN int (*ucxf_rules_clock)(clockid_t, struct timespec *) = clock_gettime;
+
+void ucxf_rules_clock_resolve(void)
+{
+    static int resolved;
+    void *vdso, *f = NULL;
+
+    if (__atomic_exchange_n(&resolved, 1, __ATOMIC_ACQ_REL)) {
+        return;
+    }
+    /* Already mapped into every process: RTLD_NOLOAD only finds it. */
+    vdso = ucxf_dlopen_real("linux-vdso.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    if (vdso != NULL) {
+        f = dlsym(vdso, "__vdso_clock_gettime"); /* x86-64 */
+        if (f == NULL) {
+            f = dlsym(vdso, "__kernel_clock_gettime"); /* arm64 */
+        }
+    }
+    if (f != NULL) {
+        __atomic_store_n(&ucxf_rules_clock, (int (*)(clockid_t, struct timespec *))f, __ATOMIC_RELEASE);
+    }
+}
 
 __attribute__((constructor)) static void ucxf_rules_init(void)
 {

@@ -36,6 +36,12 @@ static inline void ucxf_rules_countdown_step(const struct ucxf_config *cfg, stru
 /* The coarse clock's tick in ns (rules.c), 0 when it has none: see
  * ucxf_rules_in_window. */
 extern UCXF_HIDDEN uint64_t ucxf_rules_tick_ns;
+/* The coarse clock's reader (rules.c): the vDSO's clock_gettime once a
+ * configuration with a window has been published, else libc's. */
+extern UCXF_HIDDEN int (*ucxf_rules_clock)(clockid_t, struct timespec *);
+/* Resolves ucxf_rules_clock; the control side calls it as it fills in a
+ * rule with a window, off the hot path. Once per process. */
+UCXF_HIDDEN void ucxf_rules_clock_resolve(void);
 
 /* Whether now is inside rule r's time window: the coarse clock decides
  * unless a window edge falls within a tick of it (rules.c). */
@@ -44,7 +50,7 @@ static inline int ucxf_rules_in_window(const struct ucxf_rule *r)
     struct timespec ts;
     uint64_t now, tick = ucxf_rules_tick_ns;
 
-    if (tick != 0 && clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+    if (tick != 0 && __atomic_load_n(&ucxf_rules_clock, __ATOMIC_RELAXED)(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
         now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
         if (now + tick <= r->t_start_ns || now >= r->t_end_ns) {
             return 0;
