@@ -471,22 +471,13 @@ func planKillEP(e *Engine, req *Request) (plan, error) {
 	if *req.Endpoint < 0 {
 		return plan{}, fmt.Errorf("%w: kill_ep \"endpoint\" %d: an endpoint ordinal counts from 0", ErrInvalid, *req.Endpoint)
 	}
-	code := 0
-	if req.Code != nil {
-		code = *req.Code
-	} else {
-		// The one command that looks at the loaded libraries.
-		code = int(DeadPeerCode(e.b.Info().Libucp))
-	}
-	codes, err := CheckCodes([]int{code})
+	code, err := killCode(req, e.b.Info) // the one command that looks at the loaded libraries
 	if err != nil {
 		return plan{}, err
 	}
-	var inflight ucs.Status
-	if req.InflightCode != nil {
-		if inflight, err = ParseInflightCode(strconv.Itoa(*req.InflightCode)); err != nil {
-			return plan{}, err
-		}
+	inflight, err := killInflightCode(req)
+	if err != nil {
+		return plan{}, err
 	}
 	return e.change(func(next *Settings) (string, error) {
 		for _, k := range next.Kills {
@@ -494,13 +485,37 @@ func planKillEP(e *Engine, req *Request) (plan, error) {
 				return "", fmt.Errorf("%w: endpoint %d is already dead (with %d)", ErrInvalid, k.Endpoint, k.Code)
 			}
 		}
-		next.Kills = append(next.Kills, Kill{Endpoint: *req.Endpoint, Code: codes[0], InflightCode: inflight})
-		msg := fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, code, codes[0])
-		if in := cmp.Or(inflight, next.InflightCode); in != 0 && in != codes[0] {
-			msg += fmt.Sprintf("; operations in flight complete with %d (%s)", in, in)
-		}
-		return msg, nil
+		note := inflightNote(*next, code, inflight)
+		next.Kills = append(next.Kills, Kill{Endpoint: *req.Endpoint, Code: code, InflightCode: inflight})
+		return fmt.Sprintf("endpoint %d killed with %d (%s)", *req.Endpoint, int(code), code) + note, nil
 	})
+}
+
+// killInflightCode is kill_ep's in-flight code (0: none of its own).
+func killInflightCode(req *Request) (ucs.Status, error) {
+	if req.InflightCode == nil {
+		return 0, nil
+	}
+	return ParseInflightCode(strconv.Itoa(*req.InflightCode))
+}
+
+// inflightNote is what a kill with code and in-flight code inflight (0:
+// none of its own) adds to its reply under the settings s before it: the
+// code the operations in flight complete with, when it is not the kill's,
+// and, when nothing followed the requests posted before the command
+// (s.FollowsInflight, deferred mode), that those complete with the kill's
+// code (docs/peer-death.md): said, not left to be found.
+func inflightNote(s Settings, code, inflight ucs.Status) string {
+	in := cmp.Or(inflight, s.InflightCode)
+	if in == 0 || in == code {
+		return ""
+	}
+	note := fmt.Sprintf("; operations in flight complete with %d (%s)", int(in), in)
+	if !s.FollowsInflight() && s.Mode != ModeDeferred {
+		note += fmt.Sprintf(" if posted after this command reached the process: earlier ones were not followed and complete with %d "+
+			"(give the in-flight code before the kill: --inflight-code or 'ucxfault inflight-code'; or use --mode deferred)", int(code))
+	}
+	return note
 }
 
 func planInflightCode(e *Engine, req *Request) (plan, error) {
@@ -553,6 +568,10 @@ func planKillPeer(e *Engine, req *Request) (plan, error) {
 	if err != nil {
 		return plan{}, err
 	}
+	inflight, err := killInflightCode(req)
+	if err != nil {
+		return plan{}, err
+	}
 	var eps []int
 	var known []string
 	for _, ep := range info.Endpoints {
@@ -570,12 +589,13 @@ func planKillPeer(e *Engine, req *Request) (plan, error) {
 		return plan{}, fmt.Errorf("%w: no open endpoint has peer %s (open endpoints' peers: %s)", ErrInvalid, peer, strings.Join(known, ", "))
 	}
 	return e.change(func(next *Settings) (string, error) {
+		note := inflightNote(*next, code, inflight)
 		names := make([]string, len(eps))
 		for i, ep := range eps {
-			next.Kills = append(next.Kills, Kill{Endpoint: ep, Code: code})
+			next.Kills = append(next.Kills, Kill{Endpoint: ep, Code: code, InflightCode: inflight})
 			names[i] = strconv.Itoa(ep)
 		}
-		return fmt.Sprintf("peer %s: endpoint %s killed with %d (%s)", peer, strings.Join(names, ", "), int(code), code), nil
+		return fmt.Sprintf("peer %s: endpoint %s killed with %d (%s)", peer, strings.Join(names, ", "), int(code), code) + note, nil
 	})
 }
 

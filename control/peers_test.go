@@ -130,3 +130,29 @@ func TestRulePeer(t *testing.T) {
 		}
 	}
 }
+
+// TestKillInflightCodeSaysWhatItMisses: kill-ep with an in-flight code of
+// its own, in immediate mode with nothing followed before, says that the
+// requests posted before the command complete with the kill's code;
+// with an in-flight code known before the kill (or deferred mode) it
+// does not.
+func TestKillInflightCodeSaysWhatItMisses(t *testing.T) {
+	code, inflight := -80, -16
+	kill := func(s Settings, ep int) Response {
+		e := NewEngine(&fakeBackend{}, s)
+		return e.Handle(&Request{V: ProtocolVersion, Cmd: CmdKillEP, Endpoint: ptr(ep), Code: &code, InflightCode: &inflight})
+	}
+	late := "earlier ones were not followed and complete with -80"
+	if r := kill(DefaultSettings(), 0); !r.OK || !strings.Contains(r.Message, late) {
+		t.Fatalf("kill-ep --inflight-code in immediate mode, nothing followed: %+v, want %q", r, late)
+	}
+	followed := DefaultSettings()
+	followed.InflightCode = -16
+	deferred := DefaultSettings()
+	deferred.Mode = ModeDeferred
+	for name, s := range map[string]Settings{"--inflight-code set before": followed, "deferred mode": deferred} {
+		if r := kill(s, 0); !r.OK || strings.Contains(r.Message, "not followed") || !strings.Contains(r.Message, "complete with -16") {
+			t.Fatalf("%s: %+v", name, r)
+		}
+	}
+}

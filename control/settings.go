@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -264,6 +265,19 @@ func DefaultSettings() Settings {
 		s.HookEnabled[i] = !h.OptIn
 	}
 	return s
+}
+
+// FollowsInflight reports whether s has the injector follow the requests
+// in flight in immediate mode: a kill whose in-flight code differs from its
+// own code rewrites their completions, so they are followed from the
+// moment some in-flight code is known (--inflight-code, a rule's or a
+// kill's inflight-code=, a replayed failure's), before any kill. Deferred
+// mode follows them anyway.
+func (s Settings) FollowsInflight() bool {
+	return s.InflightCode != 0 ||
+		slices.ContainsFunc(s.Rules, func(r Rule) bool { return r.KillEP && r.InflightCode != 0 }) ||
+		slices.ContainsFunc(s.Kills, func(k Kill) bool { return k.InflightCode != 0 }) ||
+		s.Replay.HasInflightCodes()
 }
 
 // Clone returns a deep copy of s (the replay schedule is shared: it is

@@ -149,14 +149,7 @@ func (b *cBackend) Apply(s control.Settings) error {
 	cfg.kills = boolC(len(s.Kills) > 0 || slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP }) ||
 		s.Replay.HasKills())
 	cfg.inflight_code = C.int8_t(s.InflightCode)
-	// A kill whose in-flight code differs from its own code needs the
-	// requests in flight followed to rewrite their completions, in
-	// immediate mode too, from before the kill (posted operations are
-	// what it completes).
-	cfg.follow_inflight = boolC((s.InflightCode != 0 ||
-		slices.ContainsFunc(s.Rules, func(r control.Rule) bool { return r.KillEP && r.InflightCode != 0 }) ||
-		slices.ContainsFunc(s.Kills, func(k control.Kill) bool { return k.InflightCode != 0 }) ||
-		s.Replay.HasInflightCodes()))
+	cfg.follow_inflight = boolC(s.FollowsInflight())
 	switch s.Strategy {
 	case control.StrategyRandom:
 		cfg.strategy = C.UCXF_STRATEGY_RANDOM
