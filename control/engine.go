@@ -503,19 +503,27 @@ func killInflightCode(req *Request) (ucs.Status, error) {
 // none of its own) adds to its reply under the settings s before it: the
 // code the operations in flight complete with, when it is not the kill's,
 // and, when nothing followed the requests posted before the command
-// (s.FollowsInflight, deferred mode), that those complete with the kill's
-// code (docs/peer-death.md): said, not left to be found.
+// (s.FollowsInflight; deferred mode follows those of the hooks it injects
+// into), that those complete as libucp completes them
+// (docs/peer-death.md): said, not left to be found.
 func inflightNote(s Settings, code, inflight ucs.Status) string {
 	in := cmp.Or(inflight, s.InflightCode)
 	if in == 0 || in == code {
 		return ""
 	}
 	note := fmt.Sprintf("; operations in flight complete with %d (%s)", int(in), in)
-	if !s.FollowsInflight() && s.Mode != ModeDeferred {
-		note += fmt.Sprintf(" if posted after this command reached the process: earlier ones were not followed and complete with %d "+
-			"(give the in-flight code before the kill: --inflight-code or 'ucxfault inflight-code'; or use --mode deferred)", int(code))
+	if s.FollowsInflight() {
+		return note
 	}
-	return note
+	which := "earlier ones were not followed"
+	if s.Mode == ModeDeferred {
+		note += " if posted after this command reached the process or through a hook injected into"
+		which = "earlier ones of other hooks were not followed"
+	} else {
+		note += " if posted after this command reached the process"
+	}
+	return note + fmt.Sprintf(": %s and complete as libucp completes them (with %d when it purges them, with their own status when they finished first; "+
+		"give the in-flight code before the kill: --inflight-code or 'ucxfault inflight-code')", which, int(code))
 }
 
 func planInflightCode(e *Engine, req *Request) (plan, error) {

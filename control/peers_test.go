@@ -90,6 +90,20 @@ func TestStatusEndpoints(t *testing.T) {
 	}
 }
 
+// TestPeerSpelling: a worker's peer must be spelled as status shows it,
+// or a rule would never match and a kill would find no endpoint.
+func TestPeerSpelling(t *testing.T) {
+	for _, bad := range []string{"w:zzz", "w:0123456789AB", "w:0123456789a", "a:0123456789abc", "w:", "10.0.0.2"} {
+		if _, err := ParseRule("hooks=ucp_get_nbx peer=" + bad); err == nil || !errors.Is(err, ErrInvalid) {
+			t.Errorf("peer=%s: %v, want refused as invalid", bad, err)
+		}
+		e := NewEngine(&epBackend{}, DefaultSettings())
+		if r := e.Handle(&Request{V: ProtocolVersion, Cmd: CmdKillEP, Peer: bad}); r.OK || strings.Contains(r.Error, "no open endpoint") {
+			t.Errorf("kill_ep peer %s: %+v, want refused as invalid", bad, r)
+		}
+	}
+}
+
 func TestRulePeer(t *testing.T) {
 	for _, peer := range []string{"w:0123456789ab", "a:0123456789ab", "10.0.0.2:13337", "[fe80::1]:13337"} {
 		r, err := ParseRule("hooks=ucp_get_nbx peer=" + peer + " kill-ep")
@@ -117,12 +131,12 @@ func TestRulePeer(t *testing.T) {
 		}
 	}
 	for text, want := range map[string]string{
-		"peer=":                                  "needs a value",
-		"peer=a=b:1":                             "not in a peer name",
-		"peer=x":                                 "not a peer name",
-		"peer=x:1 peer=y:1":                      "given twice",
-		"hooks=ucp_worker_flush_nbx peer=w:0001": "no endpoint argument for endpoint=, peer= or kill-ep",
-		"peer=" + strings.Repeat("1", 64):        "want 1 to 63 characters",
+		"peer=":             "needs a value",
+		"peer=a=b:1":        "not in a peer name",
+		"peer=x":            "not a peer name",
+		"peer=x:1 peer=y:1": "given twice",
+		"hooks=ucp_worker_flush_nbx peer=w:000000000001": "no endpoint argument for endpoint=, peer= or kill-ep",
+		"peer=" + strings.Repeat("1", 64):                "want 1 to 63 characters",
 	} {
 		_, err := ParseRule(text)
 		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
@@ -132,27 +146,28 @@ func TestRulePeer(t *testing.T) {
 }
 
 // TestKillInflightCodeSaysWhatItMisses: kill-ep with an in-flight code of
-// its own, in immediate mode with nothing followed before, says that the
-// requests posted before the command complete with the kill's code;
-// with an in-flight code known before the kill (or deferred mode) it
-// does not.
+// its own, with nothing followed before, says that the requests posted
+// before the command (in deferred mode, those of hooks not injected into)
+// complete as libucp completes them; with an in-flight code known before
+// the kill it does not.
 func TestKillInflightCodeSaysWhatItMisses(t *testing.T) {
 	code, inflight := -80, -16
 	kill := func(s Settings, ep int) Response {
 		e := NewEngine(&fakeBackend{}, s)
 		return e.Handle(&Request{V: ProtocolVersion, Cmd: CmdKillEP, Endpoint: ptr(ep), Code: &code, InflightCode: &inflight})
 	}
-	late := "earlier ones were not followed and complete with -80"
+	late := "earlier ones were not followed and complete as libucp completes them (with -80 when it purges them"
 	if r := kill(DefaultSettings(), 0); !r.OK || !strings.Contains(r.Message, late) {
 		t.Fatalf("kill-ep --inflight-code in immediate mode, nothing followed: %+v, want %q", r, late)
 	}
-	followed := DefaultSettings()
-	followed.InflightCode = -16
 	deferred := DefaultSettings()
 	deferred.Mode = ModeDeferred
-	for name, s := range map[string]Settings{"--inflight-code set before": followed, "deferred mode": deferred} {
-		if r := kill(s, 0); !r.OK || strings.Contains(r.Message, "not followed") || !strings.Contains(r.Message, "complete with -16") {
-			t.Fatalf("%s: %+v", name, r)
-		}
+	if r := kill(deferred, 0); !r.OK || !strings.Contains(r.Message, "earlier ones of other hooks were not followed") {
+		t.Fatalf("kill-ep --inflight-code in deferred mode, nothing followed: %+v", r)
+	}
+	followed := DefaultSettings()
+	followed.InflightCode = -16
+	if r := kill(followed, 0); !r.OK || strings.Contains(r.Message, "not followed") || !strings.Contains(r.Message, "complete with -16") {
+		t.Fatalf("--inflight-code set before: %+v", r)
 	}
 }

@@ -558,6 +558,14 @@ func CheckPeer(v string) (string, error) {
 			return "", fmt.Errorf("%w: peer %q: character %q is not in a peer name (as status shows a peer: w:1a2b3c4d5e6f, 10.0.0.2:13337, [fe80::1]:13337)", ErrInvalid, v, c)
 		}
 	}
+	// A worker's peer is "w:" (or, on UCX 1.10 and 1.11, "a:") and 48 bits
+	// in 12 lower-case hex digits, as the injector writes it
+	// (preload/peer.c): another spelling would never match.
+	if kind, hex, ok := strings.Cut(v, ":"); ok && (kind == "w" || kind == "a") {
+		if len(hex) != 12 || strings.Trim(hex, "0123456789abcdef") != "" {
+			return "", fmt.Errorf("%w: peer %q: a worker's peer is %s: and 12 lower-case hex digits, as status shows it (w:1a2b3c4d5e6f)", ErrInvalid, v, kind)
+		}
+	}
 	return v, nil
 }
 

@@ -45,6 +45,10 @@ func TestInflightCode(t *testing.T) {
 			[]string{"--probability", "0", "--inflight-code", "-16"}},
 		{"cbsend deferred", peerRun{scenario: "cbsend", stopFirst: true, args: []string{"--size", "1048576", "--close", "flush", "--wait-ms", "2000"}},
 			[]string{"--mode", "deferred", "--probability", "0", "--inflight-code", "CANCELED"}},
+		// The in-flight code arms every hook: the puts, gets and flush
+		// are followed though nothing injects into them.
+		{"rma immediate, their hooks not injected into", peerRun{scenario: "rma", stopFirst: true, args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "2000"}},
+			[]string{"--hooks", "ucp_tag_send_nbx", "--probability", "0", "--inflight-code", "-16"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			real := tc.run

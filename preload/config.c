@@ -187,11 +187,16 @@ const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg)
             int inject = cfg->enabled && cfg->hook_enabled[h] && ucxf_hook_faultable[h];
             int bare   = inject && !(ucxf_hook_defers[h] && (cfg->deferred_mode || ucxf_hook_completion_only[h])) &&
                        (cfg->hook_nrules[h] != 0 || counted || ucxf_replay_quiet(cfg, h));
-            /* The deferred fast half: a faultable hook that defers, in
-             * deferred mode, whose decision fast[] would allow. */
-            cfg->fast_track[h] = inject && cfg->deferred_mode && ucxf_hook_defers[h] && !ucxf_hook_completion_only[h] &&
-                                 !cfg->recording && !cfg->kills &&
-                                 (cfg->hook_nrules[h] != 0 || counted || ucxf_replay_quiet(cfg, h));
+            /* The deferred fast half: a faultable hook that defers whose
+             * requests are followed, in deferred mode or for an in-flight
+             * code, and whose decision fast[] would allow, or that nothing
+             * injects into (then armed only to follow its requests for an
+             * in-flight code, ucxf_hook_armed). */
+            cfg->fast_track[h] = ucxf_hook_defers[h] && !ucxf_hook_completion_only[h] && !cfg->recording &&
+                                 !cfg->kills &&
+                                 (inject ? (cfg->deferred_mode || cfg->follow_inflight) &&
+                                               (cfg->hook_nrules[h] != 0 || counted || ucxf_replay_quiet(cfg, h))
+                                         : cfg->follow_inflight);
             cfg->fast_rec[h] = cfg->recording && !cfg->kills && !cfg->deferred_mode && !ucxf_hook_polls[h] &&
                                (!inject || bare);
         }

@@ -600,10 +600,15 @@ void ucxf_ep_counts_slot(int slot, struct ucxf_ep_counts *out);
 /* The published configuration (config.c). */
 extern UCXF_HIDDEN int ucxf_ready;
 /* Whether calls of hook h must go through ucxf_enter under cfg: the one
- * definition behind ucxf_armed[] and the check at the top of ucxf_enter. */
+ * definition behind ucxf_armed[] and the check at the top of ucxf_enter.
+ * An in-flight code (follow_inflight) arms every hook whose operation
+ * returns a request (ucxf_hook_defers), so that the requests of hooks
+ * nothing injects into are followed too: a kill completes every operation
+ * in flight on its endpoint with that code. */
 static inline int ucxf_hook_armed(const struct ucxf_config *cfg, int h)
 {
-    return (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills;
+    return (cfg->enabled && cfg->hook_enabled[h]) || cfg->recording || cfg->kills ||
+           (cfg->follow_inflight && ucxf_hook_defers[h]);
 }
 struct ucxf_config *ucxf_config_new(void);
 const struct ucxf_config *ucxf_publish(struct ucxf_config *cfg);
