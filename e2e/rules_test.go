@@ -397,6 +397,7 @@ func TestRulesHalfDecidesAsTheSlowHalf(t *testing.T) {
 		fails   [][]int
 		matches []uint64 // per rule, by id
 		faults  uint64   // the hook's
+		since   uint64   // the hook's calls since the last fault, summed over the threads (exited)
 	}
 	run := func(rules []string, size, threads string, record bool) outcome {
 		t.Helper()
@@ -422,6 +423,7 @@ func TestRulesHalfDecidesAsTheSlowHalf(t *testing.T) {
 			o.matches = append(o.matches, r.Matches)
 		}
 		o.faults = hookStatus(t, st, "ucp_put_nbx").Faults
+		o.since = hookStatus(t, st, "ucp_put_nbx").CallsSinceFault
 		e.Cmd.Process.Signal(os.Interrupt)
 		o.fails = failuresByThread(testutil.ParseOps(e.Wait(t, 20*time.Second)))
 		return o
@@ -441,7 +443,7 @@ func TestRulesHalfDecidesAsTheSlowHalf(t *testing.T) {
 		{[]string{"prob=10 for=1h"}, "8", "2", []uint64{800}},
 		{[]string{"prob=10 min-size=5000"}, "8000", "2", []uint64{800}},
 		{[]string{"prob=10 calls=..99", "prob=20 calls=50.."}, "8", "2", []uint64{200, 600}},
-		{[]string{"prob=30 max-faults=5 calls=1.."}, "8", "1", []uint64{399}}, // one budget, shared by the threads
+		{[]string{"prob=30 max-faults=5 calls=1.."}, "8", "1", []uint64{399}}, // one thread: the budget, shared, goes to whichever thread draws first
 		{[]string{"prob=100 max-faults=3"}, "8", "1", []uint64{400}},          // counts down to every call
 	} {
 		half, slow := run(c.rules, c.size, c.threads, false), run(c.rules, c.size, c.threads, true)
@@ -451,6 +453,17 @@ func TestRulesHalfDecidesAsTheSlowHalf(t *testing.T) {
 		}
 		if n == 0 || uint64(n) != half.faults {
 			t.Fatalf("%v: failures %v, the hook counted %d: want some, all counted", c.rules, half.fails, half.faults)
+		}
+		var since uint64
+		for _, f := range half.fails {
+			last := -1
+			if len(f) > 0 {
+				last = f[len(f)-1]
+			}
+			since += uint64(400 - (last + 1)) // the thread's puts after its last failure
+		}
+		if half.since != since {
+			t.Fatalf("%v: status says %d calls since the last fault over the exited threads, their failures %d", c.rules, half.since, since)
 		}
 		if !reflect.DeepEqual(half.matches, c.matches) {
 			t.Fatalf("%v: the rules matched %v calls, want %v", c.rules, half.matches, c.matches)

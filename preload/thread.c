@@ -104,6 +104,8 @@ static void ucxf_thread_exit(void *arg)
     for (h = 0; h < UCXF_NUM_HOOKS; h++) {
         ucxf_retired[h].calls  += t->h[h].calls;
         ucxf_retired[h].faults += t->h[h].faults;
+        /* Its calls after its last fault stay in the sum (ucxf_stats_sum). */
+        ucxf_retired[h].calls_at_fault += t->h[h].calls - t->h[h].calls_at_fault;
         for (k = 0; k < UCXF_CODE_SLOTS; k++) {
             ucxf_retired[h].codes[k] += t->h[h].codes[k];
         }
@@ -232,7 +234,8 @@ void ucxf_stats_sum(struct ucxf_hook_counters *out, uint64_t *threads)
                 out[h].size_calls[k] += __atomic_load_n(&t->h[h].size_calls[k], __ATOMIC_RELAXED);
                 out[h].size_faults[k] += __atomic_load_n(&t->h[h].size_faults[k], __ATOMIC_RELAXED);
             }
-            /* Calls since the last fault, summed over threads. */
+            /* Calls since the last fault, summed over threads, those
+             * that exited included (ucxf_retired). */
             out[h].calls_at_fault += __atomic_load_n(&t->h[h].calls, __ATOMIC_RELAXED) -
                                      __atomic_load_n(&t->h[h].calls_at_fault, __ATOMIC_RELAXED);
         }
