@@ -387,14 +387,15 @@ func TestObserveAllInAPidNamespace(t *testing.T) {
 	dir := t.TempDir()
 	rec, out, errs := filepath.Join(dir, "ns.json"), filepath.Join(dir, "rma.out"), filepath.Join(dir, "observe.err")
 	// In the namespace: the example waits; the observer attaches; the
-	// example is released once watched, runs, and exits; the observer is
-	// interrupted.
+	// example is released once watched and past READY (its SIGUSR1 handler
+	// is set by then: the observer may watch it from its exec, before its
+	// main runs), runs, and exits; the observer is interrupted.
 	script := fmt.Sprintf(`%[1]s --ops 20 --seq put,flush --wait-before-start-ms 60000 >%[2]s 2>&1 &
 p=$!
 %[3]s observe --all --recording %[4]s 2>%[5]s &
 o=$!
 i=0
-until grep -q "watching process $p " %[5]s; do i=$((i+1)); [ $i -lt 600 ] || exit 3; sleep 0.1; done
+until grep -q "watching process $p " %[5]s && grep -q "^READY " %[2]s; do i=$((i+1)); [ $i -lt 600 ] || exit 3; sleep 0.1; done
 kill -USR1 $p
 wait $p
 kill -INT $o
