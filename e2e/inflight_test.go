@@ -49,6 +49,11 @@ func TestInflightCode(t *testing.T) {
 		// are followed though nothing injects into them.
 		{"rma immediate, their hooks not injected into", peerRun{scenario: "rma", stopFirst: true, args: []string{"--size", "1048576", "--close", "force", "--wait-ms", "2000"}},
 			[]string{"--hooks", "ucp_tag_send_nbx", "--probability", "0", "--inflight-code", "-16"}},
+		// The sends of phase "after", posted on the dead endpoint, keep
+		// the kill's code, as after the real death: only what was in
+		// flight at the kill gets the in-flight code.
+		{"cbsend immediate, their hooks not injected into", peerRun{scenario: "cbsend", stopFirst: true, args: []string{"--size", "1048576", "--after-size", "1048576", "--close", "flush", "--wait-ms", "2000"}},
+			[]string{"--hooks", "ucp_put_nbx", "--probability", "0", "--inflight-code", "CANCELED"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			real := tc.run

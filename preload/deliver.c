@@ -34,6 +34,7 @@ struct ucxf_cb_ctx {
     int in_call; /* the real call has not returned yet */
     int fired;   /* libucp called the trampoline inside the call */
     int hook;    /* the operation, for the record of its delivery */
+    int after_kill; /* posted on an endpoint already killed (ucxf_ep_inflight_status) */
     uint64_t hold_ns; /* a rule holds the completion (defer.c, ucxf_defer_held) */
     void *ep;
     uint64_t size;
@@ -115,7 +116,7 @@ static void ucxf_deliver(struct ucxf_cb_ctx *x)
     }
     /* A real error wins over an injected one. */
     st = x->status == UCS_OK ? (ucs_status_t)x->code
-                             : (ucs_status_t)ucxf_ep_inflight_status(x->ep, x->status);
+                             : (ucs_status_t)ucxf_ep_inflight_status(x->ep, x->status, !x->after_kill);
 
     /* Recorded before the application's callback runs: it may free the
      * request (MPICH does), which must then find it delivered. */
@@ -345,6 +346,7 @@ wrap:
     x->hook      = c->hook;
     x->hold_ns   = c->hold_ns;
     x->ep        = c->ep;
+    x->after_kill = c->ep != NULL && ucxf_ep_dead_code(c->ep) != 0;
     x->size      = c->size;
     x->user_data = (param->op_attr_mask & UCP_OP_ATTR_FIELD_USER_DATA) ? param->user_data : NULL;
     switch (kind) {

@@ -420,9 +420,11 @@ int ucxf_ep_dead_code(void *ep)
  * Requests libucp purges itself get the kill's code, as after a real death.
  * A kill with an in-flight code of its own (--inflight-code, inflight-code=)
  * completes both kinds with that code instead, as InfiniBand's purge does
- * (-16 while the handler gets the endpoint's code).
+ * (-16 while the handler gets the endpoint's code); but a request posted
+ * after the kill (at_kill 0: not in flight when it was made) keeps the
+ * kill's code, as every operation on a dead endpoint does.
  */
-int ucxf_ep_inflight_status(void *ep, int status)
+int ucxf_ep_inflight_status(void *ep, int status, int at_kill)
 {
     int s, kill, inflight;
 
@@ -438,7 +440,7 @@ int ucxf_ep_inflight_status(void *ep, int status)
         if (status == UCS_ERR_CANCELED) {
             return inflight != 0 ? inflight : UCS_ERR_CONNECTION_RESET;
         }
-        if (status == kill && inflight != 0) {
+        if (status == kill && inflight != 0 && at_kill) {
             return inflight; /* purged by libucp with the endpoint's code */
         }
     }

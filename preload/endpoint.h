@@ -47,7 +47,9 @@ void    ucxf_ep_deliver_kills(void *worker);
 int     ucxf_ep_killed(int32_t *ordinals, int8_t *codes, int n);
 int     ucxf_ep_kill_now(void *ep, int code, int inflight);
 int     ucxf_ep_dead_code(void *ep);
-int     ucxf_ep_inflight_status(void *ep, int status);
+/* The status a followed request on ep completes with, given libucp's;
+ * at_kill: the request was in flight when ep was killed (endpoint.c). */
+int     ucxf_ep_inflight_status(void *ep, int status, int at_kill);
 void    ucxf_ep_set_closed(void *ep);
 void    ucxf_ep_settle(void *ep);
 void    ucxf_ep_set_remote(void *ep, const void *address);

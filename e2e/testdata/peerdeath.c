@@ -8,7 +8,7 @@
  *                    [--close force|flush]
  *                    [--count N] [--size BYTES] [--rounds R]
  *                    [--wait-ms MS] [--hold-ms MS] [--linger-ms MS] [--protect] [--reconnect]
- *                    [--start-line]
+ *                    [--start-line] [--after-size BYTES]
  *
  * The server maps a buffer, writes its worker address, the buffer's address
  * and its packed rkey to FILE, prints "READY pid=<pid>" and progresses until
@@ -31,7 +31,8 @@
  * is still in progress then is printed in phase "pending"), and --hold-ms
  * more with the endpoint still open (phase "hold": a second handler call
  * shows there). Then it posts one operation of each kind on the endpoint
- * (phase "after"), closes it (--close, phase "close"), progresses
+ * (phase "after"; the cbsend scenario's sends of --after-size bytes, 64 by
+ * default, at most the batch's bytes), closes it (--close, phase "close"), progresses
  * --linger-ms more (phase "linger") and prints "DONE handlers=<calls>".
  * Requests of an earlier phase that complete later are printed in the
  * phase in which they complete, with their first index.
@@ -114,11 +115,12 @@ static struct {
     int           rounds;
     unsigned      wait_ms;
     unsigned      hold_ms;
+    size_t        after_size;
     unsigned      linger_ms;
     int           protect;
     int           reconnect; /* after the linger: a new endpoint to the same peer */
     int           start_line; /* print WAITING and read a line before connecting */
-} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, 500, 0, 0, 0};
+} cfg = {NULL, NULL, 0, 1, 4, 262144, 3, 5000, 0, PD_SMALL, 500, 0, 0, 0};
 
 static ucp_context_h g_ctx;
 static ucp_worker_h  g_worker;
@@ -679,8 +681,8 @@ static void post_after(void)
     post_get(0, PD_SMALL, 1);
     post_flush(1);
     if (strcmp(cfg.scenario, "cbsend") == 0) {
-        post_tag(PD_SMALL);
-        post_am(PD_SMALL);
+        post_tag(cfg.after_size);
+        post_am(cfg.after_size);
     } else if (strcmp(cfg.scenario, "stream") == 0) {
         post_stream(0);
     }
@@ -799,7 +801,7 @@ static void usage(void)
                     "                 [--connect address|sockaddr]\n"
                     "                 [--close force|flush] [--count N] [--size BYTES]\n"
                     "                 [--rounds R] [--wait-ms MS] [--hold-ms MS] [--linger-ms MS]\n"
-                    "                 [--start-line]\n");
+                    "                 [--start-line] [--after-size BYTES]\n");
     exit(2);
 }
 
@@ -824,7 +826,7 @@ int main(int argc, char **argv)
         {"wait-ms", required_argument, NULL, 'w'},  {"linger-ms", required_argument, NULL, 'l'},
         {"hold-ms", required_argument, NULL, 'o'},  {"protect", no_argument, NULL, 'P'},
         {"reconnect", no_argument, NULL, 'R'},      {"start-line", no_argument, NULL, 'S'},
-        {"connect", required_argument, NULL, 'C'},
+        {"connect", required_argument, NULL, 'C'},  {"after-size", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0}};
     int server, c;
 
@@ -866,11 +868,12 @@ int main(int argc, char **argv)
         case 'R': cfg.reconnect = 1; break;
         case 'S': cfg.start_line = 1; break;
         case 'l': cfg.linger_ms = (unsigned)num(optarg, 0, 600000); break;
+        case 'A': cfg.after_size = (size_t)num(optarg, PD_SMALL, 1 << 20); break;
         default: usage();
         }
     }
-    if (cfg.hello == NULL || optind != argc) {
-        usage();
+    if (cfg.hello == NULL || optind != argc || cfg.after_size > (size_t)cfg.count * cfg.size) {
+        usage(); /* the after phase's sends read the batch's buffer */
     }
     if (server) {
         return run_server();
