@@ -539,7 +539,7 @@ func planInflightCode(e *Engine, req *Request) (plan, error) {
 		if code == 0 {
 			return "operations in flight at a kill complete with the kill's code", nil
 		}
-		return fmt.Sprintf("operations in flight at a kill complete with %d (%s); the handler and later calls get the kill's code", code, code), nil
+		return fmt.Sprintf("operations in flight at a kill complete with %d (%s), those posted from now on; the handler and later calls get the kill's code", code, code), nil
 	})
 }
 

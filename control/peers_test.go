@@ -93,7 +93,8 @@ func TestStatusEndpoints(t *testing.T) {
 // TestPeerSpelling: a worker's peer must be spelled as status shows it,
 // or a rule would never match and a kill would find no endpoint.
 func TestPeerSpelling(t *testing.T) {
-	for _, bad := range []string{"w:zzz", "w:0123456789AB", "w:0123456789a", "a:0123456789abc", "w:", "10.0.0.2"} {
+	for _, bad := range []string{"w:zzz", "w:0123456789AB", "w:0123456789a", "a:0123456789abc", "w:", "10.0.0.2",
+		"W:0123456789ab", "x:1", "host:1", "10.0.0.2:x", "10.0.0.2:70000", "fe80::1:13337"} {
 		if _, err := ParseRule("hooks=ucp_get_nbx peer=" + bad); err == nil || !errors.Is(err, ErrInvalid) {
 			t.Errorf("peer=%s: %v, want refused as invalid", bad, err)
 		}
@@ -134,7 +135,7 @@ func TestRulePeer(t *testing.T) {
 		"peer=":             "needs a value",
 		"peer=a=b:1":        "not in a peer name",
 		"peer=x":            "not a peer name",
-		"peer=x:1 peer=y:1": "given twice",
+		"peer=10.0.0.1:1 peer=10.0.0.2:1": "given twice",
 		"hooks=ucp_worker_flush_nbx peer=w:000000000001": "no endpoint argument for endpoint=, peer= or kill-ep",
 		"peer=" + strings.Repeat("1", 64):                "want 1 to 63 characters",
 	} {

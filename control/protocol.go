@@ -180,8 +180,9 @@ type Status struct {
 	// InflightCode is Settings.InflightCode: what operations in flight at
 	// a kill complete with (0: the kill's code).
 	InflightCode int `json:"inflight_code,omitempty"`
-	// KilledRequests counts requests that were in flight on an endpoint
-	// when it was killed and completed with the kill's code (deferred mode).
+	// KilledRequests counts followed requests (deferred mode, or an
+	// in-flight code) that were in flight on an endpoint when it was
+	// killed and completed with the kill's code or its in-flight code.
 	KilledRequests uint64   `json:"killed_requests,omitempty"`
 	Warnings       []string `json:"warnings,omitempty"`
 	// LibucpCopies lists, when two or more libucp files are mapped, each

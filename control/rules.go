@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -565,6 +566,19 @@ func CheckPeer(v string) (string, error) {
 		if len(hex) != 12 || strings.Trim(hex, "0123456789abcdef") != "" {
 			return "", fmt.Errorf("%w: peer %q: a worker's peer is %s: and 12 lower-case hex digits, as status shows it (w:1a2b3c4d5e6f)", ErrInvalid, v, kind)
 		}
+		return v, nil
+	}
+	// Else a client/server endpoint's: an IP address (IPv6 in brackets)
+	// and a port, as inet_ntop writes them (preload/peer.c), never a name.
+	i := strings.LastIndexByte(v, ':')
+	host, port := v[:i], v[i+1:]
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	} else if strings.Contains(host, ":") {
+		host = "" // IPv6 without brackets: not how status shows it
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); net.ParseIP(host) == nil || err != nil || p == 0 {
+		return "", fmt.Errorf("%w: peer %q is not a peer name: want w: and 12 hex digits, or an IP address and a port (as status shows a peer: w:1a2b3c4d5e6f, 10.0.0.2:13337, [fe80::1]:13337)", ErrInvalid, v)
 	}
 	return v, nil
 }

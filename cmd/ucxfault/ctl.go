@@ -197,7 +197,7 @@ keep working. A killed endpoint stays dead, even across reset.`,
 			return runControl(c.OutOrStdout(), c.ErrOrStderr(), req)
 		},
 	}
-	killEP.Flags().StringVar(&killInflight, "inflight-code", "", "what operations in flight on the endpoint complete with (default: inflight-code's setting, else the kill's code; in immediate mode only requests posted after an in-flight code was set are followed: set it beforehand with inflight-code)")
+	killEP.Flags().StringVar(&killInflight, "inflight-code", "", "what operations in flight on the endpoint complete with (default: inflight-code's setting, else the kill's code; only requests posted after an in-flight code was set are followed, and in deferred mode those of the hooks injected into: set it beforehand with inflight-code)")
 	killEP.Flags().StringVar(&killCode, "code", "", "the code the endpoint fails with (default: the process's libucp's for a dead TCP peer)")
 	return []*cobra.Command{
 		mode, killEP, inflight,

@@ -334,7 +334,7 @@ func renderStatusNotes(w io.Writer, statuses []control.Status) {
 			}
 		}
 		if st.KilledRequests > 0 {
-			fmt.Fprintf(w, "pid %d: %s in flight on killed endpoints completed with the kill's code\n", st.PID,
+			fmt.Fprintf(w, "pid %d: %s in flight on killed endpoints completed with the kill's code or its in-flight code\n", st.PID,
 				plural(int(st.KilledRequests), "request"))
 		}
 		if st.RecordsLost > 0 {
