@@ -132,9 +132,9 @@ func TestRulePeer(t *testing.T) {
 		}
 	}
 	for text, want := range map[string]string{
-		"peer=":             "needs a value",
-		"peer=a=b:1":        "not in a peer name",
-		"peer=x":            "not a peer name",
+		"peer=":                           "needs a value",
+		"peer=a=b:1":                      "not in a peer name",
+		"peer=x":                          "not a peer name",
 		"peer=10.0.0.1:1 peer=10.0.0.2:1": "given twice",
 		"hooks=ucp_worker_flush_nbx peer=w:000000000001": "no endpoint argument for endpoint=, peer= or kill-ep",
 		"peer=" + strings.Repeat("1", 64):                "want 1 to 63 characters",
