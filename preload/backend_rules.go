@@ -4,7 +4,6 @@ package main
 #include <stdlib.h>
 #include "ucxfault.h"
 #include "rules.h"
-#include "rules_fast.h"
 #include "peer.h"
 */
 import "C"

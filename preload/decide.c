@@ -465,12 +465,12 @@ int ucxf_leave(struct ucxf_call *c, int status, void *request)
         int found = ucxf_defer_deliver(c->req, &di) == 0;
         int code  = c->poll_code != 0 ? c->poll_code : found ? di.code : 0;
         int mark  = 0;
-        /* In flight at the kill: ucxf_defer_kill gave its entry a code. */
-        int at_kill = found && di.code != 0;
-        if (found && status < 0 && ucxf_ep_inflight_status(di.ep, status, at_kill) != status) {
-            /* Cancelled by a kill's lane discard, or purged by libucp for
-             * a kill with an in-flight code (ucxf_ep_inflight_status). */
-            override = status = ucxf_ep_inflight_status(di.ep, status, at_kill);
+        /* Cancelled by a kill's lane discard, or purged by libucp for a
+         * kill with an in-flight code (ucxf_ep_inflight_status); in flight
+         * at the kill when ucxf_defer_kill gave its entry a code. */
+        int killed = found && status < 0 ? ucxf_ep_inflight_status(di.ep, status, di.code != 0) : status;
+        if (killed != status) {
+            override = status = killed;
         }
         if (code < 0 && status == UCS_OK) {
             override    = code;

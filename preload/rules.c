@@ -25,10 +25,11 @@
 /*
  * Time windows are checked on every call a windowed rule sees. The precise
  * clock costs about 30 ns on a VM; CLOCK_MONOTONIC_COARSE about 4 ns (read
- * through the vDSO, ucxf_rules_clock), but it lags by up to one tick. Since the precise time lies in [coarse, coarse +
- * tick), the coarse clock decides unless a window edge falls inside that
- * interval; only then is the precise clock read (ucxf_rules_in_window). 0:
- * no usable coarse clock.
+ * through the vDSO, ucxf_rules_clock), but it lags by up to one tick.
+ * Since the precise time lies in [coarse, coarse + tick), the coarse clock
+ * decides unless a window edge falls inside that interval; only then is
+ * the precise clock read (ucxf_rules_in_window). 0: no usable coarse
+ * clock.
  */
 UCXF_HIDDEN uint64_t ucxf_rules_tick_ns;
 

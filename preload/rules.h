@@ -21,4 +21,9 @@ int ucxf_rules_decide(struct ucxf_call *c, const struct ucxf_config *cfg, struct
  * start counting from now for rules it had not seen. */
 void ucxf_rules_rebase(struct ucxf_thread *t, const struct ucxf_config *cfg);
 
+/* Has a window read the coarse clock through the vDSO's own entry
+ * (ucxf_rules_clock, rules_fast.h); the control side calls it as it fills
+ * in a rule with a window, off the hot path. Once per process. */
+void ucxf_rules_clock_resolve(void);
+
 #endif

@@ -39,9 +39,6 @@ extern UCXF_HIDDEN uint64_t ucxf_rules_tick_ns;
 /* The coarse clock's reader (rules.c): the vDSO's clock_gettime once a
  * configuration with a window has been published, else libc's. */
 extern UCXF_HIDDEN int (*ucxf_rules_clock)(clockid_t, struct timespec *);
-/* Resolves ucxf_rules_clock; the control side calls it as it fills in a
- * rule with a window, off the hot path. Once per process. */
-UCXF_HIDDEN void ucxf_rules_clock_resolve(void);
 
 /* Whether now is inside rule r's time window: the coarse clock decides
  * unless a window edge falls within a tick of it (rules.c). */
@@ -220,8 +217,6 @@ static inline __attribute__((always_inline)) int ucxf_rules_pass(int h, uint64_t
     }
     if (cd != 0) {
         ucxf_rules_countdown_step(cfg, t, h, cd, hc->calls);
-    } else {
-        UCXF_DEC(t->until_fault[h]); /* as the fast half: the random and pattern strategies' countdown, unused here */
     }
     UCXF_INC(hc->calls);
     UCXF_INC(hc->size_calls[bucket]);
