@@ -524,16 +524,17 @@ static inline __attribute__((always_inline)) int ucxf_fast_pass(int kind, int h,
                         __ATOMIC_RELAXED) != caller) {
         return 1;
     }
+    bucket = ucxf_size_bucket(size);
     /* Hooks without an endpoint pass a literal NULL: their test folds
      * away. (A NULL endpoint of one that has it counts in ep_sink.) */
-    if ((!__builtin_constant_p(ep) || ep != NULL) && UCXF_UNLIKELY(t->ep_cnt_ep != ep)) {
-        return 1; /* another endpoint than the last: ucxf_enter finds its counters */
-    }
-    bucket = ucxf_size_bucket(size);
     if (UCXF_UNLIKELY(t->until_fault[h] == 0) || UCXF_UNLIKELY((t->slow_buckets[h] >> (bucket & 63)) & 1)) {
         /* This call may fail, or a rule may match its size: the rules
-         * half (ucxf_rules_pass) or ucxf_enter decides. */
-        return 2;
+         * half (ucxf_rules_pass) decides it if it is of the endpoint
+         * counted last, else ucxf_enter. */
+        return (!__builtin_constant_p(ep) || ep != NULL) && t->ep_cnt_ep != ep ? 1 : 2;
+    }
+    if ((!__builtin_constant_p(ep) || ep != NULL) && UCXF_UNLIKELY(t->ep_cnt_ep != ep)) {
+        return 1; /* another endpoint than the last: ucxf_enter finds its counters */
     }
     hc = &t->h[h];
     UCXF_DEC(t->until_fault[h]);
